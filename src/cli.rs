@@ -1,0 +1,38 @@
+//! The command line, as gitlab-runner calls it through `[runners.custom]`.
+//!
+//! Kept free of logic so that the man page and shell completions can be generated from it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// GitLab Runner custom executor that gives each CI job short-lived secrets from Vault/OpenBao
+/// and revokes them when the job ends.
+#[derive(Debug, Parser)]
+#[command(name = "leasehold", version, about, long_about = None)]
+pub struct Cli {
+    /// Executor config file [default: $LEASEHOLD_CONFIG, else /etc/leasehold/config.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The stage or tool to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// config_exec: print builds/cache dirs, driver info and job_env as JSON.
+    Config,
+    /// prepare_exec: verify the job, log in to Vault once, resolve its secrets into private state.
+    Prepare,
+    /// run_exec: run one sub-stage script with the job's secrets injected.
+    Run {
+        /// The script gitlab-runner generated for this sub-stage.
+        script: PathBuf,
+        /// The sub-stage name (build_script, after_script, …).
+        stage: String,
+    },
+    /// cleanup_exec: revoke every lease and the Vault token, remove the job's private state.
+    Cleanup,
+}

@@ -1,0 +1,563 @@
+//! Job-side secret declarations: GitLab's own `secrets:` schema, read from `LEASEHOLD_SECRETS`.
+//!
+//! Why a variable and not GitLab's `secrets:` keyword: gitlab-runner resolves `secrets:` itself,
+//! before any executor runs, on Premium only, and then exports the values into every stage script.
+//! Putting the same YAML into a variable keeps GitLab's documented syntax while leaving resolution,
+//! exposure and revocation to leasehold.
+//!
+//! Accepted forms, per target variable name:
+//! - short: `vault: path/to/secret/field@mount` (mount defaults to `kv-v2`, as in GitLab);
+//! - long: `vault: {engine: {name: kv-v2|kv-v1|generic, path: mount}, path, field}`;
+//! - `file:` (default true, as in GitLab), `token: $VAR` (the ID-token variable);
+//! - leasehold extensions: `vault.data` (a request body; turns the read into a write),
+//!   `vault.ttl` (the lease lifetime to ask for) and `stages:` (which sub-stages receive it).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::FailureKind;
+
+/// GitLab's default engine path for the short form.
+pub const DEFAULT_SHORT_FORM_MOUNT: &str = "kv-v2";
+
+/// One declared secret, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Declaration {
+    /// The environment variable the job sees.
+    pub name: String,
+    /// Where the value comes from.
+    pub source: SecretSource,
+    /// Deliver as a 0600 file whose path is the variable's value.
+    pub file: bool,
+    /// The ID-token variable named by `token: $VAR`, if any.
+    pub token_variable: Option<String>,
+    /// Sub-stage patterns overriding the executor config's `secret_stages`.
+    pub stages: Option<Vec<String>>,
+}
+
+/// Where a secret's value is read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretSource {
+    /// How the request path and the response are shaped.
+    pub engine: Engine,
+    /// The engine's mount path, without slashes at either end.
+    pub mount: String,
+    /// The secret's path below the mount, cleaned like Go's `path.Join`.
+    pub path: String,
+    /// The key picked from the response data.
+    pub field: String,
+    /// Request body for write-style endpoints (`pki/issue/<role>`); `None` means a plain read.
+    pub data: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The lease lifetime to ask for.
+    pub ttl: Option<Duration>,
+}
+
+/// The secret engines GitLab's schema names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Engine {
+    /// KV version 2: `GET <mount>/data/<path>`, fields under `data.data`.
+    KvV2,
+    /// KV version 1: `GET <mount>/<path>`, fields under `data`.
+    KvV1,
+    /// Any other engine (database, aws, pki…): `GET <mount>/<path>` (or a write when `data` is
+    /// set), fields under `data`.
+    Generic,
+}
+
+impl Engine {
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "kv-v2" => Some(Engine::KvV2),
+            "kv-v1" => Some(Engine::KvV1),
+            "generic" => Some(Engine::Generic),
+            _ => None,
+        }
+    }
+
+    /// The name as GitLab's schema spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::KvV2 => "kv-v2",
+            Engine::KvV1 => "kv-v1",
+            Engine::Generic => "generic",
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl SecretSource {
+    /// The API path (below `/v1/`) this source is requested at.
+    pub fn api_path(&self) -> String {
+        match self.engine {
+            Engine::KvV2 => format!("{}/data/{}", self.mount, self.path),
+            Engine::KvV1 | Engine::Generic => format!("{}/{}", self.mount, self.path),
+        }
+    }
+
+    /// How a human refers to it in the job log: `ops/production/db` plus the field.
+    pub fn display_path(&self) -> String {
+        format!("{}/{}", self.mount, self.path)
+    }
+}
+
+/// Variable names a secret may not take: the runner or the shell own them.
+const RESERVED_NAMES: &[&str] = &[
+    "PATH", "HOME", "SHELL", "USER", "LOGNAME", "TMPDIR", "IFS", "ENV", "BASH_ENV", "LD_PRELOAD",
+    "LD_LIBRARY_PATH", "PWD", "OLDPWD",
+];
+const RESERVED_PREFIXES: &[&str] = &["CI_", "GITLAB_", "FF_", "RUNNER_", "CUSTOM_ENV_", "LEASEHOLD_"];
+
+/// Context a declaration is validated against.
+pub struct DeclarationContext<'a> {
+    /// The job variable the YAML came from (for messages).
+    pub source_variable: &'a str,
+    /// Looks up a job variable by name: `(value, expandable)`; masked and file variables are not
+    /// expandable, so an ID token can never be spliced into a request path or the job log.
+    pub lookup: &'a dyn Fn(&str) -> Option<(String, bool)>,
+}
+
+/// Parses and validates the YAML of `LEASEHOLD_SECRETS`.
+pub fn parse(yaml: &str, ctx: &DeclarationContext<'_>) -> Result<Vec<Declaration>, DeclarationError> {
+    if yaml.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let raw: BTreeMap<String, RawSecret> = serde_saphyr::from_str(yaml).map_err(|e| {
+        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        DeclarationError::Malformed {
+            variable: ctx.source_variable.to_owned(),
+            line,
+            column,
+            message: one_line(&e.without_snippet().to_string()),
+        }
+    })?;
+    raw.into_iter().map(|(name, secret)| secret.validate(name, ctx)).collect()
+}
+
+fn one_line(text: &str) -> String {
+    let mut out = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+    // saphyr prefixes positions itself in some messages; ours come separately.
+    if out.len() > 300 {
+        out.truncate(300);
+    }
+    out
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecret {
+    #[serde(default)]
+    vault: Option<RawVault>,
+    #[serde(default)]
+    file: Option<bool>,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    stages: Option<Vec<String>>,
+    #[serde(default)]
+    gcp_secret_manager: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    azure_key_vault: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    aws_secrets_manager: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    gitlab_secrets_manager: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawVault {
+    Short(String),
+    Long(RawVaultLong),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVaultLong {
+    engine: RawEngine,
+    path: String,
+    field: String,
+    #[serde(default)]
+    data: Option<BTreeMap<String, RawData>>,
+    #[serde(default)]
+    ttl: Option<RawTtl>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEngine {
+    name: String,
+    path: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawData {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawTtl {
+    Seconds(u64),
+    Text(String),
+}
+
+impl RawSecret {
+    fn validate(self, name: String, ctx: &DeclarationContext<'_>) -> Result<Declaration, DeclarationError> {
+        let invalid = |reason: String| DeclarationError::Invalid { name: name.clone(), reason };
+        validate_name(&name).map_err(&invalid)?;
+        let other_provider = [
+            ("gcp_secret_manager", self.gcp_secret_manager.is_some()),
+            ("azure_key_vault", self.azure_key_vault.is_some()),
+            ("aws_secrets_manager", self.aws_secrets_manager.is_some()),
+            ("gitlab_secrets_manager", self.gitlab_secrets_manager.is_some()),
+        ]
+        .into_iter()
+        .find(|(_, present)| *present);
+        if let Some((provider, _)) = other_provider {
+            return Err(invalid(format!(
+                "{provider} is not supported by leasehold; declare a `vault:` source instead"
+            )));
+        }
+        let vault = self.vault.ok_or_else(|| invalid("has no `vault:` source".into()))?;
+        let expand = |text: &str| expand_variables(text, ctx).map_err(&invalid);
+        let source = match vault {
+            RawVault::Short(short) => parse_short_form(&expand(&short)?).map_err(&invalid)?,
+            RawVault::Long(long) => {
+                let engine = Engine::parse(&long.engine.name).ok_or_else(|| {
+                    invalid(format!(
+                        "engine name {:?} is not one of kv-v2, kv-v1, generic",
+                        long.engine.name
+                    ))
+                })?;
+                let data = long
+                    .data
+                    .map(|data| {
+                        data.into_iter()
+                            .map(|(k, v)| Ok((k, v.into_json(&expand)?)))
+                            .collect::<Result<serde_json::Map<_, _>, DeclarationError>>()
+                    })
+                    .transpose()?;
+                let ttl = long.ttl.map(|t| t.parse()).transpose().map_err(&invalid)?;
+                SecretSource {
+                    engine,
+                    mount: clean_path(&expand(&long.engine.path)?).map_err(&invalid)?,
+                    path: clean_path(&expand(&long.path)?).map_err(&invalid)?,
+                    field: expand(&long.field)?,
+                    data,
+                    ttl,
+                }
+            }
+        };
+        if source.field.is_empty() {
+            return Err(invalid("field is empty".into()));
+        }
+        let token_variable = self
+            .token
+            .map(|t| {
+                let bare = t.trim().trim_start_matches('$').trim_start_matches('{').trim_end_matches('}');
+                validate_env_name(bare)
+                    .map(|()| bare.to_owned())
+                    .map_err(|_| invalid(format!("token must name an ID-token variable like $VAULT_ID_TOKEN, got {t:?}")))
+            })
+            .transpose()?;
+        if let Some(stages) = &self.stages {
+            for pattern in stages {
+                globset::Glob::new(pattern).map_err(|e| invalid(format!("stages: invalid pattern {pattern:?}: {e}")))?;
+            }
+        }
+        Ok(Declaration { name, source, file: self.file.unwrap_or(true), token_variable, stages: self.stages })
+    }
+}
+
+impl RawData {
+    fn into_json(
+        self,
+        expand: &dyn Fn(&str) -> Result<String, DeclarationError>,
+    ) -> Result<serde_json::Value, DeclarationError> {
+        Ok(match self {
+            RawData::Bool(b) => b.into(),
+            RawData::Int(i) => i.into(),
+            RawData::Float(f) => serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into),
+            RawData::Text(s) => expand(&s)?.into(),
+            RawData::List(items) => items.iter().map(|s| expand(s)).collect::<Result<Vec<_>, _>>()?.into(),
+        })
+    }
+}
+
+impl RawTtl {
+    fn parse(self) -> Result<Duration, String> {
+        match self {
+            RawTtl::Seconds(s) => Ok(Duration::from_secs(s)),
+            RawTtl::Text(text) => parse_duration(&text),
+        }
+    }
+}
+
+/// Parses `90`, `90s`, `15m`, `1h`, `1h30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = 0u64;
+    let mut digits = String::new();
+    for ch in text.chars() {
+        if ch.is_ascii_digit() {
+            digits.push(ch);
+            continue;
+        }
+        let unit = match ch {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(format!("ttl {text:?} is not a duration like 90s, 15m or 1h")),
+        };
+        let n: u64 = digits.parse().map_err(|_| format!("ttl {text:?} is not a duration like 90s, 15m or 1h"))?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        digits.clear();
+    }
+    if !digits.is_empty() || text.is_empty() {
+        return Err(format!("ttl {text:?} is not a duration like 90s, 15m or 1h"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// `path/to/secret/field@mount`.
+fn parse_short_form(short: &str) -> Result<SecretSource, String> {
+    let (location, mount) = match short.rsplit_once('@') {
+        Some((location, mount)) => (location, mount),
+        None => (short, DEFAULT_SHORT_FORM_MOUNT),
+    };
+    let (path, field) = location.trim_end_matches('/').rsplit_once('/').ok_or_else(|| {
+        format!("short form {short:?} needs at least path/field, like production/db/password@ops")
+    })?;
+    Ok(SecretSource {
+        engine: Engine::KvV2,
+        mount: clean_path(mount)?,
+        path: clean_path(path)?,
+        field: field.to_owned(),
+        data: None,
+        ttl: None,
+    })
+}
+
+/// Cleans a path like Go's `path.Join` (which gitlab-runner applies), and refuses anything that
+/// could climb out of the mount or smuggle a query.
+fn clean_path(path: &str) -> Result<String, String> {
+    let cleaned: Vec<&str> = path.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    if cleaned.is_empty() {
+        return Err(format!("path {path:?} is empty"));
+    }
+    if cleaned.contains(&"..") {
+        return Err(format!("path {path:?} must not contain '..'"));
+    }
+    if path.chars().any(|c| matches!(c, '?' | '#' | '%') || c.is_control() || c == ' ') {
+        return Err(format!("path {path:?} must not contain '?', '#', '%', spaces or control characters"));
+    }
+    Ok(cleaned.join("/"))
+}
+
+/// Expands `$NAME` and `${NAME}` from non-secret job variables, as gitlab-runner does in its
+/// `secrets:` block. Masked and file variables are refused rather than expanded.
+fn expand_variables(text: &str, ctx: &DeclarationContext<'_>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        let (name, consumed) = if let Some(braced) = after.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) => (&braced[..end], end + 2),
+                None => return Err(format!("unterminated ${{ in {text:?}")),
+            }
+        } else {
+            let len = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+            (&after[..len], len)
+        };
+        if name.is_empty() {
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        match (ctx.lookup)(name) {
+            Some((value, true)) => out.push_str(&value),
+            Some((_, false)) => {
+                return Err(format!("${name} is a masked or file variable and cannot be used in a secret path"));
+            }
+            None => {}
+        }
+        rest = &after[consumed..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn validate_env_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok { Ok(()) } else { Err(format!("{name:?} is not a valid environment variable name")) }
+}
+
+fn validate_name(name: &str) -> Result<(), String> {
+    validate_env_name(name)?;
+    if RESERVED_NAMES.contains(&name) || RESERVED_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        return Err(format!(
+            "the name is reserved for the runner or the shell (names like PATH or starting with {}); choose another",
+            RESERVED_PREFIXES.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Why a job's declarations cannot be used. Always the job's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum DeclarationError {
+    /// The YAML does not parse or does not follow the schema.
+    #[error("{variable} is malformed at line {line} column {column}: {message}; see the declaration reference in the README")]
+    Malformed {
+        /// The job variable holding the YAML.
+        variable: String,
+        /// 1-based line.
+        line: u64,
+        /// 1-based column.
+        column: u64,
+        /// The parser's message.
+        message: String,
+    },
+    /// One declaration is invalid.
+    #[error("secret {name}: {reason}")]
+    Invalid {
+        /// The target variable.
+        name: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// A declared secret has the name of an existing job variable.
+    #[error(
+        "secret {name} has the same name as a CI/CD variable of this job; the job script would export the variable over the secret, so rename the secret or remove the variable"
+    )]
+    Collision {
+        /// The name.
+        name: String,
+    },
+}
+
+impl DeclarationError {
+    /// Declarations are written by the job's author.
+    pub fn failure_kind(&self) -> FailureKind {
+        FailureKind::Build
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx_with(vars: &'static [(&'static str, &'static str, bool)]) -> impl Fn(&str) -> Option<(String, bool)> {
+        move |name| vars.iter().find(|(k, _, _)| *k == name).map(|(_, v, e)| ((*v).to_owned(), *e))
+    }
+
+    fn parse_ok(yaml: &str) -> Vec<Declaration> {
+        let lookup = ctx_with(&[("CI_ENVIRONMENT_NAME", "staging", true), ("VAULT_ID_TOKEN", "eyJ", false)]);
+        parse(yaml, &DeclarationContext { source_variable: "LEASEHOLD_SECRETS", lookup: &lookup }).expect("valid")
+    }
+
+    fn parse_err(yaml: &str) -> String {
+        let lookup = ctx_with(&[("VAULT_ID_TOKEN", "eyJ.secret", false)]);
+        parse(yaml, &DeclarationContext { source_variable: "LEASEHOLD_SECRETS", lookup: &lookup })
+            .expect_err("invalid")
+            .to_string()
+    }
+
+    #[test]
+    fn gitlab_documentation_examples() {
+        let decls = parse_ok(
+            "DATABASE_PASSWORD:\n  vault: production/db/password@ops\n  file: false\n  token: $VAULT_ID_TOKEN\n\
+             DB:\n  vault:\n    engine:\n      name: kv-v2\n      path: ops\n    path: production/db\n    field: password\n\
+             SIMPLE:\n  vault: production/s3/secret-key\n",
+        );
+        let by_name = |n: &str| decls.iter().find(|d| d.name == n).expect(n).clone();
+        let short = by_name("DATABASE_PASSWORD");
+        assert_eq!(short.source.api_path(), "ops/data/production/db");
+        assert_eq!(short.source.field, "password");
+        assert!(!short.file);
+        assert_eq!(short.token_variable.as_deref(), Some("VAULT_ID_TOKEN"));
+        assert_eq!(by_name("DB").source, short.source);
+        assert!(by_name("DB").file, "file defaults to true as in GitLab");
+        assert_eq!(by_name("SIMPLE").source.api_path(), "kv-v2/data/production/s3");
+    }
+
+    #[test]
+    fn kv_v1_generic_data_and_ttl() {
+        let decls = parse_ok(
+            "CERT:\n  vault:\n    engine: {name: generic, path: pki}\n    path: issue/web\n    field: certificate\n    \
+             data: {common_name: \"$CI_ENVIRONMENT_NAME.example.com\", ttl: \"10m\"}\n    ttl: 15m\n\
+             OLD:\n  vault: {engine: {name: kv-v1, path: kv}, path: /team//app/, field: key}\n  stages: [build_script]\n",
+        );
+        let cert = &decls[0];
+        assert_eq!(cert.source.engine, Engine::Generic);
+        assert_eq!(cert.source.api_path(), "pki/issue/web");
+        assert_eq!(cert.source.ttl, Some(Duration::from_secs(900)));
+        let data = cert.source.data.as_ref().expect("data");
+        assert_eq!(data["common_name"], "staging.example.com");
+        assert_eq!(decls[1].source.api_path(), "kv/team/app");
+        assert_eq!(decls[1].stages.as_deref(), Some(&["build_script".to_owned()][..]));
+    }
+
+    #[test]
+    fn malformed_yaml_names_line_and_column() {
+        let err = parse_err("A:\n  vault: x/y@z\nB:\n  vault: [unclosed\n");
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.starts_with("LEASEHOLD_SECRETS is malformed"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_position() {
+        let err = parse_err("A:\n  vault: x/y@z\n  flie: false\n");
+        assert!(err.contains("flie"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn bad_declarations() {
+        assert!(parse_err("A:\n  vault: nofield\n").contains("path/field"));
+        assert!(parse_err("PATH:\n  vault: a/b\n").contains("reserved"));
+        assert!(parse_err("CI_X:\n  vault: a/b\n").contains("reserved"));
+        assert!(parse_err("1A:\n  vault: a/b\n").contains("valid environment variable"));
+        assert!(parse_err("A:\n  vault: ../../sys/b@kv\n").contains(".."));
+        assert!(parse_err("A:\n  vault: a?x=1/b@kv\n").contains("'?'"));
+        assert!(parse_err("A:\n  vault: {engine: {name: kv-v3, path: kv}, path: a, field: b}\n").contains("kv-v3"));
+        assert!(parse_err("A:\n  gcp_secret_manager: {name: x}\n").contains("not supported"));
+        assert!(parse_err("A:\n  file: true\n").contains("no `vault:`"));
+    }
+
+    #[test]
+    fn masked_variables_are_never_expanded() {
+        let err = parse_err("A:\n  vault: $VAULT_ID_TOKEN/x@kv\n");
+        assert!(err.contains("masked"), "{err}");
+        assert!(!err.contains("eyJ.secret"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").expect("ok"), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h30m").expect("ok"), Duration::from_secs(5400));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -1,0 +1,80 @@
+//! The one place where a failure becomes an exit code.
+//!
+//! gitlab-runner distinguishes a job's own fault (`BUILD_FAILURE_EXIT_CODE`: no retry, the job
+//! fails) from an infrastructure fault (`SYSTEM_FAILURE_EXIT_CODE`: prepare is retried up to three
+//! times, the job is marked as a system failure). Every error in the library knows which of the two
+//! it is; this module turns that into the process's exit status and one line for the job log.
+//!
+//! Invariant: no `Display` implementation reachable from [`Error`] ever formats a secret value, a
+//! Vault token or an ID token. Those live in `secrecy` types whose `Debug` redacts, and no error
+//! variant carries one.
+
+use std::path::PathBuf;
+
+/// Whose fault a failure is, which decides the exit code gitlab-runner sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The job's declarations, identity or permissions are wrong: retrying cannot help.
+    Build,
+    /// Vault is unreachable, the host is misconfigured, leasehold itself failed: gitlab-runner's
+    /// own prepare retry may help, and the job is reported as a system failure.
+    System,
+}
+
+/// Every error leasehold reports at the edge of a stage.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The executor config could not be loaded.
+    #[error(transparent)]
+    Config(#[from] crate::executor_config::ConfigError),
+    /// The runner protocol was not followed (missing environment, unreadable job file).
+    #[error(transparent)]
+    Protocol(#[from] crate::protocol::ProtocolError),
+    /// The job's secret declarations are malformed or not allowed.
+    #[error(transparent)]
+    Declaration(#[from] crate::declarations::DeclarationError),
+    /// The job's identity could not be established.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// Resolving secrets from Vault failed.
+    #[error(transparent)]
+    Resolution(#[from] crate::resolution::ResolutionError),
+    /// The private per-job state is unusable.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// Running the wrapped executor failed.
+    #[error(transparent)]
+    Executor(#[from] crate::executor::ExecutorError),
+    /// Reading or writing a file leasehold owns failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What leasehold was doing.
+        action: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Which exit code this failure maps to.
+    pub fn failure_kind(&self) -> FailureKind {
+        match self {
+            Error::Config(_) | Error::Protocol(_) | Error::State(_) | Error::Io { .. } => {
+                FailureKind::System
+            }
+            Error::Declaration(e) => e.failure_kind(),
+            Error::Identity(e) => e.failure_kind(),
+            Error::Resolution(e) => e.failure_kind(),
+            Error::Executor(e) => e.failure_kind(),
+        }
+    }
+
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { action, path: path.into(), source }
+    }
+}
+
+/// The result type of stage entry points.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,401 @@
+//! The runner admin's executor config: a TOML file like gitlab-runner's own `config.toml`.
+//!
+//! Why TOML and why strict: the file decides which Vault servers may receive a job's ID token and
+//! which sub-stages see secrets, so a typo must not silently fall back to a default. Unknown keys
+//! are errors that name the key, line and column. Raw values are validated here, once, into types
+//! the rest of leasehold can trust (ripgrep's "low args, then high args").
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::FailureKind;
+
+/// Where the config is read from when neither `--config` nor `LEASEHOLD_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/leasehold/config.toml";
+
+/// The executor config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorConfig {
+    /// Private per-job state lives below this directory (0700, owned by leasehold's user).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Reported to gitlab-runner as `builds_dir`.
+    #[serde(default = "default_builds_dir")]
+    pub builds_dir: PathBuf,
+    /// Reported to gitlab-runner as `cache_dir`.
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
+    /// Reported to gitlab-runner as `builds_dir_is_shared` when set.
+    #[serde(default)]
+    pub builds_dir_is_shared: Option<bool>,
+    /// The Vault/OpenBao servers.
+    pub vault: VaultSection,
+    /// How jobs name their secrets and which stages see them.
+    #[serde(default)]
+    pub job: JobSection,
+    /// How injected values are masked in the job log.
+    #[serde(default)]
+    pub mask: MaskSection,
+    /// The wrapped executor.
+    #[serde(default)]
+    pub executor: ExecutorSection,
+}
+
+/// `[vault]`: the default server, and the other servers a job may name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSection {
+    /// The default server's address, e.g. `https://vault.example.com:8200`.
+    pub address: String,
+    /// The default server's namespace (a job's `VAULT_NAMESPACE` overrides it).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// PEM bundle of CAs to trust for the default server instead of the system store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (with `client_key`) for mutual TLS with the default server.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key for `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Allow `http://` to a non-loopback default server. Loopback is always allowed.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// The JWT auth mount used when the job sets no `VAULT_AUTH_PATH`.
+    #[serde(default = "default_auth_mount")]
+    pub auth_mount: String,
+    /// The JWT role used when the job sets no `VAULT_AUTH_ROLE` (absent: the mount's default role).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Seconds before one HTTP request to Vault gives up.
+    #[serde(default = "default_timeout_seconds")]
+    pub timeout_seconds: u64,
+    /// How many times a request is retried when Vault is unreachable or answers 5xx.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Further servers a job may select with `VAULT_SERVER_URL`.
+    #[serde(default)]
+    pub servers: Vec<ServerConfig>,
+}
+
+impl VaultSection {
+    /// The default server as a [`ServerConfig`].
+    pub fn default_server(&self) -> ServerConfig {
+        ServerConfig {
+            address: self.address.clone(),
+            namespace: self.namespace.clone(),
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            allow_http: self.allow_http,
+        }
+    }
+
+    /// Every server a job may use, the default first.
+    pub fn all_servers(&self) -> Vec<ServerConfig> {
+        std::iter::once(self.default_server()).chain(self.servers.iter().cloned()).collect()
+    }
+}
+
+/// One Vault/OpenBao server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `https://vault.example.com:8200`.
+    pub address: String,
+    /// Namespace used when the job sets no `VAULT_NAMESPACE`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// PEM bundle of CAs to trust instead of the system store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (with `client_key`) for mutual TLS.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key for `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Allow `http://` to a non-loopback address. Loopback is always allowed.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+/// `[job]`: the names jobs use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSection {
+    /// The job variable holding the ID token (an `id_tokens:` key).
+    #[serde(default = "default_id_token_variable")]
+    pub id_token_variable: String,
+    /// The job variable holding the YAML secret declarations.
+    #[serde(default = "default_secrets_variable")]
+    pub secrets_variable: String,
+    /// Sub-stages whose child process receives secrets; `*` is a wildcard.
+    #[serde(default = "default_secret_stages")]
+    pub secret_stages: Vec<String>,
+}
+
+/// `[mask]`: masking of injected values in the job log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskSection {
+    /// What replaces a secret in the job log.
+    #[serde(default = "default_mask_text")]
+    pub text: String,
+    /// Values shorter than this many bytes are not masked (the job log says so, by name).
+    #[serde(default = "default_mask_min_length")]
+    pub min_length: usize,
+}
+
+/// `[executor]`: what runs the job's scripts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorSection {
+    /// Which wrapped executor runs the scripts.
+    #[serde(default)]
+    pub kind: ExecutorKind,
+    /// The shell the built-in `shell` executor runs scripts with.
+    #[serde(default = "default_shell")]
+    pub shell: String,
+}
+
+/// The wrapped executors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// Run each script locally with `bash <script>`.
+    #[default]
+    Shell,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/run/leasehold")
+}
+fn default_builds_dir() -> PathBuf {
+    PathBuf::from("/var/lib/leasehold/builds")
+}
+fn default_cache_dir() -> PathBuf {
+    PathBuf::from("/var/lib/leasehold/cache")
+}
+fn default_auth_mount() -> String {
+    "jwt".into()
+}
+fn default_timeout_seconds() -> u64 {
+    10
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_id_token_variable() -> String {
+    "VAULT_ID_TOKEN".into()
+}
+fn default_secrets_variable() -> String {
+    "LEASEHOLD_SECRETS".into()
+}
+fn default_secret_stages() -> Vec<String> {
+    vec!["build_script".into(), "step_*".into(), "after_script".into()]
+}
+fn default_mask_text() -> String {
+    "[MASKED]".into()
+}
+fn default_mask_min_length() -> usize {
+    8
+}
+fn default_shell() -> String {
+    "bash".into()
+}
+
+impl Default for JobSection {
+    fn default() -> Self {
+        JobSection {
+            id_token_variable: default_id_token_variable(),
+            secrets_variable: default_secrets_variable(),
+            secret_stages: default_secret_stages(),
+        }
+    }
+}
+
+impl Default for MaskSection {
+    fn default() -> Self {
+        MaskSection { text: default_mask_text(), min_length: default_mask_min_length() }
+    }
+}
+
+impl Default for ExecutorSection {
+    fn default() -> Self {
+        ExecutorSection { kind: ExecutorKind::default(), shell: default_shell() }
+    }
+}
+
+impl ExecutorConfig {
+    /// Picks the config path: `--config`, then `LEASEHOLD_CONFIG`, then the default.
+    pub fn locate(cli: Option<&Path>) -> PathBuf {
+        cli.map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("LEASEHOLD_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+    }
+
+    /// Reads, parses and validates the config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => ConfigError::Missing { path: path.to_owned() },
+            _ => ConfigError::Read { path: path.to_owned(), source },
+        })?;
+        Self::parse(&text).map_err(|detail| ConfigError::Invalid { path: path.to_owned(), detail })
+    }
+
+    /// Parses and validates config text; the error is one line naming key, line and column.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: ExecutorConfig = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for server in &self.vault.all_servers() {
+            crate::vault::check_address(&server.address, server.allow_http).map_err(|e| e.to_string())?;
+            if server.client_cert.is_some() != server.client_key.is_some() {
+                return Err(format!(
+                    "server {}: client_cert and client_key must be set together",
+                    server.address
+                ));
+            }
+        }
+        if !self.state_dir.is_absolute() {
+            return Err(format!("state_dir {} must be an absolute path", self.state_dir.display()));
+        }
+        for pattern in &self.job.secret_stages {
+            globset::Glob::new(pattern)
+                .map_err(|e| format!("job.secret_stages: invalid pattern {pattern:?}: {e}"))?;
+        }
+        if self.mask.text.is_empty() {
+            return Err("mask.text must not be empty".into());
+        }
+        Ok(())
+    }
+
+    /// Request timeout for Vault calls.
+    pub fn vault_timeout(&self) -> Duration {
+        Duration::from_secs(self.vault.timeout_seconds.max(1))
+    }
+
+    /// The server a job asked for by URL, if the admin allows it; `None` selects the default.
+    pub fn server_for(&self, requested: Option<&str>) -> Result<ServerConfig, String> {
+        let Some(requested) = requested else { return Ok(self.vault.default_server()) };
+        let wanted = normalize_address(requested);
+        self.vault
+            .all_servers()
+            .into_iter()
+            .find(|s| normalize_address(&s.address) == wanted)
+            .ok_or_else(|| {
+                format!(
+                    "VAULT_SERVER_URL {requested} is not a server this runner trusts with ID tokens; \
+                     remove the variable to use {}, or ask the runner admin to add it under [[vault.servers]]",
+                    self.vault.address
+                )
+            })
+    }
+}
+
+/// Compares server addresses the way an admin means them: scheme and host case-insensitive,
+/// trailing slashes ignored.
+pub fn normalize_address(address: &str) -> String {
+    address.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim().replace('\n', " ");
+    match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line} column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// Why the config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file does not exist.
+    #[error(
+        "executor config {path} not found: create it (example: executor-config/config.toml) or point --config / LEASEHOLD_CONFIG at it"
+    )]
+    Missing {
+        /// The path tried.
+        path: PathBuf,
+    },
+    /// The file exists but cannot be read.
+    #[error("cannot read executor config {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("invalid executor config {path}: {detail}")]
+    Invalid {
+        /// The path.
+        path: PathBuf,
+        /// Key, line, column and what is wrong.
+        detail: String,
+    },
+}
+
+impl ConfigError {
+    /// A broken runner config is never the job's fault.
+    pub fn failure_kind(&self) -> FailureKind {
+        FailureKind::System
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[vault]\naddress = \"https://vault.example.com\"\n";
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = ExecutorConfig::parse(MINIMAL).expect("valid");
+        assert_eq!(c.state_dir, PathBuf::from("/run/leasehold"));
+        assert_eq!(c.vault.auth_mount, "jwt");
+        assert_eq!(c.job.id_token_variable, "VAULT_ID_TOKEN");
+        assert_eq!(c.job.secret_stages, ["build_script", "step_*", "after_script"]);
+        assert_eq!(c.mask.text, "[MASKED]");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_position() {
+        let err = ExecutorConfig::parse("[vault]\naddress = \"https://v\"\nrole_name = \"x\"\n").unwrap_err();
+        assert!(err.contains("role_name"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback_unless_allowed() {
+        assert!(ExecutorConfig::parse("[vault]\naddress = \"http://127.0.0.1:8200\"\n").is_ok());
+        let err = ExecutorConfig::parse("[vault]\naddress = \"http://vault.example.com\"\n").unwrap_err();
+        assert!(err.contains("allow_http"), "{err}");
+        assert!(ExecutorConfig::parse("[vault]\naddress = \"http://vault.example.com\"\nallow_http = true\n").is_ok());
+    }
+
+    #[test]
+    fn job_may_only_name_listed_servers() {
+        let c = ExecutorConfig::parse(
+            "[vault]\naddress = \"https://a.example.com\"\n[[vault.servers]]\naddress = \"https://b.example.com/\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.server_for(None).expect("default").address, "https://a.example.com");
+        assert_eq!(c.server_for(Some("https://B.example.com")).expect("listed").address, "https://b.example.com/");
+        let err = c.server_for(Some("https://evil.example.com")).unwrap_err();
+        assert!(err.contains("[[vault.servers]]"), "{err}");
+    }
+}

@@ -1,0 +1,49 @@
+//! leasehold: a GitLab Runner custom executor that gives every CI job short-lived, job-scoped
+//! secrets from Vault/OpenBao, injects them only into the job's own processes, masks them in the
+//! job log, and revokes them when the job ends.
+//!
+//! gitlab-runner spawns one short-lived process per stage (`config`, `prepare`, one `run` per
+//! sub-stage, `cleanup`); [`run`] is the entry point of each. Modules, one concern each:
+//!
+//! - [`cli`]: the command line; [`executor_config`]: the admin's TOML config;
+//! - [`protocol`]: the runner's environment, stage names and exit codes; [`job_response`]: the job
+//!   payload; [`declarations`]: the job's `secrets:` YAML;
+//! - [`identity`]: the ID token and its claims; [`vault`]: the HTTP client;
+//! - [`resolution`]: one login per identity, one read per path; [`state`]: private per-job state;
+//! - [`inject`]: the child's environment and file secrets; [`mask`]: the output masker;
+//! - [`supervision`]: spawning, signals and output pumping; [`executor`]: the wrapped executors;
+//! - [`stages`]: the four stage entry points; [`joblog`]: what the job log shows.
+
+pub mod cli;
+pub mod declarations;
+pub mod error;
+pub mod executor;
+pub mod executor_config;
+pub mod identity;
+pub mod inject;
+pub mod job_response;
+pub mod joblog;
+pub mod mask;
+pub mod protocol;
+pub mod resolution;
+pub mod stages;
+pub mod state;
+pub mod supervision;
+pub mod vault;
+
+use std::ffi::OsString;
+
+use clap::Parser;
+
+/// Runs one leasehold invocation and returns the process exit code.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let cli = match cli::Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { protocol::ExitCodes::from_env().system_failure } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    stages::dispatch(cli)
+}

@@ -1,0 +1,302 @@
+//! gitlab-runner's custom-executor protocol, as the runner really drives it.
+//!
+//! Each stage is a fresh process. The runner passes everything through the environment:
+//! `JOB_RESPONSE_FILE` (the job payload, the only trusted description of the job, because users can
+//! override `CUSTOM_ENV_*`), the two failure exit codes, `BUILD_EXIT_CODE_FILE`, `TMPDIR` (the
+//! per-attempt temp dir, also our cwd) and whatever `config` put into `job_env`. This module names
+//! those variables, parses the sub-stage name `run` receives, and maps failures to exit codes.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::error::FailureKind;
+
+/// Variables gitlab-runner sets for every stage process.
+pub(crate) mod env {
+    pub(crate) const JOB_RESPONSE_FILE: &str = "JOB_RESPONSE_FILE";
+    pub(crate) const BUILD_FAILURE_EXIT_CODE: &str = "BUILD_FAILURE_EXIT_CODE";
+    pub(crate) const SYSTEM_FAILURE_EXIT_CODE: &str = "SYSTEM_FAILURE_EXIT_CODE";
+    pub(crate) const BUILD_EXIT_CODE_FILE: &str = "BUILD_EXIT_CODE_FILE";
+    pub(crate) const TMPDIR: &str = "TMPDIR";
+    /// Prefix of every job variable the runner copies into a stage's environment.
+    pub(crate) const CUSTOM_ENV_PREFIX: &str = "CUSTOM_ENV_";
+    /// Set by `config` through `job_env`: which per-job state directory belongs to this attempt.
+    pub(crate) const STATE_ID: &str = "LEASEHOLD_STATE_ID";
+    /// Set by `config` through `job_env`: the key the per-job state is encrypted with. It lives
+    /// only in the environment of leasehold's own stage processes, never on disk.
+    pub(crate) const STATE_KEY: &str = "LEASEHOLD_STATE_KEY";
+}
+
+/// The exit codes gitlab-runner gave us, with its defaults when they are absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitCodes {
+    /// Exit code meaning "the job failed" (no retry).
+    pub build_failure: i32,
+    /// Exit code meaning "the system failed" (prepare is retried).
+    pub system_failure: i32,
+}
+
+impl ExitCodes {
+    /// Reads the codes from the environment; the runner always sets them to 1 and 2.
+    pub fn from_env() -> Self {
+        fn code(name: &str, default: i32) -> i32 {
+            std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+        }
+        ExitCodes {
+            build_failure: code(env::BUILD_FAILURE_EXIT_CODE, 1),
+            system_failure: code(env::SYSTEM_FAILURE_EXIT_CODE, 2),
+        }
+    }
+
+    /// The exit code for a failure of this kind.
+    pub fn for_failure(self, kind: FailureKind) -> i32 {
+        match kind {
+            FailureKind::Build => self.build_failure,
+            FailureKind::System => self.system_failure,
+        }
+    }
+}
+
+/// A run sub-stage name, exactly as gitlab-runner passes it as the last argument of `run_exec`.
+///
+/// Unknown names are accepted as [`BuildStage::Other`]: a newer runner may add stages, and
+/// refusing them would fail every job on upgrade. They never receive secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildStage {
+    /// Echoes the host name; runs before anything else.
+    PrepareScript,
+    /// Clones or fetches the repository.
+    GetSources,
+    /// Only before a second `get_sources` attempt.
+    ClearWorktree,
+    /// Restores the cache.
+    RestoreCache,
+    /// Downloads artifacts of dependencies.
+    DownloadArtifacts,
+    /// The job's `script:` (the runner renames `step_script` to this).
+    BuildScript,
+    /// Any other step, as `step_<name>`.
+    Step(String),
+    /// The job's `after_script:`.
+    AfterScript,
+    /// `archive_cache` or `archive_cache_on_failure`.
+    ArchiveCache {
+        /// Whether this is the `_on_failure` variant.
+        on_failure: bool,
+    },
+    /// `upload_artifacts_on_success` or `upload_artifacts_on_failure`.
+    UploadArtifacts {
+        /// Whether this is the `_on_failure` variant.
+        on_failure: bool,
+    },
+    /// Removes file-type variables at the end of the job.
+    CleanupFileVariables,
+    /// A stage name this version does not know.
+    Other(String),
+}
+
+impl BuildStage {
+    /// Parses the stage argument; never fails (see [`BuildStage::Other`]).
+    pub fn parse(name: &str) -> Self {
+        match name {
+            "prepare_script" => BuildStage::PrepareScript,
+            "get_sources" => BuildStage::GetSources,
+            "clear_worktree" => BuildStage::ClearWorktree,
+            "restore_cache" => BuildStage::RestoreCache,
+            "download_artifacts" => BuildStage::DownloadArtifacts,
+            "build_script" | "step_script" => BuildStage::BuildScript,
+            "after_script" => BuildStage::AfterScript,
+            "archive_cache" => BuildStage::ArchiveCache { on_failure: false },
+            "archive_cache_on_failure" => BuildStage::ArchiveCache { on_failure: true },
+            "upload_artifacts_on_success" => BuildStage::UploadArtifacts { on_failure: false },
+            "upload_artifacts_on_failure" => BuildStage::UploadArtifacts { on_failure: true },
+            "cleanup_file_variables" => BuildStage::CleanupFileVariables,
+            other => match other.strip_prefix("step_") {
+                Some(step) if !step.is_empty() => BuildStage::Step(step.to_owned()),
+                _ => BuildStage::Other(other.to_owned()),
+            },
+        }
+    }
+
+    /// The name as the runner spells it, used for matching `secret_stages` patterns.
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        use std::borrow::Cow;
+        Cow::Borrowed(match self {
+            BuildStage::PrepareScript => "prepare_script",
+            BuildStage::GetSources => "get_sources",
+            BuildStage::ClearWorktree => "clear_worktree",
+            BuildStage::RestoreCache => "restore_cache",
+            BuildStage::DownloadArtifacts => "download_artifacts",
+            BuildStage::BuildScript => "build_script",
+            BuildStage::Step(name) => return Cow::Owned(format!("step_{name}")),
+            BuildStage::AfterScript => "after_script",
+            BuildStage::ArchiveCache { on_failure: false } => "archive_cache",
+            BuildStage::ArchiveCache { on_failure: true } => "archive_cache_on_failure",
+            BuildStage::UploadArtifacts { on_failure: false } => "upload_artifacts_on_success",
+            BuildStage::UploadArtifacts { on_failure: true } => "upload_artifacts_on_failure",
+            BuildStage::CleanupFileVariables => "cleanup_file_variables",
+            BuildStage::Other(name) => return Cow::Borrowed(name),
+        })
+    }
+
+    /// Whether a job script of the user runs in this stage (as opposed to runner housekeeping).
+    pub fn is_user_script(&self) -> bool {
+        matches!(self, BuildStage::BuildScript | BuildStage::Step(_) | BuildStage::AfterScript)
+    }
+}
+
+impl fmt::Display for BuildStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str())
+    }
+}
+
+/// The stage environment gitlab-runner provides, read once at start-up.
+#[derive(Debug, Clone)]
+pub struct StageEnv {
+    /// `JOB_RESPONSE_FILE`.
+    pub job_response_file: Option<PathBuf>,
+    /// `BUILD_EXIT_CODE_FILE`.
+    pub build_exit_code_file: Option<PathBuf>,
+    /// `TMPDIR`, the per-attempt temp dir.
+    pub tmpdir: Option<PathBuf>,
+    /// `LEASEHOLD_STATE_ID` from `job_env`.
+    pub state_id: Option<String>,
+    /// `LEASEHOLD_STATE_KEY` from `job_env` (hex; secret).
+    pub state_key: Option<secrecy::SecretString>,
+    /// The exit codes.
+    pub exit_codes: ExitCodes,
+}
+
+impl StageEnv {
+    /// Reads the stage environment of this process.
+    pub fn from_env() -> Self {
+        let path = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        StageEnv {
+            job_response_file: path(env::JOB_RESPONSE_FILE),
+            build_exit_code_file: path(env::BUILD_EXIT_CODE_FILE),
+            tmpdir: path(env::TMPDIR),
+            state_id: std::env::var(env::STATE_ID).ok().filter(|v| !v.is_empty()),
+            state_key: std::env::var(env::STATE_KEY)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(secrecy::SecretString::from),
+            exit_codes: ExitCodes::from_env(),
+        }
+    }
+
+    /// The job payload path, or the error naming the missing variable.
+    pub fn require_job_response_file(&self) -> Result<&PathBuf, ProtocolError> {
+        self.job_response_file.as_ref().ok_or(ProtocolError::MissingVariable {
+            name: env::JOB_RESPONSE_FILE,
+            hint: "leasehold must be started by gitlab-runner's custom executor (or an emulator that sets the same variables)",
+        })
+    }
+
+    /// Records the script's real exit code where the runner looks for it.
+    ///
+    /// The runner reads the file only when a stage exits with BUILD_FAILURE, and never clears it,
+    /// so it must be rewritten on every build failure or a stale code would be reported.
+    pub fn write_build_exit_code(&self, code: i32) -> Result<(), ProtocolError> {
+        let Some(path) = &self.build_exit_code_file else { return Ok(()) };
+        std::fs::write(path, format!("{code}\n"))
+            .map_err(|source| ProtocolError::ExitCodeFile { path: path.clone(), source })
+    }
+}
+
+/// Whether an environment variable is one leasehold must never pass to a job's child process:
+/// runner-to-executor plumbing, our own internal variables, and anything that would point a
+/// Vault/OpenBao client at a server or token. See docs/security.md, "The child's environment".
+pub fn is_stripped_from_child(name: &std::ffi::OsStr) -> bool {
+    let Some(name) = name.to_str() else { return false };
+    name.starts_with(env::CUSTOM_ENV_PREFIX)
+        || name.starts_with("LEASEHOLD_")
+        || name.starts_with("VAULT_")
+        || name.starts_with("BAO_")
+        || name == env::JOB_RESPONSE_FILE
+        || name == env::BUILD_EXIT_CODE_FILE
+}
+
+/// The base environment for a job child: ours minus [`is_stripped_from_child`].
+pub fn child_base_env() -> Vec<(OsString, OsString)> {
+    std::env::vars_os().filter(|(k, _)| !is_stripped_from_child(k)).collect()
+}
+
+/// A violation of the runner protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// A variable the runner always sets is missing.
+    #[error("{name} is not set; {hint}")]
+    MissingVariable {
+        /// The variable.
+        name: &'static str,
+        /// How to fix it.
+        hint: &'static str,
+    },
+    /// The job payload could not be read or parsed.
+    #[error("cannot read the job payload {path}: {detail}")]
+    JobResponse {
+        /// `JOB_RESPONSE_FILE`.
+        path: PathBuf,
+        /// What went wrong (never the file's content).
+        detail: String,
+    },
+    /// `BUILD_EXIT_CODE_FILE` could not be written.
+    #[error("cannot write BUILD_EXIT_CODE_FILE {path}: {source}")]
+    ExitCodeFile {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl ProtocolError {
+    /// Protocol errors are the host's problem.
+    pub fn failure_kind(&self) -> FailureKind {
+        FailureKind::System
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_runner_stage_round_trips() {
+        for name in [
+            "prepare_script",
+            "get_sources",
+            "clear_worktree",
+            "restore_cache",
+            "download_artifacts",
+            "build_script",
+            "step_release",
+            "after_script",
+            "archive_cache",
+            "archive_cache_on_failure",
+            "upload_artifacts_on_success",
+            "upload_artifacts_on_failure",
+            "cleanup_file_variables",
+        ] {
+            let stage = BuildStage::parse(name);
+            assert!(!matches!(stage, BuildStage::Other(_)), "{name} parsed as unknown");
+            assert_eq!(stage.as_str(), name);
+        }
+        assert_eq!(BuildStage::parse("step_script"), BuildStage::BuildScript);
+        assert_eq!(BuildStage::parse("step_"), BuildStage::Other("step_".into()));
+        assert_eq!(BuildStage::parse("brand_new"), BuildStage::Other("brand_new".into()));
+    }
+
+    #[test]
+    fn child_env_filter() {
+        use std::ffi::OsStr;
+        for stripped in ["CUSTOM_ENV_CI_JOB_ID", "LEASEHOLD_STATE_KEY", "VAULT_TOKEN", "BAO_ADDR", "JOB_RESPONSE_FILE"] {
+            assert!(is_stripped_from_child(OsStr::new(stripped)), "{stripped}");
+        }
+        for kept in ["PATH", "HOME", "TMPDIR", "CI", "BUILD_FAILURE_EXIT_CODE"] {
+            assert!(!is_stripped_from_child(OsStr::new(kept)), "{kept}");
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! A thin Vault/OpenBao HTTP client that keeps what matters to leasehold: lease ids, TTLs,
+//! token accessors, and the difference between "denied", "not found" and "unreachable".
+//!
+//! Why not `vaultrs`: it drops `lease_id` from dynamic reads and has no `sys/leases/*`, and lease
+//! revocation is leasehold's core job. Secret material (tokens, field values) is decoded straight
+//! into `SecretString` and never appears in an error.
+
+mod client;
+mod envelope;
+mod error;
+
+pub use client::{ServerSpec, VaultClient, check_address};
+pub use envelope::{AuthInfo, Health, LeaseInfo, SecretEnvelope, SecretFields};
+pub use error::VaultError;
