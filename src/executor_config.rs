@@ -102,7 +102,7 @@ impl VaultSection {
 }
 
 /// One Vault/OpenBao server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// `https://vault.example.com:8200`.

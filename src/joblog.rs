@@ -1,1 +1,66 @@
-//! placeholder
+//! What the job log shows, in GitLab's own formatting.
+//!
+//! prepare's and run's stdout and stderr both land in the job log; cleanup's go to the runner's
+//! own log. leasehold writes its user-facing lines to stderr so that `config`'s stdout stays pure
+//! JSON. Collapsible sections use GitLab's `section_start`/`section_end` markers.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const RESET: &str = "\x1b[0;m";
+const BOLD_GREEN: &str = "\x1b[32;1m";
+const YELLOW: &str = "\x1b[0;33m";
+const BOLD_RED: &str = "\x1b[31;1m";
+const ERASE_LINE: &str = "\x1b[0K";
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn emit(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+    let _ = err.flush();
+}
+
+/// A plain informational line.
+pub fn info(message: &str) {
+    emit(message);
+}
+
+/// A bold green line, like the runner's "Preparing environment".
+pub fn success(message: &str) {
+    emit(&format!("{BOLD_GREEN}{message}{RESET}"));
+}
+
+/// A warning the job author should read.
+pub fn warning(message: &str) {
+    emit(&format!("{YELLOW}WARNING: leasehold: {message}{RESET}"));
+}
+
+/// The one-line error a failing stage ends with.
+pub fn error(message: &str) {
+    emit(&format!("{BOLD_RED}ERROR: leasehold: {message}{RESET}"));
+}
+
+/// A collapsible section of the job log; ends when dropped.
+pub struct Section {
+    name: &'static str,
+}
+
+impl Section {
+    /// Starts a section, collapsed by default.
+    pub fn start(name: &'static str, header: &str) -> Self {
+        emit(&format!(
+            "{ERASE_LINE}section_start:{}:{name}[collapsed=true]\r{ERASE_LINE}{BOLD_GREEN}{header}{RESET}",
+            now()
+        ));
+        Section { name }
+    }
+}
+
+impl Drop for Section {
+    fn drop(&mut self) {
+        emit(&format!("{ERASE_LINE}section_end:{}:{}\r{ERASE_LINE}", now(), self.name));
+    }
+}

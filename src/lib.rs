@@ -28,6 +28,7 @@ pub mod protocol;
 pub mod resolution;
 pub mod stages;
 pub mod state;
+pub mod lease;
 pub mod supervision;
 pub mod vault;
 

@@ -1,8 +1,536 @@
-//! placeholder
+//! From declarations to values: one login per identity, one request per credential.
+//!
+//! gitlab-runner logs in and reads once per *field*, so two fields of one database credential
+//! come from two leases and don't match. leasehold plans first: secrets are grouped by the login
+//! they need (server, namespace, auth mount, role, ID-token variable) and by the request that
+//! yields them (login, engine, mount, path, request body). Each login and each request happens
+//! exactly once, requests concurrently, and every field is taken from its one response.
+//!
+//! Execution records every token and lease in a [`PrivateState`] the moment it exists, so a
+//! failure halfway can still revoke what was obtained.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::declarations::{Declaration, Engine, SecretSource};
 use crate::error::FailureKind;
-/// placeholder
+use crate::executor_config::{ExecutorConfig, ServerConfig};
+use crate::identity::{Claims, peek_claims};
+use crate::job_response::JobResponse;
+use crate::state::{Lease, PrivateState, Session, StoredSecret, unix_now};
+use crate::vault::{ServerSpec, VaultClient, VaultError};
+
+/// Everything needed to log in once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoginPlan {
+    /// The server (already checked against the admin's allow-list).
+    pub server: ServerConfig,
+    /// The namespace (job's `VAULT_NAMESPACE`, else the server's).
+    pub namespace: Option<String>,
+    /// The JWT auth mount.
+    pub auth_mount: String,
+    /// The role (absent: the mount's default role).
+    pub role: Option<String>,
+    /// The job variable holding the ID token.
+    pub token_variable: String,
+}
+
+/// One request to Vault.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestPlan {
+    /// Index into [`ResolutionPlan::logins`].
+    pub login: usize,
+    /// What to request.
+    pub source: SecretSource,
+}
+
+/// One secret and where its value comes from.
+#[derive(Debug, Clone)]
+pub struct PlannedSecret {
+    /// The declaration.
+    pub declaration: Declaration,
+    /// Index into [`ResolutionPlan::requests`].
+    pub request: usize,
+    /// Sub-stages that receive it.
+    pub stages: Vec<String>,
+    /// Where it was declared (`LEASEHOLD_SECRETS`, or a binding's name).
+    pub declared_by: String,
+}
+
+/// The logins and requests a job needs.
+#[derive(Debug, Clone, Default)]
+pub struct ResolutionPlan {
+    /// Unique logins.
+    pub logins: Vec<LoginPlan>,
+    /// Unique requests.
+    pub requests: Vec<RequestPlan>,
+    /// Every secret.
+    pub secrets: Vec<PlannedSecret>,
+}
+
+impl ResolutionPlan {
+    /// Adds declarations, deduplicating logins and requests.
+    pub fn add(
+        &mut self,
+        declarations: Vec<Declaration>,
+        declared_by: &str,
+        job: &JobResponse,
+        config: &ExecutorConfig,
+    ) -> Result<(), ResolutionError> {
+        let requested_server = job.plain_variable("VAULT_SERVER_URL");
+        let server = config
+            .server_for(requested_server)
+            .map_err(|reason| ResolutionError::ServerNotAllowed { reason })?;
+        let namespace = job
+            .plain_variable("VAULT_NAMESPACE")
+            .map(str::to_owned)
+            .or_else(|| server.namespace.clone())
+            .filter(|n| !n.is_empty());
+        let auth_mount = job
+            .plain_variable("VAULT_AUTH_PATH")
+            .map_or_else(|| config.vault.auth_mount.clone(), str::to_owned)
+            .trim_matches('/')
+            .to_owned();
+        let role = job.plain_variable("VAULT_AUTH_ROLE").map(str::to_owned).or_else(|| config.vault.role.clone());
+        for declaration in declarations {
+            if let Some(first) = self.secrets.iter().find(|s| s.declaration.name == declaration.name) {
+                return Err(ResolutionError::DuplicateName {
+                    name: declaration.name,
+                    first: first.declared_by.clone(),
+                    second: declared_by.to_owned(),
+                });
+            }
+            let login = LoginPlan {
+                server: server.clone(),
+                namespace: namespace.clone(),
+                auth_mount: auth_mount.clone(),
+                role: role.clone(),
+                token_variable: declaration.token_variable.clone().unwrap_or_else(|| config.job.id_token_variable.clone()),
+            };
+            let login = index_of_or_push(&mut self.logins, login);
+            let request = RequestPlan { login, source: SecretSource { field: String::new(), ..declaration.source.clone() } };
+            let request = index_of_or_push(&mut self.requests, request);
+            let stages = declaration.stages.clone().unwrap_or_else(|| config.job.secret_stages.clone());
+            self.secrets.push(PlannedSecret { declaration, request, stages, declared_by: declared_by.to_owned() });
+        }
+        Ok(())
+    }
+
+    /// Whether there is nothing to resolve.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+}
+
+fn index_of_or_push<T: PartialEq>(items: &mut Vec<T>, item: T) -> usize {
+    if let Some(i) = items.iter().position(|x| *x == item) {
+        i
+    } else {
+        items.push(item);
+        items.len() - 1
+    }
+}
+
+/// Connection settings for one server.
+pub fn server_spec(server: &ServerConfig, namespace: Option<String>, config: &ExecutorConfig) -> ServerSpec {
+    ServerSpec {
+        address: server.address.trim_end_matches('/').to_owned(),
+        namespace,
+        ca_file: server.ca_file.clone(),
+        client_cert: server.client_cert.clone(),
+        client_key: server.client_key.clone(),
+        allow_http: server.allow_http,
+        timeout: config.vault_timeout(),
+        retries: config.vault.retries,
+    }
+}
+
+/// Connection settings to reach the server a stored session came from.
+pub fn session_spec(session: &Session, config: &ExecutorConfig) -> ServerSpec {
+    ServerSpec {
+        address: session.address.clone(),
+        namespace: session.namespace.clone(),
+        ca_file: session.ca_file.clone(),
+        client_cert: session.client_cert.clone(),
+        client_key: session.client_key.clone(),
+        allow_http: session.allow_http,
+        timeout: config.vault_timeout(),
+        retries: config.vault.retries,
+    }
+}
+
+/// Hooks prepare uses to journal progress as it happens.
+pub trait Progress {
+    /// Called after every login with the sessions obtained so far.
+    fn logged_in(&mut self, state: &PrivateState);
+}
+
+/// Executes the plan: logins first (concurrently), then every request concurrently. Tokens and
+/// leases are pushed into `state` as soon as they exist; on error, `state` holds what must be
+/// revoked.
+pub async fn execute(
+    plan: &ResolutionPlan,
+    job: &JobResponse,
+    config: &ExecutorConfig,
+    state: &mut PrivateState,
+    progress: &mut dyn Progress,
+) -> Result<(), ResolutionError> {
+    let clients = plan
+        .logins
+        .iter()
+        .map(|login| {
+            VaultClient::new(&server_spec(&login.server, login.namespace.clone(), config))
+                .map_err(|source| ResolutionError::Vault { context: format!("configuring the client for {}", login.server.address), source })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut tokens = Vec::with_capacity(plan.logins.len());
+    for login in &plan.logins {
+        let variable = job.variable(&login.token_variable).filter(|v| !v.value.expose_secret().is_empty());
+        let Some(variable) = variable else {
+            return Err(ResolutionError::MissingIdToken {
+                variable: login.token_variable.clone(),
+                audience: login.server.address.clone(),
+            });
+        };
+        tokens.push(variable.value.clone());
+    }
+
+    let logins = join_all(plan.logins.iter().zip(&clients).zip(&tokens).map(|((login, client), jwt)| async move {
+        client.jwt_login(&login.auth_mount, login.role.as_deref(), jwt).await
+    }))
+    .await;
+    let now = unix_now();
+    let mut first_error = None;
+    let mut session_of_login = Vec::with_capacity(logins.len());
+    for ((login, result), jwt) in plan.logins.iter().zip(logins).zip(&tokens) {
+        match result {
+            Ok(auth) => {
+                state.sessions.push(Session {
+                    address: login.server.address.trim_end_matches('/').to_owned(),
+                    namespace: login.namespace.clone(),
+                    ca_file: login.server.ca_file.clone(),
+                    client_cert: login.server.client_cert.clone(),
+                    client_key: login.server.client_key.clone(),
+                    allow_http: login.server.allow_http,
+                    token: auth.client_token,
+                    accessor: auth.accessor,
+                    ttl: auth.lease_duration,
+                    renewable: auth.renewable,
+                    since: now,
+                });
+                session_of_login.push(state.sessions.len() - 1);
+            }
+            Err(source) => {
+                session_of_login.push(usize::MAX);
+                first_error.get_or_insert_with(|| login_error(login, jwt, source));
+            }
+        }
+    }
+    progress.logged_in(state);
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+
+    let responses = join_all(plan.requests.iter().map(|request| {
+        let client = &clients[request.login];
+        let session = &state.sessions[session_of_login[request.login]];
+        async move {
+            let path = request.source.api_path();
+            match &request.source.data {
+                Some(data) => {
+                    let mut body = data.clone();
+                    if let Some(ttl) = request.source.ttl {
+                        body.entry("ttl").or_insert_with(|| format!("{}s", ttl.as_secs()).into());
+                    }
+                    client.write(&session.token, &path, &serde_json::Value::Object(body)).await
+                }
+                None => client.read(&session.token, &path, request.source.engine == Engine::KvV2).await,
+            }
+        }
+    }))
+    .await;
+
+    let now = unix_now();
+    let mut envelopes = Vec::with_capacity(responses.len());
+    for (request, response) in plan.requests.iter().zip(responses) {
+        match response {
+            Ok(envelope) => {
+                if !envelope.lease_id.is_empty() {
+                    state.leases.push(Lease {
+                        session: session_of_login[request.login],
+                        lease_id: envelope.lease_id.clone(),
+                        ttl: envelope.lease_duration,
+                        renewable: envelope.renewable,
+                        since: now,
+                        origin: request.source.display_path(),
+                    });
+                }
+                envelopes.push(Some(envelope));
+            }
+            Err(source) => {
+                envelopes.push(None);
+                let plan_secret = plan.secrets.iter().find(|s| s.request == envelopes.len() - 1);
+                let name = plan_secret.map(|s| s.declaration.name.clone()).unwrap_or_default();
+                first_error.get_or_insert_with(|| request_error(&name, &request.source, &plan.logins[request.login], source));
+            }
+        }
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+
+    for secret in &plan.secrets {
+        let Some(envelope) = &envelopes[secret.request] else { continue };
+        let source = &secret.declaration.source;
+        let Some(value) = envelope.data.get(&source.field) else {
+            return Err(ResolutionError::FieldMissing {
+                name: secret.declaration.name.clone(),
+                path: source.display_path(),
+                field: source.field.clone(),
+                available: envelope.data.names().into_iter().map(str::to_owned).collect(),
+            });
+        };
+        state.secrets.push(StoredSecret {
+            name: secret.declaration.name.clone(),
+            value: value.clone(),
+            file: secret.declaration.file,
+            stages: secret.stages.clone(),
+            origin: format!("{}#{}", source.display_path(), source.field),
+        });
+    }
+    Ok(())
+}
+
+fn login_error(login: &LoginPlan, jwt: &SecretString, source: VaultError) -> ResolutionError {
+    let VaultError::Denied { errors, .. } = &source else {
+        return ResolutionError::Vault { context: format!("logging in to {} (auth/{})", login.server.address, login.auth_mount), source };
+    };
+    let claims = peek_claims(jwt).unwrap_or_default();
+    let lower = errors.to_ascii_lowercase();
+    let role = login.role.clone().unwrap_or_else(|| "(the mount's default role)".into());
+    let kind = if lower.contains("audience") || lower.contains("aud)") {
+        LoginRefusal::Audience
+    } else if lower.contains("expir") || lower.contains("(exp)") || lower.contains("(nbf)") || lower.contains("not yet valid") || lower.contains("(iat)") {
+        LoginRefusal::Time
+    } else if lower.contains("bound claim") || lower.contains("claim \"") || lower.contains("bound_claims") {
+        LoginRefusal::BoundClaims
+    } else if lower.contains("role") && (lower.contains("not found") || lower.contains("could not be found")) {
+        LoginRefusal::UnknownRole
+    } else {
+        LoginRefusal::Other
+    };
+    ResolutionError::LoginDenied {
+        kind,
+        address: login.server.address.clone(),
+        mount: login.auth_mount.clone(),
+        role,
+        vault_says: errors.clone(),
+        claims: Box::new(claims),
+        token_variable: login.token_variable.clone(),
+    }
+}
+
+fn request_error(name: &str, source: &SecretSource, login: &LoginPlan, error: VaultError) -> ResolutionError {
+    match error {
+        VaultError::NotFound { .. } => ResolutionError::NotFound {
+            name: name.to_owned(),
+            address: login.server.address.clone(),
+            api_path: source.api_path(),
+            engine: source.engine,
+        },
+        VaultError::Denied { status, errors, .. } => ResolutionError::ReadDenied {
+            name: name.to_owned(),
+            api_path: source.api_path(),
+            status,
+            vault_says: errors,
+            write: source.data.is_some(),
+        },
+        other => ResolutionError::Vault { context: format!("requesting {} for {name}", source.api_path()), source: other },
+    }
+}
+
+/// The ways Vault refuses a JWT login, each with its own advice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginRefusal {
+    /// `aud` not in the role's `bound_audiences`.
+    Audience,
+    /// Expired, not yet valid, or issued in the future: clocks.
+    Time,
+    /// A `bound_claims` entry did not match.
+    BoundClaims,
+    /// The role does not exist.
+    UnknownRole,
+    /// Anything else.
+    Other,
+}
+
+/// Why secrets could not be resolved.
 #[derive(Debug, thiserror::Error)]
-#[error("resolution")]
-pub struct ResolutionError;
-impl ResolutionError { /// kind
- pub fn failure_kind(&self) -> FailureKind { FailureKind::System } }
+pub enum ResolutionError {
+    /// The job named a server the admin does not trust.
+    #[error("{reason}")]
+    ServerNotAllowed {
+        /// The full message.
+        reason: String,
+    },
+    /// Two declarations (or a declaration and a binding) target one variable.
+    #[error("secret {name} is granted twice (by {first} and by {second}); remove one of them")]
+    DuplicateName {
+        /// The variable.
+        name: String,
+        /// The first grant.
+        first: String,
+        /// The second grant.
+        second: String,
+    },
+    /// The job lacks its ID token.
+    #[error(
+        "the job has no ID token in ${variable}; add to the job:  id_tokens: {{ {variable}: {{ aud: \"{audience}\" }} }}  (use the audience your Vault role's bound_audiences expects)"
+    )]
+    MissingIdToken {
+        /// The variable looked for.
+        variable: String,
+        /// A sensible `aud` suggestion.
+        audience: String,
+    },
+    /// Vault refused the login.
+    #[error("{}", describe_login_refusal(*kind, address, mount, role, vault_says, claims, token_variable))]
+    LoginDenied {
+        /// Which refusal.
+        kind: LoginRefusal,
+        /// The server.
+        address: String,
+        /// The auth mount.
+        mount: String,
+        /// The role.
+        role: String,
+        /// Vault's own words.
+        vault_says: String,
+        /// The (unverified) claims the token carries.
+        claims: Box<Claims>,
+        /// The ID-token variable.
+        token_variable: String,
+    },
+    /// Nothing at the path.
+    #[error(
+        "secret {name}: nothing at {address}/v1/{api_path} (engine {engine}); check the path and mount in the declaration{}",
+        if *engine == Engine::KvV2 { " (for kv-v2, give the path without /data/, and engine kv-v1 or generic for a KV version 1 mount)" } else { "" }
+    )]
+    NotFound {
+        /// The variable.
+        name: String,
+        /// The server.
+        address: String,
+        /// The API path requested.
+        api_path: String,
+        /// The engine.
+        engine: Engine,
+    },
+    /// The response lacks the field.
+    #[error("secret {name}: {path} has no field {field:?}; it has: {}", if available.is_empty() { "no fields".to_owned() } else { available.join(", ") })]
+    FieldMissing {
+        /// The variable.
+        name: String,
+        /// mount/path.
+        path: String,
+        /// The missing field.
+        field: String,
+        /// Field names that exist.
+        available: Vec<String>,
+    },
+    /// The token may not read the path.
+    #[error(
+        "secret {name}: permission denied ({status}) on {api_path}: the role's policy does not grant it; add  path \"{api_path}\" {{ capabilities = [\"{}\"] }}  to the policy of the role the job logs in with (Vault says: {vault_says})",
+        if *write { "update" } else { "read" }
+    )]
+    ReadDenied {
+        /// The variable.
+        name: String,
+        /// The API path.
+        api_path: String,
+        /// HTTP status.
+        status: u16,
+        /// Vault's own words.
+        vault_says: String,
+        /// Whether this was a write-style request.
+        write: bool,
+    },
+    /// Vault could not be reached or failed.
+    #[error("{context}: {source}; gitlab-runner retries prepare up to 3 times, check the server and the network if this persists")]
+    Vault {
+        /// What leasehold was doing.
+        context: String,
+        /// The error.
+        source: VaultError,
+    },
+}
+
+fn describe_login_refusal(
+    kind: LoginRefusal,
+    address: &str,
+    mount: &str,
+    role: &str,
+    vault_says: &str,
+    claims: &Claims,
+    token_variable: &str,
+) -> String {
+    let head = format!("Vault at {address} refused the JWT login (auth/{mount}, role {role})");
+    let carries = claims.binding_summary();
+    match kind {
+        LoginRefusal::Audience => format!(
+            "{head}: wrong audience: the token has aud={}, which the role's bound_audiences does not list; set  id_tokens: {{ {token_variable}: {{ aud: \"<an audience the role lists>\" }} }}  in the job, or add it to bound_audiences (Vault says: {vault_says})",
+            if claims.aud.is_empty() { "(none)".to_owned() } else { claims.aud.join(",") }
+        ),
+        LoginRefusal::Time => {
+            let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+            let show = |t: Option<i64>| t.map_or_else(|| "(none)".to_owned(), |t| format!("{t} ({:+}s from now)", t - now));
+            format!(
+                "{head}: the token is expired or not yet valid: exp={} nbf={} iat={}, local clock {now}; check the clocks of the runner host and Vault (NTP), and that the job did not wait longer than the token's lifetime (Vault says: {vault_says})",
+                show(claims.exp),
+                show(claims.nbf),
+                show(claims.iat)
+            )
+        }
+        LoginRefusal::BoundClaims => format!(
+            "{head}: the role's bound claims don't match this job's token, which carries {carries}; run the job where the role's bound_claims hold (e.g. a protected branch) or ask the Vault admin to adjust the role (Vault says: {vault_says})"
+        ),
+        LoginRefusal::UnknownRole => format!(
+            "{head}: the role does not exist on auth/{mount}; set VAULT_AUTH_ROLE (or [vault] role) to an existing role (Vault says: {vault_says})"
+        ),
+        LoginRefusal::Other => format!("{head}: {vault_says}; the token carries {carries}"),
+    }
+}
+
+impl ResolutionError {
+    /// Refusals are the job's fault; transport and server failures are the system's.
+    pub fn failure_kind(&self) -> FailureKind {
+        match self {
+            ResolutionError::Vault { source, .. } => source.failure_kind(),
+            _ => FailureKind::Build,
+        }
+    }
+}
+
+/// Shortest remaining lifetime of the job's credentials, for the job-log summary.
+pub fn describe_ttl(seconds: u64) -> String {
+    let d = Duration::from_secs(seconds);
+    match d.as_secs() {
+        0 => "no expiry".into(),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Groups planned secrets by request, for the job log.
+pub fn secrets_by_request(plan: &ResolutionPlan) -> BTreeMap<usize, Vec<&PlannedSecret>> {
+    let mut map: BTreeMap<usize, Vec<&PlannedSecret>> = BTreeMap::new();
+    for secret in &plan.secrets {
+        map.entry(secret.request).or_default().push(secret);
+    }
+    map
+}

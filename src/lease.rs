@@ -1,0 +1,116 @@
+//! Taking credentials back: revocation at cleanup (and after a failed prepare).
+//!
+//! Order matters. Each lease is revoked explicitly with `sys/leases/revoke` so that cleanup can
+//! report it by id; a role policy that does not grant that path gets 403, which is fine because
+//! `auth/token/revoke-self` (allowed by Vault's default policy) then revokes the token *and every
+//! lease created with it*. A lease counts as revoked when either request succeeded.
+
+use futures_util::future::join_all;
+
+use crate::executor_config::ExecutorConfig;
+use crate::resolution::session_spec;
+use crate::state::PrivateState;
+use crate::vault::{VaultClient, VaultError};
+
+/// What happened to one token or lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Gone.
+    Revoked,
+    /// Vault removed the lease, but the credential stays valid until it expires (AWS STS).
+    NotRevocable,
+    /// Still alive; the journal keeps it for `leasehold reap`.
+    Failed(String),
+}
+
+/// One line of the revocation report.
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    /// `lease <id>` or `token <accessor>`.
+    pub what: String,
+    /// Where it came from.
+    pub origin: String,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// The revocation report of a job.
+#[derive(Debug, Clone, Default)]
+pub struct RevocationReport {
+    /// Every token and lease.
+    pub items: Vec<Revocation>,
+}
+
+impl RevocationReport {
+    /// Whether anything is still alive.
+    pub fn has_failures(&self) -> bool {
+        self.items.iter().any(|r| matches!(r.outcome, Outcome::Failed(_)))
+    }
+}
+
+/// Whether a lease belongs to credentials Vault cannot take back (AWS STS sessions).
+pub fn is_sts_lease(lease_id: &str) -> bool {
+    let mut parts = lease_id.split('/');
+    let _mount = parts.next();
+    matches!(parts.next(), Some("sts"))
+}
+
+/// Revokes every lease, then every token, of the job.
+pub async fn revoke_all(state: &PrivateState, config: &ExecutorConfig) -> RevocationReport {
+    let clients: Vec<Result<VaultClient, VaultError>> =
+        state.sessions.iter().map(|s| VaultClient::new(&session_spec(s, config))).collect();
+
+    let lease_results = join_all(state.leases.iter().map(|lease| {
+        let session = state.sessions.get(lease.session);
+        let client = clients.get(lease.session);
+        async move {
+            match (session, client) {
+                (Some(session), Some(Ok(client))) => client.revoke_lease(&session.token, &lease.lease_id).await,
+                _ => Err(VaultError::Config { detail: "no token for this lease".into() }),
+            }
+        }
+    }))
+    .await;
+
+    let token_results = join_all(state.sessions.iter().zip(&clients).map(|(session, client)| async move {
+        match client {
+            Ok(client) => client.revoke_self(&session.token).await,
+            Err(e) => Err(VaultError::Config { detail: e.to_string() }),
+        }
+    }))
+    .await;
+
+    let mut report = RevocationReport::default();
+    for (lease, result) in state.leases.iter().zip(lease_results) {
+        let token_revoked = matches!(token_results.get(lease.session), Some(Ok(())));
+        let outcome = match result {
+            _ if is_sts_lease(&lease.lease_id) => Outcome::NotRevocable,
+            Ok(()) => Outcome::Revoked,
+            Err(_) if token_revoked => Outcome::Revoked,
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        report.items.push(Revocation { what: format!("lease {}", lease.lease_id), origin: lease.origin.clone(), outcome });
+    }
+    for (session, result) in state.sessions.iter().zip(token_results) {
+        let outcome = match result {
+            Ok(()) => Outcome::Revoked,
+            // An expired or already revoked token is refused with 403; its leases died with it.
+            Err(VaultError::Denied { status: 403, .. }) => Outcome::Revoked,
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        report.items.push(Revocation { what: format!("token {}", session.accessor), origin: session.address.clone(), outcome });
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sts_leases_are_recognised() {
+        assert!(is_sts_lease("aws/sts/deploy/abc"));
+        assert!(!is_sts_lease("database/creds/app/abc"));
+        assert!(!is_sts_lease("aws/creds/deploy/abc"));
+    }
+}

@@ -1,0 +1,78 @@
+//! cleanup_exec: revoke every lease and token of this attempt and remove its private state.
+//!
+//! Idempotent, and safe when prepare never ran or failed, and while a killed run stage is still
+//! dying. Values and tokens are always deleted; the journal (ids only) stays behind only when
+//! something could not be revoked, for `leasehold reap`. gitlab-runner sends cleanup's stdout
+//! to its debug log and stderr to its warning log, never to the job log.
+
+use crate::cli::Cli;
+use crate::error::Result;
+use crate::joblog;
+use crate::lease::{Outcome, RevocationReport, revoke_all};
+use crate::protocol::StageEnv;
+use crate::state::{JobStatus, StateId, StateKey, StateRoot};
+
+use super::{load_config, runtime};
+
+pub(super) fn run(cli: &Cli) -> Result<i32> {
+    let config = load_config(cli)?;
+    let env = StageEnv::from_env();
+    let Some(id) = env.state_id.as_deref() else {
+        println!("leasehold: no state for this attempt (config did not run); nothing to clean up");
+        return Ok(0);
+    };
+    let id = StateId::parse(id)?;
+    let root = StateRoot::open(&config.state_dir)?;
+    let job_state = root.job(&id);
+    if !job_state.exists() {
+        println!("leasehold: {} already cleaned up", id.as_str());
+        return Ok(0);
+    }
+    let mut journal = job_state.read_journal()?;
+    let private = match env.state_key.as_ref().map(StateKey::from_hex).transpose()? {
+        Some(key) => job_state.read_vault(&key)?,
+        None => None,
+    };
+
+    let report = match &private {
+        Some(private) => runtime()?.block_on(revoke_all(private, &config)),
+        None => RevocationReport::default(),
+    };
+    drop(private);
+    job_state.remove_secrets()?;
+
+    for item in &report.items {
+        match &item.outcome {
+            Outcome::Revoked => println!("leasehold: revoked {} ({})", item.what, item.origin),
+            Outcome::NotRevocable => println!(
+                "leasehold: {} ({}) is not revocable (AWS STS credentials stay valid until they expire)",
+                item.what, item.origin
+            ),
+            Outcome::Failed(why) => joblog::warning(&format!("could not revoke {} ({}): {why}", item.what, item.origin)),
+        }
+    }
+    // Without the tokens (prepare crashed before storing them) only the reaper can revoke.
+    let orphaned = private_missing_but_journaled(&journal, report.items.is_empty());
+    if report.has_failures() || orphaned {
+        journal.status = JobStatus::CleanupFailed;
+        job_state.write_journal(&journal)?;
+        joblog::warning(&format!(
+            "leases of {} are left for `leasehold reap` (journal {})",
+            id.as_str(),
+            job_state.dir().display()
+        ));
+        return Ok(env.exit_codes.system_failure);
+    }
+    job_state.remove()?;
+    println!(
+        "leasehold: cleaned up {} ({} tokens, {} leases)",
+        id.as_str(),
+        report.items.iter().filter(|i| i.what.starts_with("token")).count(),
+        report.items.iter().filter(|i| i.what.starts_with("lease")).count()
+    );
+    Ok(0)
+}
+
+fn private_missing_but_journaled(journal: &crate::state::Journal, nothing_revoked: bool) -> bool {
+    nothing_revoked && (!journal.sessions.is_empty() || !journal.leases.is_empty())
+}

@@ -1,0 +1,211 @@
+//! prepare_exec: read the job, log in to Vault once per identity, resolve every secret into the
+//! job's private state, and prepare the wrapped executor. A failure after a login revokes what
+//! was obtained before the stage exits.
+
+use secrecy::ExposeSecret;
+
+use crate::cli::Cli;
+use crate::declarations::{self, DeclarationContext, DeclarationError};
+use crate::error::{Error, Result};
+use crate::executor::WrappedExecutor;
+use crate::executor_config::ExecutorConfig;
+use crate::job_response::JobResponse;
+use crate::joblog;
+use crate::lease::revoke_all;
+use crate::mask::MaskSet;
+use crate::protocol::StageEnv;
+use crate::resolution::{self, Progress, ResolutionPlan, describe_ttl};
+use crate::state::{JobState, JobStatus, Journal, JournalLease, JournalSession, PrivateState, StateKey, StateRoot, unix_now};
+
+use super::{load_config, runtime, state_handles};
+
+pub(super) fn run(cli: &Cli) -> Result<i32> {
+    let config = load_config(cli)?;
+    let env = StageEnv::from_env();
+    let (id, key) = state_handles(&env)?;
+    let root = StateRoot::open(&config.state_dir)?;
+    let job = JobResponse::read(env.require_job_response_file()?)?;
+
+    mention_native_secrets(&job);
+    let plan = plan_job(&job, &config)?;
+
+    let job_state = root.job(&id);
+    job_state.create()?;
+    let mut journal = Journal {
+        version: 1,
+        state_id: id.as_str().to_owned(),
+        job_id: job.id,
+        project_path: job.job_info.project_full_path.clone(),
+        created_at: unix_now(),
+        job_timeout_secs: job.timeout_secs(),
+        status: JobStatus::Preparing,
+        sessions: Vec::new(),
+        leases: Vec::new(),
+    };
+    job_state.write_journal(&journal)?;
+
+    WrappedExecutor::from_config(&config).prepare(&config)?;
+
+    let mut private = PrivateState::default();
+    if !plan.is_empty() {
+        let rt = runtime()?;
+        let mut progress = JournalProgress { job_state: &job_state, journal: &mut journal };
+        let outcome = rt.block_on(resolution::execute(&plan, &job, &config, &mut private, &mut progress));
+        if let Err(error) = outcome {
+            give_back(&rt, &private, &config, &job_state, &mut journal);
+            return Err(error.into());
+        }
+    }
+    journal.leases = journal_leases(&private);
+    job_state.write_vault(&private, &key)?;
+    journal.status = JobStatus::Active;
+    job_state.write_journal(&journal)?;
+    report(&plan, &private, &config);
+    verify_key_round_trip(&job_state, &key)?;
+    Ok(0)
+}
+
+/// Parses the job's declarations and plans their resolution.
+pub(crate) fn plan_job(job: &JobResponse, config: &ExecutorConfig) -> Result<ResolutionPlan> {
+    let mut plan = ResolutionPlan::default();
+    let variable = &config.job.secrets_variable;
+    let Some(yaml) = job.variable(variable) else { return Ok(plan) };
+    let lookup = |name: &str| job.variable(name).map(|v| (v.value.expose_secret().to_owned(), !v.masked && !v.file));
+    let declarations = declarations::parse(
+        yaml.value.expose_secret(),
+        &DeclarationContext { source_variable: variable, lookup: &lookup },
+    )?;
+    for declaration in &declarations {
+        let native = job.secrets.as_ref().is_some_and(|s| s.contains_key(&declaration.name));
+        if job.has_variable(&declaration.name) || native {
+            return Err(DeclarationError::Collision { name: declaration.name.clone() }.into());
+        }
+    }
+    plan.add(declarations, variable, job, config)?;
+    Ok(plan)
+}
+
+fn mention_native_secrets(job: &JobResponse) {
+    if let Some(secrets) = job.secrets.as_ref().filter(|s| !s.is_empty()) {
+        let names: Vec<&str> = secrets.keys().map(String::as_str).collect();
+        joblog::warning(&format!(
+            "this job also has a GitLab secrets: block ({}); gitlab-runner resolved it itself before leasehold ran, so those values are in every stage script and are never revoked. leasehold does not resolve them again; move them into LEASEHOLD_SECRETS to get job-scoped, revoked secrets",
+            names.join(", ")
+        ));
+    }
+}
+
+struct JournalProgress<'a> {
+    job_state: &'a JobState,
+    journal: &'a mut Journal,
+}
+
+impl Progress for JournalProgress<'_> {
+    fn logged_in(&mut self, state: &PrivateState) {
+        self.journal.sessions = state
+            .sessions
+            .iter()
+            .map(|s| JournalSession { address: s.address.clone(), namespace: s.namespace.clone(), accessor: s.accessor.clone() })
+            .collect();
+        if let Err(e) = self.job_state.write_journal(self.journal) {
+            tracing::warn!("cannot journal the Vault login: {e}");
+        }
+    }
+}
+
+fn journal_leases(private: &PrivateState) -> Vec<JournalLease> {
+    private
+        .leases
+        .iter()
+        .filter_map(|lease| {
+            let session = private.sessions.get(lease.session)?;
+            Some(JournalLease {
+                address: session.address.clone(),
+                namespace: session.namespace.clone(),
+                lease_id: lease.lease_id.clone(),
+                revocable: !crate::lease::is_sts_lease(&lease.lease_id),
+            })
+        })
+        .collect()
+}
+
+/// Revokes what a failed prepare obtained, and leaves the journal for the reaper if that fails.
+fn give_back(rt: &tokio::runtime::Runtime, private: &PrivateState, config: &ExecutorConfig, job_state: &JobState, journal: &mut Journal) {
+    if private.sessions.is_empty() {
+        return;
+    }
+    let report = rt.block_on(revoke_all(private, config));
+    journal.leases = journal_leases(private);
+    if report.has_failures() {
+        journal.status = JobStatus::CleanupFailed;
+        let _ = job_state.write_journal(journal);
+        joblog::warning("could not revoke everything this failed prepare obtained; `leasehold reap` will retry");
+    } else {
+        journal.sessions.clear();
+        journal.leases.clear();
+        let _ = job_state.write_journal(journal);
+    }
+}
+
+fn report(plan: &ResolutionPlan, private: &PrivateState, config: &ExecutorConfig) {
+    if plan.is_empty() {
+        joblog::info(&format!("leasehold: no secrets declared for this job ({} is not set)", config.job.secrets_variable));
+        return;
+    }
+    let _section = joblog::Section::start("leasehold_secrets", "Resolving secrets with leasehold");
+    for (login, session) in plan.logins.iter().zip(&private.sessions) {
+        joblog::info(&format!(
+            "Logged in to {}{} via auth/{} role {} (token accessor {}, TTL {}{})",
+            session.address,
+            session.namespace.as_deref().map(|n| format!(" namespace {n}")).unwrap_or_default(),
+            login.auth_mount,
+            login.role.as_deref().unwrap_or("(default)"),
+            session.accessor,
+            describe_ttl(session.ttl),
+            if session.renewable { ", renewable" } else { "" },
+        ));
+    }
+    for secret in &private.secrets {
+        let planned = plan.secrets.iter().find(|p| p.declaration.name == secret.name);
+        let lease = planned.and_then(|p| {
+            let origin = plan.requests[p.request].source.display_path();
+            private.leases.iter().find(|l| l.origin == origin)
+        });
+        let lease_text = lease.map_or_else(
+            || "no lease".to_owned(),
+            |l| format!("lease TTL {}{}", describe_ttl(l.ttl), if l.renewable { " renewable" } else { "" }),
+        );
+        joblog::info(&format!(
+            "  {:<24} <- {} ({}, {}, {}; stages: {})",
+            secret.name,
+            secret.origin,
+            planned.map_or("?", |p| p.declaration.source.engine.as_str()),
+            lease_text,
+            if secret.file { "file" } else { "env" },
+            secret.stages.join(" "),
+        ));
+    }
+    joblog::info(&format!(
+        "{} secrets from {} requests and {} login{}",
+        private.secrets.len(),
+        plan.requests.len(),
+        plan.logins.len(),
+        if plan.logins.len() == 1 { "" } else { "s" }
+    ));
+    let (_, mask_report) = MaskSet::new(
+        private.secrets.iter().map(|s| (s.name.as_str(), s.value.expose_secret().as_bytes())),
+        &config.mask.text,
+        config.mask.min_length,
+    );
+    for name in mask_report.too_short {
+        joblog::warning(&format!(
+            "secret {name} is shorter than {} bytes and will not be masked in the job log",
+            config.mask.min_length
+        ));
+    }
+}
+
+/// Fails prepare (rather than every later stage) if the state cannot be read back.
+fn verify_key_round_trip(job_state: &JobState, key: &StateKey) -> Result<()> {
+    job_state.read_vault(key).map(|_| ()).map_err(Error::from)
+}
