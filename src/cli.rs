@@ -35,4 +35,10 @@ pub enum Command {
     },
     /// cleanup_exec: revoke every lease and the Vault token, remove the job's private state.
     Cleanup,
+    /// Revoke what crashed or failed jobs left behind (for a systemd timer).
+    Reap {
+        /// Only report what would be revoked.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }

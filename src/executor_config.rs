@@ -42,6 +42,67 @@ pub struct ExecutorConfig {
     /// The wrapped executor.
     #[serde(default)]
     pub executor: ExecutorSection,
+    /// Lease renewal limits.
+    #[serde(default)]
+    pub leases: LeasesSection,
+    /// The credential `leasehold reap` revokes orphaned leases with.
+    #[serde(default)]
+    pub reaper: Option<ReaperSection>,
+}
+
+/// `[leases]`: how leases and the token are kept alive while the job runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeasesSection {
+    /// The longest TTL or renewal increment leasehold ever asks for, in seconds. Requests are
+    /// further capped by the job's remaining timeout.
+    #[serde(default = "default_max_increment")]
+    pub max_increment_seconds: u64,
+    /// How long after its timeout a job's leftover state counts as orphaned, for `reap`.
+    #[serde(default = "default_reap_grace")]
+    pub reap_grace_seconds: u64,
+}
+
+impl Default for LeasesSection {
+    fn default() -> Self {
+        LeasesSection { max_increment_seconds: default_max_increment(), reap_grace_seconds: default_reap_grace() }
+    }
+}
+
+fn default_max_increment() -> u64 {
+    3600
+}
+fn default_reap_grace() -> u64 {
+    900
+}
+
+/// `[reaper]`: the reaper's own Vault credential (never a job's).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaperSection {
+    /// A file holding a Vault token (e.g. a periodic token), read at each run.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Log in with AppRole instead.
+    #[serde(default)]
+    pub approle: Option<AppRoleSection>,
+}
+
+/// `[reaper.approle]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppRoleSection {
+    /// The AppRole auth mount.
+    #[serde(default = "default_approle_mount")]
+    pub mount: String,
+    /// The role id.
+    pub role_id: String,
+    /// A file holding the secret id.
+    pub secret_id_file: PathBuf,
+}
+
+fn default_approle_mount() -> String {
+    "approle".into()
 }
 
 /// `[vault]`: the default server, and the other servers a job may name.
@@ -271,6 +332,11 @@ impl ExecutorConfig {
         for pattern in &self.job.secret_stages {
             globset::Glob::new(pattern)
                 .map_err(|e| format!("job.secret_stages: invalid pattern {pattern:?}: {e}"))?;
+        }
+        if let Some(reaper) = &self.reaper {
+            if reaper.token_file.is_some() == reaper.approle.is_some() {
+                return Err("[reaper] needs exactly one of token_file or [reaper.approle]".into());
+            }
         }
         if self.mask.text.is_empty() {
             return Err("mask.text must not be empty".into());

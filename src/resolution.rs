@@ -221,6 +221,7 @@ pub async fn execute(
                     ttl: auth.lease_duration,
                     renewable: auth.renewable,
                     since: now,
+                    exhausted: false,
                 });
                 session_of_login.push(state.sessions.len() - 1);
             }
@@ -235,6 +236,8 @@ pub async fn execute(
         return Err(error);
     }
 
+    // A credential never needs to outlive its job, nor exceed the admin's cap.
+    let ttl_cap = config.leases.max_increment_seconds.min(job.timeout_secs());
     let responses = join_all(plan.requests.iter().map(|request| {
         let client = &clients[request.login];
         let session = &state.sessions[session_of_login[request.login]];
@@ -244,7 +247,8 @@ pub async fn execute(
                 Some(data) => {
                     let mut body = data.clone();
                     if let Some(ttl) = request.source.ttl {
-                        body.entry("ttl").or_insert_with(|| format!("{}s", ttl.as_secs()).into());
+                        let ttl = ttl.as_secs().min(ttl_cap).max(1);
+                        body.entry("ttl").or_insert_with(|| format!("{ttl}s").into());
                     }
                     client.write(&session.token, &path, &serde_json::Value::Object(body)).await
                 }
@@ -267,6 +271,7 @@ pub async fn execute(
                         renewable: envelope.renewable,
                         since: now,
                         origin: request.source.display_path(),
+                        exhausted: false,
                     });
                 }
                 envelopes.push(Some(envelope));

@@ -261,6 +261,9 @@ pub struct PrivateState {
     pub secrets: Vec<StoredSecret>,
     /// One per lease.
     pub leases: Vec<Lease>,
+    /// When the job times out (unix seconds); renewals never ask for time past it.
+    #[serde(default)]
+    pub deadline: u64,
 }
 
 impl std::fmt::Debug for PrivateState {
@@ -299,6 +302,9 @@ pub struct Session {
     pub renewable: bool,
     /// When the TTL above started (unix seconds).
     pub since: u64,
+    /// Set once renewal can no longer extend it (max TTL); the job log was warned.
+    #[serde(default)]
+    pub exhausted: bool,
 }
 
 /// A resolved secret.
@@ -332,6 +338,9 @@ pub struct Lease {
     pub since: u64,
     /// Where it came from (mount/path), for messages.
     pub origin: String,
+    /// Set once renewal can no longer extend it (max TTL); the job log was warned.
+    #[serde(default)]
+    pub exhausted: bool,
 }
 
 mod secret_string {

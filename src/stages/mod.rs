@@ -4,6 +4,7 @@
 mod cleanup;
 mod config;
 mod prepare;
+mod reap;
 mod run;
 
 use crate::cli::{Cli, Command};
@@ -24,6 +25,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Prepare => prepare::run(&cli),
         Command::Run { script, stage } => run::run(&cli, script, stage),
         Command::Cleanup => cleanup::run(&cli),
+        Command::Reap { dry_run } => reap::run(&cli, *dry_run),
     };
     match result {
         Ok(code) => code,

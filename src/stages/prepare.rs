@@ -46,7 +46,7 @@ pub(super) fn run(cli: &Cli) -> Result<i32> {
 
     WrappedExecutor::from_config(&config).prepare(&config)?;
 
-    let mut private = PrivateState::default();
+    let mut private = PrivateState { deadline: journal.created_at + journal.job_timeout_secs, ..PrivateState::default() };
     if !plan.is_empty() {
         let rt = runtime()?;
         let mut progress = JournalProgress { job_state: &job_state, journal: &mut journal };
@@ -61,6 +61,7 @@ pub(super) fn run(cli: &Cli) -> Result<i32> {
     journal.status = JobStatus::Active;
     job_state.write_journal(&journal)?;
     report(&plan, &private, &config);
+    crate::lease::warn_short_lived(&private);
     verify_key_round_trip(&job_state, &key)?;
     Ok(0)
 }

@@ -11,6 +11,7 @@ use crate::cli::Cli;
 use crate::error::Result;
 use crate::executor::{ExecutorError, WrappedExecutor};
 use crate::inject;
+use crate::lease::Renewer;
 use crate::mask::MaskSet;
 use crate::protocol::{BuildStage, StageEnv};
 use crate::state::{StateError, StateRoot};
@@ -41,7 +42,7 @@ pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<i32> {
         );
         (!set.is_empty()).then(|| Arc::new(set))
     };
-    drop(private);
+    let renewer = Renewer::new(config.clone(), job_state, key, private);
 
     let executor = WrappedExecutor::from_config(&config);
     let mut command = executor.run_command(script, &stage);
@@ -50,7 +51,7 @@ pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<i32> {
 
     let rt = runtime()?;
     let exit = rt
-        .block_on(crate::supervision::supervise(command, mask, std::future::pending()))
+        .block_on(crate::supervision::supervise(command, mask, renewer.run()))
         .map_err(|source| ExecutorError::Spawn { program, source })?;
     drop(injection);
 

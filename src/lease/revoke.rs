@@ -1,5 +1,8 @@
 //! Taking credentials back: revocation at cleanup (and after a failed prepare).
 //!
+//! This is the job's own revocation, with the job's own tokens; `reap` is the fallback that
+//! uses the reaper's credential when those tokens are gone.
+//!
 //! Order matters. Each lease is revoked explicitly with `sys/leases/revoke` so that cleanup can
 //! report it by id; a role policy that does not grant that path gets 403, which is fine because
 //! `auth/token/revoke-self` (allowed by Vault's default policy) then revokes the token *and every

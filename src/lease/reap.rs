@@ -1,0 +1,240 @@
+//! `leasehold reap`: revoke what crashed or failed jobs left behind.
+//!
+//! A job is over when its cleanup failed, or when its state is older than the job's timeout
+//! plus `[leases] reap_grace_seconds` (gitlab-runner would have ended it by then). Jobs that may
+//! still run are never touched, so the reaper is safe to run from a timer on a busy runner.
+//! It works from the plain journal only (lease ids and token accessors), with its own
+//! credential from `[reaper]`: `auth/token/revoke-accessor` revokes a job's token and with it
+//! every lease the token created; `sys/leases/revoke` covers leases explicitly.
+
+use std::collections::BTreeMap;
+
+use secrecy::SecretString;
+
+use crate::executor_config::{ExecutorConfig, ServerConfig, normalize_address};
+use crate::resolution::server_spec;
+use crate::state::{JobState, JobStatus, Journal, StateRoot, unix_now};
+use crate::vault::{VaultClient, VaultError};
+
+use super::Outcome;
+
+/// One thing the reaper did or would do.
+#[derive(Debug, Clone)]
+pub struct ReapItem {
+    /// The job's state id.
+    pub state_id: String,
+    /// What: `token <accessor>`, `lease <id>`, or `state`.
+    pub what: String,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// The reaper's report.
+#[derive(Debug, Default)]
+pub struct ReapReport {
+    /// Job states examined.
+    pub examined: usize,
+    /// States left alone because their job may still be running.
+    pub running: usize,
+    /// States reaped (fully revoked and removed).
+    pub reaped: usize,
+    /// Every revocation attempted.
+    pub items: Vec<ReapItem>,
+}
+
+impl ReapReport {
+    /// Whether anything could not be revoked.
+    pub fn has_failures(&self) -> bool {
+        self.items.iter().any(|i| matches!(i.outcome, Outcome::Failed(_)))
+    }
+}
+
+/// Whether a job's state is over and may be reaped.
+pub fn is_over(journal: &Journal, now: u64, grace: u64) -> bool {
+    journal.status == JobStatus::CleanupFailed
+        || now > journal.created_at.saturating_add(journal.job_timeout_secs).saturating_add(grace)
+}
+
+struct Credentials<'a> {
+    config: &'a ExecutorConfig,
+    clients: BTreeMap<(String, Option<String>), Result<(VaultClient, SecretString), String>>,
+}
+
+impl Credentials<'_> {
+    async fn for_server(&mut self, address: &str, namespace: Option<&String>) -> Result<&(VaultClient, SecretString), String> {
+        let key = (normalize_address(address), namespace.cloned());
+        if !self.clients.contains_key(&key) {
+            let result = self.login(address, namespace).await;
+            self.clients.insert(key.clone(), result);
+        }
+        match self.clients.get(&key) {
+            Some(Ok(pair)) => Ok(pair),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("internal: credential cache".into()),
+        }
+    }
+
+    async fn login(&self, address: &str, namespace: Option<&String>) -> Result<(VaultClient, SecretString), String> {
+        let reaper = self.config.reaper.as_ref().ok_or_else(|| {
+            "no [reaper] credential in the executor config; add token_file or [reaper.approle] (see docs/leases.md)".to_owned()
+        })?;
+        let server = self
+            .config
+            .vault
+            .all_servers()
+            .into_iter()
+            .find(|s| normalize_address(&s.address) == normalize_address(address))
+            .unwrap_or_else(|| ServerConfig {
+                address: address.to_owned(),
+                namespace: None,
+                ca_file: None,
+                client_cert: None,
+                client_key: None,
+                allow_http: false,
+            });
+        let client = VaultClient::new(&server_spec(&server, namespace.cloned(), self.config)).map_err(|e| e.to_string())?;
+        let token = if let Some(path) = &reaper.token_file {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read reaper token_file {}: {e}", path.display()))?;
+            SecretString::from(text.trim().to_owned())
+        } else if let Some(approle) = &reaper.approle {
+            let secret_id = std::fs::read_to_string(&approle.secret_id_file)
+                .map_err(|e| format!("cannot read reaper secret_id_file {}: {e}", approle.secret_id_file.display()))?;
+            let secret_id = SecretString::from(secret_id.trim().to_owned());
+            client
+                .approle_login(&approle.mount, &approle.role_id, &secret_id)
+                .await
+                .map_err(|e| format!("reaper AppRole login failed: {e}"))?
+                .client_token
+        } else {
+            return Err("[reaper] has no credential".into());
+        };
+        Ok((client, token))
+    }
+}
+
+fn already_gone(error: &VaultError) -> bool {
+    match error {
+        VaultError::Denied { status: 400, errors, .. } => {
+            let e = errors.to_ascii_lowercase();
+            e.contains("invalid lease") || e.contains("invalid accessor") || e.contains("not found") || e.contains("invalid token")
+        }
+        VaultError::NotFound { .. } => true,
+        _ => false,
+    }
+}
+
+/// Reaps every job state under `root` that is over. With `dry_run`, only reports.
+pub async fn reap(config: &ExecutorConfig, root: &StateRoot, dry_run: bool) -> Result<ReapReport, crate::state::StateError> {
+    let now = unix_now();
+    let mut report = ReapReport::default();
+    let mut credentials = Credentials { config, clients: BTreeMap::new() };
+    for job in root.jobs()? {
+        report.examined += 1;
+        let journal = match job.read_journal() {
+            Ok(journal) => journal,
+            Err(e) => {
+                report.items.push(ReapItem { state_id: job.id().as_str().to_owned(), what: "journal".into(), outcome: Outcome::Failed(e.to_string()) });
+                continue;
+            }
+        };
+        if !is_over(&journal, now, config.leases.reap_grace_seconds) {
+            report.running += 1;
+            continue;
+        }
+        if dry_run {
+            for s in &journal.sessions {
+                report.items.push(ReapItem { state_id: journal.state_id.clone(), what: format!("token {}", s.accessor), outcome: Outcome::Failed("dry run".into()) });
+            }
+            continue;
+        }
+        if reap_one(&job, journal, &mut credentials, &mut report).await {
+            report.reaped += 1;
+        }
+    }
+    for ((_, _), creds) in credentials.clients {
+        // An AppRole token is the reaper's own; don't leave it behind either.
+        if let (Ok((client, token)), Some(reaper)) = (creds, &config.reaper) {
+            if reaper.approle.is_some() {
+                let _ = client.revoke_self(&token).await;
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn reap_one(job: &JobState, mut journal: Journal, credentials: &mut Credentials<'_>, report: &mut ReapReport) -> bool {
+    let mut all_ok = true;
+    let mut remaining_sessions = Vec::new();
+    for session in &journal.sessions {
+        let outcome = match credentials.for_server(&session.address, session.namespace.as_ref()).await {
+            Ok((client, token)) => match client.revoke_accessor(token, &session.accessor).await {
+                Ok(()) => Outcome::Revoked,
+                Err(e) if already_gone(&e) => Outcome::Revoked,
+                Err(e) => Outcome::Failed(e.to_string()),
+            },
+            Err(e) => Outcome::Failed(e),
+        };
+        if matches!(outcome, Outcome::Failed(_)) {
+            all_ok = false;
+            remaining_sessions.push(session.clone());
+        }
+        report.items.push(ReapItem { state_id: journal.state_id.clone(), what: format!("token {}", session.accessor), outcome });
+    }
+    let mut remaining_leases = Vec::new();
+    for lease in &journal.leases {
+        let outcome = match credentials.for_server(&lease.address, lease.namespace.as_ref()).await {
+            Ok((client, token)) => match client.revoke_lease(token, &lease.lease_id).await {
+                Ok(()) if !lease.revocable => Outcome::NotRevocable,
+                Ok(()) => Outcome::Revoked,
+                Err(e) if already_gone(&e) => Outcome::Revoked,
+                Err(e) => Outcome::Failed(e.to_string()),
+            },
+            Err(e) => Outcome::Failed(e),
+        };
+        if matches!(outcome, Outcome::Failed(_)) {
+            all_ok = false;
+            remaining_leases.push(lease.clone());
+        }
+        report.items.push(ReapItem { state_id: journal.state_id.clone(), what: format!("lease {}", lease.lease_id), outcome });
+    }
+    if all_ok {
+        if let Err(e) = job.remove() {
+            report.items.push(ReapItem { state_id: journal.state_id.clone(), what: "state".into(), outcome: Outcome::Failed(e.to_string()) });
+            return false;
+        }
+        return true;
+    }
+    let _ = job.remove_secrets();
+    journal.sessions = remaining_sessions;
+    journal.leases = remaining_leases;
+    journal.status = JobStatus::CleanupFailed;
+    let _ = job.write_journal(&journal);
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal(status: JobStatus, created_at: u64) -> Journal {
+        Journal {
+            version: 1,
+            state_id: "j1-aa".into(),
+            job_id: 1,
+            project_path: String::new(),
+            created_at,
+            job_timeout_secs: 600,
+            status,
+            sessions: Vec::new(),
+            leases: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn running_jobs_are_left_alone() {
+        assert!(!is_over(&journal(JobStatus::Active, 1000), 1000 + 600 + 900, 900));
+        assert!(is_over(&journal(JobStatus::Active, 1000), 1000 + 600 + 901, 900));
+        assert!(is_over(&journal(JobStatus::CleanupFailed, 1000), 1001, 900));
+        assert!(!is_over(&journal(JobStatus::Preparing, 1000), 1500, 900));
+    }
+}

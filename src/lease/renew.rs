@@ -1,0 +1,278 @@
+//! Keeping the token and renewable leases alive while the job runs, without restarting it.
+//!
+//! Every run sub-stage process renews whatever is due: an item is due at two thirds of its
+//! TTL. The increment asked for is capped by `[leases] max_increment_seconds` and by the time
+//! left until the job's timeout, so a credential never outlives its job by design. When Vault
+//! grants less than asked (the max TTL is reached) and the credential will expire before the
+//! job's timeout, the job log gets one warning with the expiry time. Renewed TTLs are written
+//! back to the private state so that the next sub-stage continues the schedule.
+
+use std::time::Duration;
+
+use crate::executor_config::ExecutorConfig;
+use crate::joblog;
+use crate::resolution::session_spec;
+use crate::state::{JobState, PrivateState, StateKey, unix_now};
+use crate::vault::VaultClient;
+
+/// Renews a job's token and leases on schedule.
+pub struct Renewer {
+    config: ExecutorConfig,
+    job_state: JobState,
+    key: StateKey,
+    state: PrivateState,
+    clients: Vec<Option<VaultClient>>,
+}
+
+/// What is being renewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Item {
+    Token(usize),
+    Lease(usize),
+}
+
+impl Renewer {
+    /// A renewer over the job's state; nothing happens until [`Renewer::run`] is polled.
+    pub fn new(config: ExecutorConfig, job_state: JobState, key: StateKey, state: PrivateState) -> Self {
+        let clients = state.sessions.iter().map(|_| None).collect();
+        Renewer { config, job_state, key, state, clients }
+    }
+
+    fn deadline(&self) -> u64 {
+        if self.state.deadline == 0 { u64::MAX } else { self.state.deadline }
+    }
+
+    /// When an item needs renewing, or `None` if it never does.
+    fn due(&self, item: Item) -> Option<u64> {
+        let (since, ttl, renewable, exhausted) = match item {
+            Item::Token(i) => {
+                let s = &self.state.sessions[i];
+                (s.since, s.ttl, s.renewable, s.exhausted)
+            }
+            Item::Lease(i) => {
+                let l = &self.state.leases[i];
+                (l.since, l.ttl, l.renewable, l.exhausted)
+            }
+        };
+        if !renewable || exhausted || ttl == 0 {
+            return None;
+        }
+        let expires = since.saturating_add(ttl);
+        if expires >= self.deadline() {
+            return None;
+        }
+        Some(since.saturating_add(ttl * 2 / 3))
+    }
+
+    fn items(&self) -> impl Iterator<Item = Item> + use<> {
+        let tokens = (0..self.state.sessions.len()).map(Item::Token);
+        let leases = (0..self.state.leases.len()).map(Item::Lease);
+        tokens.chain(leases).collect::<Vec<_>>().into_iter()
+    }
+
+    fn next_due(&self) -> Option<u64> {
+        self.items().filter_map(|i| self.due(i)).min()
+    }
+
+    fn increment(&self, now: u64) -> Duration {
+        let left = self.deadline().saturating_sub(now).max(1);
+        Duration::from_secs(left.min(self.config.leases.max_increment_seconds.max(1)))
+    }
+
+    fn client(&mut self, session: usize) -> Option<&VaultClient> {
+        if self.clients.get(session)?.is_none() {
+            let spec = session_spec(&self.state.sessions[session], &self.config);
+            match VaultClient::new(&spec) {
+                Ok(client) => self.clients[session] = Some(client),
+                Err(e) => {
+                    tracing::warn!("cannot build a Vault client for renewal: {e}");
+                    return None;
+                }
+            }
+        }
+        self.clients.get(session)?.as_ref()
+    }
+
+    /// Renews on schedule forever; the caller drops this future when the child exits.
+    pub async fn run(mut self) {
+        loop {
+            let Some(due) = self.next_due() else {
+                std::future::pending::<()>().await;
+                return;
+            };
+            let now = unix_now();
+            if due > now {
+                tokio::time::sleep(Duration::from_secs(due - now)).await;
+            }
+            self.renew_due().await;
+        }
+    }
+
+    async fn renew_due(&mut self) {
+        let now = unix_now();
+        let increment = self.increment(now);
+        let due: Vec<Item> = self.items().filter(|i| self.due(*i).is_some_and(|d| d <= now)).collect();
+        for item in due {
+            match item {
+                Item::Token(i) => self.renew_token(i, increment).await,
+                Item::Lease(i) => self.renew_lease(i, increment).await,
+            }
+        }
+        if let Err(e) = self.job_state.write_vault(&self.state, &self.key) {
+            // cleanup may already have removed the state of a stage being killed.
+            tracing::info!("renewed TTLs not persisted: {e}");
+        }
+    }
+
+    async fn renew_token(&mut self, i: usize, increment: Duration) {
+        let now = unix_now();
+        let token = self.state.sessions[i].token.clone();
+        let Some(client) = self.client(i) else { return };
+        match client.renew_self(&token, Some(increment)).await {
+            Ok(auth) => {
+                let deadline = self.deadline();
+                let session = &mut self.state.sessions[i];
+                session.ttl = auth.lease_duration;
+                session.since = now;
+                session.renewable = auth.renewable;
+                if auth.lease_duration < increment.as_secs() && now + auth.lease_duration < deadline {
+                    session.exhausted = true;
+                    joblog::warning(&format!(
+                        "the Vault token ({}) reached its max TTL and expires at {}, before the job's timeout; its leases end with it",
+                        session.accessor,
+                        format_time(now + auth.lease_duration)
+                    ));
+                }
+            }
+            Err(e) => {
+                self.state.sessions[i].renewable = false;
+                tracing::warn!("token renewal failed: {e}");
+            }
+        }
+    }
+
+    async fn renew_lease(&mut self, i: usize, increment: Duration) {
+        let now = unix_now();
+        let session = self.state.leases[i].session;
+        let Some(token) = self.state.sessions.get(session).map(|s| s.token.clone()) else { return };
+        let lease_id = self.state.leases[i].lease_id.clone();
+        let Some(client) = self.client(session) else { return };
+        match client.renew_lease(&token, &lease_id, Some(increment)).await {
+            Ok(info) => {
+                let deadline = self.deadline();
+                let lease = &mut self.state.leases[i];
+                lease.ttl = info.lease_duration;
+                lease.since = now;
+                lease.renewable = info.renewable;
+                if info.lease_duration < increment.as_secs() && now + info.lease_duration < deadline {
+                    lease.exhausted = true;
+                    joblog::warning(&format!(
+                        "lease of {} reached its max TTL and expires at {}, before the job's timeout",
+                        lease.origin,
+                        format_time(now + info.lease_duration)
+                    ));
+                }
+            }
+            Err(e) => {
+                let lease = &mut self.state.leases[i];
+                lease.renewable = false;
+                joblog::warning(&format!(
+                    "could not renew the lease of {}: {e}; it expires at {}",
+                    lease.origin,
+                    format_time(lease.since + lease.ttl)
+                ));
+            }
+        }
+    }
+}
+
+/// At prepare: warns about credentials that cannot live until the job's timeout.
+pub fn warn_short_lived(state: &PrivateState) {
+    let deadline = if state.deadline == 0 { return } else { state.deadline };
+    for lease in &state.leases {
+        let expires = lease.since + lease.ttl;
+        if !lease.renewable && lease.ttl > 0 && expires < deadline {
+            joblog::warning(&format!(
+                "the lease of {} is not renewable and expires at {}, before the job's timeout",
+                lease.origin,
+                format_time(expires)
+            ));
+        }
+    }
+    for session in &state.sessions {
+        let expires = session.since + session.ttl;
+        if !session.renewable && session.ttl > 0 && expires < deadline {
+            joblog::warning(&format!(
+                "the Vault token ({}) is not renewable and expires at {}, before the job's timeout; its leases end with it",
+                session.accessor,
+                format_time(expires)
+            ));
+        }
+    }
+}
+
+/// `HH:MM:SS UTC` for a unix time (the job log's readers compare it with their own clocks).
+pub(crate) fn format_time(unix: u64) -> String {
+    let day = unix % 86_400;
+    format!("{:02}:{:02}:{:02} UTC", day / 3600, (day % 3600) / 60, day % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Lease, Session};
+    use secrecy::SecretString;
+
+    fn renewer(ttl: u64, deadline: u64, renewable: bool) -> Renewer {
+        let config = ExecutorConfig::parse("[vault]\naddress = \"http://127.0.0.1:1\"\n").expect("config");
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = crate::state::StateRoot::open(&dir.path().join("s")).expect("root");
+        let job_state = root.job(&crate::state::StateId::generate("1"));
+        let state = PrivateState {
+            sessions: vec![Session {
+                address: "http://127.0.0.1:1".into(),
+                namespace: None,
+                ca_file: None,
+                client_cert: None,
+                client_key: None,
+                allow_http: false,
+                token: SecretString::from("t"),
+                accessor: "a".into(),
+                ttl: 3600,
+                renewable: true,
+                since: 1000,
+                exhausted: false,
+            }],
+            leases: vec![Lease { session: 0, lease_id: "database/creds/x/1".into(), ttl, renewable, since: 1000, origin: "database/creds/x".into(), exhausted: false }],
+            secrets: Vec::new(),
+            deadline,
+        };
+        Renewer::new(config, job_state, StateKey::generate(), state)
+    }
+
+    #[test]
+    fn due_at_two_thirds_of_ttl_and_only_before_the_deadline() {
+        let r = renewer(30, 1000 + 3600, true);
+        assert_eq!(r.due(Item::Lease(0)), Some(1020));
+        assert_eq!(r.next_due(), Some(1020));
+        // The token lives past the deadline: no renewal needed.
+        assert_eq!(r.due(Item::Token(0)), None);
+        let r = renewer(30, 1010, true);
+        assert_eq!(r.due(Item::Lease(0)), None, "lease outlives the job");
+        let r = renewer(30, 5000, false);
+        assert_eq!(r.due(Item::Lease(0)), None, "not renewable");
+    }
+
+    #[test]
+    fn increments_capped_by_config_and_deadline() {
+        let r = renewer(30, 1000 + 120, true);
+        assert_eq!(r.increment(1000), Duration::from_secs(120));
+        let r = renewer(30, 1000 + 100_000, true);
+        assert_eq!(r.increment(1000), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn formats_time() {
+        assert_eq!(format_time(86_400 + 3661), "01:01:01 UTC");
+    }
+}

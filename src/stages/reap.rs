@@ -1,0 +1,27 @@
+//! `leasehold reap`: the fallback for jobs whose own cleanup never ran or failed.
+
+use crate::cli::Cli;
+use crate::error::Result;
+use crate::lease::{Outcome, reap};
+use crate::state::StateRoot;
+
+use super::{load_config, runtime};
+
+pub(super) fn run(cli: &Cli, dry_run: bool) -> Result<i32> {
+    let config = load_config(cli)?;
+    let root = StateRoot::open(&config.state_dir)?;
+    let report = runtime()?.block_on(reap(&config, &root, dry_run))?;
+    for item in &report.items {
+        match &item.outcome {
+            Outcome::Revoked => println!("{}: revoked {}", item.state_id, item.what),
+            Outcome::NotRevocable => println!("{}: {} is not revocable (expires on its own)", item.state_id, item.what),
+            Outcome::Failed(why) if dry_run => println!("{}: would revoke {} ({why})", item.state_id, item.what),
+            Outcome::Failed(why) => eprintln!("{}: could not revoke {}: {why}", item.state_id, item.what),
+        }
+    }
+    println!(
+        "leasehold reap: {} job states examined, {} still running (left alone), {} reaped",
+        report.examined, report.running, report.reaped
+    );
+    Ok(i32::from(report.has_failures() && !dry_run))
+}
