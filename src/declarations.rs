@@ -561,3 +561,66 @@ mod tests {
         assert!(parse_duration("").is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn no_lookup(_: &str) -> Option<(String, bool)> {
+        None
+    }
+
+    fn yaml_fragment() -> impl Strategy<Value = String> {
+        let atoms = prop_oneof![
+            Just("A:\n".to_owned()),
+            Just("  vault: ".to_owned()),
+            Just("a/b/c@kv".to_owned()),
+            Just("  file: false\n".to_owned()),
+            Just("  token: $VAULT_ID_TOKEN\n".to_owned()),
+            Just("  vault:\n    engine: {name: kv-v2, path: kv}\n    path: x\n    field: y\n".to_owned()),
+            Just("    data: {a: 1, b: [x, y]}\n".to_owned()),
+            Just("    ttl: 1h\n".to_owned()),
+            Just("  stages: [build_script, 'step_*']\n".to_owned()),
+            Just("&a ".to_owned()),
+            Just("*a".to_owned()),
+            Just("<<: *a\n".to_owned()),
+            Just("[".to_owned()),
+            Just("{".to_owned()),
+            Just("- ".to_owned()),
+            Just("\n".to_owned()),
+            Just("\t".to_owned()),
+            Just("'".to_owned()),
+            Just("\"\\u00".to_owned()),
+            Just("..".to_owned()),
+            Just("${".to_owned()),
+            "[ -~]{0,12}",
+        ];
+        prop::collection::vec(atoms, 0..24).prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Any text, however broken, yields declarations or a one-line error; never a panic.
+        #[test]
+        fn never_panics_on_arbitrary_text(text in "\\PC{0,200}") {
+            let ctx = DeclarationContext { source_variable: "LEASEHOLD_SECRETS", lookup: &no_lookup };
+            if let Err(e) = parse(&text, &ctx) {
+                prop_assert!(!e.to_string().contains('\n'));
+            }
+        }
+
+        #[test]
+        fn never_panics_on_yaml_shaped_text(text in yaml_fragment()) {
+            let ctx = DeclarationContext { source_variable: "LEASEHOLD_SECRETS", lookup: &no_lookup };
+            match parse(&text, &ctx) {
+                Ok(decls) => for d in decls {
+                    prop_assert!(!d.source.path.split('/').any(|s| s == ".."));
+                    prop_assert!(!d.source.mount.is_empty() && !d.source.path.is_empty());
+                },
+                Err(e) => prop_assert!(!e.to_string().contains('\n')),
+            }
+        }
+    }
+}

@@ -162,3 +162,47 @@ mod tests {
         assert!(!err.contains("s3cr3t"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(Into::into),
+            any::<i64>().prop_map(Into::into),
+            "\\PC{0,16}".prop_map(Into::into),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Into::into),
+                prop::collection::btree_map(
+                    prop_oneof![Just("variables".to_owned()), Just("key".to_owned()), Just("value".to_owned()), Just("runner_info".to_owned()), Just("timeout".to_owned()), Just("secrets".to_owned()), "[a-z_]{1,8}"],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = JobResponse::parse(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics_and_errors_name_no_content(value in json_value()) {
+            let bytes = serde_json::to_vec(&value).expect("serializes");
+            match JobResponse::parse(&bytes) {
+                Ok(job) => { let _ = job.timeout_secs(); let _ = job.plain_variable("X"); }
+                Err(e) => prop_assert!(e.starts_with("invalid JSON at line")),
+            }
+        }
+    }
+}
