@@ -8,7 +8,9 @@
 mod client;
 mod envelope;
 mod error;
+#[cfg(test)]
+mod tests;
 
 pub use client::{ServerSpec, VaultClient, check_address};
-pub use envelope::{AuthInfo, Health, LeaseInfo, SecretEnvelope, SecretFields};
+pub use envelope::{AuthInfo, Health, LeaseInfo, SecretEnvelope, SecretFields, TokenLookup};
 pub use error::VaultError;
