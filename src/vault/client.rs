@@ -1,13 +1,34 @@
 //! The HTTP client.
 //!
-//! STUB: interface fixed; implementation pending.
+//! One `reqwest::Client` per server, so TLS sessions and connections are reused across the
+//! handful of requests a stage makes. The client decides three things the rest of leasehold
+//! relies on:
+//!
+//! - **Whose fault a failure is.** Transport errors, 5xx and 429 are retried with jittered
+//!   exponential backoff and then reported as infrastructure failures; 4xx are refusals and are
+//!   never retried, because the answer will not change.
+//! - **Where a token may go.** Plain http only to loopback unless the admin opted in, and
+//!   redirects are followed only to the same host without a downgrade to http, because reqwest
+//!   forwards custom headers such as `X-Vault-Token` on redirect.
+//! - **What text leaves the module.** Error messages carry Vault's own `errors` (with the
+//!   request's token or JWT scrubbed out), paths and addresses, never a response body.
+//!
+//! Retrying a POST can repeat a side effect (a second `pki/issue` certificate, say). That is
+//! acceptable here: every lease created by a job's token dies with that token at cleanup.
 
-use std::path::PathBuf;
+use std::error::Error as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use secrecy::SecretString;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
-use super::{AuthInfo, Health, LeaseInfo, SecretEnvelope, VaultError};
+use super::envelope::{Kv2Data, RawErrors, RawHealth, RawKeys, RawResponse, SecretBuf};
+use super::{AuthInfo, Health, LeaseInfo, SecretEnvelope, SecretFields, TokenLookup, VaultError};
 
 /// How to reach one server.
 #[derive(Debug, Clone)]
@@ -26,58 +47,937 @@ pub struct ServerSpec {
     pub allow_http: bool,
     /// Per-request timeout.
     pub timeout: Duration,
-    /// Retries for transport errors and 5xx (0 = one attempt).
+    /// Retries for transport errors, 5xx and 429 (0 = one attempt).
     pub retries: u32,
+}
+
+/// First retry delay, doubled per attempt.
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// Longest delay between two attempts.
+const BACKOFF_CAP: Duration = Duration::from_secs(2);
+/// A connection that has not been made in this long will not be made; the rest of `timeout` is
+/// better spent on a retry.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Vault answers are small; anything larger is not Vault (or not sane).
+const MAX_BODY: usize = 16 << 20;
+/// Vault's error text is shown in the job log; keep it to a readable size.
+const MAX_ERROR_TEXT: usize = 1000;
+/// Every state that still answers API requests (standby, sealed, uninitialized) returns 200, so
+/// the body, not the status, tells what the server is doing.
+const HEALTH_PATH: &str =
+    "sys/health?standbyok=true&sealedcode=200&uninitcode=200&perfstandbyok=true";
+
+const X_VAULT_REQUEST: HeaderName = HeaderName::from_static("x-vault-request");
+const X_VAULT_TOKEN: HeaderName = HeaderName::from_static("x-vault-token");
+const X_VAULT_NAMESPACE: HeaderName = HeaderName::from_static("x-vault-namespace");
+
+fn config(detail: impl Into<String>) -> VaultError {
+    VaultError::Config {
+        detail: detail.into(),
+    }
+}
+
+fn invalid(path: &str, detail: impl Into<String>) -> VaultError {
+    VaultError::InvalidResponse {
+        path: path.to_owned(),
+        detail: detail.into(),
+    }
 }
 
 /// Refuses `http://` unless the host is loopback or `allow_http` is set; refuses other schemes.
 pub fn check_address(address: &str, allow_http: bool) -> Result<(), VaultError> {
-    let _ = (address, allow_http);
-    Ok(())
+    let shown = without_userinfo(address);
+    let url = Url::parse(address).map_err(|e| {
+        config(format!(
+            "Vault address {shown:?} is not a valid URL ({e}); write it like https://vault.example.com:8200"
+        ))
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(config(format!(
+            "Vault address {shown} must not contain a user name or password; leasehold authenticates with tokens"
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(config(format!(
+            "Vault address {shown} has no host; write it like https://vault.example.com:8200"
+        )));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(config(format!(
+            "Vault address {shown} must not have a query or fragment; API paths are appended to it"
+        )));
+    }
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http || is_loopback(&url) => Ok(()),
+        "http" => Err(config(format!(
+            "Vault address {shown} uses plain http to a non-loopback host; use https, or set allow_http = true for \
+             this server if tokens may cross the network unencrypted"
+        ))),
+        other => Err(config(format!(
+            "Vault address {shown} has scheme {other:?}; only https (and http to loopback) is supported"
+        ))),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    // IPv6 hosts come bracketed.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => bare.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// The address as it may be shown: a `user:password@` part is replaced, since it is a credential.
+fn without_userinfo(address: &str) -> String {
+    let Some((scheme, rest)) = address.split_once("://") else {
+        return address.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => address.to_owned(),
+    }
+}
+
+/// Jittered exponential backoff between attempts.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Backoff {
+    pub(super) base: Duration,
+    pub(super) cap: Duration,
+}
+
+impl Backoff {
+    /// The delay after the `retry`-th failure (0-based): `min(base·2^retry, cap)` scaled by a
+    /// random factor in [0.5, 1.5), so runners that lost the same server do not retry in step.
+    pub(super) fn delay(self, retry: u32) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX));
+        exp.min(self.cap).mul_f64(0.5 + unit_random())
+    }
+}
+
+/// A number in [0, 1) for jitter; it needs to be unpredictable across hosts, not secure.
+fn unit_random() -> f64 {
+    let mut bytes = [0u8; 4];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        bytes = nanos.to_le_bytes();
+    }
+    f64::from(u32::from_le_bytes(bytes)) / (f64::from(u32::MAX) + 1.0)
+}
+
+/// One logical request (retried as a whole).
+struct Call<'a> {
+    method: Method,
+    /// Below `/v1/`; may carry a query.
+    path: &'a str,
+    token: Option<&'a SecretString>,
+    body: Option<SecretBuf>,
+    /// `sys/health` is cluster-wide and is asked without a namespace.
+    namespace: bool,
+    /// A secret other than the token that the request carries (the JWT of a login), scrubbed
+    /// from any error text the server echoes back.
+    carried: Option<&'a SecretString>,
+}
+
+impl<'a> Call<'a> {
+    fn new(method: Method, path: &'a str, token: Option<&'a SecretString>) -> Self {
+        Call {
+            method,
+            path,
+            token,
+            body: None,
+            namespace: true,
+            carried: None,
+        }
+    }
+
+    fn json(mut self, body: &impl Serialize) -> Result<Self, VaultError> {
+        let mut buf = SecretBuf::default();
+        serde_json::to_writer(&mut buf, body)
+            .map_err(|_| config(format!("cannot encode the request body for {}", self.path)))?;
+        self.body = Some(buf);
+        Ok(self)
+    }
+}
+
+/// A response whose status is final (after retries).
+struct Reply {
+    status: StatusCode,
+    body: SecretBuf,
+}
+
+impl Reply {
+    fn is_empty(&self) -> bool {
+        self.body.as_slice().iter().all(u8::is_ascii_whitespace)
+    }
+}
+
+/// Why one attempt failed.
+enum AttemptError {
+    /// Worth retrying; the text describes the transport failure.
+    Transport(String),
+    /// Not worth retrying.
+    Fatal(VaultError),
 }
 
 /// A client for one server (and namespace).
 #[derive(Debug, Clone)]
 pub struct VaultClient {
     spec: ServerSpec,
+    /// `spec.address` without a trailing slash.
+    base: String,
+    http: reqwest::Client,
+    backoff: Backoff,
 }
 
-#[allow(clippy::unused_async, unused_variables, missing_docs)]
 impl VaultClient {
+    /// Builds the client: checks the address, loads the CA bundle and client certificate.
     pub fn new(spec: &ServerSpec) -> Result<Self, VaultError> {
-        Ok(VaultClient { spec: spec.clone() })
+        check_address(&spec.address, spec.allow_http)?;
+        if spec.timeout.is_zero() {
+            return Err(config(format!(
+                "Vault server {}: the request timeout must be greater than zero",
+                spec.address
+            )));
+        }
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("leasehold/", env!("CARGO_PKG_VERSION")))
+            .timeout(spec.timeout)
+            .connect_timeout(spec.timeout.min(MAX_CONNECT_TIMEOUT))
+            .redirect(redirect_policy(spec.allow_http));
+        if let Some(ca_file) = &spec.ca_file {
+            builder = builder.tls_certs_only(load_ca_bundle(ca_file)?);
+        }
+        match (&spec.client_cert, &spec.client_key) {
+            (Some(cert), Some(key)) => builder = builder.identity(load_identity(cert, key)?),
+            (None, None) => {}
+            _ => {
+                return Err(config(format!(
+                    "Vault server {}: client_cert and client_key must be set together",
+                    spec.address
+                )));
+            }
+        }
+        let http = builder.build().map_err(|e| {
+            config(format!(
+                "cannot set up TLS for Vault at {} ({}); check ca_file, client_cert and client_key",
+                spec.address,
+                error_chain(&e)
+            ))
+        })?;
+        Ok(VaultClient {
+            base: spec.address.trim_end_matches('/').to_owned(),
+            spec: spec.clone(),
+            http,
+            backoff: Backoff {
+                base: BACKOFF_BASE,
+                cap: BACKOFF_CAP,
+            },
+        })
     }
+
+    /// Replaces the retry backoff (first delay `base`, doubling up to `cap`, ±50 % jitter); for
+    /// tests and for callers with a tight deadline.
+    #[must_use]
+    pub fn with_backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.backoff = Backoff { base, cap };
+        self
+    }
+
+    /// The server's address as configured.
     pub fn address(&self) -> &str {
         &self.spec.address
     }
-    pub async fn jwt_login(&self, mount: &str, role: Option<&str>, jwt: &SecretString) -> Result<AuthInfo, VaultError> {
-        unimplemented!()
+
+    /// Logs in with a JWT (`auth/<mount>/login`); `role` falls back to the mount's default role.
+    pub async fn jwt_login(
+        &self,
+        mount: &str,
+        role: Option<&str>,
+        jwt: &SecretString,
+    ) -> Result<AuthInfo, VaultError> {
+        #[derive(Serialize)]
+        struct Login<'a> {
+            jwt: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            role: Option<&'a str>,
+        }
+        let path = format!("auth/{}/login", mount.trim_matches('/'));
+        let mut call = Call::new(Method::POST, &path, None).json(&Login {
+            jwt: jwt.expose_secret(),
+            role,
+        })?;
+        call.carried = Some(jwt);
+        let reply = self.request(&call).await?;
+        auth_of(&reply, &path)
     }
-    pub async fn read(&self, token: &SecretString, path: &str, kv2: bool) -> Result<SecretEnvelope, VaultError> {
-        unimplemented!()
+
+    /// Reads a secret. With `kv2`, `path` must already contain the `data/` segment and the
+    /// fields are taken from `data.data`; a deleted or destroyed version is [`VaultError::NotFound`].
+    pub async fn read(
+        &self,
+        token: &SecretString,
+        path: &str,
+        kv2: bool,
+    ) -> Result<SecretEnvelope, VaultError> {
+        let reply = self
+            .request(&Call::new(Method::GET, path, Some(token)))
+            .await?;
+        if reply.is_empty() {
+            return Err(VaultError::NotFound {
+                path: path.to_owned(),
+            });
+        }
+        if !kv2 {
+            return envelope_of(&reply, path);
+        }
+        let raw: RawResponse<Kv2Data> = decode(&reply, path)?;
+        refuse_wrapped(raw.wrap_info.is_some(), path)?;
+        let data = match raw.data {
+            Some(Kv2Data {
+                data: Some(Some(fields)),
+            }) => fields,
+            Some(Kv2Data { data: Some(None) }) => {
+                return Err(VaultError::NotFound {
+                    path: path.to_owned(),
+                });
+            }
+            Some(Kv2Data { data: None }) | None => {
+                return Err(invalid(
+                    path,
+                    "the response has no data.data; is the mount really KV version 2?",
+                ));
+            }
+        };
+        Ok(SecretEnvelope {
+            lease_id: raw.lease_id,
+            lease_duration: raw.lease_duration,
+            renewable: raw.renewable,
+            data,
+            warnings: raw.warnings,
+        })
     }
-    pub async fn write(&self, token: &SecretString, path: &str, body: &serde_json::Value) -> Result<SecretEnvelope, VaultError> {
-        unimplemented!()
+
+    /// Writes (POSTs) to a path that answers with a secret, such as `pki/issue/<role>`. An empty
+    /// (204) answer gives an empty envelope.
+    pub async fn write(
+        &self,
+        token: &SecretString,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<SecretEnvelope, VaultError> {
+        let reply = self
+            .request(&Call::new(Method::POST, path, Some(token)).json(body)?)
+            .await?;
+        if reply.is_empty() {
+            return Ok(SecretEnvelope::default());
+        }
+        envelope_of(&reply, path)
     }
-    pub async fn renew_self(&self, token: &SecretString, increment: Option<Duration>) -> Result<AuthInfo, VaultError> {
-        unimplemented!()
+
+    /// Renews the token itself; `increment` is a request, the server may grant less.
+    pub async fn renew_self(
+        &self,
+        token: &SecretString,
+        increment: Option<Duration>,
+    ) -> Result<AuthInfo, VaultError> {
+        #[derive(Serialize)]
+        struct Renew {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            increment: Option<String>,
+        }
+        let path = "auth/token/renew-self";
+        let body = Renew {
+            increment: increment.map(|d| format!("{}s", d.as_secs())),
+        };
+        let reply = self
+            .request(&Call::new(Method::POST, path, Some(token)).json(&body)?)
+            .await?;
+        auth_of(&reply, path)
     }
-    pub async fn renew_lease(&self, token: &SecretString, lease_id: &str, increment: Option<Duration>) -> Result<LeaseInfo, VaultError> {
-        unimplemented!()
+
+    /// Renews one lease.
+    pub async fn renew_lease(
+        &self,
+        token: &SecretString,
+        lease_id: &str,
+        increment: Option<Duration>,
+    ) -> Result<LeaseInfo, VaultError> {
+        #[derive(Serialize)]
+        struct Renew<'a> {
+            lease_id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            increment: Option<u64>,
+        }
+        let path = "sys/leases/renew";
+        let body = Renew {
+            lease_id,
+            increment: increment.map(|d| d.as_secs()),
+        };
+        let reply = self
+            .request(&Call::new(Method::PUT, path, Some(token)).json(&body)?)
+            .await?;
+        let raw: RawResponse<IgnoredAny> = decode(&reply, path)?;
+        Ok(LeaseInfo {
+            lease_id: if raw.lease_id.is_empty() {
+                lease_id.to_owned()
+            } else {
+                raw.lease_id
+            },
+            lease_duration: raw.lease_duration,
+            renewable: raw.renewable,
+        })
     }
-    pub async fn revoke_lease(&self, token: &SecretString, lease_id: &str) -> Result<(), VaultError> {
-        unimplemented!()
+
+    /// Revokes one lease (immediately; Vault also revokes unknown lease ids without complaint).
+    pub async fn revoke_lease(
+        &self,
+        token: &SecretString,
+        lease_id: &str,
+    ) -> Result<(), VaultError> {
+        #[derive(Serialize)]
+        struct Revoke<'a> {
+            lease_id: &'a str,
+        }
+        let call =
+            Call::new(Method::PUT, "sys/leases/revoke", Some(token)).json(&Revoke { lease_id })?;
+        self.request(&call).await.map(drop)
     }
+
+    /// Revokes the token and, with it, every lease it created.
     pub async fn revoke_self(&self, token: &SecretString) -> Result<(), VaultError> {
-        unimplemented!()
+        self.request(&Call::new(
+            Method::POST,
+            "auth/token/revoke-self",
+            Some(token),
+        ))
+        .await
+        .map(drop)
     }
-    pub async fn revoke_accessor(&self, token: &SecretString, accessor: &str) -> Result<(), VaultError> {
-        unimplemented!()
+
+    /// Revokes the token with this accessor (and its leases); needs a policy on
+    /// `auth/token/revoke-accessor`.
+    pub async fn revoke_accessor(
+        &self,
+        token: &SecretString,
+        accessor: &str,
+    ) -> Result<(), VaultError> {
+        let call = Call::new(Method::POST, "auth/token/revoke-accessor", Some(token))
+            .json(&Accessor { accessor })?;
+        self.request(&call).await.map(drop)
     }
-    pub async fn lookup_self(&self, token: &SecretString) -> Result<serde_json::Value, VaultError> {
-        unimplemented!()
+
+    /// Looks up the token itself; the token's id in the answer is never decoded.
+    pub async fn lookup_self(&self, token: &SecretString) -> Result<TokenLookup, VaultError> {
+        let path = "auth/token/lookup-self";
+        let reply = self
+            .request(&Call::new(Method::GET, path, Some(token)))
+            .await?;
+        lookup_of(&reply, path)
     }
+
+    /// Looks up the token with this accessor; needs a policy on `auth/token/lookup-accessor`.
+    pub async fn lookup_accessor(
+        &self,
+        token: &SecretString,
+        accessor: &str,
+    ) -> Result<TokenLookup, VaultError> {
+        let path = "auth/token/lookup-accessor";
+        let call = Call::new(Method::POST, path, Some(token)).json(&Accessor { accessor })?;
+        let reply = self.request(&call).await?;
+        lookup_of(&reply, path)
+    }
+
+    /// Lists lease ids (and sub-prefixes, ending in `/`) below `prefix`, e.g.
+    /// `database/creds/app/`; nothing there is an empty list. Needs `sudo` on
+    /// `sys/leases/lookup/*`.
+    pub async fn list_leases(
+        &self,
+        token: &SecretString,
+        prefix: &str,
+    ) -> Result<Vec<String>, VaultError> {
+        let path = format!("sys/leases/lookup/{}", prefix.trim_start_matches('/'));
+        let list = Method::from_bytes(b"LIST")
+            .map_err(|_| config("the HTTP method LIST is not accepted"))?;
+        let reply = match self.request(&Call::new(list, &path, Some(token))).await {
+            Err(VaultError::NotFound { .. }) => return Ok(Vec::new()),
+            other => other?,
+        };
+        if reply.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw: RawResponse<RawKeys> = decode(&reply, &path)?;
+        Ok(raw.data.unwrap_or_default().keys)
+    }
+
+    /// Reads the `data` of a path as plain JSON (`null` when there is none). Only for
+    /// configuration that is not secret (auth mount or role configuration), because the values
+    /// are not protected in memory.
+    pub async fn read_raw_json(
+        &self,
+        token: &SecretString,
+        path: &str,
+    ) -> Result<serde_json::Value, VaultError> {
+        let reply = self
+            .request(&Call::new(Method::GET, path, Some(token)))
+            .await?;
+        if reply.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        let raw: RawResponse<serde_json::Value> = decode(&reply, path)?;
+        Ok(raw.data.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// `sys/health`, asked so that sealed, standby and uninitialized servers all answer 200.
     pub async fn health(&self) -> Result<Health, VaultError> {
-        unimplemented!()
+        let call = Call {
+            namespace: false,
+            ..Call::new(Method::GET, HEALTH_PATH, None)
+        };
+        let reply = self.send(&call, self.attempts()).await?;
+        let reply = self.classify(reply, &call)?;
+        decode::<RawHealth>(&reply, HEALTH_PATH).map(Health::from)
     }
+
+    fn attempts(&self) -> u32 {
+        self.spec.retries.saturating_add(1)
+    }
+
+    /// Sends with retries and turns the final status into a result. A 503 whose text does not
+    /// say "sealed" (proxies and load balancers answer 503 too) is checked against `sys/health`.
+    async fn request(&self, call: &Call<'_>) -> Result<Reply, VaultError> {
+        let reply = self.send(call, self.attempts()).await?;
+        match self.classify(reply, call) {
+            Err(VaultError::Server { status: 503, .. }) if self.is_sealed().await => {
+                Err(VaultError::Sealed {
+                    address: self.spec.address.clone(),
+                })
+            }
+            other => other,
+        }
+    }
+
+    async fn is_sealed(&self) -> bool {
+        let call = Call {
+            namespace: false,
+            ..Call::new(Method::GET, HEALTH_PATH, None)
+        };
+        match self.send(&call, 1).await {
+            Ok(reply) if reply.status.is_success() => {
+                decode::<RawHealth>(&reply, HEALTH_PATH).is_ok_and(|h| h.sealed)
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends up to `attempts` times; returns the last reply (whatever its status) or
+    /// [`VaultError::Unreachable`].
+    async fn send(&self, call: &Call<'_>, attempts: u32) -> Result<Reply, VaultError> {
+        let url = Url::parse(&format!(
+            "{}/v1/{}",
+            self.base,
+            call.path.trim_start_matches('/')
+        ))
+        .map_err(|_| {
+            config(format!(
+                "cannot form a request URL for {} at {}",
+                call.path, self.spec.address
+            ))
+        })?;
+        let headers = self.headers(call)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let retry_reason = match self.attempt(call, &url, &headers).await {
+                Ok(reply)
+                    if reply.status == StatusCode::TOO_MANY_REQUESTS
+                        || reply.status.is_server_error() =>
+                {
+                    if attempt >= attempts {
+                        return Ok(reply);
+                    }
+                    format!("status {}", reply.status.as_u16())
+                }
+                Ok(reply) => return Ok(reply),
+                Err(AttemptError::Fatal(error)) => return Err(error),
+                Err(AttemptError::Transport(detail)) => {
+                    if attempt >= attempts {
+                        return Err(VaultError::Unreachable {
+                            address: self.spec.address.clone(),
+                            attempts: attempt,
+                            detail,
+                        });
+                    }
+                    detail
+                }
+            };
+            let delay = self.backoff.delay(attempt - 1);
+            tracing::warn!(
+                address = %self.spec.address,
+                path = call.path,
+                attempt,
+                "Vault request failed ({retry_reason}); retrying in {} ms",
+                delay.as_millis()
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        call: &Call<'_>,
+        url: &Url,
+        headers: &HeaderMap,
+    ) -> Result<Reply, AttemptError> {
+        let mut request = self
+            .http
+            .request(call.method.clone(), url.clone())
+            .headers(headers.clone());
+        if let Some(body) = &call.body {
+            // reqwest takes ownership of the bytes and frees them uncleared; each attempt gets a
+            // fresh copy so that the original stays in a buffer we zero.
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.as_slice().to_vec());
+        }
+        let mut response = request.send().await.map_err(|e| classify_reqwest(&e))?;
+        let status = response.status();
+        let hint = response
+            .content_length()
+            .map_or(0, |n| usize::try_from(n).unwrap_or(MAX_BODY).min(MAX_BODY));
+        let mut body = SecretBuf::with_capacity(hint);
+        while let Some(chunk) = response.chunk().await.map_err(|e| classify_reqwest(&e))? {
+            if body.len().saturating_add(chunk.len()) > MAX_BODY {
+                return Err(AttemptError::Fatal(invalid(
+                    call.path,
+                    format!("the response body is larger than {} MiB", MAX_BODY >> 20),
+                )));
+            }
+            body.extend(&chunk);
+        }
+        Ok(Reply { status, body })
+    }
+
+    fn headers(&self, call: &Call<'_>) -> Result<HeaderMap, VaultError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_VAULT_REQUEST, HeaderValue::from_static("true"));
+        if let Some(token) = call.token {
+            let mut value = HeaderValue::from_str(token.expose_secret()).map_err(|_| {
+                config("the Vault token contains characters that cannot be sent in an HTTP header")
+            })?;
+            // Keeps it out of HTTP/2 header compression tables and out of Debug output.
+            value.set_sensitive(true);
+            headers.insert(X_VAULT_TOKEN, value);
+        }
+        if call.namespace
+            && let Some(namespace) = self.spec.namespace.as_deref().filter(|ns| !ns.is_empty())
+        {
+            let value = HeaderValue::from_str(namespace).map_err(|_| {
+                config(format!("Vault namespace {namespace:?} contains characters that cannot be sent in an HTTP header"))
+            })?;
+            headers.insert(X_VAULT_NAMESPACE, value);
+        }
+        Ok(headers)
+    }
+
+    /// Maps a final status to success or the matching error.
+    fn classify(&self, reply: Reply, call: &Call<'_>) -> Result<Reply, VaultError> {
+        let status = reply.status.as_u16();
+        let path = call.path.to_owned();
+        match status {
+            200..=299 => Ok(reply),
+            // A plain miss has an empty `errors` (or, for a deleted KV v2 version, only data). A
+            // 404 that gives a reason ("no handler for route", "namespace not found") is a wrong
+            // mount or namespace, and "nothing at <path>" would hide that.
+            404 => match error_text(&reply, call) {
+                None => Err(VaultError::NotFound { path }),
+                Some(errors) => Err(VaultError::Denied {
+                    status,
+                    path,
+                    errors,
+                }),
+            },
+            300..=399 => Err(invalid(
+                call.path,
+                format!(
+                    "redirected ({status}) to another host or to plain http, which leasehold does not follow because \
+                     the token would go along; set address to the active node or its load balancer"
+                ),
+            )),
+            429 | 500..=599 => {
+                let errors = error_text(&reply, call).unwrap_or_else(no_message);
+                if status == 503 && errors.to_ascii_lowercase().contains("sealed") {
+                    Err(VaultError::Sealed {
+                        address: self.spec.address.clone(),
+                    })
+                } else {
+                    Err(VaultError::Server {
+                        address: self.spec.address.clone(),
+                        status,
+                        path,
+                        errors,
+                    })
+                }
+            }
+            _ => Err(VaultError::Denied {
+                status,
+                path,
+                errors: error_text(&reply, call).unwrap_or_else(no_message),
+            }),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Accessor<'a> {
+    accessor: &'a str,
+}
+
+/// Builder errors are ours and final; everything else happened on the wire and may pass.
+fn classify_reqwest(error: &reqwest::Error) -> AttemptError {
+    if error.is_builder() {
+        AttemptError::Fatal(config(format!(
+            "cannot build the Vault request: {}",
+            error_chain(error)
+        )))
+    } else {
+        let mut detail = error_chain(error);
+        if detail.contains("certificate") {
+            detail.push_str(
+                " (check ca_file, and that the address names a host in the server's certificate)",
+            );
+        }
+        AttemptError::Transport(detail)
+    }
+}
+
+/// The error and its causes on one line, without the request URL (the caller names the server).
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // hyper and hyper-util repeat their cause in their own message; keep the innermost words.
+        if parts.last().is_none_or(|last| last != &text) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    if parts.is_empty() {
+        let kind = if error.is_timeout() {
+            "timed out"
+        } else if error.is_connect() {
+            "connection failed"
+        } else {
+            "request failed"
+        };
+        parts.push(kind.to_owned());
+    }
+    if error.is_timeout() && !parts.iter().any(|p| p.contains("timed out")) {
+        parts.insert(0, "timed out".to_owned());
+    }
+    parts.join(": ")
+}
+
+/// Follows a redirect only to the same host and port without leaving https, because reqwest
+/// carries `X-Vault-Token` along (it only strips the standard credential headers).
+fn redirect_policy(allow_http: bool) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let Some(previous) = attempt.previous().last() else {
+            return attempt.stop();
+        };
+        let target = attempt.url();
+        let same_host = previous.host_str() == target.host_str()
+            && previous.port_or_known_default() == target.port_or_known_default();
+        let downgrade = previous.scheme() == "https" && target.scheme() != "https";
+        let scheme_ok = match target.scheme() {
+            "https" => true,
+            "http" => allow_http || is_loopback(target),
+            _ => false,
+        };
+        if attempt.previous().len() > 3 || !same_host || downgrade || !scheme_ok {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, VaultError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        config(format!(
+            "cannot read the CA bundle {} ({e}); set ca_file to a readable PEM file of CA certificates",
+            path.display()
+        ))
+    })?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(certs),
+        _ => Err(config(format!(
+            "the CA bundle {} holds no PEM certificates; ca_file must contain -----BEGIN CERTIFICATE----- blocks",
+            path.display()
+        ))),
+    }
+}
+
+fn load_identity(cert: &Path, key: &Path) -> Result<reqwest::Identity, VaultError> {
+    let read = |path: &Path, what: &str, setting: &str| {
+        std::fs::read(path)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| {
+                config(format!(
+                    "cannot read the {what} {} ({e}); set {setting} to a readable PEM file",
+                    path.display()
+                ))
+            })
+    };
+    let cert_pem = read(cert, "client certificate", "client_cert")?;
+    let key_pem = read(key, "client key", "client_key")?;
+    // reqwest wants certificate and key in one PEM buffer.
+    let mut both = SecretBuf::with_capacity(cert_pem.len() + key_pem.len() + 1);
+    both.extend(&cert_pem);
+    both.extend(b"\n");
+    both.extend(&key_pem);
+    reqwest::Identity::from_pem(both.as_slice()).map_err(|_| {
+        config(format!(
+            "client_cert {} and client_key {} are not a PEM certificate and an unencrypted PEM private key \
+             (PKCS#8, PKCS#1 or SEC1); fix or replace the files",
+            cert.display(),
+            key.display()
+        ))
+    })
+}
+
+/// Vault's `errors` (`None` when there are none), tidied to one line, with any secret the request carried scrubbed out.
+fn error_text(reply: &Reply, call: &Call<'_>) -> Option<String> {
+    let raw: RawErrors = serde_json::from_slice(reply.body.as_slice()).unwrap_or_default();
+    let mut text = raw
+        .errors
+        .iter()
+        .flat_map(|e| tidy(e))
+        .collect::<Vec<_>>()
+        .join("; ");
+    for secret in [call.token, call.carried].into_iter().flatten() {
+        let secret = secret.expose_secret();
+        if !secret.is_empty() && text.contains(secret) {
+            text = text.replace(secret, "[REDACTED]");
+        }
+    }
+    if text.is_empty() {
+        return None;
+    }
+    if text.len() > MAX_ERROR_TEXT {
+        let mut end = MAX_ERROR_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    Some(text)
+}
+
+fn no_message() -> String {
+    "no error message".to_owned()
+}
+
+/// Collapses whitespace and unpacks go-multierror's "N errors occurred: * a * b" layout.
+fn tidy(message: &str) -> Vec<String> {
+    let line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let listed = line.split_once(" occurred: ").filter(|(head, _)| {
+        let mut words = head.split(' ');
+        words
+            .next()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            && matches!(words.next(), Some("error" | "errors"))
+            && words.next().is_none()
+    });
+    match listed {
+        Some((_, rest)) => rest
+            .split("* ")
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None if line.is_empty() => Vec::new(),
+        None => vec![line],
+    }
+}
+
+fn decode<T: DeserializeOwned>(reply: &Reply, path: &str) -> Result<T, VaultError> {
+    if reply.is_empty() {
+        return Err(invalid(path, "the response body is empty"));
+    }
+    serde_json::from_slice(reply.body.as_slice())
+        .map_err(|e| invalid(path, describe_json_error(&e)))
+}
+
+/// A description of a decoding error that never quotes the body: serde's own messages do
+/// (`invalid type: string "…"`), and the body may be a secret.
+fn describe_json_error(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let at = format!("line {}, column {}", error.line(), error.column());
+    match error.classify() {
+        Category::Syntax => format!("the body is not valid JSON ({at})"),
+        Category::Eof => "the body ends in the middle of a JSON value".to_owned(),
+        Category::Io => "the body could not be read".to_owned(),
+        Category::Data => {
+            // "missing field `x`" names a member of our own schema, nothing from the body.
+            let message = error.to_string();
+            match message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split_once('`'))
+            {
+                Some((field, _)) => format!("the JSON lacks the member {field:?}"),
+                None => format!("the JSON does not have the expected shape ({at})"),
+            }
+        }
+    }
+}
+
+fn refuse_wrapped(wrapped: bool, path: &str) -> Result<(), VaultError> {
+    if wrapped {
+        return Err(invalid(
+            path,
+            "the response is wrapped (wrap_info is set), which leasehold does not unwrap; remove the wrapping policy \
+             for this path",
+        ));
+    }
+    Ok(())
+}
+
+fn envelope_of(reply: &Reply, path: &str) -> Result<SecretEnvelope, VaultError> {
+    let raw: RawResponse<SecretFields> = decode(reply, path)?;
+    refuse_wrapped(raw.wrap_info.is_some(), path)?;
+    Ok(SecretEnvelope {
+        lease_id: raw.lease_id,
+        lease_duration: raw.lease_duration,
+        renewable: raw.renewable,
+        data: raw.data.unwrap_or_default(),
+        warnings: raw.warnings,
+    })
+}
+
+fn auth_of(reply: &Reply, path: &str) -> Result<AuthInfo, VaultError> {
+    let raw: RawResponse<IgnoredAny> = decode(reply, path)?;
+    raw.auth
+        .map(AuthInfo::from)
+        .ok_or_else(|| invalid(path, "the response has no auth block"))
+}
+
+fn lookup_of(reply: &Reply, path: &str) -> Result<TokenLookup, VaultError> {
+    let raw: RawResponse<TokenLookup> = decode(reply, path)?;
+    raw.data
+        .ok_or_else(|| invalid(path, "the response has no data"))
 }

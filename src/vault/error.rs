@@ -1,6 +1,12 @@
 //! Vault failures, classified by whose fault they are.
 //!
-//! STUB: interface fixed; implementation pending.
+//! The variants follow what the operator or the job author has to do next: an unreachable or
+//! sealed server, or a 5xx, is an infrastructure problem (gitlab-runner may retry the stage); a
+//! refusal or a missing secret is the job's problem and retrying cannot help.
+//!
+//! Invariant: no variant ever holds a token, an ID token or a secret value. Paths, addresses,
+//! accessors and Vault's own `errors` strings (with any token the request carried scrubbed out)
+//! are the only text that reaches `Display`.
 
 use crate::error::FailureKind;
 
@@ -35,7 +41,8 @@ pub enum VaultError {
         /// Vault's `errors`, joined.
         errors: String,
     },
-    /// 400, 401 or 403: the request was refused.
+    /// 400, 401, 403 or another 4xx: the request was refused. This includes a 404 that gives a
+    /// reason (a missing mount or namespace), as opposed to a plain miss.
     #[error("Vault refused {path} with {status}: {errors}")]
     Denied {
         /// HTTP status.
@@ -45,7 +52,7 @@ pub enum VaultError {
         /// Vault's `errors`, joined.
         errors: String,
     },
-    /// 404 with no data.
+    /// 404 without a reason: nothing is stored at the path (or a KV v2 version was deleted).
     #[error("nothing at {path}")]
     NotFound {
         /// API path below /v1/.

@@ -9,7 +9,9 @@ mod approle;
 mod client;
 mod envelope;
 mod error;
+#[cfg(test)]
+mod tests;
 
 pub use client::{ServerSpec, VaultClient, check_address};
-pub use envelope::{AuthInfo, Health, LeaseInfo, SecretEnvelope, SecretFields};
+pub use envelope::{AuthInfo, Health, LeaseInfo, SecretEnvelope, SecretFields, TokenLookup};
 pub use error::VaultError;
