@@ -324,6 +324,28 @@ impl VaultClient {
         auth_of(&reply, &path)
     }
 
+    /// Logs in with AppRole (`auth/<mount>/login`); used only by the reaper's own credential.
+    pub async fn approle_login(
+        &self,
+        mount: &str,
+        role_id: &str,
+        secret_id: &SecretString,
+    ) -> Result<AuthInfo, VaultError> {
+        #[derive(Serialize)]
+        struct Login<'a> {
+            role_id: &'a str,
+            secret_id: &'a str,
+        }
+        let path = format!("auth/{}/login", mount.trim_matches('/'));
+        let mut call = Call::new(Method::POST, &path, None).json(&Login {
+            role_id,
+            secret_id: secret_id.expose_secret(),
+        })?;
+        call.carried = Some(secret_id);
+        let reply = self.request(&call).await?;
+        auth_of(&reply, &path)
+    }
+
     /// Reads a secret. With `kv2`, `path` must already contain the `data/` segment and the
     /// fields are taken from `data.data`; a deleted or destroyed version is [`VaultError::NotFound`].
     pub async fn read(

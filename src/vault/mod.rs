@@ -5,7 +5,6 @@
 //! revocation is leasehold's core job. Secret material (tokens, field values) is decoded straight
 //! into `SecretString` and never appears in an error.
 
-mod approle;
 mod client;
 mod envelope;
 mod error;
