@@ -222,6 +222,31 @@ pub struct ExecutorSection {
     /// The shell the built-in `shell` executor runs scripts with.
     #[serde(default = "default_shell")]
     pub shell: String,
+    /// How secrets reach the job: its process environment, or a private wrapper script.
+    #[serde(default)]
+    pub inject: InjectMode,
+    /// `shell` only: run the job as this local user (leasehold must run as root).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `shell` only: the job's group (default: the user's primary group).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// `shell` only: take the job's user from this verified ID-token claim (e.g. `user_login`).
+    #[serde(default)]
+    pub user_from_claim: Option<String>,
+    /// With `user_from_claim`: the local users a job may run as (globs). Required.
+    #[serde(default)]
+    pub allowed_users: Vec<String>,
+    /// With `user_from_claim`: claim value to local user, for names that differ.
+    #[serde(default)]
+    pub user_map: std::collections::BTreeMap<String, String>,
+    /// Where a job running as another user gets its file secrets and its copy of the script
+    /// (0711, owned by root; each stage gets a 0700 directory owned by the job's user).
+    #[serde(default = "default_files_dir")]
+    pub files_dir: PathBuf,
+    /// `custom` only: the inner driver, exactly as in gitlab-runner's `[runners.custom]`.
+    #[serde(default)]
+    pub custom: Option<CustomDriver>,
 }
 
 /// The wrapped executors.
@@ -231,6 +256,49 @@ pub enum ExecutorKind {
     /// Run each script locally with `bash <script>`.
     #[default]
     Shell,
+    /// Call an existing custom-executor driver (VM, container, SSH) for every stage.
+    Custom,
+}
+
+/// How secrets are handed to the job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InjectMode {
+    /// In the environment of the process that runs the script (it must pass it on).
+    #[default]
+    Env,
+    /// In a private wrapper script that exports them and runs the original script unchanged:
+    /// for drivers that cross a machine or container boundary.
+    Script,
+}
+
+/// `[executor.custom]`: an inner custom-executor driver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomDriver {
+    /// The driver's config_exec (optional, as in gitlab-runner).
+    #[serde(default)]
+    pub config_exec: Option<String>,
+    /// Its arguments.
+    #[serde(default)]
+    pub config_args: Vec<String>,
+    /// The driver's prepare_exec (optional).
+    #[serde(default)]
+    pub prepare_exec: Option<String>,
+    /// Its arguments.
+    #[serde(default)]
+    pub prepare_args: Vec<String>,
+    /// The driver's run_exec (required).
+    pub run_exec: String,
+    /// Its arguments; leasehold appends the script path and the stage name.
+    #[serde(default)]
+    pub run_args: Vec<String>,
+    /// The driver's cleanup_exec (optional).
+    #[serde(default)]
+    pub cleanup_exec: Option<String>,
+    /// Its arguments.
+    #[serde(default)]
+    pub cleanup_args: Vec<String>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -269,6 +337,9 @@ fn default_mask_min_length() -> usize {
 fn default_shell() -> String {
     "bash".into()
 }
+fn default_files_dir() -> PathBuf {
+    PathBuf::from("/run/leasehold-files")
+}
 
 impl Default for JobSection {
     fn default() -> Self {
@@ -288,7 +359,18 @@ impl Default for MaskSection {
 
 impl Default for ExecutorSection {
     fn default() -> Self {
-        ExecutorSection { kind: ExecutorKind::default(), shell: default_shell() }
+        ExecutorSection {
+            kind: ExecutorKind::default(),
+            shell: default_shell(),
+            inject: InjectMode::default(),
+            user: None,
+            group: None,
+            user_from_claim: None,
+            allowed_users: Vec::new(),
+            user_map: std::collections::BTreeMap::new(),
+            files_dir: default_files_dir(),
+            custom: None,
+        }
     }
 }
 
@@ -332,6 +414,25 @@ impl ExecutorConfig {
         for pattern in &self.job.secret_stages {
             globset::Glob::new(pattern)
                 .map_err(|e| format!("job.secret_stages: invalid pattern {pattern:?}: {e}"))?;
+        }
+        let executor = &self.executor;
+        match executor.kind {
+            ExecutorKind::Custom if executor.custom.is_none() => {
+                return Err("[executor] kind = \"custom\" needs an [executor.custom] table with at least run_exec".into());
+            }
+            ExecutorKind::Custom if executor.user.is_some() || executor.user_from_claim.is_some() => {
+                return Err("[executor] user / user_from_claim apply to kind = \"shell\" only; a custom driver decides the job's user itself".into());
+            }
+            _ => {}
+        }
+        if executor.user.is_some() && executor.user_from_claim.is_some() {
+            return Err("[executor] set either user or user_from_claim, not both".into());
+        }
+        if executor.user_from_claim.is_some() && executor.allowed_users.is_empty() {
+            return Err("[executor] user_from_claim needs allowed_users, so that a job cannot pick any local account".into());
+        }
+        if !executor.files_dir.is_absolute() {
+            return Err(format!("[executor] files_dir {} must be an absolute path", executor.files_dir.display()));
         }
         if let Some(reaper) = &self.reaper {
             if reaper.token_file.is_some() == reaper.approle.is_some() {

@@ -1,54 +1,32 @@
-//! What a sub-stage's child process receives.
+//! What a sub-stage's job process receives, and how.
 //!
-//! The child's environment is leasehold's own environment (which gitlab-runner built) minus
-//! every `CUSTOM_ENV_*`, every `LEASEHOLD_*`, `VAULT_*` and `BAO_*` variable, `JOB_RESPONSE_FILE`
-//! and `BUILD_EXIT_CODE_FILE`, plus the secrets this sub-stage is entitled to. A secret with
-//! `file: true` is written to a fresh 0600 file in a 0700 directory private to this stage, and
-//! the variable holds its path; the directory is removed when the stage ends. Nothing is ever
-//! added to the runner's on-disk script.
+//! **Environment delivery** (`inject = "env"`, the default). The child's environment is
+//! leasehold's own environment (which gitlab-runner built) minus every `CUSTOM_ENV_*`, every
+//! `LEASEHOLD_*`, `VAULT_*` and `BAO_*` variable, `JOB_RESPONSE_FILE` and `BUILD_EXIT_CODE_FILE`,
+//! plus the secrets this sub-stage is entitled to. (A wrapped custom driver keeps `CUSTOM_ENV_*`
+//! and the runner's variables: it is an executor, not the job.) A `file: true` secret is written
+//! to a 0600 file in a 0700 directory private to this stage, and the variable holds its path.
+//!
+//! **Script delivery** (`inject = "script"`), for drivers whose environment does not reach the
+//! job (SSH, VMs, containers): leasehold hands the driver a private wrapper script instead of
+//! the runner's. It exports the secrets, materialises file secrets in a private `mktemp -d`
+//! directory on the far side (removed when the wrapper exits), and then runs the runner's script
+//! content unchanged.
+//!
+//! Either way the stage directory (file secrets, wrapper, the job user's copy of the script) is
+//! deleted when the stage ends, and nothing is ever added to the runner's on-disk script.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::fmt::Write as _;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobSetBuilder};
+use nix::unistd::{Gid, Uid};
 use secrecy::ExposeSecret;
 
-use crate::protocol::{BuildStage, child_base_env};
+use crate::protocol::BuildStage;
 use crate::state::{JobState, PrivateState, StateError, StoredSecret, write_secret_file};
-
-/// The environment and files for one sub-stage.
-#[derive(Debug, Default)]
-pub struct Injection {
-    /// `(name, value)` pairs to add to the child's environment.
-    pub secret_env: Vec<(OsString, OsString)>,
-    /// The stage's private file-secret directory, removed when the stage ends.
-    pub files_dir: Option<PathBuf>,
-    /// Names of the secrets this stage receives.
-    pub exposed: Vec<String>,
-}
-
-impl Injection {
-    /// The child's full environment: the stripped base plus the secrets.
-    pub fn child_env(&self) -> Vec<(OsString, OsString)> {
-        let mut env = child_base_env();
-        env.retain(|(k, _)| !self.secret_env.iter().any(|(s, _)| s == k));
-        env.extend(self.secret_env.iter().cloned());
-        env
-    }
-
-    /// Removes the stage's file secrets.
-    pub fn remove_files(&mut self) {
-        if let Some(dir) = self.files_dir.take() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-impl Drop for Injection {
-    fn drop(&mut self) {
-        self.remove_files();
-    }
-}
 
 /// Whether `stage` matches any of the patterns (`*` wildcards, e.g. `step_*`).
 pub fn stage_matches(patterns: &[String], stage: &BuildStage) -> bool {
@@ -61,7 +39,7 @@ pub fn stage_matches(patterns: &[String], stage: &BuildStage) -> bool {
     builder.build().is_ok_and(|set| set.is_match(stage.as_str().as_ref()))
 }
 
-/// The secrets a stage receives.
+/// The secrets a stage receives. Unknown stage names never receive any.
 pub fn exposed_secrets<'a>(state: &'a PrivateState, stage: &BuildStage) -> Vec<&'a StoredSecret> {
     if matches!(stage, BuildStage::Other(_)) {
         return Vec::new();
@@ -69,22 +47,97 @@ pub fn exposed_secrets<'a>(state: &'a PrivateState, stage: &BuildStage) -> Vec<&
     state.secrets.iter().filter(|s| stage_matches(&s.stages, stage)).collect()
 }
 
-/// Builds the injection for one stage, writing file secrets as needed.
-pub fn prepare(state: &PrivateState, job: &JobState, stage: &BuildStage) -> Result<Injection, StateError> {
+/// A directory private to one stage, deleted when dropped.
+#[derive(Debug)]
+pub struct StageDir {
+    path: PathBuf,
+    owner: Option<(Uid, Gid)>,
+}
+
+impl StageDir {
+    /// A 0700 directory inside the job's own state (the job runs as leasehold's user).
+    pub fn in_state(job: &JobState, stage: &BuildStage) -> Result<Self, StateError> {
+        Ok(StageDir { path: job.stage_files_dir(&stage.as_str())?, owner: None })
+    }
+
+    /// A 0700 directory owned by the job's user below `root` (0711, owned by us), for a job that
+    /// runs as another user and must not see leasehold's state.
+    pub fn for_user(root: &Path, job: &JobState, stage: &BuildStage, uid: Uid, gid: Gid) -> Result<Self, StateError> {
+        let io = |action: &'static str, path: &Path| {
+            let path = path.to_owned();
+            move |source| StateError::Io { action, path, source }
+        };
+        match std::fs::DirBuilder::new().recursive(true).mode(0o711).create(root) {
+            Ok(()) => {}
+            Err(e) => return Err(io("create", root)(e)),
+        }
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711)).map_err(io("chmod", root))?;
+        crate::state::check_owner(root)?;
+        let mut random = [0u8; 8];
+        crate::state::fill_random(&mut random);
+        let name = format!("{}-{}-{}", job.id().as_str(), sanitize(&stage.as_str()), crate::state::hex(&random));
+        let path = root.join(name);
+        std::fs::DirBuilder::new().mode(0o700).create(&path).map_err(io("create", &path))?;
+        let dir = StageDir { path, owner: Some((uid, gid)) };
+        nix::unistd::chown(&dir.path, Some(uid), Some(gid))
+            .map_err(|e| StateError::Io { action: "chown", path: dir.path.clone(), source: e.into() })?;
+        Ok(dir)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes a private file (0600, or `mode`) owned by the stage's user.
+    pub fn write(&self, name: &str, bytes: &[u8], mode: u32) -> Result<PathBuf, StateError> {
+        let path = self.path.join(name);
+        write_secret_file(&path, bytes)?;
+        let io = |action: &'static str| {
+            let path = path.clone();
+            move |source: std::io::Error| StateError::Io { action, path, source }
+        };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(io("chmod"))?;
+        if let Some((uid, gid)) = self.owner {
+            nix::unistd::chown(&path, Some(uid), Some(gid)).map_err(|e| io("chown")(e.into()))?;
+        }
+        Ok(path)
+    }
+}
+
+impl Drop for StageDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn sanitize(text: &str) -> String {
+    text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+}
+
+/// The environment additions for one stage.
+#[derive(Debug, Default)]
+pub struct Injection {
+    /// `(name, value)` pairs to add to the child's environment.
+    pub secret_env: Vec<(OsString, OsString)>,
+    /// Names of the secrets this stage receives.
+    pub exposed: Vec<String>,
+    /// The script to run instead of the runner's (wrapper, or the job user's copy).
+    pub script: Option<PathBuf>,
+}
+
+/// Whether a stage needs a private directory for these secrets in this delivery mode.
+pub fn needs_stage_dir(secrets: &[&StoredSecret], script_delivery: bool) -> bool {
+    !secrets.is_empty() && (script_delivery || secrets.iter().any(|s| s.file))
+}
+
+/// Environment delivery: values in the environment, file secrets as files in `dir`.
+pub fn for_env(secrets: &[&StoredSecret], dir: Option<&StageDir>) -> Result<Injection, StateError> {
     let mut injection = Injection::default();
-    for secret in exposed_secrets(state, stage) {
+    for secret in secrets {
         let value = if secret.file {
-            let dir = match &injection.files_dir {
-                Some(dir) => dir.clone(),
-                None => {
-                    let dir = job.stage_files_dir(&stage.as_str())?;
-                    injection.files_dir = Some(dir.clone());
-                    dir
-                }
-            };
-            let path = dir.join(&secret.name);
-            write_secret_file(&path, secret.value.expose_secret().as_bytes())?;
-            path.into_os_string()
+            let dir = dir.ok_or_else(|| StateError::Missing { path: PathBuf::from("(stage directory)") })?;
+            dir.write(&secret.name, secret.value.expose_secret().as_bytes(), 0o600)?.into_os_string()
         } else {
             OsString::from(secret.value.expose_secret())
         };
@@ -94,9 +147,90 @@ pub fn prepare(state: &PrivateState, job: &JobState, stage: &BuildStage) -> Resu
     Ok(injection)
 }
 
+/// Script delivery: a wrapper in `dir` that exports the secrets and runs `original` unchanged.
+pub fn for_script(secrets: &[&StoredSecret], original: &Path, stage: &BuildStage, dir: &StageDir) -> Result<Injection, StateError> {
+    let body = std::fs::read(original)
+        .map_err(|source| StateError::Io { action: "read the stage script", path: original.to_owned(), source })?;
+    let wrapper = zeroize::Zeroizing::new(wrapper_script(secrets, &body, stage));
+    let path = dir.write("wrapper.sh", wrapper.as_bytes(), 0o600)?;
+    Ok(Injection {
+        secret_env: Vec::new(),
+        exposed: secrets.iter().map(|s| s.name.clone()).collect(),
+        script: Some(path),
+    })
+}
+
+/// Quotes bytes for bash as `$'…'`, which carries any byte except NUL unchanged.
+pub fn ansi_c_quote(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 3);
+    out.push_str("$'");
+    for &b in bytes {
+        match b {
+            b'\'' => out.push_str("\\'"),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\t' => out.push_str("\\t"),
+            b'\r' => out.push_str("\\r"),
+            0x20..=0x7e => out.push(char::from(b)),
+            _ => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+    }
+    out.push('\'');
+    out
+}
+
+fn wrapper_script(secrets: &[&StoredSecret], body: &[u8], stage: &BuildStage) -> String {
+    let mut delimiter = String::from("LEASEHOLD_SCRIPT_");
+    let mut random = [0u8; 8];
+    crate::state::fill_random(&mut random);
+    delimiter.push_str(&crate::state::hex(&random));
+    let mut w = String::new();
+    let _ = writeln!(w, "#!/usr/bin/env bash");
+    let _ = writeln!(w, "# Written by leasehold for {stage}: exports this stage's secrets, then runs the runner's script");
+    let _ = writeln!(w, "# unchanged. Private (0600) and deleted when the stage ends.");
+    let _ = writeln!(w, "__leasehold_dir=");
+    let _ = writeln!(w, "__leasehold_cleanup() {{ [ -z \"$__leasehold_dir\" ] || rm -rf -- \"$__leasehold_dir\"; }}");
+    let _ = writeln!(w, "trap __leasehold_cleanup EXIT");
+    let _ = writeln!(w, "trap 'exit 143' TERM");
+    let _ = writeln!(w, "trap 'exit 129' HUP");
+    let _ = writeln!(w, "trap 'exit 130' INT");
+    if secrets.iter().any(|s| s.file) {
+        let _ = writeln!(
+            w,
+            "__leasehold_dir=$(umask 077 && mktemp -d \"${{TMPDIR:-/tmp}}/leasehold-secrets.XXXXXXXX\") || exit 1"
+        );
+    }
+    for secret in secrets {
+        let value = ansi_c_quote(secret.value.expose_secret().as_bytes());
+        if secret.file {
+            let _ = writeln!(w, "(umask 077 && printf '%s' {value} > \"$__leasehold_dir/{}\") || exit 1", secret.name);
+            let _ = writeln!(w, "export {}=\"$__leasehold_dir/{}\"", secret.name, secret.name);
+        } else {
+            let _ = writeln!(w, "export {}={value}", secret.name);
+        }
+    }
+    let _ = writeln!(w, "bash -s <<'{delimiter}'");
+    w.push_str(&String::from_utf8_lossy(body));
+    if !body.ends_with(b"\n") {
+        w.push('\n');
+    }
+    let _ = writeln!(w, "{delimiter}");
+    w
+}
+
+/// Builds the child environment: `base` with the injected secrets added (replacing same names).
+pub fn child_env(mut base: Vec<(OsString, OsString)>, injection: &Injection) -> Vec<(OsString, OsString)> {
+    base.retain(|(k, _)| !injection.secret_env.iter().any(|(s, _)| s == k));
+    base.extend(injection.secret_env.iter().cloned());
+    base
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::SecretString;
 
     #[test]
     fn default_exposure_patterns() {
@@ -107,5 +241,42 @@ mod tests {
         for no in ["prepare_script", "get_sources", "restore_cache", "archive_cache", "upload_artifacts_on_success", "cleanup_file_variables"] {
             assert!(!stage_matches(&defaults, &BuildStage::parse(no)), "{no}");
         }
+    }
+
+    #[test]
+    fn wrapper_exports_then_runs_original_unchanged() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let original = dir.path().join("script");
+        std::fs::write(&original, "echo \"A=$A\"\ncat \"$F\"\necho 'LEASEHOLD_SCRIPT_x'\nexit 7\n").expect("write");
+        let secrets = [
+            StoredSecret { name: "A".into(), value: SecretString::from("it's \"q\"\n$x\\y"), file: false, stages: vec![], origin: String::new() },
+            StoredSecret { name: "F".into(), value: SecretString::from("file-content\nline2"), file: true, stages: vec![], origin: String::new() },
+        ];
+        let refs: Vec<&StoredSecret> = secrets.iter().collect();
+        let text = wrapper_script(&refs, &std::fs::read(&original).expect("read"), &BuildStage::BuildScript);
+        let wrapper = dir.path().join("wrapper.sh");
+        std::fs::write(&wrapper, &text).expect("write");
+        let out = std::process::Command::new("bash")
+            .arg(&wrapper)
+            .env("TMPDIR", dir.path())
+            .output()
+            .expect("bash");
+        assert_eq!(out.status.code(), Some(7));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout, "A=it's \"q\"\n$x\\y\nfile-content\nline2LEASEHOLD_SCRIPT_x\n");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("leasehold-secrets"))
+            .collect();
+        assert!(leftovers.is_empty(), "far-side file secrets were not removed");
+    }
+
+    #[test]
+    fn quoting_round_trips_every_byte() {
+        let bytes: Vec<u8> = (1u8..=255).collect();
+        let script = format!("printf '%s' {}", ansi_c_quote(&bytes));
+        let out = std::process::Command::new("bash").arg("-c").arg(&script).output().expect("bash");
+        assert_eq!(out.stdout, bytes);
     }
 }

@@ -218,6 +218,17 @@ pub fn is_stripped_from_child(name: &std::ffi::OsStr) -> bool {
         || name == env::BUILD_EXIT_CODE_FILE
 }
 
+/// The base environment for an inner custom-executor driver: ours minus leasehold's internal
+/// variables and anything that would point a Vault client at a server or token. The driver
+/// keeps `CUSTOM_ENV_*` and the runner's protocol variables: it is an executor, not the job.
+pub fn driver_base_env() -> Vec<(OsString, OsString)> {
+    std::env::vars_os()
+        .filter(|(k, _)| {
+            k.to_str().is_none_or(|k| !(k.starts_with("LEASEHOLD_") || k.starts_with("VAULT_") || k.starts_with("BAO_")))
+        })
+        .collect()
+}
+
 /// The base environment for a job child: ours minus [`is_stripped_from_child`].
 pub fn child_base_env() -> Vec<(OsString, OsString)> {
     std::env::vars_os().filter(|(k, _)| !is_stripped_from_child(k)).collect()

@@ -80,6 +80,19 @@ impl StateRoot {
     }
 }
 
+/// Refuses a directory that is a symlink or not owned by leasehold's user.
+pub fn check_owner(path: &Path) -> Result<(), StateError> {
+    let meta = fs::symlink_metadata(path)
+        .map_err(|source| StateError::Io { action: "inspect", path: path.to_owned(), source })?;
+    if meta.file_type().is_symlink() || !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(StateError::Unsafe {
+            path: path.to_owned(),
+            reason: "it must be a real directory owned by leasehold's user".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Refuses a directory that is a symlink, not ours, or open to group/others.
 pub fn check_private_dir(path: &Path) -> Result<(), StateError> {
     let meta = fs::symlink_metadata(path)
@@ -169,13 +182,13 @@ impl StateKey {
     }
 }
 
-fn fill_random(buf: &mut [u8]) {
+pub(crate) fn fill_random(buf: &mut [u8]) {
     // aws-lc's DRBG only fails if the OS entropy source is broken; there is no safe fallback.
     #[allow(clippy::expect_used)]
     aws_lc_rs::rand::fill(buf).expect("the system random number generator failed");
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
         let _ = write!(s, "{b:02x}");
@@ -264,6 +277,9 @@ pub struct PrivateState {
     /// When the job times out (unix seconds); renewals never ask for time past it.
     #[serde(default)]
     pub deadline: u64,
+    /// The local user the job runs as, when chosen from its verified claims at prepare.
+    #[serde(default)]
+    pub run_as: Option<String>,
 }
 
 impl std::fmt::Debug for PrivateState {

@@ -1,50 +1,95 @@
 //! The executor leasehold wraps: what actually runs the job's scripts.
 //!
 //! leasehold adds secrets around an executor; it does not decide where a job runs. The built-in
-//! [`shell`] executor runs each script locally with `bash <script>`, like gitlab-runner's own
-//! shell executor.
+//! [`shell`] executor runs each script locally with `bash <script>`, optionally as another user;
+//! [`custom`] calls an existing custom-executor driver (libvirt, LXD, docker, SSH…) for every
+//! stage with gitlab-runner's own protocol, and passes its exit codes through unchanged.
 
+pub mod custom;
+pub mod job_user;
 pub mod shell;
 
+use std::ffi::OsString;
 use std::path::Path;
 
 use crate::error::FailureKind;
 use crate::executor_config::{ExecutorConfig, ExecutorKind};
 use crate::protocol::BuildStage;
 
+pub use job_user::JobUser;
+
 /// The configured wrapped executor.
 #[derive(Debug, Clone)]
 pub enum WrappedExecutor {
     /// The built-in local shell.
     Shell(shell::ShellExecutor),
+    /// An inner custom-executor driver.
+    Custom(custom::CustomExecutor),
 }
 
 impl WrappedExecutor {
     /// Builds the executor the config selects.
     pub fn from_config(config: &ExecutorConfig) -> Self {
-        match config.executor.kind {
-            ExecutorKind::Shell => WrappedExecutor::Shell(shell::ShellExecutor::new(&config.executor.shell)),
+        match (config.executor.kind, &config.executor.custom) {
+            (ExecutorKind::Custom, Some(driver)) => WrappedExecutor::Custom(custom::CustomExecutor::new(driver.clone())),
+            _ => WrappedExecutor::Shell(shell::ShellExecutor::new(&config.executor.shell)),
+        }
+    }
+
+    /// The inner driver's config JSON, if it has a config stage.
+    pub fn config_json(&self) -> Result<Option<serde_json::Value>, ExecutorError> {
+        match self {
+            WrappedExecutor::Shell(_) => Ok(None),
+            WrappedExecutor::Custom(custom) => custom.config(),
         }
     }
 
     /// The driver name reported to gitlab-runner.
-    pub fn driver_name(&self) -> String {
+    pub fn driver_name(&self, inner: Option<&serde_json::Value>) -> String {
         match self {
             WrappedExecutor::Shell(_) => "leasehold (shell)".to_owned(),
+            WrappedExecutor::Custom(_) => {
+                let name = inner.and_then(|j| j.pointer("/driver/name")).and_then(|v| v.as_str()).unwrap_or("custom driver");
+                format!("leasehold + {name}")
+            }
         }
     }
 
-    /// Prepares the execution environment (prepare_exec of the wrapped executor).
-    pub fn prepare(&self, config: &ExecutorConfig) -> Result<(), ExecutorError> {
+    /// Prepares the execution environment; returns the exit code to pass on (0: ready).
+    pub fn prepare(&self, config: &ExecutorConfig) -> Result<i32, ExecutorError> {
         match self {
-            WrappedExecutor::Shell(shell) => shell.prepare(config),
+            WrappedExecutor::Shell(shell) => shell.prepare(config).map(|()| 0),
+            WrappedExecutor::Custom(custom) => custom.prepare(),
         }
     }
 
     /// The command that runs one sub-stage script.
     pub fn run_command(&self, script: &Path, stage: &BuildStage) -> tokio::process::Command {
         match self {
-            WrappedExecutor::Shell(shell) => shell.run_command(script, stage),
+            WrappedExecutor::Shell(shell) => shell.run_command(script),
+            WrappedExecutor::Custom(custom) => custom.run_command(script, stage),
+        }
+    }
+
+    /// The environment the run command starts from, before secrets are added.
+    pub fn base_env(&self) -> Vec<(OsString, OsString)> {
+        match self {
+            WrappedExecutor::Shell(_) => crate::protocol::child_base_env(),
+            WrappedExecutor::Custom(_) => crate::protocol::driver_base_env(),
+        }
+    }
+
+    /// Whether the run command's exit code is already in gitlab-runner's terms (a driver's), or
+    /// is a script's exit code that leasehold must map.
+    pub fn passes_exit_codes_through(&self) -> bool {
+        matches!(self, WrappedExecutor::Custom(_))
+    }
+
+    /// Tears the execution environment down; returns the driver's exit code.
+    pub fn cleanup(&self) -> Result<i32, ExecutorError> {
+        match self {
+            WrappedExecutor::Shell(_) => Ok(0),
+            WrappedExecutor::Custom(custom) => custom.cleanup(),
         }
     }
 }
@@ -53,7 +98,7 @@ impl WrappedExecutor {
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutorError {
     /// The child could not be started.
-    #[error("cannot start {program}: {source}; check [executor] shell in the executor config")]
+    #[error("cannot start {program}: {source}; check the [executor] section of the executor config")]
     Spawn {
         /// The program.
         program: String,
@@ -68,11 +113,33 @@ pub enum ExecutorError {
         /// The error.
         source: std::io::Error,
     },
+    /// The inner driver's config stage printed something that is not JSON.
+    #[error("the inner driver's config_exec ({program}) printed invalid JSON: {detail}")]
+    ConfigJson {
+        /// The program.
+        program: String,
+        /// The parser's message.
+        detail: String,
+    },
+    /// The inner driver's config stage failed.
+    #[error("the inner driver's config_exec ({program}) exited with {code}")]
+    ConfigFailed {
+        /// The program.
+        program: String,
+        /// Its exit code.
+        code: i32,
+    },
+    /// The job's user cannot be used.
+    #[error("{0}")]
+    User(String),
 }
 
 impl ExecutorError {
-    /// Failing to run the executor is the host's problem.
+    /// A job user outside the allow-list is the job's fault; the rest is the host's.
     pub fn failure_kind(&self) -> FailureKind {
-        FailureKind::System
+        match self {
+            ExecutorError::User(_) => FailureKind::Build,
+            _ => FailureKind::System,
+        }
     }
 }

@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use crate::executor_config::ExecutorConfig;
-use crate::protocol::BuildStage;
 
 use super::ExecutorError;
 
@@ -19,11 +18,6 @@ impl ShellExecutor {
         ShellExecutor { shell: shell.to_owned() }
     }
 
-    /// The program that runs scripts.
-    pub fn program(&self) -> &str {
-        &self.shell
-    }
-
     /// Makes sure the builds and cache directories exist, as gitlab-runner's shell executor does.
     pub fn prepare(&self, config: &ExecutorConfig) -> Result<(), ExecutorError> {
         for dir in [&config.builds_dir, &config.cache_dir] {
@@ -33,7 +27,7 @@ impl ShellExecutor {
     }
 
     /// `bash <script>`; the stage name is not passed, as in gitlab-runner's reference driver.
-    pub fn run_command(&self, script: &Path, _stage: &BuildStage) -> tokio::process::Command {
+    pub fn run_command(&self, script: &Path) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&self.shell);
         command.arg(script);
         command

@@ -246,6 +246,7 @@ mod tests {
             leases: vec![Lease { session: 0, lease_id: "database/creds/x/1".into(), ttl, renewable, since: 1000, origin: "database/creds/x".into(), exhausted: false }],
             secrets: Vec::new(),
             deadline,
+            run_as: None,
         };
         Renewer::new(config, job_state, StateKey::generate(), state)
     }

@@ -7,6 +7,7 @@
 
 use crate::cli::Cli;
 use crate::error::Result;
+use crate::executor::WrappedExecutor;
 use crate::joblog;
 use crate::lease::{Outcome, RevocationReport, revoke_all};
 use crate::protocol::StageEnv;
@@ -17,6 +18,22 @@ use super::{load_config, runtime};
 pub(super) fn run(cli: &Cli) -> Result<i32> {
     let config = load_config(cli)?;
     let env = StageEnv::from_env();
+    // The inner driver tears its environment down first, even when our own state is gone.
+    let inner = WrappedExecutor::from_config(&config).cleanup();
+    match &inner {
+        Ok(0) => {}
+        Ok(code) => joblog::warning(&format!("the inner driver's cleanup exited with {code}")),
+        Err(e) => joblog::warning(&e.to_string()),
+    }
+    let code = revoke_and_remove(&config, &env)?;
+    Ok(match inner {
+        Ok(0) => code,
+        Ok(inner_code) if code == 0 => inner_code,
+        _ => code,
+    })
+}
+
+fn revoke_and_remove(config: &crate::executor_config::ExecutorConfig, env: &StageEnv) -> Result<i32> {
     let Some(id) = env.state_id.as_deref() else {
         println!("leasehold: no state for this attempt (config did not run); nothing to clean up");
         return Ok(0);
@@ -35,7 +52,7 @@ pub(super) fn run(cli: &Cli) -> Result<i32> {
     };
 
     let report = match &private {
-        Some(private) => runtime()?.block_on(revoke_all(private, &config)),
+        Some(private) => runtime()?.block_on(revoke_all(private, config)),
         None => RevocationReport::default(),
     };
     drop(private);

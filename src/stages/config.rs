@@ -1,7 +1,9 @@
 //! config_exec: tell gitlab-runner where builds go, and hand the later stages of this attempt
-//! their state id and encryption key through `job_env`.
+//! their state id and encryption key through `job_env`. With a wrapped custom driver, the
+//! driver's own config JSON is merged in: its keys win, except leasehold's `job_env` entries
+//! and the driver name, which says both.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::cli::Cli;
 use crate::error::Result;
@@ -14,21 +16,31 @@ use super::load_config;
 pub(super) fn run(cli: &Cli) -> Result<i32> {
     let config = load_config(cli)?;
     let executor = WrappedExecutor::from_config(&config);
+    let inner = executor.config_json()?;
     let job_id = std::env::var("CUSTOM_ENV_CI_JOB_ID").unwrap_or_default();
     let id = StateId::generate(&job_id);
     let key = StateKey::generate();
-    let mut output = json!({
-        "builds_dir": config.builds_dir,
-        "cache_dir": config.cache_dir,
-        "driver": { "name": executor.driver_name(), "version": env!("CARGO_PKG_VERSION") },
-        "job_env": {
-            env::STATE_ID: id.as_str(),
-            env::STATE_KEY: secrecy::ExposeSecret::expose_secret(&key.to_hex()),
-        },
-    });
-    if let Some(shared) = config.builds_dir_is_shared {
+
+    let mut output = match inner.clone() {
+        Some(Value::Object(map)) => Value::Object(map),
+        _ => json!({}),
+    };
+    if output.get("builds_dir").is_none() {
+        output["builds_dir"] = json!(config.builds_dir);
+    }
+    if output.get("cache_dir").is_none() {
+        output["cache_dir"] = json!(config.cache_dir);
+    }
+    if let (None, Some(shared)) = (output.get("builds_dir_is_shared"), config.builds_dir_is_shared) {
         output["builds_dir_is_shared"] = shared.into();
     }
+    output["driver"] = json!({ "name": executor.driver_name(inner.as_ref()), "version": env!("CARGO_PKG_VERSION") });
+    if !output.get("job_env").is_some_and(Value::is_object) {
+        output["job_env"] = json!({});
+    }
+    output["job_env"][env::STATE_ID] = id.as_str().into();
+    output["job_env"][env::STATE_KEY] = secrecy::ExposeSecret::expose_secret(&key.to_hex()).into();
+
     let text = zeroize::Zeroizing::new(output.to_string());
     drop(output);
     println!("{}", *text);

@@ -44,8 +44,6 @@ pub(super) fn run(cli: &Cli) -> Result<i32> {
     };
     job_state.write_journal(&journal)?;
 
-    WrappedExecutor::from_config(&config).prepare(&config)?;
-
     let mut private = PrivateState { deadline: journal.created_at + journal.job_timeout_secs, ..PrivateState::default() };
     if !plan.is_empty() {
         let rt = runtime()?;
@@ -63,7 +61,9 @@ pub(super) fn run(cli: &Cli) -> Result<i32> {
     report(&plan, &private, &config);
     crate::lease::warn_short_lived(&private);
     verify_key_round_trip(&job_state, &key)?;
-    Ok(0)
+    // The wrapped executor prepares last: a VM is not started for a job whose secrets fail.
+    // If it fails, gitlab-runner runs cleanup, which revokes what was just obtained.
+    Ok(WrappedExecutor::from_config(&config).prepare(&config)?)
 }
 
 /// Parses the job's declarations and plans their resolution.

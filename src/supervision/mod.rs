@@ -11,7 +11,7 @@
 //! both into the job log anyway, and one pipe keeps their relative order exactly) read by a
 //! thread that passes everything through the masker before it reaches our stdout.
 
-mod sys;
+pub(crate) mod sys;
 
 use std::future::Future;
 use std::io::{Read, Write};

@@ -30,3 +30,20 @@ pub(super) fn forward(pid: Option<u32>, signal: Signal) {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
     }
 }
+
+/// Drops to the job's user in the child: supplementary groups, then group, then user.
+pub(crate) fn drop_privileges(command: &mut std::process::Command, user: &crate::executor::JobUser) {
+    let groups = user.groups.clone();
+    let (uid, gid) = (user.uid, user.gid);
+    // SAFETY: runs between fork and exec. setgroups(2), setresgid(2) and setresuid(2) are
+    // async-signal-safe system calls; the group list was computed (and allocated) before fork,
+    // so the closure allocates nothing and takes no lock.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::setgroups(&groups).map_err(std::io::Error::from)?;
+            nix::unistd::setresgid(gid, gid, gid).map_err(std::io::Error::from)?;
+            nix::unistd::setresuid(uid, uid, uid).map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,95 @@
+//! The local account a job runs as when leasehold (as root) drops privileges for it.
+//!
+//! The order is fixed by POSIX semantics: supplementary groups first (only root may set them),
+//! then the group, then the user, in the forked child before exec (see `supervision::sys`).
+//! The group list is computed here, in the parent, because NSS lookups are not safe after fork.
+
+use std::path::PathBuf;
+
+use nix::unistd::{Gid, Group, Uid, User};
+
+use super::ExecutorError;
+
+/// A resolved local user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobUser {
+    /// Login name.
+    pub name: String,
+    /// User id.
+    pub uid: Uid,
+    /// Primary group id (or the configured group).
+    pub gid: Gid,
+    /// Supplementary groups, from the group database.
+    pub groups: Vec<Gid>,
+    /// Home directory.
+    pub home: PathBuf,
+}
+
+impl JobUser {
+    /// Looks the user (and optional group) up in the system databases.
+    pub fn lookup(name: &str, group: Option<&str>) -> Result<Self, ExecutorError> {
+        let user = User::from_name(name)
+            .map_err(|e| ExecutorError::User(format!("cannot look up the job user {name}: {e}")))?
+            .ok_or_else(|| ExecutorError::User(format!("the job user {name} does not exist on this host; create it or fix [executor] user")))?;
+        let gid = match group {
+            Some(group) => {
+                Group::from_name(group)
+                    .map_err(|e| ExecutorError::User(format!("cannot look up the job group {group}: {e}")))?
+                    .ok_or_else(|| ExecutorError::User(format!("the job group {group} does not exist on this host")))?
+                    .gid
+            }
+            None => user.gid,
+        };
+        let cname = std::ffi::CString::new(name).map_err(|_| ExecutorError::User(format!("invalid user name {name:?}")))?;
+        let mut groups = nix::unistd::getgrouplist(&cname, gid)
+            .map_err(|e| ExecutorError::User(format!("cannot list the groups of {name}: {e}")))?;
+        if !groups.contains(&gid) {
+            groups.push(gid);
+        }
+        if user.uid.is_root() {
+            return Err(ExecutorError::User("refusing to run jobs as root through [executor] user".into()));
+        }
+        Ok(JobUser { name: user.name, uid: user.uid, gid, groups, home: user.dir })
+    }
+}
+
+/// Picks the job's user from a verified claim value, through `user_map` and the allow-list.
+pub fn user_from_claim(
+    claim: &str,
+    value: Option<&str>,
+    map: &std::collections::BTreeMap<String, String>,
+    allowed: &[String],
+) -> Result<String, ExecutorError> {
+    let value = value.filter(|v| !v.is_empty()).ok_or_else(|| {
+        ExecutorError::User(format!("the job's verified ID token has no {claim} claim to pick its local user from"))
+    })?;
+    let user = map.get(value).map_or(value, String::as_str);
+    let allowed_match = allowed.iter().any(|pattern| globset::Glob::new(pattern).is_ok_and(|g| g.compile_matcher().is_match(user)));
+    if !allowed_match {
+        return Err(ExecutorError::User(format!(
+            "{claim}={value} maps to local user {user}, which [executor] allowed_users does not list; ask the runner admin to allow it"
+        )));
+    }
+    Ok(user.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_mapping_goes_through_map_and_allow_list() {
+        let map = [("alice".to_owned(), "ci-alice".to_owned())].into_iter().collect();
+        let allowed = vec!["ci-*".to_owned()];
+        assert_eq!(user_from_claim("user_login", Some("alice"), &map, &allowed).expect("mapped"), "ci-alice");
+        assert!(user_from_claim("user_login", Some("root"), &map, &allowed).is_err());
+        assert!(user_from_claim("user_login", None, &map, &allowed).is_err());
+    }
+
+    #[test]
+    fn root_is_refused_and_unknown_users_are_named() {
+        assert!(JobUser::lookup("root", None).is_err());
+        let err = JobUser::lookup("no-such-user-leasehold", None).expect_err("unknown");
+        assert!(err.to_string().contains("no-such-user-leasehold"));
+    }
+}
