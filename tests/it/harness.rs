@@ -834,6 +834,19 @@ fn native_secrets_are_resolved_before_any_exec() {
     assert!(outcome.stages.is_empty());
 }
 
+/// Waits until `pid` has exec'd `program`: before that, /proc shows the parent's image.
+fn wait_exec(pid: u32, program: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.starts_with(program.as_bytes()) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("process {pid} did not exec {program}");
+}
+
 #[test]
 fn scanners_find_needles_in_files_and_processes() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -852,6 +865,7 @@ fn scanners_find_needles_in_files_and_processes() {
         .spawn()
         .expect("spawn sleep");
     let pid = child.id();
+    wait_exec(pid, "sleep");
     let env_hits = scan::environs_containing(&needle, &[]);
     let none_hits = scan::environs_containing(&needle, &[pid]);
     // Arguments are NUL-separated in /proc/<pid>/cmdline.
@@ -863,6 +877,7 @@ fn scanners_find_needles_in_files_and_processes() {
         .arg(&seconds)
         .spawn()
         .expect("spawn");
+    wait_exec(by_cmdline.id(), "sleep");
     let cmd_hits = scan::cmdlines_containing(&format!("sleep\0{seconds}"));
     let _ = child.kill();
     let _ = child.wait();
