@@ -434,10 +434,10 @@ impl ExecutorConfig {
         if !executor.files_dir.is_absolute() {
             return Err(format!("[executor] files_dir {} must be an absolute path", executor.files_dir.display()));
         }
-        if let Some(reaper) = &self.reaper {
-            if reaper.token_file.is_some() == reaper.approle.is_some() {
-                return Err("[reaper] needs exactly one of token_file or [reaper.approle]".into());
-            }
+        if let Some(reaper) = &self.reaper
+            && reaper.token_file.is_some() == reaper.approle.is_some()
+        {
+            return Err("[reaper] needs exactly one of token_file or [reaper.approle]".into());
         }
         if self.mask.text.is_empty() {
             return Err("mask.text must not be empty".into());
@@ -541,7 +541,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_with_position() {
-        let err = ExecutorConfig::parse("[vault]\naddress = \"https://v\"\nrole_name = \"x\"\n").unwrap_err();
+        let err = ExecutorConfig::parse("[vault]\naddress = \"https://v\"\nrole_name = \"x\"\n").expect_err("invalid");
         assert!(err.contains("role_name"), "{err}");
         assert!(err.contains("line 3"), "{err}");
     }
@@ -549,7 +549,7 @@ mod tests {
     #[test]
     fn plain_http_only_on_loopback_unless_allowed() {
         assert!(ExecutorConfig::parse("[vault]\naddress = \"http://127.0.0.1:8200\"\n").is_ok());
-        let err = ExecutorConfig::parse("[vault]\naddress = \"http://vault.example.com\"\n").unwrap_err();
+        let err = ExecutorConfig::parse("[vault]\naddress = \"http://vault.example.com\"\n").expect_err("invalid");
         assert!(err.contains("allow_http"), "{err}");
         assert!(ExecutorConfig::parse("[vault]\naddress = \"http://vault.example.com\"\nallow_http = true\n").is_ok());
     }
@@ -562,7 +562,7 @@ mod tests {
         .expect("valid");
         assert_eq!(c.server_for(None).expect("default").address, "https://a.example.com");
         assert_eq!(c.server_for(Some("https://B.example.com")).expect("listed").address, "https://b.example.com/");
-        let err = c.server_for(Some("https://evil.example.com")).unwrap_err();
+        let err = c.server_for(Some("https://evil.example.com")).expect_err("invalid");
         assert!(err.contains("[[vault.servers]]"), "{err}");
     }
 }

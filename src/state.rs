@@ -460,7 +460,7 @@ impl JobState {
         let mut buffer = Zeroizing::new(ciphertext.to_vec());
         let plain = key
             .aead()?
-            .open_in_place(nonce, Aad::from(self.id.0.as_bytes()), &mut *buffer)
+            .open_in_place(nonce, Aad::from(self.id.0.as_bytes()), &mut buffer)
             .map_err(|_| StateError::Crypto { path: path.clone() })?;
         serde_json::from_slice(plain).map(Some).map_err(|e| StateError::Corrupt { path, detail: e.to_string() })
     }
