@@ -327,7 +327,8 @@ fn the_token_is_revoked_after_success_failure_and_cancel() {
     let planted = Planted::new();
     let world = kv_world(&planted);
     let yaml = "DB_PASS:\n  vault: app/db/password@kv\n  file: false\n";
-    let cases: [(&str, RunOptions, fn(&JobResult) -> bool); 3] = [
+    type Case = (&'static str, RunOptions, fn(&JobResult) -> bool);
+    let cases: [Case; 3] = [
         ("true", RunOptions::new(), |r| r.is_success()),
         ("exit 7", RunOptions::new(), |r| {
             *r == JobResult::BuildFailure { exit_code: 7 }

@@ -81,7 +81,7 @@ impl World {
     /// Rewrites the config: the base (state, dirs, `[vault]` with this server and role) plus
     /// `extra` TOML appended verbatim (further tables).
     pub(crate) fn write_config(&self, extra: &str) {
-        self.write_config_with_vault(&self.bao.addr().to_owned(), "", extra);
+        self.write_config_with_vault(self.bao.addr(), "", extra);
     }
 
     /// Like [`World::write_config`], with another Vault address and extra `[vault]` keys.
