@@ -65,7 +65,17 @@ pub(crate) use runner::{
 
 /// The leasehold binary cargo built for this test run.
 pub(crate) fn leasehold_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_leasehold"))
+    if let Some(path) = std::env::var_os("LEASEHOLD_BIN") {
+        return PathBuf::from(path);
+    }
+    match option_env!("CARGO_BIN_EXE_leasehold") {
+        Some(path) => PathBuf::from(path),
+        // Outside integration tests (the demo and bench examples live in target/<profile>/examples).
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.join("leasehold")))
+            .unwrap_or_else(|| PathBuf::from("leasehold")),
+    }
 }
 
 /// `tests/fixtures/<name>` in the source tree.
