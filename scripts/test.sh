@@ -14,8 +14,8 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/tools.sh
 source scripts/lib/tools.sh
 
-# postgresql: dynamic database credentials; openssh-server: needed by later SSH tests (installed
-# only, never started here).
+# postgresql: dynamic database credentials; openssh-server: /usr/sbin/sshd (and ssh, ssh-keygen)
+# for the SSH-driver tests (tests/it/support/sshd.rs starts its own sshd; none is started here).
 leasehold_ensure_apt postgresql openssh-server
 
 LEASEHOLD_TEST_BAO="$(leasehold_find_bao)"

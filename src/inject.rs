@@ -111,6 +111,29 @@ impl Drop for StageDir {
     }
 }
 
+/// Removes the directories [`StageDir::for_user`] made below `root` for the job attempt `id`.
+/// A stage whose leasehold was SIGKILLed (the runner's kill after `graceful_kill_timeout`)
+/// could not delete its own, and it holds the job user's copy of the script and its file
+/// secrets; cleanup calls this so that they do not outlive the job. A `root` that is missing
+/// or not ours holds none of ours. Returns how many were removed.
+pub fn remove_user_stage_dirs(root: &Path, id: &crate::state::StateId) -> Result<usize, StateError> {
+    if crate::state::check_owner(root).is_err() {
+        return Ok(0);
+    }
+    let entries = std::fs::read_dir(root).map_err(|source| StateError::Io { action: "list", path: root.to_owned(), source })?;
+    let prefix = format!("{}-", id.as_str());
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if !entry.file_name().to_str().is_some_and(|name| name.starts_with(&prefix)) {
+            continue;
+        }
+        let path = entry.path();
+        std::fs::remove_dir_all(&path).map_err(|source| StateError::Io { action: "remove", path, source })?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
 fn sanitize(text: &str) -> String {
     text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
 }
@@ -270,6 +293,20 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with("leasehold-secrets"))
             .collect();
         assert!(leftovers.is_empty(), "far-side file secrets were not removed");
+    }
+
+    #[test]
+    fn removes_only_this_attempts_user_stage_dirs() {
+        let root = tempfile::tempdir().expect("tmp");
+        let id = crate::state::StateId::parse("j1001-0123456789abcdef").expect("id");
+        for name in ["j1001-0123456789abcdef-build_script-aa", "j1001-0123456789abcdef-after_script-bb", "j1001-0123456789abcdee-build_script-cc"] {
+            std::fs::create_dir(root.path().join(name)).expect("mkdir");
+            std::fs::write(root.path().join(name).join("F"), "value").expect("write");
+        }
+        assert_eq!(remove_user_stage_dirs(root.path(), &id).expect("remove"), 2);
+        let left: Vec<_> = std::fs::read_dir(root.path()).expect("ls").flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left, ["j1001-0123456789abcdee-build_script-cc"]);
+        assert_eq!(remove_user_stage_dirs(&root.path().join("missing"), &id).expect("missing root"), 0);
     }
 
     #[test]

@@ -39,6 +39,10 @@ fn revoke_and_remove(config: &crate::executor_config::ExecutorConfig, env: &Stag
         return Ok(0);
     };
     let id = StateId::parse(id)?;
+    // The stage dirs of a job user's stages that were SIGKILLed (file secrets, script copy).
+    if let Err(e) = crate::inject::remove_user_stage_dirs(&config.executor.files_dir, &id) {
+        joblog::warning(&format!("could not remove the job's stage directories: {e}"));
+    }
     let root = StateRoot::open(&config.state_dir)?;
     let job_state = root.job(&id);
     if !job_state.exists() {

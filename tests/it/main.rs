@@ -7,4 +7,5 @@
 mod support;
 
 mod core;
+mod executors;
 mod harness;

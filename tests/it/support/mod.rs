@@ -11,6 +11,7 @@
 //! | [`job`] | [`JobBuilder`]: a job payload (`response.json`) exactly as gitlab-runner writes it |
 //! | [`runner`] | [`Runner`]: a gitlab-runner emulator that drives any custom-executor driver through the real stage protocol and returns a [`JobOutcome`] |
 //! | [`scan`] | leak scanners over files, `/proc/*/cmdline` and `/proc/*/environ` |
+//! | [`sshd`] | [`sshd::Sshd`]: a real OpenSSH server on loopback letting one local user in with a test key; [`sshd::ensure_user`] creates local accounts |
 //!
 //! A typical leasehold end-to-end test:
 //!
@@ -48,6 +49,7 @@ pub(crate) mod runner;
 pub(crate) mod scan;
 pub(crate) mod shell;
 pub(crate) mod world;
+pub(crate) mod sshd;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
