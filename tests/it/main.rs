@@ -9,3 +9,4 @@ mod support;
 mod core;
 mod executors;
 mod harness;
+mod masking;
