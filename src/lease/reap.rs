@@ -55,9 +55,12 @@ pub fn is_over(journal: &Journal, now: u64, grace: u64) -> bool {
         || now > journal.created_at.saturating_add(journal.job_timeout_secs).saturating_add(grace)
 }
 
+/// A server's client and the reaper's token for it, or why there is none, by (address, namespace).
+type ClientsByServer = BTreeMap<(String, Option<String>), Result<(VaultClient, SecretString), String>>;
+
 struct Credentials<'a> {
     config: &'a ExecutorConfig,
-    clients: BTreeMap<(String, Option<String>), Result<(VaultClient, SecretString), String>>,
+    clients: ClientsByServer,
 }
 
 impl Credentials<'_> {
@@ -153,10 +156,10 @@ pub async fn reap(config: &ExecutorConfig, root: &StateRoot, dry_run: bool) -> R
     }
     for ((_, _), creds) in credentials.clients {
         // An AppRole token is the reaper's own; don't leave it behind either.
-        if let (Ok((client, token)), Some(reaper)) = (creds, &config.reaper) {
-            if reaper.approle.is_some() {
-                let _ = client.revoke_self(&token).await;
-            }
+        if let (Ok((client, token)), Some(reaper)) = (creds, &config.reaper)
+            && reaper.approle.is_some()
+        {
+            let _ = client.revoke_self(&token).await;
         }
     }
     Ok(report)
