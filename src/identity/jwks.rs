@@ -252,7 +252,7 @@ impl Jwks {
 
     async fn get(&self, url: &str) -> Result<Fetched, IdentityError> {
         let unreachable = |e: reqwest::Error| IdentityError::JwksUnreachable {
-            detail: format!("{url}: {}", describe(&e)),
+            detail: format!("{url}: {}", describe(&e).replace(&format!(" for url ({url})"), "")),
         };
         let mut response = self
             .client
