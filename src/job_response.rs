@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn parse_error_never_echoes_content() {
-        let err = JobResponse::parse(br#"{"variables": [{"key": "X", "value": "s3cr3t-value"#).expect_err("truncated");
+        let err = JobResponse::parse(br#"{"variables": [{"key": "X", "value": "s3cr3t-value"#).expect_err("invalid");
         assert!(!err.contains("s3cr3t"), "{err}");
     }
 }

@@ -18,7 +18,8 @@
 //! (duplicates removed; every form must itself be at least `min_length` bytes):
 //!
 //! - the raw value;
-//! - if the value contains `\n`: every line on its own, without its trailing `\r`; lines shorter
+//! - if the value contains `\n`: every line on its own, without its trailing `\r` (PEM armor lines
+//!   such as `-----BEGIN CERTIFICATE-----` excepted: they are public framing); lines shorter
 //!   than `min_length` are skipped and the secret is named in [`MaskReport::short_lines`];
 //! - base64 of the value **and** of the value followed by `\n` (what `echo "$X" | base64 -w0`
 //!   prints), each in the standard and the URL-safe alphabet, each with and without `=` padding.
@@ -447,6 +448,12 @@ impl Drop for Patterns {
     }
 }
 
+/// `-----BEGIN CERTIFICATE-----` and its `END` twin are public framing, not secret: masking
+/// them on their own would hide which kind of PEM object a job printed and protect nothing.
+fn is_pem_armor(line: &[u8]) -> bool {
+    (line.starts_with(b"-----BEGIN ") || line.starts_with(b"-----END ")) && line.ends_with(b"-----")
+}
+
 /// Registers `value` and its derived forms; returns whether some non-empty line was too short.
 fn add_forms(patterns: &mut Patterns, value: &[u8], min: usize) -> bool {
     patterns.add(value.to_vec(), min);
@@ -455,7 +462,7 @@ fn add_forms(patterns: &mut Patterns, value: &[u8], min: usize) -> bool {
     if value.contains(&b'\n') {
         for line in value.split(|&b| b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
+            if line.is_empty() || is_pem_armor(line) {
                 continue;
             }
             if line.len() < min {
@@ -731,6 +738,14 @@ mod tests {
     }
 
     #[test]
+    fn pem_armor_lines_are_not_masked_alone() {
+        let pem = b"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----";
+        let (s, _) = MaskSet::new([("K", &pem[..])], MASK, 8);
+        let printed = b"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n";
+        assert_eq!(s.mask_all(printed), b"-----BEGIN PRIVATE KEY-----\n[MASKED]\n".to_vec());
+    }
+
+    #[test]
     fn pem_printed_line_by_line() {
         let pem = "-----BEGIN PRIVATE KEY-----\r\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\r\nBKcwggSjAgEAAoIBAQC7\r\nab\r\n-----END PRIVATE KEY-----\r\n";
         let (s, report) = MaskSet::new([("KEY", pem.as_bytes())], MASK, 8);
@@ -742,7 +757,7 @@ mod tests {
         let printed = "$ cat key\n-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\nab\n-----END PRIVATE KEY-----\n";
         assert_eq!(
             all(&s, printed),
-            "$ cat key\n[MASKED]\n[MASKED]\n[MASKED]\nab\n[MASKED]\n"
+            "$ cat key\n-----BEGIN PRIVATE KEY-----\n[MASKED]\n[MASKED]\nab\n-----END PRIVATE KEY-----\n"
         );
         assert_eq!(all(&s, pem), MASK, "the whole value wins over its lines");
         assert_split_invariant(&s, printed.as_bytes());

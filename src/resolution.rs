@@ -219,7 +219,7 @@ pub async fn execute(
         .iter()
         .map(|login| {
             VaultClient::new(&server_spec(&login.server, login.namespace.clone(), config))
-                .map_err(|source| ResolutionError::Vault { context: format!("configuring the client for {}", login.server.address), source })
+                .map_err(|source| ResolutionError::Vault { context: format!("configuring the client for {}", login.server.address), source: Box::new(source) })
         })
         .collect::<Result<Vec<_>, _>>()?;
 
@@ -348,7 +348,10 @@ pub async fn execute(
 
 fn login_error(login: &LoginPlan, jwt: &SecretString, source: VaultError) -> ResolutionError {
     let VaultError::Denied { errors, .. } = &source else {
-        return ResolutionError::Vault { context: format!("logging in to {} (auth/{})", login.server.address, login.auth_mount), source };
+        return ResolutionError::Vault {
+            context: format!("logging in to {} (auth/{})", login.server.address, login.auth_mount),
+            source: Box::new(source),
+        };
     };
     let claims = peek_claims(jwt).unwrap_or_default();
     let lower = errors.to_ascii_lowercase();
@@ -364,17 +367,15 @@ fn login_error(login: &LoginPlan, jwt: &SecretString, source: VaultError) -> Res
     } else {
         LoginRefusal::Other
     };
-    ResolutionError::LoginDenied {
-        denial: Box::new(LoginDenial {
-            kind,
-            address: login.server.address.clone(),
-            mount: login.auth_mount.clone(),
-            role,
-            vault_says: errors.clone(),
-            claims,
-            token_variable: login.token_variable.clone(),
-        }),
-    }
+    ResolutionError::LoginDenied(Box::new(LoginDenial {
+        kind,
+        address: login.server.address.clone(),
+        mount: login.auth_mount.clone(),
+        role,
+        vault_says: errors.clone(),
+        claims,
+        token_variable: login.token_variable.clone(),
+    }))
 }
 
 fn request_error(name: &str, source: &SecretSource, login: &LoginPlan, error: VaultError) -> ResolutionError {
@@ -392,7 +393,7 @@ fn request_error(name: &str, source: &SecretSource, login: &LoginPlan, error: Va
             vault_says: errors,
             write: source.data.is_some(),
         },
-        other => ResolutionError::Vault { context: format!("requesting {} for {name}", source.api_path()), source: other },
+        other => ResolutionError::Vault { context: format!("requesting {} for {name}", source.api_path()), source: Box::new(other) },
     }
 }
 
@@ -409,25 +410,6 @@ pub enum LoginRefusal {
     UnknownRole,
     /// Anything else.
     Other,
-}
-
-/// A refused JWT login, with what is needed to explain it.
-#[derive(Debug)]
-pub struct LoginDenial {
-    /// Which refusal.
-    pub kind: LoginRefusal,
-    /// The server.
-    pub address: String,
-    /// The auth mount.
-    pub mount: String,
-    /// The role.
-    pub role: String,
-    /// Vault's own words.
-    pub vault_says: String,
-    /// The (unverified) claims the token carries.
-    pub claims: Claims,
-    /// The ID-token variable.
-    pub token_variable: String,
 }
 
 /// Why secrets could not be resolved.
@@ -460,14 +442,8 @@ pub enum ResolutionError {
         audience: String,
     },
     /// Vault refused the login.
-    #[error(
-        "{}",
-        describe_login_refusal(denial.kind, &denial.address, &denial.mount, &denial.role, &denial.vault_says, &denial.claims, &denial.token_variable)
-    )]
-    LoginDenied {
-        /// What was refused and why (boxed: it is the largest variant by far).
-        denial: Box<LoginDenial>,
-    },
+    #[error("{}", describe_login_refusal(.0))]
+    LoginDenied(Box<LoginDenial>),
     /// Nothing at the path.
     #[error(
         "secret {name}: nothing at {address}/v1/{api_path} (engine {engine}); check the path and mount in the declaration{}",
@@ -518,19 +494,32 @@ pub enum ResolutionError {
         /// What leasehold was doing.
         context: String,
         /// The error.
-        source: VaultError,
+        source: Box<VaultError>,
     },
 }
 
-fn describe_login_refusal(
-    kind: LoginRefusal,
-    address: &str,
-    mount: &str,
-    role: &str,
-    vault_says: &str,
-    claims: &Claims,
-    token_variable: &str,
-) -> String {
+/// The details of a refused login.
+#[derive(Debug)]
+pub struct LoginDenial {
+    /// Which refusal.
+    pub kind: LoginRefusal,
+    /// The server.
+    pub address: String,
+    /// The auth mount.
+    pub mount: String,
+    /// The role.
+    pub role: String,
+    /// Vault's own words.
+    pub vault_says: String,
+    /// The (unverified) claims the token carries.
+    pub claims: Claims,
+    /// The ID-token variable.
+    pub token_variable: String,
+}
+
+fn describe_login_refusal(denial: &LoginDenial) -> String {
+    let LoginDenial { kind, address, mount, role, vault_says, claims, token_variable } = denial;
+    let kind = *kind;
     let head = format!("Vault at {address} refused the JWT login (auth/{mount}, role {role})");
     let carries = claims.binding_summary();
     match kind {

@@ -55,12 +55,12 @@ pub fn is_over(journal: &Journal, now: u64, grace: u64) -> bool {
         || now > journal.created_at.saturating_add(journal.job_timeout_secs).saturating_add(grace)
 }
 
-/// A server's client and the reaper's token for it, or why there is none, by (address, namespace).
-type ClientsByServer = BTreeMap<(String, Option<String>), Result<(VaultClient, SecretString), String>>;
+/// A reaper client and token for one (server, namespace), or why there is none.
+type Credential = Result<(VaultClient, SecretString), String>;
 
 struct Credentials<'a> {
     config: &'a ExecutorConfig,
-    clients: ClientsByServer,
+    clients: BTreeMap<(String, Option<String>), Credential>,
 }
 
 impl Credentials<'_> {

