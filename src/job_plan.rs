@@ -211,7 +211,7 @@ impl Planner<'_> {
                 }
                 let grant = bindings::grant(binding, claims, config)?;
                 for declaration in &grant.declarations {
-                    check_collision(job, &declaration.name, &grant.declared_by())?;
+                    check_collision(job, &declaration.name, Some(&grant.declared_by()))?;
                 }
                 out.plan.add_with(
                     grant.declarations.clone(),
@@ -279,7 +279,7 @@ impl Planner<'_> {
                     }
                 ));
                 for declaration in &declarations {
-                    check_collision(job, &declaration.name, variable)?;
+                    check_collision(job, &declaration.name, None)?;
                 }
                 let target = LoginTarget::for_job(job, config)?;
                 out.plan
@@ -367,17 +367,20 @@ fn suggested_audience(config: &ExecutorConfig) -> String {
         .unwrap_or_else(|| config.vault.address.trim_end_matches('/').to_owned())
 }
 
-/// A secret may not shadow a CI/CD variable or a GitLab `secrets:` entry of the job.
+/// A secret may not shadow a CI/CD variable or a GitLab `secrets:` entry of the job. A binding's
+/// grant is named in the message; the job's own declarations need no such hint.
 fn check_collision(
     job: &JobResponse,
     name: &str,
-    granted_by: &str,
+    binding: Option<&str>,
 ) -> Result<(), DeclarationError> {
     let native = job.secrets.as_ref().is_some_and(|s| s.contains_key(name));
     if job.has_variable(name) || native {
-        return Err(DeclarationError::Collision {
-            name: format!("{name} (granted by {granted_by})"),
-        });
+        let name = match binding {
+            Some(granted_by) => format!("{name} (granted by {granted_by})"),
+            None => name.to_owned(),
+        };
+        return Err(DeclarationError::Collision { name });
     }
     Ok(())
 }
@@ -700,7 +703,7 @@ vault = "apps/{project_id}/{environment}/config@kv"
             .to_string();
         assert_eq!(
             err,
-            "the job has no ID token in $VAULT_ID_TOKEN, and it needs one for secret DB; add to the job:  id_tokens: { VAULT_ID_TOKEN: { aud: \"https://vault.example.com\" } }"
+            "the job has no ID token in $VAULT_ID_TOKEN; add to the job:  id_tokens: { VAULT_ID_TOKEN: { aud: \"https://vault.example.com\" } }  (it is needed for secret DB)"
         );
     }
 

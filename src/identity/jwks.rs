@@ -252,7 +252,10 @@ impl Jwks {
 
     async fn get(&self, url: &str) -> Result<Fetched, IdentityError> {
         let unreachable = |e: reqwest::Error| IdentityError::JwksUnreachable {
-            detail: format!("{url}: {}", describe(&e).replace(&format!(" for url ({url})"), "")),
+            detail: format!(
+                "{url}: {}",
+                describe(&e).replace(&format!(" for url ({url})"), "")
+            ),
         };
         let mut response = self
             .client

@@ -37,7 +37,7 @@ pub const LEGACY_TOKEN_VARIABLES: &[&str] = &["CI_JOB_JWT_V2", "CI_JOB_JWT"];
 pub enum IdentityError {
     /// The ID-token variable is not in the job.
     #[error(
-        "the job has no ID token in ${variable}, and it needs one for {needed_for}; add to the job:  id_tokens: {{ {variable}: {{ aud: \"{audience}\" }} }}"
+        "the job has no ID token in ${variable}; add to the job:  id_tokens: {{ {variable}: {{ aud: \"{audience}\" }} }}  (it is needed for {needed_for})"
     )]
     MissingToken {
         /// The variable leasehold looked for.

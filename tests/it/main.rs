@@ -8,3 +8,4 @@ mod support;
 
 mod core;
 mod harness;
+mod identity;
