@@ -33,6 +33,9 @@ pub enum ClaimsSource {
     NoToken,
     /// No `[gitlab]`: the token is not verified locally and its claims are not used.
     NotVerified,
+    /// Nothing needs the token: no binding is configured and the job declares no secrets. It is
+    /// left alone, so that a job leasehold has nothing to do for never fails on its token.
+    NotNeeded,
     /// Verified: signature, issuer, audience and times.
     Verified(VerifiedClaims),
     /// `leasehold plan --claims`: taken as given, as if verified.
@@ -62,7 +65,7 @@ impl Identity {
         match &self.source {
             ClaimsSource::Verified(v) => Some(v.claims()),
             ClaimsSource::ClaimsFile(c) | ClaimsSource::Unverified { claims: c, .. } => Some(c),
-            ClaimsSource::NoToken | ClaimsSource::NotVerified => None,
+            ClaimsSource::NoToken | ClaimsSource::NotVerified | ClaimsSource::NotNeeded => None,
         }
     }
 
@@ -148,6 +151,15 @@ impl Planner<'_> {
                 source: ClaimsSource::NoToken,
             });
         };
+        let declares = job
+            .variable(&self.config.job.secrets_variable)
+            .is_some_and(|v| !v.value.expose_secret().trim().is_empty());
+        if self.config.bindings.is_empty() && !declares {
+            return Ok(Identity {
+                token_variable: Some(variable),
+                source: ClaimsSource::NotNeeded,
+            });
+        }
         match verifier.verify(&variable, token, self.now).await {
             Ok(verified) => Ok(Identity {
                 token_variable: Some(variable),
@@ -403,7 +415,9 @@ pub fn ref_protection(
         ClaimsSource::Verified(_) => "verified ref_protected claim",
         ClaimsSource::ClaimsFile(_) => "ref_protected claim of the --claims file",
         ClaimsSource::Unverified { .. } => "UNVERIFIED ref_protected claim",
-        ClaimsSource::NoToken | ClaimsSource::NotVerified => "job's ID token, which is missing",
+        ClaimsSource::NoToken | ClaimsSource::NotVerified | ClaimsSource::NotNeeded => {
+            "job's ID token, which is missing"
+        }
     };
     let claims = identity.claims();
     RefProtection {
@@ -719,6 +733,24 @@ vault = "apps/{project_id}/{environment}/config@kv"
         let identity = identity.expect("lenient");
         assert!(matches!(identity.source, ClaimsSource::Unverified { .. }));
         assert_eq!(planned.expect("planned").plan.secrets.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_job_that_needs_nothing_is_not_verified() {
+        let server = gitlab().await;
+        let plain = config(&server, "");
+        let expired = TestKey::shared(0).sign(&claims(NOW - 7200, json!({})));
+        let (identity, planned) = run(&plain, &job(Some(&expired), json!([]), true), false).await;
+        assert!(matches!(
+            identity.expect("not verified").source,
+            ClaimsSource::NotNeeded
+        ));
+        let planned = planned.expect("planned");
+        assert!(planned.error.is_none() && planned.plan.is_empty());
+        // With a binding configured, the same token is verified (and refused).
+        let with_bindings = config(&server, BINDINGS);
+        let (identity, _) = run(&with_bindings, &job(Some(&expired), json!([]), true), false).await;
+        assert!(matches!(identity, Err(IdentityError::Expired { .. })));
     }
 
     #[tokio::test]

@@ -56,8 +56,8 @@ pub(crate) async fn report(
     now: u64,
 ) -> Result<(String, i32)> {
     let mut notes = Vec::new();
-    let verifier = match &config.gitlab {
-        Some(gitlab) => {
+    let verifier = match (&config.gitlab, input) {
+        (Some(gitlab), Input::Job(_)) => {
             // Use the JWKS cache only if it already exists and is ours: plan must never create
             // it (as root, say) and so make it unusable for prepare.
             let dir = gitlab.jwks_cache_dir(&config.state_dir);
@@ -77,7 +77,8 @@ pub(crate) async fn report(
             };
             Some(Verifier::new(config, gitlab, cache)?)
         }
-        None => None,
+        // --claims: nothing to verify, so no GitLab client either.
+        _ => None,
     };
     let planner = Planner {
         config,
@@ -204,6 +205,13 @@ fn render(
                         "  token     none: the job has no ${variable}{}",
                         legacy_hint(config)
                     ));
+                }
+                ClaimsSource::NotNeeded => {
+                    line(format!("  token     ${variable}"));
+                    line(
+                        "  verified  not needed: no binding is configured and the job declares no secrets, so prepare leaves the token alone"
+                            .into(),
+                    );
                 }
                 ClaimsSource::NotVerified => {
                     line(format!("  token     ${variable}"));
