@@ -108,7 +108,9 @@ fn report_identity(identity: &Identity, planned: &Planned) {
             .collect();
         joblog::info(&format!("leasehold: binding {} applies: {}", rule.name, granted.join(", ")));
     }
-    if let (Some(note), ClaimsSource::NoToken) = (&planned.bindings_note, &identity.source) {
+    if let (Some(note), ClaimsSource::NoToken) = (&planned.bindings_note, &identity.source)
+        && note.starts_with("not evaluated")
+    {
         joblog::info(&format!("leasehold: bindings {note}"));
     }
 }
