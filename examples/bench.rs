@@ -64,7 +64,7 @@ fn main() {
 
 /// The stage environment gitlab-runner would give leasehold for one job attempt.
 struct Attempt {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     env: Vec<(String, String)>,
 }
 
@@ -87,7 +87,7 @@ impl Attempt {
         for (k, v) in config["job_env"].as_object().expect("job_env") {
             env.push((k.clone(), v.as_str().unwrap_or_default().to_owned()));
         }
-        Attempt { dir, env }
+        Attempt { _dir: dir, env }
     }
 
     /// Runs one stage; returns its wall time, panicking when it fails unexpectedly.

@@ -67,7 +67,7 @@ TLS_KEY:
         ])
         .after_script(["echo \"after_script still has API_USER=$API_USER\""]);
 
-    println!("== The job: {}", "deploy (LEASEHOLD_SECRETS: 4 secrets from 2 requests)");
+    println!("== The job: deploy (LEASEHOLD_SECRETS: 4 secrets from 2 requests)");
     let outcome = world.runner().run_job(&job, RunOptions::new());
     println!("== Job log (what GitLab would show; leasehold masked the values itself)");
     println!("{}", outcome.raw_log.trim_end());

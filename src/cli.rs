@@ -35,6 +35,25 @@ pub enum Command {
     },
     /// cleanup_exec: revoke every lease and the Vault token, remove the job's private state.
     Cleanup,
+    /// Show which secrets a job would get, from which binding or declaration, and why each
+    /// binding rule did or did not match. Reads no secret and makes no Vault request.
+    #[command(group(clap::ArgGroup::new("input").required(true).args(["job", "claims"])))]
+    Plan {
+        /// A job payload as gitlab-runner writes it to JOB_RESPONSE_FILE; its ID token is
+        /// verified if [gitlab] is configured.
+        #[arg(long, value_name = "PATH")]
+        job: Option<PathBuf>,
+        /// ID-token claims as a JSON object, taken as if verified (bindings only).
+        #[arg(long, value_name = "PATH")]
+        claims: Option<PathBuf>,
+    },
+    /// Validate the executor config, then check GitLab's keys and each Vault server: health,
+    /// the JWT auth mount's jwks_url and bound_issuer, and the roles' bound_audiences.
+    Check {
+        /// A file holding a Vault token that may read sys/auth and auth/<mount>/… [default: $VAULT_TOKEN]
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
+    },
     /// Revoke what crashed or failed jobs left behind (for a systemd timer).
     Reap {
         /// Only report what would be revoked.

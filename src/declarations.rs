@@ -138,7 +138,8 @@ pub fn parse(yaml: &str, ctx: &DeclarationContext<'_>) -> Result<Vec<Declaration
             message: one_line(&e.without_snippet().to_string()),
         }
     })?;
-    raw.into_iter().map(|(name, secret)| secret.validate(name, ctx)).collect()
+    let expand = |text: &str| expand_variables(text, ctx);
+    raw.into_iter().map(|(name, secret)| secret.validate(&name, &expand, SecretOrigin::Job)).collect()
 }
 
 fn one_line(text: &str) -> String {
@@ -150,9 +151,22 @@ fn one_line(text: &str) -> String {
     out
 }
 
-#[derive(Debug, Deserialize)]
+/// Who wrote a declaration, which decides what it may contain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretOrigin {
+    /// The job's `LEASEHOLD_SECRETS`: `$VAR` expansion from plain job variables, `token:` allowed.
+    Job,
+    /// A runner admin's `[[bindings]]` rule: `{claim}` templates, and no `token:` (a binding always
+    /// logs in with the job's verified ID token, the one its rule matched).
+    Binding,
+}
+
+/// One secret as written, before validation: the schema shared by a job's YAML declarations and
+/// the `[bindings.secrets.NAME]` tables of the executor config (TOML), so that both are checked
+/// by the one [`RawSecret::validate`].
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawSecret {
+pub struct RawSecret {
     #[serde(default)]
     vault: Option<RawVault>,
     #[serde(default)]
@@ -171,14 +185,14 @@ struct RawSecret {
     gitlab_secrets_manager: Option<serde::de::IgnoredAny>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 enum RawVault {
     Short(String),
     Long(RawVaultLong),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawVaultLong {
     engine: RawEngine,
@@ -190,14 +204,14 @@ struct RawVaultLong {
     ttl: Option<RawTtl>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEngine {
     name: String,
     path: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 enum RawData {
     Bool(bool),
@@ -207,7 +221,7 @@ enum RawData {
     List(Vec<String>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 enum RawTtl {
     Seconds(u64),
@@ -215,9 +229,17 @@ enum RawTtl {
 }
 
 impl RawSecret {
-    fn validate(self, name: String, ctx: &DeclarationContext<'_>) -> Result<Declaration, DeclarationError> {
-        let invalid = |reason: String| DeclarationError::Invalid { name: name.clone(), reason };
-        validate_name(&name).map_err(&invalid)?;
+    /// Validates one secret into a [`Declaration`]. `expand` rewrites every string that ends up in
+    /// a request (short form, mount, path, field, data values): `$VAR` expansion for job
+    /// declarations, `{claim}` templates for bindings; its error is the reason, without the name.
+    pub fn validate(
+        &self,
+        name: &str,
+        expand: &dyn Fn(&str) -> Result<String, String>,
+        origin: SecretOrigin,
+    ) -> Result<Declaration, DeclarationError> {
+        let invalid = |reason: String| DeclarationError::Invalid { name: name.to_owned(), reason };
+        validate_name(name).map_err(&invalid)?;
         let other_provider = [
             ("gcp_secret_manager", self.gcp_secret_manager.is_some()),
             ("azure_key_vault", self.azure_key_vault.is_some()),
@@ -231,10 +253,15 @@ impl RawSecret {
                 "{provider} is not supported by leasehold; declare a `vault:` source instead"
             )));
         }
-        let vault = self.vault.ok_or_else(|| invalid("has no `vault:` source".into()))?;
-        let expand = |text: &str| expand_variables(text, ctx).map_err(&invalid);
+        if origin == SecretOrigin::Binding && self.token.is_some() {
+            return Err(invalid(
+                "`token:` is not allowed in a binding: a binding always logs in with the ID token its rule matched".into(),
+            ));
+        }
+        let vault = self.vault.as_ref().ok_or_else(|| invalid("has no `vault:` source".into()))?;
+        let expand = |text: &str| expand(text).map_err(&invalid);
         let source = match vault {
-            RawVault::Short(short) => parse_short_form(&expand(&short)?).map_err(&invalid)?,
+            RawVault::Short(short) => parse_short_form(&expand(short)?).map_err(&invalid)?,
             RawVault::Long(long) => {
                 let engine = Engine::parse(&long.engine.name).ok_or_else(|| {
                     invalid(format!(
@@ -244,13 +271,14 @@ impl RawSecret {
                 })?;
                 let data = long
                     .data
+                    .as_ref()
                     .map(|data| {
-                        data.into_iter()
-                            .map(|(k, v)| Ok((k, v.into_json(&expand)?)))
+                        data.iter()
+                            .map(|(k, v)| Ok((k.clone(), v.to_json(&expand)?)))
                             .collect::<Result<serde_json::Map<_, _>, DeclarationError>>()
                     })
                     .transpose()?;
-                let ttl = long.ttl.map(|t| t.parse()).transpose().map_err(&invalid)?;
+                let ttl = long.ttl.as_ref().map(RawTtl::parse).transpose().map_err(&invalid)?;
                 SecretSource {
                     engine,
                     mount: clean_path(&expand(&long.engine.path)?).map_err(&invalid)?,
@@ -266,6 +294,7 @@ impl RawSecret {
         }
         let token_variable = self
             .token
+            .as_ref()
             .map(|t| {
                 let bare = t.trim().trim_start_matches('$').trim_start_matches('{').trim_end_matches('}');
                 validate_env_name(bare)
@@ -278,30 +307,36 @@ impl RawSecret {
                 globset::Glob::new(pattern).map_err(|e| invalid(format!("stages: invalid pattern {pattern:?}: {e}")))?;
             }
         }
-        Ok(Declaration { name, source, file: self.file.unwrap_or(true), token_variable, stages: self.stages })
+        Ok(Declaration {
+            name: name.to_owned(),
+            source,
+            file: self.file.unwrap_or(true),
+            token_variable,
+            stages: self.stages.clone(),
+        })
     }
 }
 
 impl RawData {
-    fn into_json(
-        self,
+    fn to_json(
+        &self,
         expand: &dyn Fn(&str) -> Result<String, DeclarationError>,
     ) -> Result<serde_json::Value, DeclarationError> {
         Ok(match self {
-            RawData::Bool(b) => b.into(),
-            RawData::Int(i) => i.into(),
-            RawData::Float(f) => serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into),
-            RawData::Text(s) => expand(&s)?.into(),
+            RawData::Bool(b) => (*b).into(),
+            RawData::Int(i) => (*i).into(),
+            RawData::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into),
+            RawData::Text(s) => expand(s)?.into(),
             RawData::List(items) => items.iter().map(|s| expand(s)).collect::<Result<Vec<_>, _>>()?.into(),
         })
     }
 }
 
 impl RawTtl {
-    fn parse(self) -> Result<Duration, String> {
+    fn parse(&self) -> Result<Duration, String> {
         match self {
-            RawTtl::Seconds(s) => Ok(Duration::from_secs(s)),
-            RawTtl::Text(text) => parse_duration(&text),
+            RawTtl::Seconds(s) => Ok(Duration::from_secs(*s)),
+            RawTtl::Text(text) => parse_duration(text),
         }
     }
 }

@@ -36,6 +36,12 @@ pub enum Error {
     /// The job's identity could not be established.
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityError),
+    /// The fleet policy refuses what the job declared.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    /// A matching admin binding cannot be applied to the job.
+    #[error(transparent)]
+    Binding(#[from] crate::bindings::BindingError),
     /// Resolving secrets from Vault failed.
     #[error(transparent)]
     Resolution(#[from] crate::resolution::ResolutionError),
@@ -66,6 +72,8 @@ impl Error {
             }
             Error::Declaration(e) => e.failure_kind(),
             Error::Identity(e) => e.failure_kind(),
+            Error::Policy(e) => e.failure_kind(),
+            Error::Binding(e) => e.failure_kind(),
             Error::Resolution(e) => e.failure_kind(),
             Error::Executor(e) => e.failure_kind(),
         }

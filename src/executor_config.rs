@@ -48,6 +48,109 @@ pub struct ExecutorConfig {
     /// The credential `leasehold reap` revokes orphaned leases with.
     #[serde(default)]
     pub reaper: Option<ReaperSection>,
+    /// The GitLab instance whose ID tokens leasehold verifies itself, before any Vault request.
+    /// Absent: no local verification (Vault's JWT auth stays the only verifier) and no bindings.
+    #[serde(default)]
+    pub gitlab: Option<GitlabSection>,
+    /// What jobs may declare themselves.
+    #[serde(default)]
+    pub policy: crate::policy::PolicySection,
+    /// Admin bindings: secrets granted by verified claims, evaluated in order, all matches apply.
+    #[serde(default)]
+    pub bindings: Vec<crate::bindings::BindingConfig>,
+}
+
+/// `[gitlab]`: where ID tokens come from and how they are checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitlabSection {
+    /// The instance's URL, e.g. `https://gitlab.example.com`; its JWKS is fetched from
+    /// `<url>/oauth/discovery/keys`, falling back to `<url>/-/jwks` (GitLab before 17).
+    pub url: String,
+    /// The `iss` tokens must carry; default: `url`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// `exact` (default): `iss` must equal `issuer`. `both`: `gitlab.example.com` and
+    /// `https://gitlab.example.com` are accepted for each other (older GitLab, `CI_JOB_JWT`).
+    #[serde(default)]
+    pub issuer_forms: IssuerForms,
+    /// A token's `aud` must contain one of these; default: the address of every configured
+    /// server, `[vault] address` first.
+    #[serde(default)]
+    pub audiences: Option<Vec<String>>,
+    /// Clock skew tolerated for `exp`, `nbf` and `iat`, in seconds.
+    #[serde(default = "default_leeway_seconds")]
+    pub leeway_seconds: u64,
+    /// How long a fetched JWKS is trusted before it is fetched again, in seconds.
+    #[serde(default = "default_jwks_cache_ttl_seconds")]
+    pub jwks_cache_ttl_seconds: u64,
+    /// Where the JWKS is cached; default `<state_dir>/jwks`. Same checks as `state_dir`
+    /// (owned by leasehold's user, mode 0700): whoever can write it could plant signing keys.
+    #[serde(default)]
+    pub jwks_cache_dir: Option<PathBuf>,
+    /// Accept `CI_JOB_JWT_V2` and `CI_JOB_JWT` when the job has no `[job] id_token_variable`.
+    #[serde(default)]
+    pub allow_legacy_token_variables: bool,
+    /// PEM bundle of CAs to trust for GitLab instead of the system store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Allow `http://` to a non-loopback GitLab. Loopback is always allowed.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Seconds before a JWKS request gives up.
+    #[serde(default = "default_gitlab_timeout_seconds")]
+    pub timeout_seconds: u64,
+}
+
+/// How `iss` is compared with the configured issuer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IssuerForms {
+    /// Byte for byte (a trailing `/` on either side is ignored).
+    #[default]
+    Exact,
+    /// With or without the configured issuer's scheme.
+    Both,
+}
+
+impl GitlabSection {
+    /// The instance URL without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        self.url.trim_end_matches('/')
+    }
+
+    /// The configured issuer (default: the URL), without a trailing slash.
+    pub fn issuer(&self) -> &str {
+        self.issuer.as_deref().unwrap_or(&self.url).trim_end_matches('/')
+    }
+
+    /// Every `iss` value accepted.
+    pub fn accepted_issuers(&self) -> Vec<String> {
+        let issuer = self.issuer().to_owned();
+        match self.issuer_forms {
+            IssuerForms::Exact => vec![issuer],
+            IssuerForms::Both => {
+                let bare = issuer.split_once("://").map_or(issuer.as_str(), |(_, rest)| rest).to_owned();
+                let with_scheme = if bare == issuer {
+                    let scheme = self.url.split_once("://").map_or("https", |(s, _)| s);
+                    format!("{scheme}://{bare}")
+                } else {
+                    issuer.clone()
+                };
+                vec![with_scheme, bare]
+            }
+        }
+    }
+
+    /// The JWKS cache directory.
+    pub fn jwks_cache_dir(&self, state_dir: &Path) -> PathBuf {
+        self.jwks_cache_dir.clone().unwrap_or_else(|| state_dir.join("jwks"))
+    }
+
+    /// Request timeout for JWKS fetches.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_seconds.max(1))
+    }
 }
 
 /// `[leases]`: how leases and the token are kept alive while the job runs.
@@ -337,6 +440,15 @@ fn default_mask_min_length() -> usize {
 fn default_shell() -> String {
     "bash".into()
 }
+fn default_leeway_seconds() -> u64 {
+    60
+}
+fn default_jwks_cache_ttl_seconds() -> u64 {
+    3600
+}
+fn default_gitlab_timeout_seconds() -> u64 {
+    10
+}
 fn default_files_dir() -> PathBuf {
     PathBuf::from("/run/leasehold-files")
 }
@@ -442,7 +554,32 @@ impl ExecutorConfig {
         if self.mask.text.is_empty() {
             return Err("mask.text must not be empty".into());
         }
+        if let Some(gitlab) = &self.gitlab {
+            validate_gitlab(gitlab)?;
+        } else if !self.bindings.is_empty() {
+            return Err("bindings need [gitlab] so that claims are verified; add [gitlab] url = \"https://gitlab.example.com\"".into());
+        }
+        self.policy.validate()?;
+        crate::bindings::validate_all(&self.bindings, self)?;
         Ok(())
+    }
+
+    /// The audiences a token's `aud` is checked against (empty without `[gitlab]`).
+    pub fn audiences(&self) -> Vec<String> {
+        match self.gitlab.as_ref().and_then(|g| g.audiences.clone()) {
+            Some(list) => list,
+            None if self.gitlab.is_some() => {
+                let mut list: Vec<String> = Vec::new();
+                for server in self.vault.all_servers() {
+                    let address = server.address.trim_end_matches('/').to_owned();
+                    if !list.contains(&address) {
+                        list.push(address);
+                    }
+                }
+                list
+            }
+            None => Vec::new(),
+        }
     }
 
     /// Request timeout for Vault calls.
@@ -465,6 +602,47 @@ impl ExecutorConfig {
                     self.vault.address
                 )
             })
+    }
+}
+
+fn validate_gitlab(gitlab: &GitlabSection) -> Result<(), String> {
+    check_gitlab_url(&gitlab.url, gitlab.allow_http)?;
+    if gitlab.issuer().is_empty() {
+        return Err("gitlab.issuer must not be empty".into());
+    }
+    if let Some(audiences) = &gitlab.audiences
+        && (audiences.is_empty() || audiences.iter().any(|a| a.trim().is_empty()))
+    {
+        return Err("gitlab.audiences must list at least one non-empty audience (or be left out)".into());
+    }
+    if let Some(dir) = &gitlab.jwks_cache_dir
+        && !dir.is_absolute()
+    {
+        return Err(format!("gitlab.jwks_cache_dir {} must be an absolute path", dir.display()));
+    }
+    Ok(())
+}
+
+/// The GitLab URL must be https (http only to loopback or with `allow_http`): the JWKS fetched
+/// from it decides which tokens are genuine.
+pub fn check_gitlab_url(url: &str, allow_http: bool) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| format!("gitlab.url {url:?} is not a URL ({e}); write it like https://gitlab.example.com"))?;
+    let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) else {
+        return Err(format!("gitlab.url {url} has no host"));
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() || parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("gitlab.url {url} must not carry credentials, a query or a fragment"));
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = bare == "localhost" || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http || loopback => Ok(()),
+        "http" => Err(format!(
+            "gitlab.url {url} uses plain http to a non-loopback host, so its signing keys could be forged in transit; use https, or set gitlab.allow_http = true"
+        )),
+        other => Err(format!("gitlab.url {url} has scheme {other:?}; use https")),
     }
 }
 
@@ -552,6 +730,52 @@ mod tests {
         let err = ExecutorConfig::parse("[vault]\naddress = \"http://vault.example.com\"\n").expect_err("invalid");
         assert!(err.contains("allow_http"), "{err}");
         assert!(ExecutorConfig::parse("[vault]\naddress = \"http://vault.example.com\"\nallow_http = true\n").is_ok());
+    }
+
+    #[test]
+    fn gitlab_section_defaults() {
+        let c = ExecutorConfig::parse(
+            "state_dir = \"/run/lh\"\n[vault]\naddress = \"https://a.example.com/\"\n[[vault.servers]]\naddress = \"https://b.example.com\"\n[gitlab]\nurl = \"https://gitlab.example.com/\"\n",
+        )
+        .expect("valid");
+        let g = c.gitlab.as_ref().expect("gitlab");
+        assert_eq!(g.issuer(), "https://gitlab.example.com");
+        assert_eq!(g.accepted_issuers(), ["https://gitlab.example.com"]);
+        assert_eq!(g.leeway_seconds, 60);
+        assert_eq!(g.jwks_cache_ttl_seconds, 3600);
+        assert_eq!(g.jwks_cache_dir(&c.state_dir), PathBuf::from("/run/lh/jwks"));
+        assert!(!g.allow_legacy_token_variables);
+        assert_eq!(c.audiences(), ["https://a.example.com", "https://b.example.com"]);
+        assert_eq!(c.policy.job_declarations, crate::policy::JobDeclarations::Always);
+        assert!(ExecutorConfig::parse(MINIMAL).expect("valid").audiences().is_empty());
+    }
+
+    #[test]
+    fn issuer_forms_both_accepts_bare_host() {
+        let c = ExecutorConfig::parse(
+            "[vault]\naddress = \"https://v\"\n[gitlab]\nurl = \"https://gitlab.example.com\"\nissuer_forms = \"both\"\naudiences = [\"x\"]\n",
+        )
+        .expect("valid");
+        let g = c.gitlab.as_ref().expect("gitlab");
+        assert_eq!(g.accepted_issuers(), ["https://gitlab.example.com", "gitlab.example.com"]);
+        assert_eq!(c.audiences(), ["x"]);
+        let c = ExecutorConfig::parse(
+            "[vault]\naddress = \"https://v\"\n[gitlab]\nurl = \"https://gitlab.example.com\"\nissuer = \"gitlab.example.com\"\nissuer_forms = \"both\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.gitlab.as_ref().expect("gitlab").accepted_issuers(), ["https://gitlab.example.com", "gitlab.example.com"]);
+    }
+
+    #[test]
+    fn gitlab_url_must_be_https_unless_loopback() {
+        let parse = |url: &str, extra: &str| ExecutorConfig::parse(&format!("[vault]\naddress = \"https://v\"\n[gitlab]\nurl = \"{url}\"\n{extra}"));
+        assert!(parse("http://127.0.0.1:8080", "").is_ok());
+        assert!(parse("http://gitlab.example.com", "").expect_err("http").contains("allow_http"));
+        assert!(parse("http://gitlab.example.com", "allow_http = true").is_ok());
+        assert!(parse("gitlab.example.com", "").expect_err("no scheme").contains("not a URL"));
+        assert!(parse("https://g", "audiences = []").expect_err("empty").contains("audiences"));
+        assert!(parse("https://g", "jwks_cache_dir = \"rel\"").expect_err("relative").contains("absolute"));
+        assert!(parse("https://g", "issuer_forms = \"loose\"").expect_err("bad form").contains("loose"));
     }
 
     #[test]

@@ -8,12 +8,15 @@
 //! - [`cli`]: the command line; [`executor_config`]: the admin's TOML config;
 //! - [`protocol`]: the runner's environment, stage names and exit codes; [`job_response`]: the job
 //!   payload; [`declarations`]: the job's `secrets:` YAML;
-//! - [`identity`]: the ID token and its claims; [`vault`]: the HTTP client;
+//! - [`identity`]: the ID token, its verification and claims; [`vault`]: the HTTP client;
+//! - [`bindings`]: the admin's claim-based grants; [`policy`]: what jobs may declare themselves;
+//!   [`job_plan`]: identity, bindings, policy and declarations combined into one plan;
 //! - [`resolution`]: one login per identity, one read per path; [`state`]: private per-job state;
 //! - [`inject`]: the child's environment and file secrets; [`mask`]: the output masker;
 //! - [`supervision`]: spawning, signals and output pumping; [`executor`]: the wrapped executors;
 //! - [`stages`]: the four stage entry points; [`joblog`]: what the job log shows.
 
+pub mod bindings;
 pub mod cli;
 pub mod declarations;
 pub mod error;
@@ -21,9 +24,11 @@ pub mod executor;
 pub mod executor_config;
 pub mod identity;
 pub mod inject;
+pub mod job_plan;
 pub mod job_response;
 pub mod joblog;
 pub mod mask;
+pub mod policy;
 pub mod protocol;
 pub mod resolution;
 pub mod stages;

@@ -71,15 +71,23 @@ pub struct ResolutionPlan {
     pub secrets: Vec<PlannedSecret>,
 }
 
-impl ResolutionPlan {
-    /// Adds declarations, deduplicating logins and requests.
-    pub fn add(
-        &mut self,
-        declarations: Vec<Declaration>,
-        declared_by: &str,
-        job: &JobResponse,
-        config: &ExecutorConfig,
-    ) -> Result<(), ResolutionError> {
+/// Where a group of secrets logs in, before the ID-token variable is known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoginTarget {
+    /// The server (already checked against the admin's allow-list).
+    pub server: ServerConfig,
+    /// The namespace.
+    pub namespace: Option<String>,
+    /// The JWT auth mount, without slashes at either end.
+    pub auth_mount: String,
+    /// The role (absent: the mount's default role).
+    pub role: Option<String>,
+}
+
+impl LoginTarget {
+    /// The login a job's own declarations use: the job's `VAULT_SERVER_URL`, `VAULT_NAMESPACE`,
+    /// `VAULT_AUTH_PATH` and `VAULT_AUTH_ROLE` over the admin's defaults.
+    pub fn for_job(job: &JobResponse, config: &ExecutorConfig) -> Result<Self, ResolutionError> {
         let requested_server = job.plain_variable("VAULT_SERVER_URL");
         let server = config
             .server_for(requested_server)
@@ -95,6 +103,34 @@ impl ResolutionPlan {
             .trim_matches('/')
             .to_owned();
         let role = job.plain_variable("VAULT_AUTH_ROLE").map(str::to_owned).or_else(|| config.vault.role.clone());
+        Ok(LoginTarget { server, namespace, auth_mount, role })
+    }
+}
+
+impl ResolutionPlan {
+    /// Adds a job's own declarations, deduplicating logins and requests.
+    pub fn add(
+        &mut self,
+        declarations: Vec<Declaration>,
+        declared_by: &str,
+        job: &JobResponse,
+        config: &ExecutorConfig,
+    ) -> Result<(), ResolutionError> {
+        let target = LoginTarget::for_job(job, config)?;
+        self.add_with(declarations, declared_by, &target, &config.job.id_token_variable, config)
+    }
+
+    /// Adds declarations that log in at `target` with the ID token in `token_variable` (unless a
+    /// declaration names its own), deduplicating logins and requests. A name granted twice is an
+    /// error naming both grants.
+    pub fn add_with(
+        &mut self,
+        declarations: Vec<Declaration>,
+        declared_by: &str,
+        target: &LoginTarget,
+        token_variable: &str,
+        config: &ExecutorConfig,
+    ) -> Result<(), ResolutionError> {
         for declaration in declarations {
             if let Some(first) = self.secrets.iter().find(|s| s.declaration.name == declaration.name) {
                 return Err(ResolutionError::DuplicateName {
@@ -104,11 +140,11 @@ impl ResolutionPlan {
                 });
             }
             let login = LoginPlan {
-                server: server.clone(),
-                namespace: namespace.clone(),
-                auth_mount: auth_mount.clone(),
-                role: role.clone(),
-                token_variable: declaration.token_variable.clone().unwrap_or_else(|| config.job.id_token_variable.clone()),
+                server: target.server.clone(),
+                namespace: target.namespace.clone(),
+                auth_mount: target.auth_mount.clone(),
+                role: target.role.clone(),
+                token_variable: declaration.token_variable.clone().unwrap_or_else(|| token_variable.to_owned()),
             };
             let login = index_of_or_push(&mut self.logins, login);
             let request = RequestPlan { login, source: SecretSource { field: String::new(), ..declaration.source.clone() } };

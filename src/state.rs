@@ -127,12 +127,17 @@ impl StateId {
         StateId(format!("j{}-{}", if digits.is_empty() { "0" } else { &digits }, hex(&random)))
     }
 
-    /// Parses an id from `job_env`, refusing anything that could escape the state root.
+    /// Parses an id from `job_env`, refusing anything that could escape the state root. Only the
+    /// shape [`StateId::generate`] makes (`j<digits>-<hex>`) is accepted, so that other entries of
+    /// the state dir (the JWKS cache in `jwks/`) are never taken for a job.
     pub fn parse(text: &str) -> Result<Self, StateError> {
-        let valid = text.len() <= 64
-            && text.starts_with('j')
-            && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-        if valid { Ok(StateId(text.to_owned())) } else { Err(StateError::BadId) }
+        let shaped = text.strip_prefix('j').and_then(|rest| rest.split_once('-')).is_some_and(|(digits, hex)| {
+            !digits.is_empty()
+                && digits.chars().all(|c| c.is_ascii_digit())
+                && !hex.is_empty()
+                && hex.chars().all(|c| c.is_ascii_hexdigit())
+        });
+        if text.len() <= 64 && shaped { Ok(StateId(text.to_owned())) } else { Err(StateError::BadId) }
     }
 
     /// The id as text.
@@ -645,6 +650,7 @@ mod tests {
     #[test]
     fn state_ids_cannot_escape() {
         assert!(StateId::parse("j12-abcdef").is_ok());
+        assert!(StateId::parse("jwks").is_err(), "the JWKS cache dir is not a job");
         for bad in ["../x", "j1/../../etc", "", "x1-aa", "j1 2"] {
             assert!(StateId::parse(bad).is_err(), "{bad}");
         }

@@ -1,8 +1,11 @@
-//! The four stage entry points gitlab-runner calls, and what they share: config loading,
+//! The four stage entry points gitlab-runner calls (plus the admin tools `reap`, `plan` and
+//! `check`), and what they share: config loading,
 //! logging, process hardening, the async runtime, and the error-to-exit-code edge.
 
+mod check;
 mod cleanup;
 mod config;
+mod plan;
 mod prepare;
 mod reap;
 mod run;
@@ -26,6 +29,8 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Run { script, stage } => run::run(&cli, script, stage),
         Command::Cleanup => cleanup::run(&cli),
         Command::Reap { dry_run } => reap::run(&cli, *dry_run),
+        Command::Plan { job, claims } => plan::run(&cli, job.as_deref(), claims.as_deref()),
+        Command::Check { token_file } => check::run(&cli, token_file.as_deref()),
     };
     match result {
         Ok(code) => code,

@@ -5,10 +5,11 @@
 use secrecy::ExposeSecret;
 
 use crate::cli::Cli;
-use crate::declarations::{self, DeclarationContext, DeclarationError};
 use crate::error::{Error, Result};
 use crate::executor::WrappedExecutor;
 use crate::executor_config::ExecutorConfig;
+use crate::identity::Verifier;
+use crate::job_plan::{ClaimsSource, Identity, Planned, Planner};
 use crate::job_response::JobResponse;
 use crate::joblog;
 use crate::lease::revoke_all;
@@ -66,24 +67,52 @@ pub(super) fn run(cli: &Cli) -> Result<i32> {
     Ok(WrappedExecutor::from_config(&config).prepare(&config)?)
 }
 
-/// Parses the job's declarations and plans their resolution.
+/// Establishes the job's identity (with `[gitlab]`: verifies its ID token) and plans its
+/// secrets from the admin's bindings and, as the policy allows, the job's own declarations.
+/// Runs before any Vault request, so a forged or broken token never reaches Vault.
 pub(crate) fn plan_job(job: &JobResponse, config: &ExecutorConfig) -> Result<ResolutionPlan> {
-    let mut plan = ResolutionPlan::default();
-    let variable = &config.job.secrets_variable;
-    let Some(yaml) = job.variable(variable) else { return Ok(plan) };
-    let lookup = |name: &str| job.variable(name).map(|v| (v.value.expose_secret().to_owned(), !v.masked && !v.file));
-    let declarations = declarations::parse(
-        yaml.value.expose_secret(),
-        &DeclarationContext { source_variable: variable, lookup: &lookup },
-    )?;
-    for declaration in &declarations {
-        let native = job.secrets.as_ref().is_some_and(|s| s.contains_key(&declaration.name));
-        if job.has_variable(&declaration.name) || native {
-            return Err(DeclarationError::Collision { name: declaration.name.clone() }.into());
-        }
+    let verifier = Verifier::from_config(config)?;
+    let planner = Planner { config, verifier: verifier.as_ref(), now: unix_now(), lenient: false };
+    let rt = runtime()?;
+    let identity = rt.block_on(planner.identity(job))?;
+    let planned = rt.block_on(planner.plan(job, &identity));
+    if let Some(error) = planned.error {
+        return Err(error);
     }
-    plan.add(declarations, variable, job, config)?;
-    Ok(plan)
+    report_identity(&identity, &planned);
+    Ok(planned.plan)
+}
+
+/// One line on the verified identity and one per binding that applied.
+fn report_identity(identity: &Identity, planned: &Planned) {
+    if let ClaimsSource::Verified(verified) = &identity.source {
+        let claims = verified.claims();
+        joblog::info(&format!(
+            "leasehold: verified the ID token in ${} (GitLab key {}; project {} {}, ref {}{}{})",
+            verified.variable(),
+            verified.kid(),
+            claims.project_id.as_deref().unwrap_or("?"),
+            claims.project_path.as_deref().unwrap_or("?"),
+            claims.git_ref.as_deref().unwrap_or("?"),
+            if claims.ref_protected.as_deref() == Some("true") { " (protected)" } else { "" },
+            claims.environment.as_deref().map(|e| format!(", environment {e}")).unwrap_or_default(),
+        ));
+    }
+    for rule in planned.rules.iter().filter(|r| r.matched()) {
+        let granted: Vec<&str> = planned
+            .plan
+            .secrets
+            .iter()
+            .filter(|s| s.declared_by == format!("binding {}", rule.name))
+            .map(|s| s.declaration.name.as_str())
+            .collect();
+        joblog::info(&format!("leasehold: binding {} applies: {}", rule.name, granted.join(", ")));
+    }
+    if let (Some(note), ClaimsSource::NoToken) = (&planned.bindings_note, &identity.source)
+        && note.starts_with("not evaluated")
+    {
+        joblog::info(&format!("leasehold: bindings {note}"));
+    }
 }
 
 fn mention_native_secrets(job: &JobResponse) {
@@ -150,7 +179,10 @@ fn give_back(rt: &tokio::runtime::Runtime, private: &PrivateState, config: &Exec
 
 fn report(plan: &ResolutionPlan, private: &PrivateState, config: &ExecutorConfig) {
     if plan.is_empty() {
-        joblog::info(&format!("leasehold: no secrets declared for this job ({} is not set)", config.job.secrets_variable));
+        joblog::info(&format!(
+            "leasehold: no secrets for this job (no binding applies and {} is not set)",
+            config.job.secrets_variable
+        ));
         return;
     }
     let _section = joblog::Section::start("leasehold_secrets", "Resolving secrets with leasehold");
@@ -177,13 +209,14 @@ fn report(plan: &ResolutionPlan, private: &PrivateState, config: &ExecutorConfig
             |l| format!("lease TTL {}{}", describe_ttl(l.ttl), if l.renewable { " renewable" } else { "" }),
         );
         joblog::info(&format!(
-            "  {:<24} <- {} ({}, {}, {}; stages: {})",
+            "  {:<24} <- {} ({}, {}, {}; stages: {}; from {})",
             secret.name,
             secret.origin,
             planned.map_or("?", |p| p.declaration.source.engine.as_str()),
             lease_text,
             if secret.file { "file" } else { "env" },
             secret.stages.join(" "),
+            planned.map_or("?", |p| p.declared_by.as_str()),
         ));
     }
     joblog::info(&format!(

@@ -9,4 +9,5 @@ mod support;
 mod core;
 mod executors;
 mod harness;
+mod identity;
 mod masking;

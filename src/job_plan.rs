@@ -1,0 +1,830 @@
+//! What a job gets, decided before any Vault request: its identity, the admin's bindings, the
+//! fleet policy and the job's own declarations, combined into one [`ResolutionPlan`].
+//!
+//! Why one module for `prepare` and `leasehold plan`: an admin debugging a job must see exactly
+//! what prepare would do, so both run this code; `plan` only asks it to keep going after a
+//! failure (lenient mode) and to explain every rule.
+//!
+//! Order, and why:
+//! 1. find the ID token (`[job] id_token_variable`, then `CI_JOB_JWT_V2`/`CI_JOB_JWT` if allowed);
+//! 2. with `[gitlab]`, verify it: everything below that looks at claims sees verified claims only;
+//! 3. bindings, in config order, every matching rule (`declared_by` = `binding <name>`);
+//! 4. the job's declarations, if the policy admits them on this ref, with allow-listed mounts and
+//!    role; a name already granted by a binding is an error naming both;
+//! 5. every login's token must exist, and with `[gitlab]` every further token is verified too.
+
+use secrecy::ExposeSecret;
+
+use crate::bindings::{self, RuleOutcome};
+use crate::declarations::{self, DeclarationContext, DeclarationError};
+use crate::error::Error;
+use crate::executor_config::ExecutorConfig;
+use crate::identity::{
+    Claims, IdentityError, LEGACY_TOKEN_VARIABLES, VerifiedClaims, Verifier, peek_claims,
+};
+use crate::job_response::JobResponse;
+use crate::policy::RefProtection;
+use crate::resolution::{LoginTarget, ResolutionPlan};
+
+/// Where the claims leasehold acts on came from.
+#[derive(Debug, Clone)]
+pub enum ClaimsSource {
+    /// The job has no ID token.
+    NoToken,
+    /// No `[gitlab]`: the token is not verified locally and its claims are not used.
+    NotVerified,
+    /// Nothing needs the token: no binding is configured and the job declares no secrets. It is
+    /// left alone, so that a job leasehold has nothing to do for never fails on its token.
+    NotNeeded,
+    /// Verified: signature, issuer, audience and times.
+    Verified(VerifiedClaims),
+    /// `leasehold plan --claims`: taken as given, as if verified.
+    ClaimsFile(Claims),
+    /// `leasehold plan --job` when verification failed: read without verification, for the
+    /// explanation only. prepare never produces this.
+    Unverified {
+        /// The claims, unverified.
+        claims: Claims,
+        /// Why verification failed.
+        error: String,
+    },
+}
+
+/// The job's ID token and its claims.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The variable holding the token (`None`: the job has none).
+    pub token_variable: Option<String>,
+    /// The claims and their provenance.
+    pub source: ClaimsSource,
+}
+
+impl Identity {
+    /// The claims bindings and the policy may use.
+    pub fn claims(&self) -> Option<&Claims> {
+        match &self.source {
+            ClaimsSource::Verified(v) => Some(v.claims()),
+            ClaimsSource::ClaimsFile(c) | ClaimsSource::Unverified { claims: c, .. } => Some(c),
+            ClaimsSource::NoToken | ClaimsSource::NotVerified | ClaimsSource::NotNeeded => None,
+        }
+    }
+
+    /// The `--claims` identity of `leasehold plan`.
+    pub fn from_claims_file(claims: Claims, config: &ExecutorConfig) -> Self {
+        Identity {
+            token_variable: Some(config.job.id_token_variable.clone()),
+            source: ClaimsSource::ClaimsFile(claims),
+        }
+    }
+}
+
+/// Decides what a job gets.
+pub struct Planner<'a> {
+    /// The executor config.
+    pub config: &'a ExecutorConfig,
+    /// The verifier (`None` without `[gitlab]`).
+    pub verifier: Option<&'a Verifier>,
+    /// The clock, unix seconds.
+    pub now: u64,
+    /// `leasehold plan`: record failures and keep explaining instead of stopping.
+    pub lenient: bool,
+}
+
+/// The outcome, with everything `plan` shows.
+#[derive(Debug)]
+pub struct Planned {
+    /// What would be resolved (as far as planning got, when `error` is set).
+    pub plan: ResolutionPlan,
+    /// Every binding rule, in order (empty when they were not evaluated).
+    pub rules: Vec<RuleOutcome>,
+    /// Why bindings were not evaluated, if they were not.
+    pub bindings_note: Option<String>,
+    /// What happened to the job's own declarations.
+    pub declarations_note: Option<String>,
+    /// Further remarks (tokens that failed verification in lenient mode).
+    pub notes: Vec<String>,
+    /// Why prepare would fail.
+    pub error: Option<Error>,
+}
+
+/// The job variable holding its ID token: `[job] id_token_variable`, else (if allowed) the legacy
+/// variables. Empty values count as absent.
+pub fn find_token_variable(job: &JobResponse, config: &ExecutorConfig) -> Option<String> {
+    let present = |name: &str| {
+        job.variable(name)
+            .is_some_and(|v| !v.value.expose_secret().trim().is_empty())
+    };
+    let primary = &config.job.id_token_variable;
+    if present(primary) {
+        return Some(primary.clone());
+    }
+    let legacy = config
+        .gitlab
+        .as_ref()
+        .is_some_and(|g| g.allow_legacy_token_variables);
+    LEGACY_TOKEN_VARIABLES
+        .iter()
+        .find(|v| legacy && present(v))
+        .map(|v| (*v).to_owned())
+}
+
+impl Planner<'_> {
+    /// Finds and (with `[gitlab]`) verifies the job's ID token. In lenient mode a verification
+    /// failure yields the claims read without verification, marked as such; a JWKS that cannot
+    /// be fetched is an error in both modes.
+    pub async fn identity(&self, job: &JobResponse) -> Result<Identity, IdentityError> {
+        let Some(variable) = find_token_variable(job, self.config) else {
+            return Ok(Identity {
+                token_variable: None,
+                source: ClaimsSource::NoToken,
+            });
+        };
+        let Some(verifier) = self.verifier else {
+            return Ok(Identity {
+                token_variable: Some(variable),
+                source: ClaimsSource::NotVerified,
+            });
+        };
+        let Some(token) = job.variable(&variable).map(|v| &v.value) else {
+            return Ok(Identity {
+                token_variable: None,
+                source: ClaimsSource::NoToken,
+            });
+        };
+        let declares = job
+            .variable(&self.config.job.secrets_variable)
+            .is_some_and(|v| !v.value.expose_secret().trim().is_empty());
+        if self.config.bindings.is_empty() && !declares {
+            return Ok(Identity {
+                token_variable: Some(variable),
+                source: ClaimsSource::NotNeeded,
+            });
+        }
+        match verifier.verify(&variable, token, self.now).await {
+            Ok(verified) => Ok(Identity {
+                token_variable: Some(variable),
+                source: ClaimsSource::Verified(verified),
+            }),
+            Err(error)
+                if self.lenient && error.failure_kind() == crate::error::FailureKind::Build =>
+            {
+                let claims = peek_claims(token).map_err(|detail| IdentityError::Malformed {
+                    variable: variable.clone(),
+                    detail,
+                })?;
+                Ok(Identity {
+                    token_variable: Some(variable),
+                    source: ClaimsSource::Unverified {
+                        claims,
+                        error: error.to_string(),
+                    },
+                })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Plans the job's secrets.
+    pub async fn plan(&self, job: &JobResponse, identity: &Identity) -> Planned {
+        let mut planned = Planned {
+            plan: ResolutionPlan::default(),
+            rules: Vec::new(),
+            bindings_note: None,
+            declarations_note: None,
+            notes: Vec::new(),
+            error: None,
+        };
+        if let Err(error) = self.plan_into(job, identity, &mut planned).await {
+            planned.error = Some(error);
+        }
+        planned
+    }
+
+    async fn plan_into(
+        &self,
+        job: &JobResponse,
+        identity: &Identity,
+        out: &mut Planned,
+    ) -> Result<(), Error> {
+        let config = self.config;
+        let token_variable = identity
+            .token_variable
+            .clone()
+            .unwrap_or_else(|| config.job.id_token_variable.clone());
+
+        // Bindings: verified claims only.
+        if config.bindings.is_empty() {
+            out.bindings_note = Some("none configured".into());
+        } else if let Some(claims) = identity.claims() {
+            out.rules = bindings::evaluate(&config.bindings, claims);
+            for (binding, outcome) in config.bindings.iter().zip(&out.rules) {
+                if !outcome.matched() {
+                    continue;
+                }
+                let grant = bindings::grant(binding, claims, config)?;
+                for declaration in &grant.declarations {
+                    check_collision(job, &declaration.name, Some(&grant.declared_by()))?;
+                }
+                out.plan.add_with(
+                    grant.declarations.clone(),
+                    &grant.declared_by(),
+                    &grant.target,
+                    &token_variable,
+                    config,
+                )?;
+            }
+        } else {
+            out.bindings_note = Some(match identity.source {
+                ClaimsSource::NoToken => format!(
+                    "not evaluated: the job has no ID token in ${token_variable}, so no binding can apply; a job that needs secrets from a binding must set  id_tokens: {{ {token_variable}: {{ aud: \"{}\" }} }}",
+                    suggested_audience(config)
+                ),
+                _ => "not evaluated: no verified claims".into(),
+            });
+        }
+
+        // The job's own declarations, subject to the policy.
+        let variable = &config.job.secrets_variable;
+        match job
+            .variable(variable)
+            .filter(|v| !v.value.expose_secret().trim().is_empty())
+        {
+            None => out.declarations_note = Some(format!("{variable} is not set")),
+            Some(yaml) => {
+                let lookup = |name: &str| {
+                    job.variable(name)
+                        .map(|v| (v.value.expose_secret().to_owned(), !v.masked && !v.file))
+                };
+                let declarations = declarations::parse(
+                    yaml.value.expose_secret(),
+                    &DeclarationContext {
+                        source_variable: variable,
+                        lookup: &lookup,
+                    },
+                )?;
+                let protection = ref_protection(job, config, identity);
+                let policy = &config.policy;
+                let refused = policy
+                    .admit_declarations(variable, &protection)
+                    .and_then(|()| {
+                        policy.check_names(&declarations, job.plain_variable("VAULT_AUTH_ROLE"))
+                    });
+                if let Err(refusal) = refused {
+                    out.declarations_note = Some(format!(
+                        "{} declared, refused by [policy]",
+                        count(declarations.len())
+                    ));
+                    return Err(refusal.into());
+                }
+                out.declarations_note = Some(format!(
+                    "{} declared, admitted ([policy] job_declarations = \"{}\"{})",
+                    count(declarations.len()),
+                    policy.job_declarations.as_str(),
+                    match protection.protected {
+                        Some(p) => format!(
+                            ", ref {:?} {} per the {}",
+                            protection.git_ref,
+                            if p { "protected" } else { "unprotected" },
+                            protection.source
+                        ),
+                        None => String::new(),
+                    }
+                ));
+                for declaration in &declarations {
+                    check_collision(job, &declaration.name, None)?;
+                }
+                let target = LoginTarget::for_job(job, config)?;
+                out.plan
+                    .add_with(declarations, variable, &target, &token_variable, config)?;
+            }
+        }
+
+        // Every login needs its token; with [gitlab], every further token is verified too.
+        if !matches!(identity.source, ClaimsSource::ClaimsFile(_)) {
+            self.check_login_tokens(job, identity, out).await?;
+        }
+        Ok(())
+    }
+
+    async fn check_login_tokens(
+        &self,
+        job: &JobResponse,
+        identity: &Identity,
+        out: &mut Planned,
+    ) -> Result<(), Error> {
+        let mut variables: Vec<&str> = out
+            .plan
+            .logins
+            .iter()
+            .map(|l| l.token_variable.as_str())
+            .collect();
+        variables.dedup();
+        variables.sort_unstable();
+        variables.dedup();
+        for variable in variables {
+            let token = job
+                .variable(variable)
+                .map(|v| &v.value)
+                .filter(|v| !v.expose_secret().trim().is_empty());
+            let Some(token) = token else {
+                let needed_for: Vec<&str> = out
+                    .plan
+                    .secrets
+                    .iter()
+                    .filter(|s| {
+                        out.plan.logins[out.plan.requests[s.request].login].token_variable
+                            == variable
+                    })
+                    .map(|s| s.declaration.name.as_str())
+                    .collect();
+                return Err(IdentityError::MissingToken {
+                    variable: variable.to_owned(),
+                    audience: suggested_audience(self.config),
+                    needed_for: format!(
+                        "secret{} {}",
+                        if needed_for.len() == 1 { "" } else { "s" },
+                        needed_for.join(", ")
+                    ),
+                }
+                .into());
+            };
+            let already = identity.token_variable.as_deref() == Some(variable);
+            if let (Some(verifier), false) = (self.verifier, already) {
+                match verifier.verify(variable, token, self.now).await {
+                    Ok(_) => {}
+                    Err(e)
+                        if self.lenient && e.failure_kind() == crate::error::FailureKind::Build =>
+                    {
+                        out.notes
+                            .push(format!("token ${variable} would be refused: {e}"));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn count(n: usize) -> String {
+    format!("{n} secret{}", if n == 1 { "" } else { "s" })
+}
+
+/// The `aud` to suggest in a missing-token message.
+fn suggested_audience(config: &ExecutorConfig) -> String {
+    config
+        .audiences()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| config.vault.address.trim_end_matches('/').to_owned())
+}
+
+/// A secret may not shadow a CI/CD variable or a GitLab `secrets:` entry of the job. A binding's
+/// grant is named in the message; the job's own declarations need no such hint.
+fn check_collision(
+    job: &JobResponse,
+    name: &str,
+    binding: Option<&str>,
+) -> Result<(), DeclarationError> {
+    let native = job.secrets.as_ref().is_some_and(|s| s.contains_key(name));
+    if job.has_variable(name) || native {
+        let name = match binding {
+            Some(granted_by) => format!("{name} (granted by {granted_by})"),
+            None => name.to_owned(),
+        };
+        return Err(DeclarationError::Collision { name });
+    }
+    Ok(())
+}
+
+/// Whether the job's ref is protected: from the verified `ref_protected` claim with `[gitlab]`,
+/// else from the job payload's `git_info.protected`.
+pub fn ref_protection(
+    job: &JobResponse,
+    config: &ExecutorConfig,
+    identity: &Identity,
+) -> RefProtection {
+    if config.gitlab.is_none() {
+        return RefProtection {
+            git_ref: job.git_info.git_ref.clone(),
+            protected: job.git_info.protected,
+            source: "job payload's git_info.protected",
+        };
+    }
+    let source = match identity.source {
+        ClaimsSource::Verified(_) => "verified ref_protected claim",
+        ClaimsSource::ClaimsFile(_) => "ref_protected claim of the --claims file",
+        ClaimsSource::Unverified { .. } => "UNVERIFIED ref_protected claim",
+        ClaimsSource::NoToken | ClaimsSource::NotVerified | ClaimsSource::NotNeeded => {
+            "job's ID token, which is missing"
+        }
+    };
+    let claims = identity.claims();
+    RefProtection {
+        git_ref: claims
+            .and_then(|c| c.git_ref.clone())
+            .unwrap_or_else(|| job.git_info.git_ref.clone()),
+        protected: claims
+            .and_then(|c| c.ref_protected.as_deref())
+            .and_then(|v| match v {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => None,
+            }),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::test_issuer::{AUD, ISSUER, TestKey, claims, jwks};
+    use serde_json::json;
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    const NOW: u64 = 1_800_000_000;
+
+    pub(crate) const BINDINGS: &str = r#"
+[[bindings]]
+name = "deploy-env"
+match = { project_path = "grp/*", environment = "dev" }
+role = "{project_id}-deploy"
+[bindings.secrets.AWS_ACCESS_KEY_ID]
+vault = { engine = { name = "generic", path = "aws" }, path = "sts/{project_id}-{environment}", field = "access_key" }
+file = false
+
+[[bindings]]
+name = "any-env"
+match = { project_id = 365 }
+[bindings.secrets.APP_CONFIG]
+vault = "apps/{project_id}/{environment}/config@kv"
+"#;
+
+    fn config(server: &MockServer, extra: &str) -> ExecutorConfig {
+        ExecutorConfig::parse(&format!(
+            "[vault]\naddress = \"{AUD}\"\n[gitlab]\nurl = \"{}\"\nissuer = \"{ISSUER}\"\n{extra}",
+            server.uri()
+        ))
+        .expect("valid config")
+    }
+
+    async fn gitlab() -> MockServer {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(jwks(&[TestKey::shared(0)])))
+            .mount(&server)
+            .await;
+        server
+    }
+
+    fn job(token: Option<&str>, extra_vars: serde_json::Value, protected: bool) -> JobResponse {
+        let mut variables = vec![json!({"key": "CI_JOB_ID", "value": "1001", "public": true})];
+        if let Some(token) = token {
+            variables.push(json!({"key": "VAULT_ID_TOKEN", "value": token, "masked": true}));
+        }
+        if let serde_json::Value::Array(extra) = extra_vars {
+            variables.extend(extra);
+        }
+        let payload = json!({"id": 1001, "git_info": {"ref": "feature", "protected": protected}, "variables": variables});
+        JobResponse::parse(payload.to_string().as_bytes()).expect("payload")
+    }
+
+    async fn run(
+        config: &ExecutorConfig,
+        job: &JobResponse,
+        lenient: bool,
+    ) -> (Result<Identity, IdentityError>, Option<Planned>) {
+        let verifier = config
+            .gitlab
+            .as_ref()
+            .map(|g| Verifier::new(config, g, None).expect("verifier"));
+        let planner = Planner {
+            config,
+            verifier: verifier.as_ref(),
+            now: NOW,
+            lenient,
+        };
+        let identity = planner.identity(job).await;
+        let planned = match &identity {
+            Ok(identity) => Some(planner.plan(job, identity).await),
+            Err(_) => None,
+        };
+        (identity, planned)
+    }
+
+    fn api_paths(planned: &Planned) -> Vec<(String, String, String)> {
+        planned
+            .plan
+            .secrets
+            .iter()
+            .map(|s| {
+                (
+                    s.declaration.name.clone(),
+                    s.declaration.source.api_path(),
+                    s.declared_by.clone(),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn binding_grants_without_any_declaration() {
+        let server = gitlab().await;
+        let config = config(&server, BINDINGS);
+        let token = TestKey::shared(0).sign(&claims(NOW, json!({})));
+        let (identity, planned) = run(&config, &job(Some(&token), json!([]), true), false).await;
+        assert!(matches!(
+            identity.expect("verified").source,
+            ClaimsSource::Verified(_)
+        ));
+        let planned = planned.expect("planned");
+        assert!(planned.error.is_none(), "{:?}", planned.error);
+        assert_eq!(
+            api_paths(&planned),
+            [
+                (
+                    "AWS_ACCESS_KEY_ID".into(),
+                    "aws/sts/365-dev".into(),
+                    "binding deploy-env".into()
+                ),
+                (
+                    "APP_CONFIG".into(),
+                    "kv/data/apps/365/dev".into(),
+                    "binding any-env".into()
+                ),
+            ]
+        );
+        assert_eq!(planned.plan.logins.len(), 2, "two roles, two logins");
+        assert_eq!(planned.plan.logins[0].role.as_deref(), Some("365-deploy"));
+        assert_eq!(planned.plan.logins[0].token_variable, "VAULT_ID_TOKEN");
+    }
+
+    #[tokio::test]
+    async fn prod_without_a_rule_gets_nothing_from_that_rule() {
+        let server = gitlab().await;
+        let config = config(&server, BINDINGS);
+        let token = TestKey::shared(0).sign(&claims(
+            NOW,
+            json!({"environment": "prod", "project_id": "999"}),
+        ));
+        let (_, planned) = run(&config, &job(Some(&token), json!([]), true), false).await;
+        let planned = planned.expect("planned");
+        assert!(planned.error.is_none());
+        assert!(planned.plan.is_empty());
+        assert_eq!(planned.rules.iter().filter(|r| r.matched()).count(), 0);
+    }
+
+    #[tokio::test]
+    async fn dot_dot_in_a_claim_cannot_reach_another_path() {
+        let server = gitlab().await;
+        let config = config(&server, BINDINGS);
+        let token = TestKey::shared(0).sign(&claims(NOW, json!({"environment": "../x"})));
+        let (_, planned) = run(&config, &job(Some(&token), json!([]), true), false).await;
+        let planned = planned.expect("planned");
+        let err = planned.error.expect("refused").to_string();
+        assert!(
+            err.contains("binding any-env matches this job but cannot be applied"),
+            "{err}"
+        );
+        assert!(
+            err.contains("claim environment = \"../x\" contains '/'"),
+            "{err}"
+        );
+        assert!(
+            planned
+                .plan
+                .secrets
+                .iter()
+                .all(|s| !s.declaration.source.api_path().contains("x"))
+        );
+    }
+
+    #[tokio::test]
+    async fn binding_and_declaration_granting_one_name_is_an_error() {
+        let server = gitlab().await;
+        let config = config(&server, BINDINGS);
+        let token = TestKey::shared(0).sign(&claims(NOW, json!({})));
+        let vars = json!([{"key": "LEASEHOLD_SECRETS", "value": "APP_CONFIG:\n  vault: x/y@kv\n"}]);
+        let (_, planned) = run(&config, &job(Some(&token), vars, true), false).await;
+        let err = planned
+            .expect("planned")
+            .error
+            .expect("duplicate")
+            .to_string();
+        assert_eq!(
+            err,
+            "secret APP_CONFIG is granted twice (by binding any-env and by LEASEHOLD_SECRETS); remove one of them"
+        );
+    }
+
+    #[tokio::test]
+    async fn unprotected_ref_declarations_refused_by_policy() {
+        let server = gitlab().await;
+        let config = config(
+            &server,
+            "[policy]\njob_declarations = \"protected_refs_only\"\n",
+        );
+        let vars = json!([{"key": "LEASEHOLD_SECRETS", "value": "A:\n  vault: x/y@kv\n"}]);
+        // The payload says protected, but the verified claim says not: the claim wins.
+        let token = TestKey::shared(0).sign(&claims(
+            NOW,
+            json!({"ref": "feature", "ref_protected": "false"}),
+        ));
+        let (_, planned) = run(&config, &job(Some(&token), vars.clone(), true), false).await;
+        let err = planned.expect("planned").error.expect("refused");
+        assert_eq!(err.failure_kind(), crate::error::FailureKind::Build);
+        assert!(
+            err.to_string().contains(
+                "ref \"feature\" is not protected according to the verified ref_protected claim"
+            ),
+            "{err}"
+        );
+        let token = TestKey::shared(0).sign(&claims(NOW, json!({"ref_protected": "true"})));
+        let (_, planned) = run(&config, &job(Some(&token), vars, false), false).await;
+        let planned = planned.expect("planned");
+        assert!(planned.error.is_none(), "{:?}", planned.error);
+        assert_eq!(planned.plan.secrets.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn without_gitlab_the_payload_decides_protection() {
+        let config = ExecutorConfig::parse(&format!(
+            "[vault]\naddress = \"{AUD}\"\n[policy]\njob_declarations = \"protected_refs_only\"\nallowed_mounts = [\"kv\"]\n"
+        ))
+        .expect("valid");
+        let vars = json!([{"key": "LEASEHOLD_SECRETS", "value": "A:\n  vault: x/y@kv\n"}]);
+        let (identity, planned) = run(
+            &config,
+            &job(Some("not.verified.here"), vars.clone(), false),
+            false,
+        )
+        .await;
+        assert!(matches!(
+            identity.expect("ok").source,
+            ClaimsSource::NotVerified
+        ));
+        let err = planned
+            .expect("planned")
+            .error
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("job payload's git_info.protected"), "{err}");
+        let (_, planned) = run(&config, &job(Some("not.verified.here"), vars, true), false).await;
+        assert!(planned.expect("planned").error.is_none());
+        let vars = json!([{"key": "LEASEHOLD_SECRETS", "value": "A:\n  vault: x/y@other\n"}]);
+        let (_, planned) = run(&config, &job(Some("t.t.t"), vars, true), false).await;
+        assert!(
+            planned
+                .expect("planned")
+                .error
+                .expect("mount")
+                .to_string()
+                .contains("allowed_mounts")
+        );
+    }
+
+    #[tokio::test]
+    async fn no_token_no_declarations_means_nothing_and_no_error() {
+        let server = gitlab().await;
+        let config = config(&server, BINDINGS);
+        let (identity, planned) = run(&config, &job(None, json!([]), true), false).await;
+        assert!(matches!(
+            identity.expect("ok").source,
+            ClaimsSource::NoToken
+        ));
+        let planned = planned.expect("planned");
+        assert!(planned.error.is_none());
+        assert!(planned.plan.is_empty());
+        assert!(
+            planned
+                .bindings_note
+                .expect("note")
+                .contains("no ID token in $VAULT_ID_TOKEN")
+        );
+    }
+
+    #[tokio::test]
+    async fn declarations_without_a_token_get_the_missing_token_message() {
+        let server = gitlab().await;
+        let config = config(&server, "");
+        let vars = json!([{"key": "LEASEHOLD_SECRETS", "value": "DB:\n  vault: x/y@kv\n"}]);
+        let (_, planned) = run(&config, &job(None, vars, true), false).await;
+        let err = planned
+            .expect("planned")
+            .error
+            .expect("missing")
+            .to_string();
+        assert_eq!(
+            err,
+            "the job has no ID token in $VAULT_ID_TOKEN; add to the job:  id_tokens: { VAULT_ID_TOKEN: { aud: \"https://vault.example.com\" } }  (it is needed for secret DB)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_token_stops_prepare_before_anything_else() {
+        let server = gitlab().await;
+        let config = config(&server, BINDINGS);
+        let forged = TestKey::shared(1).sign_as("key-1", &claims(NOW, json!({})));
+        let (identity, _) = run(&config, &job(Some(&forged), json!([]), true), false).await;
+        assert!(matches!(identity, Err(IdentityError::BadSignature { .. })));
+        // plan (lenient) explains with the unverified claims, marked.
+        let (identity, planned) = run(&config, &job(Some(&forged), json!([]), true), true).await;
+        let identity = identity.expect("lenient");
+        assert!(matches!(identity.source, ClaimsSource::Unverified { .. }));
+        assert_eq!(planned.expect("planned").plan.secrets.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_job_that_needs_nothing_is_not_verified() {
+        let server = gitlab().await;
+        let plain = config(&server, "");
+        let expired = TestKey::shared(0).sign(&claims(NOW - 7200, json!({})));
+        let (identity, planned) = run(&plain, &job(Some(&expired), json!([]), true), false).await;
+        assert!(matches!(
+            identity.expect("not verified").source,
+            ClaimsSource::NotNeeded
+        ));
+        let planned = planned.expect("planned");
+        assert!(planned.error.is_none() && planned.plan.is_empty());
+        // With a binding configured, the same token is verified (and refused).
+        let with_bindings = config(&server, BINDINGS);
+        let (identity, _) = run(&with_bindings, &job(Some(&expired), json!([]), true), false).await;
+        assert!(matches!(identity, Err(IdentityError::Expired { .. })));
+    }
+
+    #[tokio::test]
+    async fn legacy_token_variables_only_when_allowed() {
+        let server = gitlab().await;
+        let legacy = TestKey::shared(0).sign(&claims(
+            NOW,
+            json!({"aud": null, "iss": "gitlab.example.com"}),
+        ));
+        let vars = json!([{"key": "CI_JOB_JWT", "value": legacy, "masked": true},
+                          {"key": "LEASEHOLD_SECRETS", "value": "A:\n  vault: x/y@kv\n"}]);
+        let config_off = config(&server, "issuer_forms = \"both\"");
+        let (identity, planned) = run(&config_off, &job(None, vars.clone(), true), false).await;
+        assert!(matches!(
+            identity.expect("ok").source,
+            ClaimsSource::NoToken
+        ));
+        assert!(
+            planned
+                .expect("planned")
+                .error
+                .expect("missing")
+                .to_string()
+                .contains("$VAULT_ID_TOKEN")
+        );
+        let config_on = config(
+            &server,
+            "issuer_forms = \"both\"\nallow_legacy_token_variables = true",
+        );
+        let (identity, planned) = run(&config_on, &job(None, vars, true), false).await;
+        assert_eq!(
+            identity.expect("ok").token_variable.as_deref(),
+            Some("CI_JOB_JWT")
+        );
+        let planned = planned.expect("planned");
+        assert!(planned.error.is_none(), "{:?}", planned.error);
+        assert_eq!(planned.plan.logins[0].token_variable, "CI_JOB_JWT");
+    }
+
+    #[tokio::test]
+    async fn per_declaration_tokens_are_verified_too() {
+        let server = gitlab().await;
+        let config = config(&server, "");
+        let good = TestKey::shared(0).sign(&claims(NOW, json!({})));
+        let wrong_aud = TestKey::shared(0).sign(&claims(NOW, json!({"aud": "elsewhere"})));
+        let vars = json!([{"key": "OTHER_TOKEN", "value": wrong_aud, "masked": true},
+                          {"key": "LEASEHOLD_SECRETS", "value": "A:\n  vault: x/y@kv\n  token: $OTHER_TOKEN\n"}]);
+        let (_, planned) = run(&config, &job(Some(&good), vars, true), false).await;
+        let err = planned
+            .expect("planned")
+            .error
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("the ID token in $OTHER_TOKEN has aud \"elsewhere\""),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn binding_secret_may_not_shadow_a_job_variable() {
+        let server = gitlab().await;
+        let config = config(&server, BINDINGS);
+        let token = TestKey::shared(0).sign(&claims(NOW, json!({})));
+        let vars = json!([{"key": "APP_CONFIG", "value": "x"}]);
+        let (_, planned) = run(&config, &job(Some(&token), vars, true), false).await;
+        let err = planned
+            .expect("planned")
+            .error
+            .expect("collision")
+            .to_string();
+        assert!(
+            err.contains("APP_CONFIG (granted by binding any-env)"),
+            "{err}"
+        );
+    }
+}
