@@ -540,6 +540,9 @@ impl ExecutorConfig {
         if executor.user.is_some() && executor.user_from_claim.is_some() {
             return Err("[executor] set either user or user_from_claim, not both".into());
         }
+        if executor.user_from_claim.is_some() && self.gitlab.is_none() {
+            return Err("[executor] user_from_claim needs [gitlab], so that the claim comes from a verified ID token".into());
+        }
         if executor.user_from_claim.is_some() && executor.allowed_users.is_empty() {
             return Err("[executor] user_from_claim needs allowed_users, so that a job cannot pick any local account".into());
         }

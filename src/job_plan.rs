@@ -154,7 +154,9 @@ impl Planner<'_> {
         let declares = job
             .variable(&self.config.job.secrets_variable)
             .is_some_and(|v| !v.value.expose_secret().trim().is_empty());
-        if self.config.bindings.is_empty() && !declares {
+        // The job's local user may come from a claim: then the token always matters.
+        let maps_user = self.config.executor.user_from_claim.is_some();
+        if self.config.bindings.is_empty() && !declares && !maps_user {
             return Ok(Identity {
                 token_variable: Some(variable),
                 source: ClaimsSource::NotNeeded,

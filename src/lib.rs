@@ -43,6 +43,9 @@ use clap::Parser;
 
 /// Runs one leasehold invocation and returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    // First, before anything else runs: the environment holds the state key and the job's
+    // variables, readable by same-user processes through /proc until the process is not dumpable.
+    stages::harden_process();
     let cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {

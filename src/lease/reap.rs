@@ -201,6 +201,9 @@ async fn reap_one(job: &JobState, mut journal: Journal, credentials: &mut Creden
         report.items.push(ReapItem { state_id: journal.state_id.clone(), what: format!("lease {}", lease.lease_id), outcome });
     }
     if all_ok {
+        // A job running as its own user may have left stage directories (its script copy and
+        // file secrets) under files_dir when it was killed.
+        let _ = crate::inject::remove_user_stage_dirs(&credentials.config.executor.files_dir, job.id());
         if let Err(e) = job.remove() {
             report.items.push(ReapItem { state_id: journal.state_id.clone(), what: "state".into(), outcome: Outcome::Failed(e.to_string()) });
             return false;

@@ -21,7 +21,6 @@ use crate::state::{StateError, StateId, StateKey};
 pub fn dispatch(cli: Cli) -> i32 {
     install_panic_hook();
     init_tracing();
-    harden_process();
     let exit_codes = ExitCodes::from_env();
     let result = match &cli.command {
         Command::Config => config::run(&cli),
@@ -36,7 +35,13 @@ pub fn dispatch(cli: Cli) -> i32 {
         Ok(code) => code,
         Err(error) => {
             joblog::error(&error.to_string());
-            exit_codes.for_failure(error.failure_kind())
+            let kind = error.failure_kind();
+            if kind == crate::error::FailureKind::Build {
+                // gitlab-runner reads this file on every BUILD_FAILURE exit and never clears it:
+                // without a rewrite it would report an earlier stage's script exit code.
+                let _ = StageEnv::from_env().write_build_exit_code(1);
+            }
+            exit_codes.for_failure(kind)
         }
     }
 }
@@ -76,7 +81,7 @@ fn init_tracing() {
 
 /// No core dumps, and no ptrace or /proc/<pid>/environ reads by other processes of the same
 /// user: the secrets and the state key live in this process's memory and environment.
-fn harden_process() {
+pub(crate) fn harden_process() {
     let _ = nix::sys::prctl::set_dumpable(false);
     let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
 }

@@ -28,7 +28,8 @@ pub(super) fn run(cli: &Cli) -> Result<i32> {
     let job = JobResponse::read(env.require_job_response_file()?)?;
 
     mention_native_secrets(&job);
-    let plan = plan_job(&job, &config)?;
+    let (plan, identity) = plan_job(&job, &config)?;
+    let run_as = job_user_from_claims(&config, &identity)?;
 
     let job_state = root.job(&id);
     job_state.create()?;
@@ -45,7 +46,8 @@ pub(super) fn run(cli: &Cli) -> Result<i32> {
     };
     job_state.write_journal(&journal)?;
 
-    let mut private = PrivateState { deadline: journal.created_at + journal.job_timeout_secs, ..PrivateState::default() };
+    let mut private =
+        PrivateState { deadline: journal.created_at + journal.job_timeout_secs, run_as, ..PrivateState::default() };
     if !plan.is_empty() {
         let rt = runtime()?;
         let mut progress = JournalProgress { job_state: &job_state, journal: &mut journal };
@@ -70,7 +72,7 @@ pub(super) fn run(cli: &Cli) -> Result<i32> {
 /// Establishes the job's identity (with `[gitlab]`: verifies its ID token) and plans its
 /// secrets from the admin's bindings and, as the policy allows, the job's own declarations.
 /// Runs before any Vault request, so a forged or broken token never reaches Vault.
-pub(crate) fn plan_job(job: &JobResponse, config: &ExecutorConfig) -> Result<ResolutionPlan> {
+pub(crate) fn plan_job(job: &JobResponse, config: &ExecutorConfig) -> Result<(ResolutionPlan, Identity)> {
     let verifier = Verifier::from_config(config)?;
     let planner = Planner { config, verifier: verifier.as_ref(), now: unix_now(), lenient: false };
     let rt = runtime()?;
@@ -80,7 +82,27 @@ pub(crate) fn plan_job(job: &JobResponse, config: &ExecutorConfig) -> Result<Res
         return Err(error);
     }
     report_identity(&identity, &planned);
-    Ok(planned.plan)
+    Ok((planned.plan, identity))
+}
+
+/// With `[executor] user_from_claim`: the local user this job runs as, from its VERIFIED claims
+/// only, through `user_map` and the `allowed_users` allow-list.
+fn job_user_from_claims(config: &ExecutorConfig, identity: &Identity) -> Result<Option<String>> {
+    let Some(claim) = &config.executor.user_from_claim else { return Ok(None) };
+    let ClaimsSource::Verified(verified) = &identity.source else {
+        return Err(crate::executor::ExecutorError::User(format!(
+            "[executor] user_from_claim = \"{claim}\" needs the job's ID token verified by [gitlab]; add id_tokens: to the job (and [gitlab] to the executor config)"
+        ))
+        .into());
+    };
+    let user = crate::executor::job_user::user_from_claim(
+        claim,
+        verified.claims().get(claim),
+        &config.executor.user_map,
+        &config.executor.allowed_users,
+    )?;
+    joblog::info(&format!("leasehold: the job runs as local user {user} ({claim} of the verified ID token)"));
+    Ok(Some(user))
 }
 
 /// One line on the verified identity and one per binding that applied.

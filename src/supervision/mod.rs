@@ -2,8 +2,9 @@
 //!
 //! The child stays in leasehold's process group, which gitlab-runner created: the runner's
 //! SIGTERM and SIGKILL to the group reach the child and all its descendants directly, exactly as
-//! without leasehold. Signals sent to leasehold alone (SIGTERM, SIGINT, SIGHUP, SIGQUIT) are
-//! forwarded to the child. leasehold never exits before the child, so the output is drained and
+//! without leasehold. Signals sent to leasehold alone (SIGTERM, SIGINT, SIGHUP, SIGQUIT, by anyone
+//! but its parent) are forwarded to the child; the runner's own, which always target the group,
+//! are not forwarded again, so the child's handlers run once. leasehold never exits before the child, so the output is drained and
 //! the real exit status is reported. If leasehold itself is killed, the kernel sends SIGKILL to
 //! the child (PR_SET_PDEATHSIG), so no job process outlives its supervisor holding secrets.
 //!
@@ -19,6 +20,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::mask::MaskSet;
@@ -81,6 +83,7 @@ pub async fn supervise(
         done_rx
     });
 
+    sys::record_senders(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT]);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -90,10 +93,10 @@ pub async fn supervise(
     let status = loop {
         tokio::select! {
             status = child.wait() => break status?,
-            _ = term.recv() => sys::forward(pid, nix::sys::signal::Signal::SIGTERM),
-            _ = int.recv() => sys::forward(pid, nix::sys::signal::Signal::SIGINT),
-            _ = hup.recv() => sys::forward(pid, nix::sys::signal::Signal::SIGHUP),
-            _ = quit.recv() => sys::forward(pid, nix::sys::signal::Signal::SIGQUIT),
+            _ = term.recv() => forward_unless_group(pid, Signal::SIGTERM),
+            _ = int.recv() => forward_unless_group(pid, Signal::SIGINT),
+            _ = hup.recv() => forward_unless_group(pid, Signal::SIGHUP),
+            _ = quit.recv() => forward_unless_group(pid, Signal::SIGQUIT),
             () = &mut background, if !background_done => background_done = true,
         }
     };
@@ -102,6 +105,17 @@ pub async fn supervise(
         let _ = tokio::time::timeout(DRAIN_GRACE, done).await;
     }
     Ok(ChildExit::from(status))
+}
+
+/// gitlab-runner signals the whole process group, so the child already has the signal: sending
+/// it again would run its handlers twice. Anything else sent to leasehold alone is passed on to
+/// the group, once (leasehold ignores the echo of its own forward).
+fn forward_unless_group(pid: Option<u32>, signal: Signal) {
+    if sys::came_from_runner_or_self() {
+        tracing::debug!("{signal} came from gitlab-runner to the whole group; not forwarding");
+        return;
+    }
+    sys::forward(pid, signal);
 }
 
 fn pump_masked(mut reader: std::io::PipeReader, mask: &MaskSet) {

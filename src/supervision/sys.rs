@@ -24,9 +24,15 @@ pub(super) fn kill_child_when_parent_dies(command: &mut std::process::Command) {
     }
 }
 
-/// Sends `signal` to the child (not to the group: the group includes leasehold itself).
+/// Passes `signal` on the way gitlab-runner would have sent it: to the whole process group when
+/// leasehold leads it (as under gitlab-runner, which starts every stage in its own group), so that
+/// the script's subshells get it too; else to the child alone. leasehold receives its own group
+/// signal as well and recognises it by the sender (see [`came_from_runner_or_self`]).
 pub(super) fn forward(pid: Option<u32>, signal: Signal) {
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+    let me = nix::unistd::getpid();
+    if nix::unistd::getpgrp() == me {
+        let _ = nix::sys::signal::killpg(me, signal);
+    } else if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
     }
 }
@@ -46,4 +52,31 @@ pub(crate) fn drop_privileges(command: &mut std::process::Command, user: &crate:
             Ok(())
         });
     }
+}
+
+static LAST_SENDER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+fn remember_sender(info: &nix::libc::siginfo_t) {
+    // SAFETY: reading si_pid of a kernel-filled siginfo; for kill(2) senders (SI_USER) it is set.
+    let pid = unsafe { info.si_pid() };
+    LAST_SENDER.store(pid, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Records the sender of every `signal` delivered to this process, so that the supervisor can
+/// tell the runner's group-wide signal (which the child already received) from a signal sent to
+/// leasehold alone (which must be forwarded).
+pub(super) fn record_senders(signals: &[Signal]) {
+    for signal in signals {
+        // SAFETY: the action only reads `si_pid` from the kernel-provided siginfo and stores it
+        // in an atomic: async-signal-safe, no allocation, no lock. It is registered through
+        // signal-hook-registry, which chains it with tokio's own handler for the same signal.
+        let _ = unsafe { signal_hook_registry::register_sigaction(*signal as i32, remember_sender) };
+    }
+}
+
+/// Whether the last recorded signal came from leasehold's parent (gitlab-runner, which always
+/// signals the whole process group, so the child already has it) or from leasehold's own forward.
+pub(super) fn came_from_runner_or_self() -> bool {
+    let sender = LAST_SENDER.load(std::sync::atomic::Ordering::SeqCst);
+    sender != 0 && (sender == nix::unistd::getppid().as_raw() || sender == nix::unistd::getpid().as_raw())
 }

@@ -654,3 +654,44 @@ fn every_runner_stage_name_is_accepted() {
         outcome.run_stage_names()
     );
 }
+
+#[test]
+fn a_signal_sent_to_leasehold_alone_is_forwarded_to_the_script() {
+    let planted = Planted::new();
+    let world = kv_world(&planted);
+    let job = world
+        .job()
+        .secrets_yaml("DB_PASS:\n  vault: app/db/password@kv\n  file: false\n")
+        .script([
+            "trap 'echo got-term; exit 5' TERM",
+            "sleep 20 & wait",
+            "echo not-reached",
+        ]);
+    // Someone other than gitlab-runner (an admin, a wrapper) signals only leasehold's PID: the
+    // group did not get it, so leasehold must pass it on. (The emulator runs in this test process,
+    // leasehold's parent, so the signal must come from another process to count as an outsider.)
+    let opts =
+        RunOptions::new().while_stage_runs("build_script", Duration::from_millis(600), |pgid| {
+            let status = std::process::Command::new("kill")
+                .args(["-TERM", &pgid.to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success());
+        });
+    let outcome = world.runner().run_job(&job, opts);
+    // 1, not 5: gitlab-runner's generated outer script itself traps TERM with `exit 1`.
+    assert_eq!(
+        outcome.result,
+        JobResult::BuildFailure { exit_code: 1 },
+        "{}",
+        outcome.raw_log
+    );
+    let build = outcome.stage("build_script");
+    assert_eq!(
+        build.output.lines().filter(|l| l.trim() == "got-term").count(),
+        1,
+        "{}",
+        build.output
+    );
+    assert!(!build.output.lines().any(|l| l.trim() == "not-reached"));
+}
