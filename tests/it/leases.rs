@@ -361,7 +361,7 @@ fn sigterm_mid_script_still_revokes() {
     ]);
     let started = Instant::now();
     let (opts, during) = lab.sample_while(
-        RunOptions::new().cancel(Cancel::abort("build_script", Duration::from_secs(2))),
+        RunOptions::new().cancel(Cancel::abort("build_script", Duration::from_secs(3))),
         "build_script",
         Duration::from_secs(1),
         "database",
@@ -433,7 +433,7 @@ fn crashed_job_is_reaped_and_a_running_job_is_left_alone() {
         &job_a,
         RunOptions::new()
             .job_timeout(Duration::from_secs(60))
-            .kill_without_cleanup("build_script", Duration::from_millis(1500)),
+            .kill_without_cleanup("build_script", Duration::from_millis(2500)),
     );
     assert_eq!(outcome_a.result, JobResult::Crashed, "{}", outcome_a.log);
     assert!(outcome_a.try_stage("cleanup_exec").is_none());
@@ -879,12 +879,27 @@ fn prepare_failing_halfway_revokes_what_it_obtained() {
 fn prepare_canceled_halfway_revokes_what_it_obtained() {
     let lab = Lab::start(&[("app", "5m", "1h")], "");
     // Issuing `slow` credentials takes 3 s: the cancel lands after the login and after the
-    // `app` credentials exist, while the `slow` request is still in flight.
+    // `app` credentials exist, while the `slow` request is still in flight. `slow` has its own
+    // connection: the plugin serializes credential creation per connection.
+    lab.bao.ok(
+        "POST",
+        "database/config/pg-slow",
+        Some(json!({
+            "plugin_name": "postgresql-database-plugin",
+            "connection_url": format!(
+                "postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable",
+                lab.pg.port()
+            ),
+            "username": lab.pg.superuser(),
+            "password": lab.pg.password(),
+            "allowed_roles": "slow",
+        })),
+    );
     lab.bao.ok(
         "POST",
         "database/roles/slow",
         Some(json!({
-            "db_name": "pg",
+            "db_name": "pg-slow",
             "creation_statements": [
                 "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
                 "SELECT pg_sleep(3);",
