@@ -5,10 +5,10 @@
 //!   script uses to log in; after cleanup the PostgreSQL role and every lease and token are gone;
 //! - the same after a failing script, a SIGTERM (cancel) mid-script, and a SIGKILLed run stage
 //!   with no cleanup followed by `leasehold reap` (which leaves a running job alone);
-//! - a 10 s lease renewed through a 40 s job without restarting the script;
+//! - a 10 s lease (and a 12 s token) renewed through a 40 s job without restarting the script;
 //! - 20 concurrent jobs with their own credentials and no lease left over;
 //! - a PKI certificate issued through `data:` as a 0600 file, revoked at cleanup;
-//! - a prepare that fails halfway gives back what it already obtained;
+//! - a prepare that fails halfway, or is canceled halfway, gives back what it already obtained;
 //! - measurements: cleanup time with 5 leases, Vault requests per job against gitlab-runner's
 //!   per-field resolver.
 //!
