@@ -50,7 +50,7 @@ pub(super) fn run(cli: &Cli) -> Result<i32> {
         PrivateState { deadline: journal.created_at + journal.job_timeout_secs, run_as, ..PrivateState::default() };
     if !plan.is_empty() {
         let rt = runtime()?;
-        let mut progress = JournalProgress { job_state: &job_state, journal: &mut journal };
+        let mut progress = JournalProgress { job_state: &job_state, journal: &mut journal, key: &key };
         let outcome = rt.block_on(resolution::execute(&plan, &job, &config, &mut private, &mut progress));
         if let Err(error) = outcome {
             give_back(&rt, &private, &config, &job_state, &mut journal);
@@ -150,6 +150,7 @@ fn mention_native_secrets(job: &JobResponse) {
 struct JournalProgress<'a> {
     job_state: &'a JobState,
     journal: &'a mut Journal,
+    key: &'a StateKey,
 }
 
 impl Progress for JournalProgress<'_> {
@@ -161,6 +162,13 @@ impl Progress for JournalProgress<'_> {
             .collect();
         if let Err(e) = self.job_state.write_journal(self.journal) {
             tracing::warn!("cannot journal the Vault login: {e}");
+        }
+        // The tokens too, so that cleanup can revoke them (and every lease created with them,
+        // including one whose response never arrived) if prepare is killed, e.g. by a cancel.
+        if !state.sessions.is_empty()
+            && let Err(e) = self.job_state.write_vault(state, self.key)
+        {
+            tracing::warn!("cannot store the Vault token for cleanup: {e}");
         }
     }
 }
@@ -196,6 +204,8 @@ fn give_back(rt: &tokio::runtime::Runtime, private: &PrivateState, config: &Exec
         journal.sessions.clear();
         journal.leases.clear();
         let _ = job_state.write_journal(journal);
+        // Nothing left for cleanup to revoke with the tokens stored at login.
+        let _ = job_state.remove_secrets();
     }
 }
 
@@ -264,4 +274,53 @@ fn report(plan: &ResolutionPlan, private: &PrivateState, config: &ExecutorConfig
 /// Fails prepare (rather than every later stage) if the state cannot be read back.
 fn verify_key_round_trip(job_state: &JobState, key: &StateKey) -> Result<()> {
     job_state.read_vault(key).map(|_| ()).map_err(Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Session, StateId};
+    use secrecy::SecretString;
+
+    #[test]
+    fn tokens_are_stored_for_cleanup_as_soon_as_logged_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = StateRoot::open(&dir.path().join("state")).expect("root");
+        let job_state = root.job(&StateId::generate("1"));
+        job_state.create().expect("create");
+        let key = StateKey::generate();
+        let mut journal = Journal {
+            version: 1,
+            state_id: job_state.id().as_str().to_owned(),
+            job_id: 1,
+            project_path: String::new(),
+            created_at: 0,
+            job_timeout_secs: 60,
+            status: JobStatus::Preparing,
+            sessions: Vec::new(),
+            leases: Vec::new(),
+        };
+        let state = PrivateState {
+            sessions: vec![Session {
+                address: "http://127.0.0.1:1".into(),
+                namespace: None,
+                ca_file: None,
+                client_cert: None,
+                client_key: None,
+                allow_http: false,
+                token: SecretString::from("t"),
+                accessor: "acc".into(),
+                ttl: 60,
+                renewable: true,
+                since: 0,
+                exhausted: false,
+            }],
+            ..PrivateState::default()
+        };
+        JournalProgress { job_state: &job_state, journal: &mut journal, key: &key }.logged_in(&state);
+        assert_eq!(job_state.read_journal().expect("journal").sessions[0].accessor, "acc");
+        let stored = job_state.read_vault(&key).expect("readable").expect("written at login");
+        assert_eq!(stored.sessions.len(), 1);
+        assert_eq!(stored.sessions[0].token.expose_secret(), "t");
+    }
 }

@@ -11,3 +11,4 @@ mod executors;
 mod harness;
 mod identity;
 mod masking;
+mod leases;
