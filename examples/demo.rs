@@ -20,16 +20,35 @@ fn main() {
         r#"path "secret/data/ci/app" { capabilities = ["read"] }"#,
         r#"path "pki/issue/ci" { capabilities = ["update"] }"#,
     ]);
-    println!("   OpenBao at {}, issuer at {}", world.bao.addr(), world.issuer.url());
-    world.bao.kv_put("secret", 2, "ci/app", json!({"db_password": "s3cr3t-demo-password", "api_user": "deploy-bot"}));
-    world.bao.ok("POST", "sys/mounts/pki", Some(json!({"type": "pki", "config": {"max_lease_ttl": "24h"}})));
-    world.bao.ok("POST", "pki/root/generate/internal", Some(json!({"common_name": "demo CA", "ttl": "24h"})));
+    println!(
+        "   OpenBao at {}, issuer at {}",
+        world.bao.addr(),
+        world.issuer.url()
+    );
+    world.bao.kv_put(
+        "secret",
+        2,
+        "ci/app",
+        json!({"db_password": "s3cr3t-demo-password", "api_user": "deploy-bot"}),
+    );
+    world.bao.ok(
+        "POST",
+        "sys/mounts/pki",
+        Some(json!({"type": "pki", "config": {"max_lease_ttl": "24h"}})),
+    );
+    world.bao.ok(
+        "POST",
+        "pki/root/generate/internal",
+        Some(json!({"common_name": "demo CA", "ttl": "24h"})),
+    );
     world.bao.ok(
         "POST",
         "pki/roles/ci",
         Some(json!({"allowed_domains": ["ci.example.com"], "allow_subdomains": true, "generate_lease": true, "max_ttl": "1h"})),
     );
-    println!("   JWT auth trusts the issuer's JWKS; role \"ci\" reads secret/ci/app and issues pki/issue/ci");
+    println!(
+        "   JWT auth trusts the issuer's JWKS; role \"ci\" reads secret/ci/app and issues pki/issue/ci"
+    );
     println!("   leasehold config: {}", world.config_path().display());
     println!();
 
@@ -83,16 +102,32 @@ TLS_KEY:
         *ok &= passed;
     };
     check(&mut ok, "job succeeded", outcome.is_success());
-    check(&mut ok, "the password never reached the job log", !outcome.raw_log.contains("s3cr3t-demo-password"));
+    check(
+        &mut ok,
+        "the password never reached the job log",
+        !outcome.raw_log.contains("s3cr3t-demo-password"),
+    );
     let accessor = accessor_in(&outcome.raw_log);
     check(
         &mut ok,
         "the job's Vault token is revoked",
         accessor.is_some_and(|a| world.bao.lookup_token_by_accessor(&a).is_none()),
     );
-    check(&mut ok, "no PKI lease is left", world.bao.list_leases("pki/").is_empty());
-    check(&mut ok, "no job state is left", world.leftover_states().is_empty());
-    check(&mut ok, "one login, one read per path", world.bao.count_logins("jwt") == 1);
+    check(
+        &mut ok,
+        "no PKI lease is left",
+        world.bao.list_leases("pki/").is_empty(),
+    );
+    check(
+        &mut ok,
+        "no job state is left",
+        world.leftover_states().is_empty(),
+    );
+    check(
+        &mut ok,
+        "one login, one read per path",
+        world.bao.count_logins("jwt") == 1,
+    );
     drop(outcome);
     drop(world);
     println!("== Stopped OpenBao and the issuer; removed every temp dir");

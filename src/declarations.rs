@@ -110,10 +110,28 @@ impl SecretSource {
 
 /// Variable names a secret may not take: the runner or the shell own them.
 const RESERVED_NAMES: &[&str] = &[
-    "PATH", "HOME", "SHELL", "USER", "LOGNAME", "TMPDIR", "IFS", "ENV", "BASH_ENV", "LD_PRELOAD",
-    "LD_LIBRARY_PATH", "PWD", "OLDPWD",
+    "PATH",
+    "HOME",
+    "SHELL",
+    "USER",
+    "LOGNAME",
+    "TMPDIR",
+    "IFS",
+    "ENV",
+    "BASH_ENV",
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "PWD",
+    "OLDPWD",
 ];
-const RESERVED_PREFIXES: &[&str] = &["CI_", "GITLAB_", "FF_", "RUNNER_", "CUSTOM_ENV_", "LEASEHOLD_"];
+const RESERVED_PREFIXES: &[&str] = &[
+    "CI_",
+    "GITLAB_",
+    "FF_",
+    "RUNNER_",
+    "CUSTOM_ENV_",
+    "LEASEHOLD_",
+];
 
 /// Context a declaration is validated against.
 pub struct DeclarationContext<'a> {
@@ -125,7 +143,10 @@ pub struct DeclarationContext<'a> {
 }
 
 /// Parses and validates the YAML of `LEASEHOLD_SECRETS`.
-pub fn parse(yaml: &str, ctx: &DeclarationContext<'_>) -> Result<Vec<Declaration>, DeclarationError> {
+pub fn parse(
+    yaml: &str,
+    ctx: &DeclarationContext<'_>,
+) -> Result<Vec<Declaration>, DeclarationError> {
     if yaml.trim().is_empty() {
         return Ok(Vec::new());
     }
@@ -139,11 +160,18 @@ pub fn parse(yaml: &str, ctx: &DeclarationContext<'_>) -> Result<Vec<Declaration
         }
     })?;
     let expand = |text: &str| expand_variables(text, ctx);
-    raw.into_iter().map(|(name, secret)| secret.validate(&name, &expand, SecretOrigin::Job)).collect()
+    raw.into_iter()
+        .map(|(name, secret)| secret.validate(&name, &expand, SecretOrigin::Job))
+        .collect()
 }
 
 fn one_line(text: &str) -> String {
-    let mut out = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+    let mut out = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     // saphyr prefixes positions itself in some messages; ours come separately.
     if out.len() > 300 {
         out.truncate(300);
@@ -238,13 +266,19 @@ impl RawSecret {
         expand: &dyn Fn(&str) -> Result<String, String>,
         origin: SecretOrigin,
     ) -> Result<Declaration, DeclarationError> {
-        let invalid = |reason: String| DeclarationError::Invalid { name: name.to_owned(), reason };
+        let invalid = |reason: String| DeclarationError::Invalid {
+            name: name.to_owned(),
+            reason,
+        };
         validate_name(name).map_err(&invalid)?;
         let other_provider = [
             ("gcp_secret_manager", self.gcp_secret_manager.is_some()),
             ("azure_key_vault", self.azure_key_vault.is_some()),
             ("aws_secrets_manager", self.aws_secrets_manager.is_some()),
-            ("gitlab_secrets_manager", self.gitlab_secrets_manager.is_some()),
+            (
+                "gitlab_secrets_manager",
+                self.gitlab_secrets_manager.is_some(),
+            ),
         ]
         .into_iter()
         .find(|(_, present)| *present);
@@ -258,7 +292,10 @@ impl RawSecret {
                 "`token:` is not allowed in a binding: a binding always logs in with the ID token its rule matched".into(),
             ));
         }
-        let vault = self.vault.as_ref().ok_or_else(|| invalid("has no `vault:` source".into()))?;
+        let vault = self
+            .vault
+            .as_ref()
+            .ok_or_else(|| invalid("has no `vault:` source".into()))?;
         let expand = |text: &str| expand(text).map_err(&invalid);
         let source = match vault {
             RawVault::Short(short) => parse_short_form(&expand(short)?).map_err(&invalid)?,
@@ -278,7 +315,12 @@ impl RawSecret {
                             .collect::<Result<serde_json::Map<_, _>, DeclarationError>>()
                     })
                     .transpose()?;
-                let ttl = long.ttl.as_ref().map(RawTtl::parse).transpose().map_err(&invalid)?;
+                let ttl = long
+                    .ttl
+                    .as_ref()
+                    .map(RawTtl::parse)
+                    .transpose()
+                    .map_err(&invalid)?;
                 SecretSource {
                     engine,
                     mount: clean_path(&expand(&long.engine.path)?).map_err(&invalid)?,
@@ -296,15 +338,24 @@ impl RawSecret {
             .token
             .as_ref()
             .map(|t| {
-                let bare = t.trim().trim_start_matches('$').trim_start_matches('{').trim_end_matches('}');
+                let bare = t
+                    .trim()
+                    .trim_start_matches('$')
+                    .trim_start_matches('{')
+                    .trim_end_matches('}');
                 validate_env_name(bare)
                     .map(|()| bare.to_owned())
-                    .map_err(|_| invalid(format!("token must name an ID-token variable like $VAULT_ID_TOKEN, got {t:?}")))
+                    .map_err(|_| {
+                        invalid(format!(
+                            "token must name an ID-token variable like $VAULT_ID_TOKEN, got {t:?}"
+                        ))
+                    })
             })
             .transpose()?;
         if let Some(stages) = &self.stages {
             for pattern in stages {
-                globset::Glob::new(pattern).map_err(|e| invalid(format!("stages: invalid pattern {pattern:?}: {e}")))?;
+                globset::Glob::new(pattern)
+                    .map_err(|e| invalid(format!("stages: invalid pattern {pattern:?}: {e}")))?;
             }
         }
         Ok(Declaration {
@@ -325,9 +376,15 @@ impl RawData {
         Ok(match self {
             RawData::Bool(b) => (*b).into(),
             RawData::Int(i) => (*i).into(),
-            RawData::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into),
+            RawData::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
+            }
             RawData::Text(s) => expand(s)?.into(),
-            RawData::List(items) => items.iter().map(|s| expand(s)).collect::<Result<Vec<_>, _>>()?.into(),
+            RawData::List(items) => items
+                .iter()
+                .map(|s| expand(s))
+                .collect::<Result<Vec<_>, _>>()?
+                .into(),
         })
     }
 }
@@ -359,14 +416,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             'm' => 60,
             'h' => 3600,
             'd' => 86400,
-            _ => return Err(format!("ttl {text:?} is not a duration like 90s, 15m or 1h")),
+            _ => {
+                return Err(format!(
+                    "ttl {text:?} is not a duration like 90s, 15m or 1h"
+                ));
+            }
         };
-        let n: u64 = digits.parse().map_err(|_| format!("ttl {text:?} is not a duration like 90s, 15m or 1h"))?;
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("ttl {text:?} is not a duration like 90s, 15m or 1h"))?;
         total = total.saturating_add(n.saturating_mul(unit));
         digits.clear();
     }
     if !digits.is_empty() || text.is_empty() {
-        return Err(format!("ttl {text:?} is not a duration like 90s, 15m or 1h"));
+        return Err(format!(
+            "ttl {text:?} is not a duration like 90s, 15m or 1h"
+        ));
     }
     Ok(Duration::from_secs(total))
 }
@@ -377,9 +442,14 @@ fn parse_short_form(short: &str) -> Result<SecretSource, String> {
         Some((location, mount)) => (location, mount),
         None => (short, DEFAULT_SHORT_FORM_MOUNT),
     };
-    let (path, field) = location.trim_end_matches('/').rsplit_once('/').ok_or_else(|| {
-        format!("short form {short:?} needs at least path/field, like production/db/password@ops")
-    })?;
+    let (path, field) = location
+        .trim_end_matches('/')
+        .rsplit_once('/')
+        .ok_or_else(|| {
+            format!(
+                "short form {short:?} needs at least path/field, like production/db/password@ops"
+            )
+        })?;
     Ok(SecretSource {
         engine: Engine::KvV2,
         mount: clean_path(mount)?,
@@ -393,15 +463,23 @@ fn parse_short_form(short: &str) -> Result<SecretSource, String> {
 /// Cleans a path like Go's `path.Join` (which gitlab-runner applies), and refuses anything that
 /// could climb out of the mount or smuggle a query.
 fn clean_path(path: &str) -> Result<String, String> {
-    let cleaned: Vec<&str> = path.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    let cleaned: Vec<&str> = path
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
     if cleaned.is_empty() {
         return Err(format!("path {path:?} is empty"));
     }
     if cleaned.contains(&"..") {
         return Err(format!("path {path:?} must not contain '..'"));
     }
-    if path.chars().any(|c| matches!(c, '?' | '#' | '%') || c.is_control() || c == ' ') {
-        return Err(format!("path {path:?} must not contain '?', '#', '%', spaces or control characters"));
+    if path
+        .chars()
+        .any(|c| matches!(c, '?' | '#' | '%') || c.is_control() || c == ' ')
+    {
+        return Err(format!(
+            "path {path:?} must not contain '?', '#', '%', spaces or control characters"
+        ));
     }
     Ok(cleaned.join("/"))
 }
@@ -420,7 +498,9 @@ fn expand_variables(text: &str, ctx: &DeclarationContext<'_>) -> Result<String, 
                 None => return Err(format!("unterminated ${{ in {text:?}")),
             }
         } else {
-            let len = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+            let len = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
             (&after[..len], len)
         };
         if name.is_empty() {
@@ -431,7 +511,9 @@ fn expand_variables(text: &str, ctx: &DeclarationContext<'_>) -> Result<String, 
         match (ctx.lookup)(name) {
             Some((value, true)) => out.push_str(&value),
             Some((_, false)) => {
-                return Err(format!("${name} is a masked or file variable and cannot be used in a secret path"));
+                return Err(format!(
+                    "${name} is a masked or file variable and cannot be used in a secret path"
+                ));
             }
             None => {}
         }
@@ -445,7 +527,11 @@ fn validate_env_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok { Ok(()) } else { Err(format!("{name:?} is not a valid environment variable name")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid environment variable name"))
+    }
 }
 
 fn validate_name(name: &str) -> Result<(), String> {
@@ -463,7 +549,9 @@ fn validate_name(name: &str) -> Result<(), String> {
 #[derive(Debug, thiserror::Error)]
 pub enum DeclarationError {
     /// The YAML does not parse or does not follow the schema.
-    #[error("{variable} is malformed at line {line} column {column}: {message}; see the declaration reference in the README")]
+    #[error(
+        "{variable} is malformed at line {line} column {column}: {message}; see the declaration reference in the README"
+    )]
     Malformed {
         /// The job variable holding the YAML.
         variable: String,
@@ -503,20 +591,42 @@ impl DeclarationError {
 mod tests {
     use super::*;
 
-    fn ctx_with(vars: &'static [(&'static str, &'static str, bool)]) -> impl Fn(&str) -> Option<(String, bool)> {
-        move |name| vars.iter().find(|(k, _, _)| *k == name).map(|(_, v, e)| ((*v).to_owned(), *e))
+    fn ctx_with(
+        vars: &'static [(&'static str, &'static str, bool)],
+    ) -> impl Fn(&str) -> Option<(String, bool)> {
+        move |name| {
+            vars.iter()
+                .find(|(k, _, _)| *k == name)
+                .map(|(_, v, e)| ((*v).to_owned(), *e))
+        }
     }
 
     fn parse_ok(yaml: &str) -> Vec<Declaration> {
-        let lookup = ctx_with(&[("CI_ENVIRONMENT_NAME", "staging", true), ("VAULT_ID_TOKEN", "eyJ", false)]);
-        parse(yaml, &DeclarationContext { source_variable: "LEASEHOLD_SECRETS", lookup: &lookup }).expect("valid")
+        let lookup = ctx_with(&[
+            ("CI_ENVIRONMENT_NAME", "staging", true),
+            ("VAULT_ID_TOKEN", "eyJ", false),
+        ]);
+        parse(
+            yaml,
+            &DeclarationContext {
+                source_variable: "LEASEHOLD_SECRETS",
+                lookup: &lookup,
+            },
+        )
+        .expect("valid")
     }
 
     fn parse_err(yaml: &str) -> String {
         let lookup = ctx_with(&[("VAULT_ID_TOKEN", "eyJ.secret", false)]);
-        parse(yaml, &DeclarationContext { source_variable: "LEASEHOLD_SECRETS", lookup: &lookup })
-            .expect_err("invalid")
-            .to_string()
+        parse(
+            yaml,
+            &DeclarationContext {
+                source_variable: "LEASEHOLD_SECRETS",
+                lookup: &lookup,
+            },
+        )
+        .expect_err("invalid")
+        .to_string()
     }
 
     #[test]
@@ -534,7 +644,10 @@ mod tests {
         assert_eq!(short.token_variable.as_deref(), Some("VAULT_ID_TOKEN"));
         assert_eq!(by_name("DB").source, short.source);
         assert!(by_name("DB").file, "file defaults to true as in GitLab");
-        assert_eq!(by_name("SIMPLE").source.api_path(), "kv-v2/data/production/s3");
+        assert_eq!(
+            by_name("SIMPLE").source.api_path(),
+            "kv-v2/data/production/s3"
+        );
     }
 
     #[test]
@@ -551,7 +664,10 @@ mod tests {
         let data = cert.source.data.as_ref().expect("data");
         assert_eq!(data["common_name"], "staging.example.com");
         assert_eq!(decls[1].source.api_path(), "kv/team/app");
-        assert_eq!(decls[1].stages.as_deref(), Some(&["build_script".to_owned()][..]));
+        assert_eq!(
+            decls[1].stages.as_deref(),
+            Some(&["build_script".to_owned()][..])
+        );
     }
 
     #[test]
@@ -576,7 +692,10 @@ mod tests {
         assert!(parse_err("1A:\n  vault: a/b\n").contains("valid environment variable"));
         assert!(parse_err("A:\n  vault: ../../sys/b@kv\n").contains(".."));
         assert!(parse_err("A:\n  vault: a?x=1/b@kv\n").contains("'?'"));
-        assert!(parse_err("A:\n  vault: {engine: {name: kv-v3, path: kv}, path: a, field: b}\n").contains("kv-v3"));
+        assert!(
+            parse_err("A:\n  vault: {engine: {name: kv-v3, path: kv}, path: a, field: b}\n")
+                .contains("kv-v3")
+        );
         assert!(parse_err("A:\n  gcp_secret_manager: {name: x}\n").contains("not supported"));
         assert!(parse_err("A:\n  file: true\n").contains("no `vault:`"));
     }
@@ -591,7 +710,10 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("90").expect("ok"), Duration::from_secs(90));
-        assert_eq!(parse_duration("1h30m").expect("ok"), Duration::from_secs(5400));
+        assert_eq!(
+            parse_duration("1h30m").expect("ok"),
+            Duration::from_secs(5400)
+        );
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
     }
@@ -613,7 +735,10 @@ mod proptests {
             Just("a/b/c@kv".to_owned()),
             Just("  file: false\n".to_owned()),
             Just("  token: $VAULT_ID_TOKEN\n".to_owned()),
-            Just("  vault:\n    engine: {name: kv-v2, path: kv}\n    path: x\n    field: y\n".to_owned()),
+            Just(
+                "  vault:\n    engine: {name: kv-v2, path: kv}\n    path: x\n    field: y\n"
+                    .to_owned()
+            ),
             Just("    data: {a: 1, b: [x, y]}\n".to_owned()),
             Just("    ttl: 1h\n".to_owned()),
             Just("  stages: [build_script, 'step_*']\n".to_owned()),

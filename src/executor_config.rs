@@ -121,7 +121,10 @@ impl GitlabSection {
 
     /// The configured issuer (default: the URL), without a trailing slash.
     pub fn issuer(&self) -> &str {
-        self.issuer.as_deref().unwrap_or(&self.url).trim_end_matches('/')
+        self.issuer
+            .as_deref()
+            .unwrap_or(&self.url)
+            .trim_end_matches('/')
     }
 
     /// Every `iss` value accepted.
@@ -130,7 +133,10 @@ impl GitlabSection {
         match self.issuer_forms {
             IssuerForms::Exact => vec![issuer],
             IssuerForms::Both => {
-                let bare = issuer.split_once("://").map_or(issuer.as_str(), |(_, rest)| rest).to_owned();
+                let bare = issuer
+                    .split_once("://")
+                    .map_or(issuer.as_str(), |(_, rest)| rest)
+                    .to_owned();
                 let with_scheme = if bare == issuer {
                     let scheme = self.url.split_once("://").map_or("https", |(s, _)| s);
                     format!("{scheme}://{bare}")
@@ -144,7 +150,9 @@ impl GitlabSection {
 
     /// The JWKS cache directory.
     pub fn jwks_cache_dir(&self, state_dir: &Path) -> PathBuf {
-        self.jwks_cache_dir.clone().unwrap_or_else(|| state_dir.join("jwks"))
+        self.jwks_cache_dir
+            .clone()
+            .unwrap_or_else(|| state_dir.join("jwks"))
     }
 
     /// Request timeout for JWKS fetches.
@@ -168,7 +176,10 @@ pub struct LeasesSection {
 
 impl Default for LeasesSection {
     fn default() -> Self {
-        LeasesSection { max_increment_seconds: default_max_increment(), reap_grace_seconds: default_reap_grace() }
+        LeasesSection {
+            max_increment_seconds: default_max_increment(),
+            reap_grace_seconds: default_reap_grace(),
+        }
     }
 }
 
@@ -261,7 +272,9 @@ impl VaultSection {
 
     /// Every server a job may use, the default first.
     pub fn all_servers(&self) -> Vec<ServerConfig> {
-        std::iter::once(self.default_server()).chain(self.servers.iter().cloned()).collect()
+        std::iter::once(self.default_server())
+            .chain(self.servers.iter().cloned())
+            .collect()
     }
 }
 
@@ -429,7 +442,11 @@ fn default_secrets_variable() -> String {
     "LEASEHOLD_SECRETS".into()
 }
 fn default_secret_stages() -> Vec<String> {
-    vec!["build_script".into(), "step_*".into(), "after_script".into()]
+    vec![
+        "build_script".into(),
+        "step_*".into(),
+        "after_script".into(),
+    ]
 }
 fn default_mask_text() -> String {
     "[MASKED]".into()
@@ -465,7 +482,10 @@ impl Default for JobSection {
 
 impl Default for MaskSection {
     fn default() -> Self {
-        MaskSection { text: default_mask_text(), min_length: default_mask_min_length() }
+        MaskSection {
+            text: default_mask_text(),
+            min_length: default_mask_min_length(),
+        }
     }
 }
 
@@ -490,29 +510,43 @@ impl ExecutorConfig {
     /// Picks the config path: `--config`, then `LEASEHOLD_CONFIG`, then the default.
     pub fn locate(cli: Option<&Path>) -> PathBuf {
         cli.map(Path::to_path_buf)
-            .or_else(|| std::env::var_os("LEASEHOLD_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from))
+            .or_else(|| {
+                std::env::var_os("LEASEHOLD_CONFIG")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
     }
 
     /// Reads, parses and validates the config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => ConfigError::Missing { path: path.to_owned() },
-            _ => ConfigError::Read { path: path.to_owned(), source },
+            std::io::ErrorKind::NotFound => ConfigError::Missing {
+                path: path.to_owned(),
+            },
+            _ => ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            },
         })?;
-        Self::parse(&text).map_err(|detail| ConfigError::Invalid { path: path.to_owned(), detail })
+        Self::parse(&text).map_err(|detail| ConfigError::Invalid {
+            path: path.to_owned(),
+            detail,
+        })
     }
 
     /// Parses and validates config text; the error is one line naming key, line and column.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let config: ExecutorConfig = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        let config: ExecutorConfig =
+            toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), String> {
         for server in &self.vault.all_servers() {
-            crate::vault::check_address(&server.address, server.allow_http).map_err(|e| e.to_string())?;
+            crate::vault::check_address(&server.address, server.allow_http)
+                .map_err(|e| e.to_string())?;
             if server.client_cert.is_some() != server.client_key.is_some() {
                 return Err(format!(
                     "server {}: client_cert and client_key must be set together",
@@ -521,7 +555,10 @@ impl ExecutorConfig {
             }
         }
         if !self.state_dir.is_absolute() {
-            return Err(format!("state_dir {} must be an absolute path", self.state_dir.display()));
+            return Err(format!(
+                "state_dir {} must be an absolute path",
+                self.state_dir.display()
+            ));
         }
         for pattern in &self.job.secret_stages {
             globset::Glob::new(pattern)
@@ -532,7 +569,9 @@ impl ExecutorConfig {
             ExecutorKind::Custom if executor.custom.is_none() => {
                 return Err("[executor] kind = \"custom\" needs an [executor.custom] table with at least run_exec".into());
             }
-            ExecutorKind::Custom if executor.user.is_some() || executor.user_from_claim.is_some() => {
+            ExecutorKind::Custom
+                if executor.user.is_some() || executor.user_from_claim.is_some() =>
+            {
                 return Err("[executor] user / user_from_claim apply to kind = \"shell\" only; a custom driver decides the job's user itself".into());
             }
             _ => {}
@@ -547,7 +586,10 @@ impl ExecutorConfig {
             return Err("[executor] user_from_claim needs allowed_users, so that a job cannot pick any local account".into());
         }
         if !executor.files_dir.is_absolute() {
-            return Err(format!("[executor] files_dir {} must be an absolute path", executor.files_dir.display()));
+            return Err(format!(
+                "[executor] files_dir {} must be an absolute path",
+                executor.files_dir.display()
+            ));
         }
         if let Some(reaper) = &self.reaper
             && reaper.token_file.is_some() == reaper.approle.is_some()
@@ -592,7 +634,9 @@ impl ExecutorConfig {
 
     /// The server a job asked for by URL, if the admin allows it; `None` selects the default.
     pub fn server_for(&self, requested: Option<&str>) -> Result<ServerConfig, String> {
-        let Some(requested) = requested else { return Ok(self.vault.default_server()) };
+        let Some(requested) = requested else {
+            return Ok(self.vault.default_server());
+        };
         let wanted = normalize_address(requested);
         self.vault
             .all_servers()
@@ -616,12 +660,17 @@ fn validate_gitlab(gitlab: &GitlabSection) -> Result<(), String> {
     if let Some(audiences) = &gitlab.audiences
         && (audiences.is_empty() || audiences.iter().any(|a| a.trim().is_empty()))
     {
-        return Err("gitlab.audiences must list at least one non-empty audience (or be left out)".into());
+        return Err(
+            "gitlab.audiences must list at least one non-empty audience (or be left out)".into(),
+        );
     }
     if let Some(dir) = &gitlab.jwks_cache_dir
         && !dir.is_absolute()
     {
-        return Err(format!("gitlab.jwks_cache_dir {} must be an absolute path", dir.display()));
+        return Err(format!(
+            "gitlab.jwks_cache_dir {} must be an absolute path",
+            dir.display()
+        ));
     }
     Ok(())
 }
@@ -629,16 +678,26 @@ fn validate_gitlab(gitlab: &GitlabSection) -> Result<(), String> {
 /// The GitLab URL must be https (http only to loopback or with `allow_http`): the JWKS fetched
 /// from it decides which tokens are genuine.
 pub fn check_gitlab_url(url: &str, allow_http: bool) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| format!("gitlab.url {url:?} is not a URL ({e}); write it like https://gitlab.example.com"))?;
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        format!("gitlab.url {url:?} is not a URL ({e}); write it like https://gitlab.example.com")
+    })?;
     let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) else {
         return Err(format!("gitlab.url {url} has no host"));
     };
-    if !parsed.username().is_empty() || parsed.password().is_some() || parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(format!("gitlab.url {url} must not carry credentials, a query or a fragment"));
+    if !parsed.username().is_empty()
+        || parsed.password().is_some()
+        || parsed.query().is_some()
+        || parsed.fragment().is_some()
+    {
+        return Err(format!(
+            "gitlab.url {url} must not carry credentials, a query or a fragment"
+        ));
     }
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = bare == "localhost" || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let loopback = bare == "localhost"
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if allow_http || loopback => Ok(()),
@@ -716,13 +775,17 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from("/run/leasehold"));
         assert_eq!(c.vault.auth_mount, "jwt");
         assert_eq!(c.job.id_token_variable, "VAULT_ID_TOKEN");
-        assert_eq!(c.job.secret_stages, ["build_script", "step_*", "after_script"]);
+        assert_eq!(
+            c.job.secret_stages,
+            ["build_script", "step_*", "after_script"]
+        );
         assert_eq!(c.mask.text, "[MASKED]");
     }
 
     #[test]
     fn unknown_key_is_named_with_position() {
-        let err = ExecutorConfig::parse("[vault]\naddress = \"https://v\"\nrole_name = \"x\"\n").expect_err("invalid");
+        let err = ExecutorConfig::parse("[vault]\naddress = \"https://v\"\nrole_name = \"x\"\n")
+            .expect_err("invalid");
         assert!(err.contains("role_name"), "{err}");
         assert!(err.contains("line 3"), "{err}");
     }
@@ -730,9 +793,15 @@ mod tests {
     #[test]
     fn plain_http_only_on_loopback_unless_allowed() {
         assert!(ExecutorConfig::parse("[vault]\naddress = \"http://127.0.0.1:8200\"\n").is_ok());
-        let err = ExecutorConfig::parse("[vault]\naddress = \"http://vault.example.com\"\n").expect_err("invalid");
+        let err = ExecutorConfig::parse("[vault]\naddress = \"http://vault.example.com\"\n")
+            .expect_err("invalid");
         assert!(err.contains("allow_http"), "{err}");
-        assert!(ExecutorConfig::parse("[vault]\naddress = \"http://vault.example.com\"\nallow_http = true\n").is_ok());
+        assert!(
+            ExecutorConfig::parse(
+                "[vault]\naddress = \"http://vault.example.com\"\nallow_http = true\n"
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -746,11 +815,25 @@ mod tests {
         assert_eq!(g.accepted_issuers(), ["https://gitlab.example.com"]);
         assert_eq!(g.leeway_seconds, 60);
         assert_eq!(g.jwks_cache_ttl_seconds, 3600);
-        assert_eq!(g.jwks_cache_dir(&c.state_dir), PathBuf::from("/run/lh/jwks"));
+        assert_eq!(
+            g.jwks_cache_dir(&c.state_dir),
+            PathBuf::from("/run/lh/jwks")
+        );
         assert!(!g.allow_legacy_token_variables);
-        assert_eq!(c.audiences(), ["https://a.example.com", "https://b.example.com"]);
-        assert_eq!(c.policy.job_declarations, crate::policy::JobDeclarations::Always);
-        assert!(ExecutorConfig::parse(MINIMAL).expect("valid").audiences().is_empty());
+        assert_eq!(
+            c.audiences(),
+            ["https://a.example.com", "https://b.example.com"]
+        );
+        assert_eq!(
+            c.policy.job_declarations,
+            crate::policy::JobDeclarations::Always
+        );
+        assert!(
+            ExecutorConfig::parse(MINIMAL)
+                .expect("valid")
+                .audiences()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -760,25 +843,55 @@ mod tests {
         )
         .expect("valid");
         let g = c.gitlab.as_ref().expect("gitlab");
-        assert_eq!(g.accepted_issuers(), ["https://gitlab.example.com", "gitlab.example.com"]);
+        assert_eq!(
+            g.accepted_issuers(),
+            ["https://gitlab.example.com", "gitlab.example.com"]
+        );
         assert_eq!(c.audiences(), ["x"]);
         let c = ExecutorConfig::parse(
             "[vault]\naddress = \"https://v\"\n[gitlab]\nurl = \"https://gitlab.example.com\"\nissuer = \"gitlab.example.com\"\nissuer_forms = \"both\"\n",
         )
         .expect("valid");
-        assert_eq!(c.gitlab.as_ref().expect("gitlab").accepted_issuers(), ["https://gitlab.example.com", "gitlab.example.com"]);
+        assert_eq!(
+            c.gitlab.as_ref().expect("gitlab").accepted_issuers(),
+            ["https://gitlab.example.com", "gitlab.example.com"]
+        );
     }
 
     #[test]
     fn gitlab_url_must_be_https_unless_loopback() {
-        let parse = |url: &str, extra: &str| ExecutorConfig::parse(&format!("[vault]\naddress = \"https://v\"\n[gitlab]\nurl = \"{url}\"\n{extra}"));
+        let parse = |url: &str, extra: &str| {
+            ExecutorConfig::parse(&format!(
+                "[vault]\naddress = \"https://v\"\n[gitlab]\nurl = \"{url}\"\n{extra}"
+            ))
+        };
         assert!(parse("http://127.0.0.1:8080", "").is_ok());
-        assert!(parse("http://gitlab.example.com", "").expect_err("http").contains("allow_http"));
+        assert!(
+            parse("http://gitlab.example.com", "")
+                .expect_err("http")
+                .contains("allow_http")
+        );
         assert!(parse("http://gitlab.example.com", "allow_http = true").is_ok());
-        assert!(parse("gitlab.example.com", "").expect_err("no scheme").contains("not a URL"));
-        assert!(parse("https://g", "audiences = []").expect_err("empty").contains("audiences"));
-        assert!(parse("https://g", "jwks_cache_dir = \"rel\"").expect_err("relative").contains("absolute"));
-        assert!(parse("https://g", "issuer_forms = \"loose\"").expect_err("bad form").contains("loose"));
+        assert!(
+            parse("gitlab.example.com", "")
+                .expect_err("no scheme")
+                .contains("not a URL")
+        );
+        assert!(
+            parse("https://g", "audiences = []")
+                .expect_err("empty")
+                .contains("audiences")
+        );
+        assert!(
+            parse("https://g", "jwks_cache_dir = \"rel\"")
+                .expect_err("relative")
+                .contains("absolute")
+        );
+        assert!(
+            parse("https://g", "issuer_forms = \"loose\"")
+                .expect_err("bad form")
+                .contains("loose")
+        );
     }
 
     #[test]
@@ -787,9 +900,19 @@ mod tests {
             "[vault]\naddress = \"https://a.example.com\"\n[[vault.servers]]\naddress = \"https://b.example.com/\"\n",
         )
         .expect("valid");
-        assert_eq!(c.server_for(None).expect("default").address, "https://a.example.com");
-        assert_eq!(c.server_for(Some("https://B.example.com")).expect("listed").address, "https://b.example.com/");
-        let err = c.server_for(Some("https://evil.example.com")).expect_err("invalid");
+        assert_eq!(
+            c.server_for(None).expect("default").address,
+            "https://a.example.com"
+        );
+        assert_eq!(
+            c.server_for(Some("https://B.example.com"))
+                .expect("listed")
+                .address,
+            "https://b.example.com/"
+        );
+        let err = c
+            .server_for(Some("https://evil.example.com"))
+            .expect_err("invalid");
         assert!(err.contains("[[vault.servers]]"), "{err}");
     }
 }

@@ -36,7 +36,9 @@ pub fn stage_matches(patterns: &[String], stage: &BuildStage) -> bool {
             builder.add(glob);
         }
     }
-    builder.build().is_ok_and(|set| set.is_match(stage.as_str().as_ref()))
+    builder
+        .build()
+        .is_ok_and(|set| set.is_match(stage.as_str().as_ref()))
 }
 
 /// The secrets a stage receives. Unknown stage names never receive any.
@@ -44,7 +46,11 @@ pub fn exposed_secrets<'a>(state: &'a PrivateState, stage: &BuildStage) -> Vec<&
     if matches!(stage, BuildStage::Other(_)) {
         return Vec::new();
     }
-    state.secrets.iter().filter(|s| stage_matches(&s.stages, stage)).collect()
+    state
+        .secrets
+        .iter()
+        .filter(|s| stage_matches(&s.stages, stage))
+        .collect()
 }
 
 /// A directory private to one stage, deleted when dropped.
@@ -57,30 +63,62 @@ pub struct StageDir {
 impl StageDir {
     /// A 0700 directory inside the job's own state (the job runs as leasehold's user).
     pub fn in_state(job: &JobState, stage: &BuildStage) -> Result<Self, StateError> {
-        Ok(StageDir { path: job.stage_files_dir(&stage.as_str())?, owner: None })
+        Ok(StageDir {
+            path: job.stage_files_dir(&stage.as_str())?,
+            owner: None,
+        })
     }
 
     /// A 0700 directory owned by the job's user below `root` (0711, owned by us), for a job that
     /// runs as another user and must not see leasehold's state.
-    pub fn for_user(root: &Path, job: &JobState, stage: &BuildStage, uid: Uid, gid: Gid) -> Result<Self, StateError> {
+    pub fn for_user(
+        root: &Path,
+        job: &JobState,
+        stage: &BuildStage,
+        uid: Uid,
+        gid: Gid,
+    ) -> Result<Self, StateError> {
         let io = |action: &'static str, path: &Path| {
             let path = path.to_owned();
-            move |source| StateError::Io { action, path, source }
+            move |source| StateError::Io {
+                action,
+                path,
+                source,
+            }
         };
-        match std::fs::DirBuilder::new().recursive(true).mode(0o711).create(root) {
+        match std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(root)
+        {
             Ok(()) => {}
             Err(e) => return Err(io("create", root)(e)),
         }
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711)).map_err(io("chmod", root))?;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))
+            .map_err(io("chmod", root))?;
         crate::state::check_owner(root)?;
         let mut random = [0u8; 8];
         crate::state::fill_random(&mut random);
-        let name = format!("{}-{}-{}", job.id().as_str(), sanitize(&stage.as_str()), crate::state::hex(&random));
+        let name = format!(
+            "{}-{}-{}",
+            job.id().as_str(),
+            sanitize(&stage.as_str()),
+            crate::state::hex(&random)
+        );
         let path = root.join(name);
-        std::fs::DirBuilder::new().mode(0o700).create(&path).map_err(io("create", &path))?;
-        let dir = StageDir { path, owner: Some((uid, gid)) };
-        nix::unistd::chown(&dir.path, Some(uid), Some(gid))
-            .map_err(|e| StateError::Io { action: "chown", path: dir.path.clone(), source: e.into() })?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(io("create", &path))?;
+        let dir = StageDir {
+            path,
+            owner: Some((uid, gid)),
+        };
+        nix::unistd::chown(&dir.path, Some(uid), Some(gid)).map_err(|e| StateError::Io {
+            action: "chown",
+            path: dir.path.clone(),
+            source: e.into(),
+        })?;
         Ok(dir)
     }
 
@@ -95,9 +133,14 @@ impl StageDir {
         write_secret_file(&path, bytes)?;
         let io = |action: &'static str| {
             let path = path.clone();
-            move |source: std::io::Error| StateError::Io { action, path, source }
+            move |source: std::io::Error| StateError::Io {
+                action,
+                path,
+                source,
+            }
         };
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(io("chmod"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .map_err(io("chmod"))?;
         if let Some((uid, gid)) = self.owner {
             nix::unistd::chown(&path, Some(uid), Some(gid)).map_err(|e| io("chown")(e.into()))?;
         }
@@ -116,26 +159,49 @@ impl Drop for StageDir {
 /// could not delete its own, and it holds the job user's copy of the script and its file
 /// secrets; cleanup calls this so that they do not outlive the job. A `root` that is missing
 /// or not ours holds none of ours. Returns how many were removed.
-pub fn remove_user_stage_dirs(root: &Path, id: &crate::state::StateId) -> Result<usize, StateError> {
+pub fn remove_user_stage_dirs(
+    root: &Path,
+    id: &crate::state::StateId,
+) -> Result<usize, StateError> {
     if crate::state::check_owner(root).is_err() {
         return Ok(0);
     }
-    let entries = std::fs::read_dir(root).map_err(|source| StateError::Io { action: "list", path: root.to_owned(), source })?;
+    let entries = std::fs::read_dir(root).map_err(|source| StateError::Io {
+        action: "list",
+        path: root.to_owned(),
+        source,
+    })?;
     let prefix = format!("{}-", id.as_str());
     let mut removed = 0;
     for entry in entries.flatten() {
-        if !entry.file_name().to_str().is_some_and(|name| name.starts_with(&prefix)) {
+        if !entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(&prefix))
+        {
             continue;
         }
         let path = entry.path();
-        std::fs::remove_dir_all(&path).map_err(|source| StateError::Io { action: "remove", path, source })?;
+        std::fs::remove_dir_all(&path).map_err(|source| StateError::Io {
+            action: "remove",
+            path,
+            source,
+        })?;
         removed += 1;
     }
     Ok(removed)
 }
 
 fn sanitize(text: &str) -> String {
-    text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The environment additions for one stage.
@@ -159,21 +225,34 @@ pub fn for_env(secrets: &[&StoredSecret], dir: Option<&StageDir>) -> Result<Inje
     let mut injection = Injection::default();
     for secret in secrets {
         let value = if secret.file {
-            let dir = dir.ok_or_else(|| StateError::Missing { path: PathBuf::from("(stage directory)") })?;
-            dir.write(&secret.name, secret.value.expose_secret().as_bytes(), 0o600)?.into_os_string()
+            let dir = dir.ok_or_else(|| StateError::Missing {
+                path: PathBuf::from("(stage directory)"),
+            })?;
+            dir.write(&secret.name, secret.value.expose_secret().as_bytes(), 0o600)?
+                .into_os_string()
         } else {
             OsString::from(secret.value.expose_secret())
         };
-        injection.secret_env.push((OsString::from(&secret.name), value));
+        injection
+            .secret_env
+            .push((OsString::from(&secret.name), value));
         injection.exposed.push(secret.name.clone());
     }
     Ok(injection)
 }
 
 /// Script delivery: a wrapper in `dir` that exports the secrets and runs `original` unchanged.
-pub fn for_script(secrets: &[&StoredSecret], original: &Path, stage: &BuildStage, dir: &StageDir) -> Result<Injection, StateError> {
-    let body = std::fs::read(original)
-        .map_err(|source| StateError::Io { action: "read the stage script", path: original.to_owned(), source })?;
+pub fn for_script(
+    secrets: &[&StoredSecret],
+    original: &Path,
+    stage: &BuildStage,
+    dir: &StageDir,
+) -> Result<Injection, StateError> {
+    let body = std::fs::read(original).map_err(|source| StateError::Io {
+        action: "read the stage script",
+        path: original.to_owned(),
+        source,
+    })?;
     let wrapper = zeroize::Zeroizing::new(wrapper_script(secrets, &body, stage));
     let path = dir.write("wrapper.sh", wrapper.as_bytes(), 0o600)?;
     Ok(Injection {
@@ -211,10 +290,19 @@ fn wrapper_script(secrets: &[&StoredSecret], body: &[u8], stage: &BuildStage) ->
     delimiter.push_str(&crate::state::hex(&random));
     let mut w = String::new();
     let _ = writeln!(w, "#!/usr/bin/env bash");
-    let _ = writeln!(w, "# Written by leasehold for {stage}: exports this stage's secrets, then runs the runner's script");
-    let _ = writeln!(w, "# unchanged. Private (0600) and deleted when the stage ends.");
+    let _ = writeln!(
+        w,
+        "# Written by leasehold for {stage}: exports this stage's secrets, then runs the runner's script"
+    );
+    let _ = writeln!(
+        w,
+        "# unchanged. Private (0600) and deleted when the stage ends."
+    );
     let _ = writeln!(w, "__leasehold_dir=");
-    let _ = writeln!(w, "__leasehold_cleanup() {{ [ -z \"$__leasehold_dir\" ] || rm -rf -- \"$__leasehold_dir\"; }}");
+    let _ = writeln!(
+        w,
+        "__leasehold_cleanup() {{ [ -z \"$__leasehold_dir\" ] || rm -rf -- \"$__leasehold_dir\"; }}"
+    );
     let _ = writeln!(w, "trap __leasehold_cleanup EXIT");
     let _ = writeln!(w, "trap 'exit 143' TERM");
     let _ = writeln!(w, "trap 'exit 129' HUP");
@@ -228,8 +316,16 @@ fn wrapper_script(secrets: &[&StoredSecret], body: &[u8], stage: &BuildStage) ->
     for secret in secrets {
         let value = ansi_c_quote(secret.value.expose_secret().as_bytes());
         if secret.file {
-            let _ = writeln!(w, "(umask 077 && printf '%s' {value} > \"$__leasehold_dir/{}\") || exit 1", secret.name);
-            let _ = writeln!(w, "export {}=\"$__leasehold_dir/{}\"", secret.name, secret.name);
+            let _ = writeln!(
+                w,
+                "(umask 077 && printf '%s' {value} > \"$__leasehold_dir/{}\") || exit 1",
+                secret.name
+            );
+            let _ = writeln!(
+                w,
+                "export {}=\"$__leasehold_dir/{}\"",
+                secret.name, secret.name
+            );
         } else {
             let _ = writeln!(w, "export {}={value}", secret.name);
         }
@@ -244,7 +340,10 @@ fn wrapper_script(secrets: &[&StoredSecret], body: &[u8], stage: &BuildStage) ->
 }
 
 /// Builds the child environment: `base` with the injected secrets added (replacing same names).
-pub fn child_env(mut base: Vec<(OsString, OsString)>, injection: &Injection) -> Vec<(OsString, OsString)> {
+pub fn child_env(
+    mut base: Vec<(OsString, OsString)>,
+    injection: &Injection,
+) -> Vec<(OsString, OsString)> {
     base.retain(|(k, _)| !injection.secret_env.iter().any(|(s, _)| s == k));
     base.extend(injection.secret_env.iter().cloned());
     base
@@ -257,11 +356,22 @@ mod tests {
 
     #[test]
     fn default_exposure_patterns() {
-        let defaults: Vec<String> = vec!["build_script".into(), "step_*".into(), "after_script".into()];
+        let defaults: Vec<String> = vec![
+            "build_script".into(),
+            "step_*".into(),
+            "after_script".into(),
+        ];
         for yes in ["build_script", "step_release", "after_script"] {
             assert!(stage_matches(&defaults, &BuildStage::parse(yes)), "{yes}");
         }
-        for no in ["prepare_script", "get_sources", "restore_cache", "archive_cache", "upload_artifacts_on_success", "cleanup_file_variables"] {
+        for no in [
+            "prepare_script",
+            "get_sources",
+            "restore_cache",
+            "archive_cache",
+            "upload_artifacts_on_success",
+            "cleanup_file_variables",
+        ] {
             assert!(!stage_matches(&defaults, &BuildStage::parse(no)), "{no}");
         }
     }
@@ -270,13 +380,33 @@ mod tests {
     fn wrapper_exports_then_runs_original_unchanged() {
         let dir = tempfile::tempdir().expect("tmp");
         let original = dir.path().join("script");
-        std::fs::write(&original, "echo \"A=$A\"\ncat \"$F\"\necho 'LEASEHOLD_SCRIPT_x'\nexit 7\n").expect("write");
+        std::fs::write(
+            &original,
+            "echo \"A=$A\"\ncat \"$F\"\necho 'LEASEHOLD_SCRIPT_x'\nexit 7\n",
+        )
+        .expect("write");
         let secrets = [
-            StoredSecret { name: "A".into(), value: SecretString::from("it's \"q\"\n$x\\y"), file: false, stages: vec![], origin: String::new() },
-            StoredSecret { name: "F".into(), value: SecretString::from("file-content\nline2"), file: true, stages: vec![], origin: String::new() },
+            StoredSecret {
+                name: "A".into(),
+                value: SecretString::from("it's \"q\"\n$x\\y"),
+                file: false,
+                stages: vec![],
+                origin: String::new(),
+            },
+            StoredSecret {
+                name: "F".into(),
+                value: SecretString::from("file-content\nline2"),
+                file: true,
+                stages: vec![],
+                origin: String::new(),
+            },
         ];
         let refs: Vec<&StoredSecret> = secrets.iter().collect();
-        let text = wrapper_script(&refs, &std::fs::read(&original).expect("read"), &BuildStage::BuildScript);
+        let text = wrapper_script(
+            &refs,
+            &std::fs::read(&original).expect("read"),
+            &BuildStage::BuildScript,
+        );
         let wrapper = dir.path().join("wrapper.sh");
         std::fs::write(&wrapper, &text).expect("write");
         let out = std::process::Command::new("bash")
@@ -286,34 +416,59 @@ mod tests {
             .expect("bash");
         assert_eq!(out.status.code(), Some(7));
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(stdout, "A=it's \"q\"\n$x\\y\nfile-content\nline2LEASEHOLD_SCRIPT_x\n");
+        assert_eq!(
+            stdout,
+            "A=it's \"q\"\n$x\\y\nfile-content\nline2LEASEHOLD_SCRIPT_x\n"
+        );
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .expect("ls")
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("leasehold-secrets"))
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("leasehold-secrets")
+            })
             .collect();
-        assert!(leftovers.is_empty(), "far-side file secrets were not removed");
+        assert!(
+            leftovers.is_empty(),
+            "far-side file secrets were not removed"
+        );
     }
 
     #[test]
     fn removes_only_this_attempts_user_stage_dirs() {
         let root = tempfile::tempdir().expect("tmp");
         let id = crate::state::StateId::parse("j1001-0123456789abcdef").expect("id");
-        for name in ["j1001-0123456789abcdef-build_script-aa", "j1001-0123456789abcdef-after_script-bb", "j1001-0123456789abcdee-build_script-cc"] {
+        for name in [
+            "j1001-0123456789abcdef-build_script-aa",
+            "j1001-0123456789abcdef-after_script-bb",
+            "j1001-0123456789abcdee-build_script-cc",
+        ] {
             std::fs::create_dir(root.path().join(name)).expect("mkdir");
             std::fs::write(root.path().join(name).join("F"), "value").expect("write");
         }
         assert_eq!(remove_user_stage_dirs(root.path(), &id).expect("remove"), 2);
-        let left: Vec<_> = std::fs::read_dir(root.path()).expect("ls").flatten().map(|e| e.file_name()).collect();
+        let left: Vec<_> = std::fs::read_dir(root.path())
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(left, ["j1001-0123456789abcdee-build_script-cc"]);
-        assert_eq!(remove_user_stage_dirs(&root.path().join("missing"), &id).expect("missing root"), 0);
+        assert_eq!(
+            remove_user_stage_dirs(&root.path().join("missing"), &id).expect("missing root"),
+            0
+        );
     }
 
     #[test]
     fn quoting_round_trips_every_byte() {
         let bytes: Vec<u8> = (1u8..=255).collect();
         let script = format!("printf '%s' {}", ansi_c_quote(&bytes));
-        let out = std::process::Command::new("bash").arg("-c").arg(&script).output().expect("bash");
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .expect("bash");
         assert_eq!(out.stdout, bytes);
     }
 }

@@ -96,15 +96,26 @@ impl JobResponse {
     /// Reads and parses the payload file.
     pub fn read(path: &Path) -> Result<Self, ProtocolError> {
         let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
-            ProtocolError::JobResponse { path: path.to_owned(), detail: e.to_string() }
+            ProtocolError::JobResponse {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            }
         })?);
-        Self::parse(&bytes).map_err(|detail| ProtocolError::JobResponse { path: path.to_owned(), detail })
+        Self::parse(&bytes).map_err(|detail| ProtocolError::JobResponse {
+            path: path.to_owned(),
+            detail,
+        })
     }
 
     /// Parses the payload. The error text names the position, never the content.
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
         serde_json::from_slice(bytes).map_err(|e| {
-            format!("invalid JSON at line {} column {} ({:?})", e.line(), e.column(), e.classify())
+            format!(
+                "invalid JSON at line {} column {} ({:?})",
+                e.line(),
+                e.column(),
+                e.classify()
+            )
         })
     }
 
@@ -115,7 +126,9 @@ impl JobResponse {
 
     /// A non-secret variable's value as plain text (empty values count as absent).
     pub fn plain_variable(&self, key: &str) -> Option<&str> {
-        self.variable(key).map(|v| v.value.expose_secret()).filter(|v| !v.is_empty())
+        self.variable(key)
+            .map(|v| v.value.expose_secret())
+            .filter(|v| !v.is_empty())
     }
 
     /// Whether a job variable of that name exists.
@@ -128,7 +141,10 @@ impl JobResponse {
         self.runner_info
             .timeout
             .filter(|t| *t > 0)
-            .or_else(|| self.plain_variable("CI_JOB_TIMEOUT").and_then(|v| v.parse().ok()))
+            .or_else(|| {
+                self.plain_variable("CI_JOB_TIMEOUT")
+                    .and_then(|v| v.parse().ok())
+            })
             .unwrap_or(3600)
     }
 }
@@ -158,7 +174,8 @@ mod tests {
 
     #[test]
     fn parse_error_never_echoes_content() {
-        let err = JobResponse::parse(br#"{"variables": [{"key": "X", "value": "s3cr3t-value"#).expect_err("invalid");
+        let err = JobResponse::parse(br#"{"variables": [{"key": "X", "value": "s3cr3t-value"#)
+            .expect_err("invalid");
         assert!(!err.contains("s3cr3t"), "{err}");
     }
 }
@@ -179,7 +196,15 @@ mod proptests {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Into::into),
                 prop::collection::btree_map(
-                    prop_oneof![Just("variables".to_owned()), Just("key".to_owned()), Just("value".to_owned()), Just("runner_info".to_owned()), Just("timeout".to_owned()), Just("secrets".to_owned()), "[a-z_]{1,8}"],
+                    prop_oneof![
+                        Just("variables".to_owned()),
+                        Just("key".to_owned()),
+                        Just("value".to_owned()),
+                        Just("runner_info".to_owned()),
+                        Just("timeout".to_owned()),
+                        Just("secrets".to_owned()),
+                        "[a-z_]{1,8}"
+                    ],
                     inner,
                     0..5
                 )

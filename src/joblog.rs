@@ -14,7 +14,9 @@ const BOLD_RED: &str = "\x1b[31;1m";
 const ERASE_LINE: &str = "\x1b[0K";
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn emit(line: &str) {
@@ -61,6 +63,10 @@ impl Section {
 
 impl Drop for Section {
     fn drop(&mut self) {
-        emit(&format!("{ERASE_LINE}section_end:{}:{}\r{ERASE_LINE}", now(), self.name));
+        emit(&format!(
+            "{ERASE_LINE}section_end:{}:{}\r{ERASE_LINE}",
+            now(),
+            self.name
+        ));
     }
 }

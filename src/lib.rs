@@ -27,13 +27,13 @@ pub mod inject;
 pub mod job_plan;
 pub mod job_response;
 pub mod joblog;
+pub mod lease;
 pub mod mask;
 pub mod policy;
 pub mod protocol;
 pub mod resolution;
 pub mod stages;
 pub mod state;
-pub mod lease;
 pub mod supervision;
 pub mod vault;
 
@@ -49,7 +49,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     let cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { protocol::ExitCodes::from_env().system_failure } else { 0 };
+            let code = if e.use_stderr() {
+                protocol::ExitCodes::from_env().system_failure
+            } else {
+                0
+            };
             let _ = e.print();
             return code;
         }

@@ -742,7 +742,10 @@ mod tests {
         let pem = b"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----";
         let (s, _) = MaskSet::new([("K", &pem[..])], MASK, 8);
         let printed = b"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n";
-        assert_eq!(s.mask_all(printed), b"-----BEGIN PRIVATE KEY-----\n[MASKED]\n".to_vec());
+        assert_eq!(
+            s.mask_all(printed),
+            b"-----BEGIN PRIVATE KEY-----\n[MASKED]\n".to_vec()
+        );
     }
 
     #[test]

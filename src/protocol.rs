@@ -41,7 +41,10 @@ impl ExitCodes {
     /// Reads the codes from the environment; the runner always sets them to 1 and 2.
     pub fn from_env() -> Self {
         fn code(name: &str, default: i32) -> i32 {
-            std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(default)
         }
         ExitCodes {
             build_failure: code(env::BUILD_FAILURE_EXIT_CODE, 1),
@@ -142,7 +145,10 @@ impl BuildStage {
 
     /// Whether a job script of the user runs in this stage (as opposed to runner housekeeping).
     pub fn is_user_script(&self) -> bool {
-        matches!(self, BuildStage::BuildScript | BuildStage::Step(_) | BuildStage::AfterScript)
+        matches!(
+            self,
+            BuildStage::BuildScript | BuildStage::Step(_) | BuildStage::AfterScript
+        )
     }
 }
 
@@ -172,7 +178,11 @@ pub struct StageEnv {
 impl StageEnv {
     /// Reads the stage environment of this process.
     pub fn from_env() -> Self {
-        let path = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let path = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         StageEnv {
             job_response_file: path(env::JOB_RESPONSE_FILE),
             build_exit_code_file: path(env::BUILD_EXIT_CODE_FILE),
@@ -199,9 +209,13 @@ impl StageEnv {
     /// The runner reads the file only when a stage exits with BUILD_FAILURE, and never clears it,
     /// so it must be rewritten on every build failure or a stale code would be reported.
     pub fn write_build_exit_code(&self, code: i32) -> Result<(), ProtocolError> {
-        let Some(path) = &self.build_exit_code_file else { return Ok(()) };
-        std::fs::write(path, format!("{code}\n"))
-            .map_err(|source| ProtocolError::ExitCodeFile { path: path.clone(), source })
+        let Some(path) = &self.build_exit_code_file else {
+            return Ok(());
+        };
+        std::fs::write(path, format!("{code}\n")).map_err(|source| ProtocolError::ExitCodeFile {
+            path: path.clone(),
+            source,
+        })
     }
 }
 
@@ -209,7 +223,9 @@ impl StageEnv {
 /// runner-to-executor plumbing, our own internal variables, and anything that would point a
 /// Vault/OpenBao client at a server or token. See docs/security.md, "The child's environment".
 pub fn is_stripped_from_child(name: &std::ffi::OsStr) -> bool {
-    let Some(name) = name.to_str() else { return false };
+    let Some(name) = name.to_str() else {
+        return false;
+    };
     name.starts_with(env::CUSTOM_ENV_PREFIX)
         || name.starts_with("LEASEHOLD_")
         || name.starts_with("VAULT_")
@@ -224,14 +240,18 @@ pub fn is_stripped_from_child(name: &std::ffi::OsStr) -> bool {
 pub fn driver_base_env() -> Vec<(OsString, OsString)> {
     std::env::vars_os()
         .filter(|(k, _)| {
-            k.to_str().is_none_or(|k| !(k.starts_with("LEASEHOLD_") || k.starts_with("VAULT_") || k.starts_with("BAO_")))
+            k.to_str().is_none_or(|k| {
+                !(k.starts_with("LEASEHOLD_") || k.starts_with("VAULT_") || k.starts_with("BAO_"))
+            })
         })
         .collect()
 }
 
 /// The base environment for a job child: ours minus [`is_stripped_from_child`].
 pub fn child_base_env() -> Vec<(OsString, OsString)> {
-    std::env::vars_os().filter(|(k, _)| !is_stripped_from_child(k)).collect()
+    std::env::vars_os()
+        .filter(|(k, _)| !is_stripped_from_child(k))
+        .collect()
 }
 
 /// A violation of the runner protocol.
@@ -292,18 +312,33 @@ mod tests {
             "cleanup_file_variables",
         ] {
             let stage = BuildStage::parse(name);
-            assert!(!matches!(stage, BuildStage::Other(_)), "{name} parsed as unknown");
+            assert!(
+                !matches!(stage, BuildStage::Other(_)),
+                "{name} parsed as unknown"
+            );
             assert_eq!(stage.as_str(), name);
         }
         assert_eq!(BuildStage::parse("step_script"), BuildStage::BuildScript);
-        assert_eq!(BuildStage::parse("step_"), BuildStage::Other("step_".into()));
-        assert_eq!(BuildStage::parse("brand_new"), BuildStage::Other("brand_new".into()));
+        assert_eq!(
+            BuildStage::parse("step_"),
+            BuildStage::Other("step_".into())
+        );
+        assert_eq!(
+            BuildStage::parse("brand_new"),
+            BuildStage::Other("brand_new".into())
+        );
     }
 
     #[test]
     fn child_env_filter() {
         use std::ffi::OsStr;
-        for stripped in ["CUSTOM_ENV_CI_JOB_ID", "LEASEHOLD_STATE_KEY", "VAULT_TOKEN", "BAO_ADDR", "JOB_RESPONSE_FILE"] {
+        for stripped in [
+            "CUSTOM_ENV_CI_JOB_ID",
+            "LEASEHOLD_STATE_KEY",
+            "VAULT_TOKEN",
+            "BAO_ADDR",
+            "JOB_RESPONSE_FILE",
+        ] {
             assert!(is_stripped_from_child(OsStr::new(stripped)), "{stripped}");
         }
         for kept in ["PATH", "HOME", "TMPDIR", "CI", "BUILD_FAILURE_EXIT_CODE"] {

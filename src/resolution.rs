@@ -102,8 +102,16 @@ impl LoginTarget {
             .map_or_else(|| config.vault.auth_mount.clone(), str::to_owned)
             .trim_matches('/')
             .to_owned();
-        let role = job.plain_variable("VAULT_AUTH_ROLE").map(str::to_owned).or_else(|| config.vault.role.clone());
-        Ok(LoginTarget { server, namespace, auth_mount, role })
+        let role = job
+            .plain_variable("VAULT_AUTH_ROLE")
+            .map(str::to_owned)
+            .or_else(|| config.vault.role.clone());
+        Ok(LoginTarget {
+            server,
+            namespace,
+            auth_mount,
+            role,
+        })
     }
 }
 
@@ -117,7 +125,13 @@ impl ResolutionPlan {
         config: &ExecutorConfig,
     ) -> Result<(), ResolutionError> {
         let target = LoginTarget::for_job(job, config)?;
-        self.add_with(declarations, declared_by, &target, &config.job.id_token_variable, config)
+        self.add_with(
+            declarations,
+            declared_by,
+            &target,
+            &config.job.id_token_variable,
+            config,
+        )
     }
 
     /// Adds declarations that log in at `target` with the ID token in `token_variable` (unless a
@@ -132,7 +146,11 @@ impl ResolutionPlan {
         config: &ExecutorConfig,
     ) -> Result<(), ResolutionError> {
         for declaration in declarations {
-            if let Some(first) = self.secrets.iter().find(|s| s.declaration.name == declaration.name) {
+            if let Some(first) = self
+                .secrets
+                .iter()
+                .find(|s| s.declaration.name == declaration.name)
+            {
                 return Err(ResolutionError::DuplicateName {
                     name: declaration.name,
                     first: first.declared_by.clone(),
@@ -144,13 +162,30 @@ impl ResolutionPlan {
                 namespace: target.namespace.clone(),
                 auth_mount: target.auth_mount.clone(),
                 role: target.role.clone(),
-                token_variable: declaration.token_variable.clone().unwrap_or_else(|| token_variable.to_owned()),
+                token_variable: declaration
+                    .token_variable
+                    .clone()
+                    .unwrap_or_else(|| token_variable.to_owned()),
             };
             let login = index_of_or_push(&mut self.logins, login);
-            let request = RequestPlan { login, source: SecretSource { field: String::new(), ..declaration.source.clone() } };
+            let request = RequestPlan {
+                login,
+                source: SecretSource {
+                    field: String::new(),
+                    ..declaration.source.clone()
+                },
+            };
             let request = index_of_or_push(&mut self.requests, request);
-            let stages = declaration.stages.clone().unwrap_or_else(|| config.job.secret_stages.clone());
-            self.secrets.push(PlannedSecret { declaration, request, stages, declared_by: declared_by.to_owned() });
+            let stages = declaration
+                .stages
+                .clone()
+                .unwrap_or_else(|| config.job.secret_stages.clone());
+            self.secrets.push(PlannedSecret {
+                declaration,
+                request,
+                stages,
+                declared_by: declared_by.to_owned(),
+            });
         }
         Ok(())
     }
@@ -171,7 +206,11 @@ fn index_of_or_push<T: PartialEq>(items: &mut Vec<T>, item: T) -> usize {
 }
 
 /// Connection settings for one server.
-pub fn server_spec(server: &ServerConfig, namespace: Option<String>, config: &ExecutorConfig) -> ServerSpec {
+pub fn server_spec(
+    server: &ServerConfig,
+    namespace: Option<String>,
+    config: &ExecutorConfig,
+) -> ServerSpec {
     ServerSpec {
         address: server.address.trim_end_matches('/').to_owned(),
         namespace,
@@ -214,18 +253,23 @@ pub async fn execute(
     state: &mut PrivateState,
     progress: &mut dyn Progress,
 ) -> Result<(), ResolutionError> {
-    let clients = plan
-        .logins
-        .iter()
-        .map(|login| {
-            VaultClient::new(&server_spec(&login.server, login.namespace.clone(), config))
-                .map_err(|source| ResolutionError::Vault { context: format!("configuring the client for {}", login.server.address), source: Box::new(source) })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let clients =
+        plan.logins
+            .iter()
+            .map(|login| {
+                VaultClient::new(&server_spec(&login.server, login.namespace.clone(), config))
+                    .map_err(|source| ResolutionError::Vault {
+                        context: format!("configuring the client for {}", login.server.address),
+                        source: Box::new(source),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
 
     let mut tokens = Vec::with_capacity(plan.logins.len());
     for login in &plan.logins {
-        let variable = job.variable(&login.token_variable).filter(|v| !v.value.expose_secret().is_empty());
+        let variable = job
+            .variable(&login.token_variable)
+            .filter(|v| !v.value.expose_secret().is_empty());
         let Some(variable) = variable else {
             return Err(ResolutionError::MissingIdToken {
                 variable: login.token_variable.clone(),
@@ -235,9 +279,13 @@ pub async fn execute(
         tokens.push(variable.value.clone());
     }
 
-    let logins = join_all(plan.logins.iter().zip(&clients).zip(&tokens).map(|((login, client), jwt)| async move {
-        client.jwt_login(&login.auth_mount, login.role.as_deref(), jwt).await
-    }))
+    let logins = join_all(plan.logins.iter().zip(&clients).zip(&tokens).map(
+        |((login, client), jwt)| async move {
+            client
+                .jwt_login(&login.auth_mount, login.role.as_deref(), jwt)
+                .await
+        },
+    ))
     .await;
     let now = unix_now();
     let mut first_error = None;
@@ -284,11 +332,18 @@ pub async fn execute(
                     let mut body = data.clone();
                     if let Some(ttl) = request.source.ttl {
                         let ttl = ttl.as_secs().min(ttl_cap).max(1);
-                        body.entry("ttl").or_insert_with(|| format!("{ttl}s").into());
+                        body.entry("ttl")
+                            .or_insert_with(|| format!("{ttl}s").into());
                     }
-                    client.write(&session.token, &path, &serde_json::Value::Object(body)).await
+                    client
+                        .write(&session.token, &path, &serde_json::Value::Object(body))
+                        .await
                 }
-                None => client.read(&session.token, &path, request.source.engine == Engine::KvV2).await,
+                None => {
+                    client
+                        .read(&session.token, &path, request.source.engine == Engine::KvV2)
+                        .await
+                }
             }
         }
     }))
@@ -314,9 +369,16 @@ pub async fn execute(
             }
             Err(source) => {
                 envelopes.push(None);
-                let plan_secret = plan.secrets.iter().find(|s| s.request == envelopes.len() - 1);
-                let name = plan_secret.map(|s| s.declaration.name.clone()).unwrap_or_default();
-                first_error.get_or_insert_with(|| request_error(&name, &request.source, &plan.logins[request.login], source));
+                let plan_secret = plan
+                    .secrets
+                    .iter()
+                    .find(|s| s.request == envelopes.len() - 1);
+                let name = plan_secret
+                    .map(|s| s.declaration.name.clone())
+                    .unwrap_or_default();
+                first_error.get_or_insert_with(|| {
+                    request_error(&name, &request.source, &plan.logins[request.login], source)
+                });
             }
         }
     }
@@ -325,14 +387,21 @@ pub async fn execute(
     }
 
     for secret in &plan.secrets {
-        let Some(envelope) = &envelopes[secret.request] else { continue };
+        let Some(envelope) = &envelopes[secret.request] else {
+            continue;
+        };
         let source = &secret.declaration.source;
         let Some(value) = envelope.data.get(&source.field) else {
             return Err(ResolutionError::FieldMissing {
                 name: secret.declaration.name.clone(),
                 path: source.display_path(),
                 field: source.field.clone(),
-                available: envelope.data.names().into_iter().map(str::to_owned).collect(),
+                available: envelope
+                    .data
+                    .names()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
             });
         };
         state.secrets.push(StoredSecret {
@@ -349,20 +418,36 @@ pub async fn execute(
 fn login_error(login: &LoginPlan, jwt: &SecretString, source: VaultError) -> ResolutionError {
     let VaultError::Denied { errors, .. } = &source else {
         return ResolutionError::Vault {
-            context: format!("logging in to {} (auth/{})", login.server.address, login.auth_mount),
+            context: format!(
+                "logging in to {} (auth/{})",
+                login.server.address, login.auth_mount
+            ),
             source: Box::new(source),
         };
     };
     let claims = peek_claims(jwt).unwrap_or_default();
     let lower = errors.to_ascii_lowercase();
-    let role = login.role.clone().unwrap_or_else(|| "(the mount's default role)".into());
+    let role = login
+        .role
+        .clone()
+        .unwrap_or_else(|| "(the mount's default role)".into());
     let kind = if lower.contains("audience") || lower.contains("aud)") {
         LoginRefusal::Audience
-    } else if lower.contains("expir") || lower.contains("(exp)") || lower.contains("(nbf)") || lower.contains("not yet valid") || lower.contains("(iat)") {
+    } else if lower.contains("expir")
+        || lower.contains("(exp)")
+        || lower.contains("(nbf)")
+        || lower.contains("not yet valid")
+        || lower.contains("(iat)")
+    {
         LoginRefusal::Time
-    } else if lower.contains("bound claim") || lower.contains("claim \"") || lower.contains("bound_claims") {
+    } else if lower.contains("bound claim")
+        || lower.contains("claim \"")
+        || lower.contains("bound_claims")
+    {
         LoginRefusal::BoundClaims
-    } else if lower.contains("role") && (lower.contains("not found") || lower.contains("could not be found")) {
+    } else if lower.contains("role")
+        && (lower.contains("not found") || lower.contains("could not be found"))
+    {
         LoginRefusal::UnknownRole
     } else {
         LoginRefusal::Other
@@ -378,7 +463,12 @@ fn login_error(login: &LoginPlan, jwt: &SecretString, source: VaultError) -> Res
     }))
 }
 
-fn request_error(name: &str, source: &SecretSource, login: &LoginPlan, error: VaultError) -> ResolutionError {
+fn request_error(
+    name: &str,
+    source: &SecretSource,
+    login: &LoginPlan,
+    error: VaultError,
+) -> ResolutionError {
     match error {
         VaultError::NotFound { .. } => ResolutionError::NotFound {
             name: name.to_owned(),
@@ -393,7 +483,10 @@ fn request_error(name: &str, source: &SecretSource, login: &LoginPlan, error: Va
             vault_says: errors,
             write: source.data.is_some(),
         },
-        other => ResolutionError::Vault { context: format!("requesting {} for {name}", source.api_path()), source: Box::new(other) },
+        other => ResolutionError::Vault {
+            context: format!("requesting {} for {name}", source.api_path()),
+            source: Box::new(other),
+        },
     }
 }
 
@@ -489,7 +582,9 @@ pub enum ResolutionError {
         write: bool,
     },
     /// Vault could not be reached or failed.
-    #[error("{context}: {source}; gitlab-runner retries prepare up to 3 times, check the server and the network if this persists")]
+    #[error(
+        "{context}: {source}; gitlab-runner retries prepare up to 3 times, check the server and the network if this persists"
+    )]
     Vault {
         /// What leasehold was doing.
         context: String,
@@ -518,18 +613,35 @@ pub struct LoginDenial {
 }
 
 fn describe_login_refusal(denial: &LoginDenial) -> String {
-    let LoginDenial { kind, address, mount, role, vault_says, claims, token_variable } = denial;
+    let LoginDenial {
+        kind,
+        address,
+        mount,
+        role,
+        vault_says,
+        claims,
+        token_variable,
+    } = denial;
     let kind = *kind;
     let head = format!("Vault at {address} refused the JWT login (auth/{mount}, role {role})");
     let carries = claims.binding_summary();
     match kind {
         LoginRefusal::Audience => format!(
             "{head}: wrong audience: the token has aud={}, which the role's bound_audiences does not list; set  id_tokens: {{ {token_variable}: {{ aud: \"<an audience the role lists>\" }} }}  in the job, or add it to bound_audiences (Vault says: {vault_says})",
-            if claims.aud.is_empty() { "(none)".to_owned() } else { claims.aud.join(",") }
+            if claims.aud.is_empty() {
+                "(none)".to_owned()
+            } else {
+                claims.aud.join(",")
+            }
         ),
         LoginRefusal::Time => {
             let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
-            let show = |t: Option<i64>| t.map_or_else(|| "(none)".to_owned(), |t| format!("{t} ({:+}s from now)", t - now));
+            let show = |t: Option<i64>| {
+                t.map_or_else(
+                    || "(none)".to_owned(),
+                    |t| format!("{t} ({:+}s from now)", t - now),
+                )
+            };
             format!(
                 "{head}: the token is expired or not yet valid: exp={} nbf={} iat={}, local clock {now}; check the clocks of the runner host and Vault (NTP), and that the job did not wait longer than the token's lifetime (Vault says: {vault_says})",
                 show(claims.exp),

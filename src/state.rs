@@ -28,7 +28,9 @@ use zeroize::Zeroizing;
 
 /// Seconds since the epoch.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The checked root below which every job's state lives.
@@ -47,13 +49,25 @@ impl StateRoot {
                     .recursive(true)
                     .mode(0o700)
                     .create(path)
-                    .map_err(|source| StateError::Io { action: "create state dir", path: path.to_owned(), source })?;
+                    .map_err(|source| StateError::Io {
+                        action: "create state dir",
+                        path: path.to_owned(),
+                        source,
+                    })?;
             }
-            Err(source) => return Err(StateError::Io { action: "inspect state dir", path: path.to_owned(), source }),
+            Err(source) => {
+                return Err(StateError::Io {
+                    action: "inspect state dir",
+                    path: path.to_owned(),
+                    source,
+                });
+            }
             Ok(_) => {}
         }
         check_private_dir(path)?;
-        Ok(StateRoot { path: path.to_owned() })
+        Ok(StateRoot {
+            path: path.to_owned(),
+        })
     }
 
     /// The root path.
@@ -63,16 +77,26 @@ impl StateRoot {
 
     /// The directory of one job attempt (it may not exist).
     pub fn job(&self, id: &StateId) -> JobState {
-        JobState { dir: self.path.join(&id.0), id: id.clone() }
+        JobState {
+            dir: self.path.join(&id.0),
+            id: id.clone(),
+        }
     }
 
     /// Every job directory present, for the reaper.
     pub fn jobs(&self) -> Result<Vec<JobState>, StateError> {
-        let entries = fs::read_dir(&self.path)
-            .map_err(|source| StateError::Io { action: "list state dir", path: self.path.clone(), source })?;
+        let entries = fs::read_dir(&self.path).map_err(|source| StateError::Io {
+            action: "list state dir",
+            path: self.path.clone(),
+            source,
+        })?;
         let mut jobs = Vec::new();
         for entry in entries.flatten() {
-            if let Some(id) = entry.file_name().to_str().and_then(|n| StateId::parse(n).ok()) {
+            if let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| StateId::parse(n).ok())
+            {
                 jobs.push(self.job(&id));
             }
         }
@@ -82,9 +106,15 @@ impl StateRoot {
 
 /// Refuses a directory that is a symlink or not owned by leasehold's user.
 pub fn check_owner(path: &Path) -> Result<(), StateError> {
-    let meta = fs::symlink_metadata(path)
-        .map_err(|source| StateError::Io { action: "inspect", path: path.to_owned(), source })?;
-    if meta.file_type().is_symlink() || !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
+    let meta = fs::symlink_metadata(path).map_err(|source| StateError::Io {
+        action: "inspect",
+        path: path.to_owned(),
+        source,
+    })?;
+    if meta.file_type().is_symlink()
+        || !meta.is_dir()
+        || meta.uid() != nix::unistd::geteuid().as_raw()
+    {
         return Err(StateError::Unsafe {
             path: path.to_owned(),
             reason: "it must be a real directory owned by leasehold's user".into(),
@@ -95,21 +125,31 @@ pub fn check_owner(path: &Path) -> Result<(), StateError> {
 
 /// Refuses a directory that is a symlink, not ours, or open to group/others.
 pub fn check_private_dir(path: &Path) -> Result<(), StateError> {
-    let meta = fs::symlink_metadata(path)
-        .map_err(|source| StateError::Io { action: "inspect", path: path.to_owned(), source })?;
+    let meta = fs::symlink_metadata(path).map_err(|source| StateError::Io {
+        action: "inspect",
+        path: path.to_owned(),
+        source,
+    })?;
     let unsafe_because = if meta.file_type().is_symlink() {
         Some("it is a symlink".to_owned())
     } else if !meta.is_dir() {
         Some("it is not a directory".to_owned())
     } else if meta.uid() != nix::unistd::geteuid().as_raw() {
-        Some(format!("it is owned by uid {}, not by leasehold's uid {}", meta.uid(), nix::unistd::geteuid()))
+        Some(format!(
+            "it is owned by uid {}, not by leasehold's uid {}",
+            meta.uid(),
+            nix::unistd::geteuid()
+        ))
     } else if meta.mode() & 0o077 != 0 {
         Some(format!("its mode is {:o}, not 0700", meta.mode() & 0o7777))
     } else {
         None
     };
     match unsafe_because {
-        Some(reason) => Err(StateError::Unsafe { path: path.to_owned(), reason }),
+        Some(reason) => Err(StateError::Unsafe {
+            path: path.to_owned(),
+            reason,
+        }),
         None => Ok(()),
     }
 }
@@ -121,23 +161,38 @@ pub struct StateId(String);
 impl StateId {
     /// A fresh id for a job.
     pub fn generate(job_id: &str) -> Self {
-        let digits: String = job_id.chars().filter(char::is_ascii_digit).take(20).collect();
+        let digits: String = job_id
+            .chars()
+            .filter(char::is_ascii_digit)
+            .take(20)
+            .collect();
         let mut random = [0u8; 8];
         fill_random(&mut random);
-        StateId(format!("j{}-{}", if digits.is_empty() { "0" } else { &digits }, hex(&random)))
+        StateId(format!(
+            "j{}-{}",
+            if digits.is_empty() { "0" } else { &digits },
+            hex(&random)
+        ))
     }
 
     /// Parses an id from `job_env`, refusing anything that could escape the state root. Only the
     /// shape [`StateId::generate`] makes (`j<digits>-<hex>`) is accepted, so that other entries of
     /// the state dir (the JWKS cache in `jwks/`) are never taken for a job.
     pub fn parse(text: &str) -> Result<Self, StateError> {
-        let shaped = text.strip_prefix('j').and_then(|rest| rest.split_once('-')).is_some_and(|(digits, hex)| {
-            !digits.is_empty()
-                && digits.chars().all(|c| c.is_ascii_digit())
-                && !hex.is_empty()
-                && hex.chars().all(|c| c.is_ascii_hexdigit())
-        });
-        if text.len() <= 64 && shaped { Ok(StateId(text.to_owned())) } else { Err(StateError::BadId) }
+        let shaped = text
+            .strip_prefix('j')
+            .and_then(|rest| rest.split_once('-'))
+            .is_some_and(|(digits, hex)| {
+                !digits.is_empty()
+                    && digits.chars().all(|c| c.is_ascii_digit())
+                    && !hex.is_empty()
+                    && hex.chars().all(|c| c.is_ascii_hexdigit())
+            });
+        if text.len() <= 64 && shaped {
+            Ok(StateId(text.to_owned()))
+        } else {
+            Err(StateError::BadId)
+        }
     }
 
     /// The id as text.
@@ -183,7 +238,9 @@ impl StateKey {
     }
 
     fn aead(&self) -> Result<LessSafeKey, StateError> {
-        UnboundKey::new(&AES_256_GCM, self.0.expose_secret()).map(LessSafeKey::new).map_err(|_| StateError::BadKey)
+        UnboundKey::new(&AES_256_GCM, self.0.expose_secret())
+            .map(LessSafeKey::new)
+            .map_err(|_| StateError::BadKey)
     }
 }
 
@@ -195,10 +252,12 @@ pub(crate) fn fill_random(buf: &mut [u8]) {
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// How far a job's state has come; the reaper acts on jobs that are over.
@@ -291,7 +350,10 @@ impl std::fmt::Debug for PrivateState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PrivateState")
             .field("sessions", &self.sessions.len())
-            .field("secrets", &self.secrets.iter().map(|s| &s.name).collect::<Vec<_>>())
+            .field(
+                "secrets",
+                &self.secrets.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            )
             .field("leases", &self.leases.len())
             .finish()
     }
@@ -409,7 +471,11 @@ impl JobState {
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&self.dir)
-            .map_err(|source| StateError::Io { action: "create job state dir", path: self.dir.clone(), source })
+            .map_err(|source| StateError::Io {
+                action: "create job state dir",
+                path: self.dir.clone(),
+                source,
+            })
     }
 
     /// Writes the journal atomically.
@@ -424,16 +490,25 @@ impl JobState {
     /// Reads the journal.
     pub fn read_journal(&self) -> Result<Journal, StateError> {
         let path = self.dir.join(JOURNAL);
-        let bytes = fs::read(&path).map_err(|source| StateError::Io { action: "read", path: path.clone(), source })?;
-        serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt { path, detail: e.to_string() })
+        let bytes = fs::read(&path).map_err(|source| StateError::Io {
+            action: "read",
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+            path,
+            detail: e.to_string(),
+        })
     }
 
     /// Encrypts and writes the secret part atomically.
     pub fn write_vault(&self, state: &PrivateState, key: &StateKey) -> Result<(), StateError> {
         let path = self.dir.join(SECRETS);
-        let mut buffer = Zeroizing::new(
-            serde_json::to_vec(state).map_err(|e| StateError::Corrupt { path: path.clone(), detail: e.to_string() })?,
-        );
+        let mut buffer =
+            Zeroizing::new(serde_json::to_vec(state).map_err(|e| StateError::Corrupt {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?);
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce);
         key.aead()?
@@ -455,19 +530,31 @@ impl JobState {
         let sealed = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(StateError::Io { action: "read", path, source }),
+            Err(source) => {
+                return Err(StateError::Io {
+                    action: "read",
+                    path,
+                    source,
+                });
+            }
         };
         if sealed.len() < NONCE_LEN {
             return Err(StateError::Crypto { path });
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| StateError::Crypto { path: path.clone() })?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce)
+            .map_err(|_| StateError::Crypto { path: path.clone() })?;
         let mut buffer = Zeroizing::new(ciphertext.to_vec());
         let plain = key
             .aead()?
             .open_in_place(nonce, Aad::from(self.id.0.as_bytes()), &mut buffer)
             .map_err(|_| StateError::Crypto { path: path.clone() })?;
-        serde_json::from_slice(plain).map(Some).map_err(|e| StateError::Corrupt { path, detail: e.to_string() })
+        serde_json::from_slice(plain)
+            .map(Some)
+            .map_err(|e| StateError::Corrupt {
+                path,
+                detail: e.to_string(),
+            })
     }
 
     /// Deletes the secret part (values and tokens) but keeps the journal.
@@ -476,13 +563,23 @@ impl JobState {
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(StateError::Io { action: "remove", path, source }),
+                Err(source) => {
+                    return Err(StateError::Io {
+                        action: "remove",
+                        path,
+                        source,
+                    });
+                }
             }
         }
         match fs::remove_dir_all(self.dir.join(FILES)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StateError::Io { action: "remove", path: self.dir.join(FILES), source }),
+            Err(source) => Err(StateError::Io {
+                action: "remove",
+                path: self.dir.join(FILES),
+                source,
+            }),
         }
     }
 
@@ -491,7 +588,11 @@ impl JobState {
         match fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StateError::Io { action: "remove", path: self.dir.clone(), source }),
+            Err(source) => Err(StateError::Io {
+                action: "remove",
+                path: self.dir.clone(),
+                source,
+            }),
         }
     }
 
@@ -501,16 +602,35 @@ impl JobState {
         match fs::DirBuilder::new().mode(0o700).create(&files) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(source) => return Err(StateError::Io { action: "create", path: files, source }),
+            Err(source) => {
+                return Err(StateError::Io {
+                    action: "create",
+                    path: files,
+                    source,
+                });
+            }
         }
         let mut random = [0u8; 6];
         fill_random(&mut random);
-        let safe_stage: String = stage.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+        let safe_stage: String = stage
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         let dir = files.join(format!("{safe_stage}-{}", hex(&random)));
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
-            .map_err(|source| StateError::Io { action: "create", path: dir.clone(), source })?;
+            .map_err(|source| StateError::Io {
+                action: "create",
+                path: dir.clone(),
+                source,
+            })?;
         Ok(dir)
     }
 }
@@ -522,11 +642,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         .prefix(".tmp-")
         .permissions(fs::Permissions::from_mode(0o600))
         .tempfile_in(dir)
-        .map_err(|source| StateError::Io { action: "create temp file in", path: dir.to_owned(), source })?;
+        .map_err(|source| StateError::Io {
+            action: "create temp file in",
+            path: dir.to_owned(),
+            source,
+        })?;
     tmp.write_all(bytes)
         .and_then(|()| tmp.as_file().sync_data())
-        .map_err(|source| StateError::Io { action: "write", path: tmp.path().to_owned(), source })?;
-    tmp.persist(path).map_err(|e| StateError::Io { action: "rename into", path: path.to_owned(), source: e.error })?;
+        .map_err(|source| StateError::Io {
+            action: "write",
+            path: tmp.path().to_owned(),
+            source,
+        })?;
+    tmp.persist(path).map_err(|e| StateError::Io {
+        action: "rename into",
+        path: path.to_owned(),
+        source: e.error,
+    })?;
     Ok(())
 }
 
@@ -538,8 +670,16 @@ pub fn write_secret_file(path: &Path, value: &[u8]) -> Result<(), StateError> {
         .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|source| StateError::Io { action: "create", path: path.to_owned(), source })?;
-    file.write_all(value).map_err(|source| StateError::Io { action: "write", path: path.to_owned(), source })
+        .map_err(|source| StateError::Io {
+            action: "create",
+            path: path.to_owned(),
+            source,
+        })?;
+    file.write_all(value).map_err(|source| StateError::Io {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The per-job state is unusable. Always the host's problem.
@@ -556,7 +696,9 @@ pub enum StateError {
         source: std::io::Error,
     },
     /// The state directory could be read by someone else.
-    #[error("refusing to use {path} for secrets: {reason}; fix it with: chown $(id -u) {path} && chmod 0700 {path}, or set state_dir")]
+    #[error(
+        "refusing to use {path} for secrets: {reason}; fix it with: chown $(id -u) {path} && chmod 0700 {path}, or set state_dir"
+    )]
     Unsafe {
         /// The directory.
         path: PathBuf,
@@ -572,7 +714,9 @@ pub enum StateError {
         detail: String,
     },
     /// The state could not be decrypted (wrong key, tampering).
-    #[error("cannot decrypt {path}: the state key from config's job_env does not match (was the file replaced?)")]
+    #[error(
+        "cannot decrypt {path}: the state key from config's job_env does not match (was the file replaced?)"
+    )]
     Crypto {
         /// The file.
         path: PathBuf,
@@ -592,7 +736,9 @@ pub enum StateError {
         variable: &'static str,
     },
     /// The job's state directory is gone.
-    #[error("the job's private state {path} is missing: prepare did not complete, or cleanup already ran")]
+    #[error(
+        "the job's private state {path} is missing: prepare did not complete, or cleanup already ran"
+    )]
     Missing {
         /// The directory.
         path: PathBuf,
@@ -623,14 +769,20 @@ mod tests {
         };
         job.write_vault(&vault, &key).expect("write");
         let on_disk = fs::read(job.dir().join(SECRETS)).expect("read");
-        assert!(!on_disk.windows(17).any(|w| w == b"planted-value-123"), "value stored in clear");
+        assert!(
+            !on_disk.windows(17).any(|w| w == b"planted-value-123"),
+            "value stored in clear"
+        );
         let mode = fs::metadata(job.dir().join(SECRETS)).expect("meta").mode() & 0o777;
         assert_eq!(mode, 0o600);
         let back = job.read_vault(&key).expect("read").expect("present");
         assert_eq!(back.secrets[0].value.expose_secret(), "planted-value-123");
         let key2 = StateKey::from_hex(&key.to_hex()).expect("hex round trip");
         assert!(job.read_vault(&key2).is_ok());
-        assert!(matches!(job.read_vault(&StateKey::generate()), Err(StateError::Crypto { .. })));
+        assert!(matches!(
+            job.read_vault(&StateKey::generate()),
+            Err(StateError::Crypto { .. })
+        ));
     }
 
     #[test]
@@ -641,7 +793,12 @@ mod tests {
         assert!(err.to_string().contains("0700"), "{err}");
         let link = dir.path().join("link");
         std::os::unix::fs::symlink("/tmp", &link).expect("symlink");
-        assert!(StateRoot::open(&link).expect_err("symlink refused").to_string().contains("symlink"));
+        assert!(
+            StateRoot::open(&link)
+                .expect_err("symlink refused")
+                .to_string()
+                .contains("symlink")
+        );
         let fresh = dir.path().join("new");
         StateRoot::open(&fresh).expect("created");
         assert_eq!(fs::metadata(&fresh).expect("meta").mode() & 0o777, 0o700);
@@ -650,7 +807,10 @@ mod tests {
     #[test]
     fn state_ids_cannot_escape() {
         assert!(StateId::parse("j12-abcdef").is_ok());
-        assert!(StateId::parse("jwks").is_err(), "the JWKS cache dir is not a job");
+        assert!(
+            StateId::parse("jwks").is_err(),
+            "the JWKS cache dir is not a job"
+        );
         for bad in ["../x", "j1/../../etc", "", "x1-aa", "j1 2"] {
             assert!(StateId::parse(bad).is_err(), "{bad}");
         }

@@ -23,7 +23,11 @@ pub struct CustomExecutor {
 
 fn command(program: &str, args: &[String]) -> Command {
     let mut command = Command::new(program);
-    command.args(args).env_clear().envs(driver_base_env()).stdin(Stdio::null());
+    command
+        .args(args)
+        .env_clear()
+        .envs(driver_base_env())
+        .stdin(Stdio::null());
     command
 }
 
@@ -39,44 +43,67 @@ impl CustomExecutor {
 
     /// Runs the driver's config_exec and parses its JSON (empty output: no config).
     pub fn config(&self) -> Result<Option<serde_json::Value>, ExecutorError> {
-        let Some(program) = &self.driver.config_exec else { return Ok(None) };
+        let Some(program) = &self.driver.config_exec else {
+            return Ok(None);
+        };
         let output = command(program, &self.driver.config_args)
             .stderr(Stdio::inherit())
             .output()
-            .map_err(|source| ExecutorError::Spawn { program: program.clone(), source })?;
+            .map_err(|source| ExecutorError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
         if !output.status.success() {
-            return Err(ExecutorError::ConfigFailed { program: program.clone(), code: exit_code(output.status) });
+            return Err(ExecutorError::ConfigFailed {
+                program: program.clone(),
+                code: exit_code(output.status),
+            });
         }
         if output.stdout.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
         serde_json::from_slice(&output.stdout)
             .map(Some)
-            .map_err(|e| ExecutorError::ConfigJson { program: program.clone(), detail: e.to_string() })
+            .map_err(|e| ExecutorError::ConfigJson {
+                program: program.clone(),
+                detail: e.to_string(),
+            })
     }
 
     /// Runs the driver's prepare_exec with its output in the job log; returns its exit code.
     pub fn prepare(&self) -> Result<i32, ExecutorError> {
-        self.run_simple(self.driver.prepare_exec.as_deref(), &self.driver.prepare_args)
+        self.run_simple(
+            self.driver.prepare_exec.as_deref(),
+            &self.driver.prepare_args,
+        )
     }
 
     /// Runs the driver's cleanup_exec; returns its exit code.
     pub fn cleanup(&self) -> Result<i32, ExecutorError> {
-        self.run_simple(self.driver.cleanup_exec.as_deref(), &self.driver.cleanup_args)
+        self.run_simple(
+            self.driver.cleanup_exec.as_deref(),
+            &self.driver.cleanup_args,
+        )
     }
 
     fn run_simple(&self, program: Option<&str>, args: &[String]) -> Result<i32, ExecutorError> {
         let Some(program) = program else { return Ok(0) };
         let status = command(program, args)
             .status()
-            .map_err(|source| ExecutorError::Spawn { program: program.to_owned(), source })?;
+            .map_err(|source| ExecutorError::Spawn {
+                program: program.to_owned(),
+                source,
+            })?;
         Ok(exit_code(status))
     }
 
     /// `run_exec [run_args…] <script> <stage>`.
     pub fn run_command(&self, script: &Path, stage: &BuildStage) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&self.driver.run_exec);
-        command.args(&self.driver.run_args).arg(script).arg(stage.as_str().as_ref());
+        command
+            .args(&self.driver.run_args)
+            .arg(script)
+            .arg(stage.as_str().as_ref());
         command
     }
 }

@@ -34,22 +34,37 @@ impl JobUser {
         let gid = match group {
             Some(group) => {
                 Group::from_name(group)
-                    .map_err(|e| ExecutorError::User(format!("cannot look up the job group {group}: {e}")))?
-                    .ok_or_else(|| ExecutorError::User(format!("the job group {group} does not exist on this host")))?
+                    .map_err(|e| {
+                        ExecutorError::User(format!("cannot look up the job group {group}: {e}"))
+                    })?
+                    .ok_or_else(|| {
+                        ExecutorError::User(format!(
+                            "the job group {group} does not exist on this host"
+                        ))
+                    })?
                     .gid
             }
             None => user.gid,
         };
-        let cname = std::ffi::CString::new(name).map_err(|_| ExecutorError::User(format!("invalid user name {name:?}")))?;
+        let cname = std::ffi::CString::new(name)
+            .map_err(|_| ExecutorError::User(format!("invalid user name {name:?}")))?;
         let mut groups = nix::unistd::getgrouplist(&cname, gid)
             .map_err(|e| ExecutorError::User(format!("cannot list the groups of {name}: {e}")))?;
         if !groups.contains(&gid) {
             groups.push(gid);
         }
         if user.uid.is_root() {
-            return Err(ExecutorError::User("refusing to run jobs as root through [executor] user".into()));
+            return Err(ExecutorError::User(
+                "refusing to run jobs as root through [executor] user".into(),
+            ));
         }
-        Ok(JobUser { name: user.name, uid: user.uid, gid, groups, home: user.dir })
+        Ok(JobUser {
+            name: user.name,
+            uid: user.uid,
+            gid,
+            groups,
+            home: user.dir,
+        })
     }
 }
 
@@ -61,10 +76,14 @@ pub fn user_from_claim(
     allowed: &[String],
 ) -> Result<String, ExecutorError> {
     let value = value.filter(|v| !v.is_empty()).ok_or_else(|| {
-        ExecutorError::User(format!("the job's verified ID token has no {claim} claim to pick its local user from"))
+        ExecutorError::User(format!(
+            "the job's verified ID token has no {claim} claim to pick its local user from"
+        ))
     })?;
     let user = map.get(value).map_or(value, String::as_str);
-    let allowed_match = allowed.iter().any(|pattern| globset::Glob::new(pattern).is_ok_and(|g| g.compile_matcher().is_match(user)));
+    let allowed_match = allowed.iter().any(|pattern| {
+        globset::Glob::new(pattern).is_ok_and(|g| g.compile_matcher().is_match(user))
+    });
     if !allowed_match {
         return Err(ExecutorError::User(format!(
             "{claim}={value} maps to local user {user}, which [executor] allowed_users does not list; ask the runner admin to allow it"
@@ -79,9 +98,14 @@ mod tests {
 
     #[test]
     fn claim_mapping_goes_through_map_and_allow_list() {
-        let map = [("alice".to_owned(), "ci-alice".to_owned())].into_iter().collect();
+        let map = [("alice".to_owned(), "ci-alice".to_owned())]
+            .into_iter()
+            .collect();
         let allowed = vec!["ci-*".to_owned()];
-        assert_eq!(user_from_claim("user_login", Some("alice"), &map, &allowed).expect("mapped"), "ci-alice");
+        assert_eq!(
+            user_from_claim("user_login", Some("alice"), &map, &allowed).expect("mapped"),
+            "ci-alice"
+        );
         assert!(user_from_claim("user_login", Some("root"), &map, &allowed).is_err());
         assert!(user_from_claim("user_login", None, &map, &allowed).is_err());
     }

@@ -31,7 +31,9 @@ impl WrappedExecutor {
     /// Builds the executor the config selects.
     pub fn from_config(config: &ExecutorConfig) -> Self {
         match (config.executor.kind, &config.executor.custom) {
-            (ExecutorKind::Custom, Some(driver)) => WrappedExecutor::Custom(custom::CustomExecutor::new(driver.clone())),
+            (ExecutorKind::Custom, Some(driver)) => {
+                WrappedExecutor::Custom(custom::CustomExecutor::new(driver.clone()))
+            }
             _ => WrappedExecutor::Shell(shell::ShellExecutor::new(&config.executor.shell)),
         }
     }
@@ -49,7 +51,10 @@ impl WrappedExecutor {
         match self {
             WrappedExecutor::Shell(_) => "leasehold (shell)".to_owned(),
             WrappedExecutor::Custom(_) => {
-                let name = inner.and_then(|j| j.pointer("/driver/name")).and_then(|v| v.as_str()).unwrap_or("custom driver");
+                let name = inner
+                    .and_then(|j| j.pointer("/driver/name"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("custom driver");
                 format!("leasehold + {name}")
             }
         }
@@ -98,7 +103,9 @@ impl WrappedExecutor {
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutorError {
     /// The child could not be started.
-    #[error("cannot start {program}: {source}; check the [executor] section of the executor config")]
+    #[error(
+        "cannot start {program}: {source}; check the [executor] section of the executor config"
+    )]
     Spawn {
         /// The program.
         program: String,

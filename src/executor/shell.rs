@@ -15,13 +15,18 @@ pub struct ShellExecutor {
 impl ShellExecutor {
     /// A shell executor using `shell` (default `bash`).
     pub fn new(shell: &str) -> Self {
-        ShellExecutor { shell: shell.to_owned() }
+        ShellExecutor {
+            shell: shell.to_owned(),
+        }
     }
 
     /// Makes sure the builds and cache directories exist, as gitlab-runner's shell executor does.
     pub fn prepare(&self, config: &ExecutorConfig) -> Result<(), ExecutorError> {
         for dir in [&config.builds_dir, &config.cache_dir] {
-            std::fs::create_dir_all(dir).map_err(|source| ExecutorError::Directory { path: dir.clone(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| ExecutorError::Directory {
+                path: dir.clone(),
+                source,
+            })?;
         }
         Ok(())
     }

@@ -74,9 +74,18 @@ impl Claims {
             ("ref_protected", self.ref_protected.as_deref()),
             ("environment", self.environment.as_deref()),
         ];
-        let mut parts: Vec<String> =
-            pairs.iter().map(|(k, v)| format!("{k}={}", v.unwrap_or("(none)"))).collect();
-        parts.push(format!("aud={}", if self.aud.is_empty() { "(none)".into() } else { self.aud.join(",") }));
+        let mut parts: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.unwrap_or("(none)")))
+            .collect();
+        parts.push(format!(
+            "aud={}",
+            if self.aud.is_empty() {
+                "(none)".into()
+            } else {
+                self.aud.join(",")
+            }
+        ));
         parts.join(" ")
     }
 
@@ -105,14 +114,16 @@ impl Claims {
 /// Decodes the claims WITHOUT verifying the signature: for messages only.
 pub fn peek_claims(token: &SecretString) -> Result<Claims, String> {
     let mut parts = token.expose_secret().split('.');
-    let (Some(_header), Some(payload), Some(_sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(_header), Some(payload), Some(_sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err("expected three dot-separated parts".into());
     };
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .map_err(|_| "the payload is not base64url".to_owned())?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("the payload is not a JSON object ({:?})", e.classify()))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| format!("the payload is not a JSON object ({:?})", e.classify()))
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {

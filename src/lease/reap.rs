@@ -45,14 +45,20 @@ pub struct ReapReport {
 impl ReapReport {
     /// Whether anything could not be revoked.
     pub fn has_failures(&self) -> bool {
-        self.items.iter().any(|i| matches!(i.outcome, Outcome::Failed(_)))
+        self.items
+            .iter()
+            .any(|i| matches!(i.outcome, Outcome::Failed(_)))
     }
 }
 
 /// Whether a job's state is over and may be reaped.
 pub fn is_over(journal: &Journal, now: u64, grace: u64) -> bool {
     journal.status == JobStatus::CleanupFailed
-        || now > journal.created_at.saturating_add(journal.job_timeout_secs).saturating_add(grace)
+        || now
+            > journal
+                .created_at
+                .saturating_add(journal.job_timeout_secs)
+                .saturating_add(grace)
 }
 
 /// A reaper client and token for one (server, namespace), or why there is none.
@@ -64,7 +70,11 @@ struct Credentials<'a> {
 }
 
 impl Credentials<'_> {
-    async fn for_server(&mut self, address: &str, namespace: Option<&String>) -> Result<&(VaultClient, SecretString), String> {
+    async fn for_server(
+        &mut self,
+        address: &str,
+        namespace: Option<&String>,
+    ) -> Result<&(VaultClient, SecretString), String> {
         let key = (normalize_address(address), namespace.cloned());
         if !self.clients.contains_key(&key) {
             let result = self.login(address, namespace).await;
@@ -77,7 +87,11 @@ impl Credentials<'_> {
         }
     }
 
-    async fn login(&self, address: &str, namespace: Option<&String>) -> Result<(VaultClient, SecretString), String> {
+    async fn login(
+        &self,
+        address: &str,
+        namespace: Option<&String>,
+    ) -> Result<(VaultClient, SecretString), String> {
         let reaper = self.config.reaper.as_ref().ok_or_else(|| {
             "no [reaper] credential in the executor config; add token_file or [reaper.approle] (see docs/leases.md)".to_owned()
         })?;
@@ -95,13 +109,19 @@ impl Credentials<'_> {
                 client_key: None,
                 allow_http: false,
             });
-        let client = VaultClient::new(&server_spec(&server, namespace.cloned(), self.config)).map_err(|e| e.to_string())?;
+        let client = VaultClient::new(&server_spec(&server, namespace.cloned(), self.config))
+            .map_err(|e| e.to_string())?;
         let token = if let Some(path) = &reaper.token_file {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read reaper token_file {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read reaper token_file {}: {e}", path.display()))?;
             SecretString::from(text.trim().to_owned())
         } else if let Some(approle) = &reaper.approle {
-            let secret_id = std::fs::read_to_string(&approle.secret_id_file)
-                .map_err(|e| format!("cannot read reaper secret_id_file {}: {e}", approle.secret_id_file.display()))?;
+            let secret_id = std::fs::read_to_string(&approle.secret_id_file).map_err(|e| {
+                format!(
+                    "cannot read reaper secret_id_file {}: {e}",
+                    approle.secret_id_file.display()
+                )
+            })?;
             let secret_id = SecretString::from(secret_id.trim().to_owned());
             client
                 .approle_login(&approle.mount, &approle.role_id, &secret_id)
@@ -117,9 +137,16 @@ impl Credentials<'_> {
 
 fn already_gone(error: &VaultError) -> bool {
     match error {
-        VaultError::Denied { status: 400, errors, .. } => {
+        VaultError::Denied {
+            status: 400,
+            errors,
+            ..
+        } => {
             let e = errors.to_ascii_lowercase();
-            e.contains("invalid lease") || e.contains("invalid accessor") || e.contains("not found") || e.contains("invalid token")
+            e.contains("invalid lease")
+                || e.contains("invalid accessor")
+                || e.contains("not found")
+                || e.contains("invalid token")
         }
         VaultError::NotFound { .. } => true,
         _ => false,
@@ -127,16 +154,27 @@ fn already_gone(error: &VaultError) -> bool {
 }
 
 /// Reaps every job state under `root` that is over. With `dry_run`, only reports.
-pub async fn reap(config: &ExecutorConfig, root: &StateRoot, dry_run: bool) -> Result<ReapReport, crate::state::StateError> {
+pub async fn reap(
+    config: &ExecutorConfig,
+    root: &StateRoot,
+    dry_run: bool,
+) -> Result<ReapReport, crate::state::StateError> {
     let now = unix_now();
     let mut report = ReapReport::default();
-    let mut credentials = Credentials { config, clients: BTreeMap::new() };
+    let mut credentials = Credentials {
+        config,
+        clients: BTreeMap::new(),
+    };
     for job in root.jobs()? {
         report.examined += 1;
         let journal = match job.read_journal() {
             Ok(journal) => journal,
             Err(e) => {
-                report.items.push(ReapItem { state_id: job.id().as_str().to_owned(), what: "journal".into(), outcome: Outcome::Failed(e.to_string()) });
+                report.items.push(ReapItem {
+                    state_id: job.id().as_str().to_owned(),
+                    what: "journal".into(),
+                    outcome: Outcome::Failed(e.to_string()),
+                });
                 continue;
             }
         };
@@ -146,7 +184,11 @@ pub async fn reap(config: &ExecutorConfig, root: &StateRoot, dry_run: bool) -> R
         }
         if dry_run {
             for s in &journal.sessions {
-                report.items.push(ReapItem { state_id: journal.state_id.clone(), what: format!("token {}", s.accessor), outcome: Outcome::Failed("dry run".into()) });
+                report.items.push(ReapItem {
+                    state_id: journal.state_id.clone(),
+                    what: format!("token {}", s.accessor),
+                    outcome: Outcome::Failed("dry run".into()),
+                });
             }
             continue;
         }
@@ -165,11 +207,19 @@ pub async fn reap(config: &ExecutorConfig, root: &StateRoot, dry_run: bool) -> R
     Ok(report)
 }
 
-async fn reap_one(job: &JobState, mut journal: Journal, credentials: &mut Credentials<'_>, report: &mut ReapReport) -> bool {
+async fn reap_one(
+    job: &JobState,
+    mut journal: Journal,
+    credentials: &mut Credentials<'_>,
+    report: &mut ReapReport,
+) -> bool {
     let mut all_ok = true;
     let mut remaining_sessions = Vec::new();
     for session in &journal.sessions {
-        let outcome = match credentials.for_server(&session.address, session.namespace.as_ref()).await {
+        let outcome = match credentials
+            .for_server(&session.address, session.namespace.as_ref())
+            .await
+        {
             Ok((client, token)) => match client.revoke_accessor(token, &session.accessor).await {
                 Ok(()) => Outcome::Revoked,
                 Err(e) if already_gone(&e) => Outcome::Revoked,
@@ -181,11 +231,18 @@ async fn reap_one(job: &JobState, mut journal: Journal, credentials: &mut Creden
             all_ok = false;
             remaining_sessions.push(session.clone());
         }
-        report.items.push(ReapItem { state_id: journal.state_id.clone(), what: format!("token {}", session.accessor), outcome });
+        report.items.push(ReapItem {
+            state_id: journal.state_id.clone(),
+            what: format!("token {}", session.accessor),
+            outcome,
+        });
     }
     let mut remaining_leases = Vec::new();
     for lease in &journal.leases {
-        let outcome = match credentials.for_server(&lease.address, lease.namespace.as_ref()).await {
+        let outcome = match credentials
+            .for_server(&lease.address, lease.namespace.as_ref())
+            .await
+        {
             Ok((client, token)) => match client.revoke_lease(token, &lease.lease_id).await {
                 Ok(()) if !lease.revocable => Outcome::NotRevocable,
                 Ok(()) => Outcome::Revoked,
@@ -198,14 +255,23 @@ async fn reap_one(job: &JobState, mut journal: Journal, credentials: &mut Creden
             all_ok = false;
             remaining_leases.push(lease.clone());
         }
-        report.items.push(ReapItem { state_id: journal.state_id.clone(), what: format!("lease {}", lease.lease_id), outcome });
+        report.items.push(ReapItem {
+            state_id: journal.state_id.clone(),
+            what: format!("lease {}", lease.lease_id),
+            outcome,
+        });
     }
     if all_ok {
         // A job running as its own user may have left stage directories (its script copy and
         // file secrets) under files_dir when it was killed.
-        let _ = crate::inject::remove_user_stage_dirs(&credentials.config.executor.files_dir, job.id());
+        let _ =
+            crate::inject::remove_user_stage_dirs(&credentials.config.executor.files_dir, job.id());
         if let Err(e) = job.remove() {
-            report.items.push(ReapItem { state_id: journal.state_id.clone(), what: "state".into(), outcome: Outcome::Failed(e.to_string()) });
+            report.items.push(ReapItem {
+                state_id: journal.state_id.clone(),
+                what: "state".into(),
+                outcome: Outcome::Failed(e.to_string()),
+            });
             return false;
         }
         return true;
@@ -238,8 +304,16 @@ mod tests {
 
     #[test]
     fn running_jobs_are_left_alone() {
-        assert!(!is_over(&journal(JobStatus::Active, 1000), 1000 + 600 + 900, 900));
-        assert!(is_over(&journal(JobStatus::Active, 1000), 1000 + 600 + 901, 900));
+        assert!(!is_over(
+            &journal(JobStatus::Active, 1000),
+            1000 + 600 + 900,
+            900
+        ));
+        assert!(is_over(
+            &journal(JobStatus::Active, 1000),
+            1000 + 600 + 901,
+            900
+        ));
         assert!(is_over(&journal(JobStatus::CleanupFailed, 1000), 1001, 900));
         assert!(!is_over(&journal(JobStatus::Preparing, 1000), 1500, 900));
     }

@@ -33,13 +33,28 @@ enum Item {
 
 impl Renewer {
     /// A renewer over the job's state; nothing happens until [`Renewer::run`] is polled.
-    pub fn new(config: ExecutorConfig, job_state: JobState, key: StateKey, state: PrivateState) -> Self {
+    pub fn new(
+        config: ExecutorConfig,
+        job_state: JobState,
+        key: StateKey,
+        state: PrivateState,
+    ) -> Self {
         let clients = state.sessions.iter().map(|_| None).collect();
-        Renewer { config, job_state, key, state, clients }
+        Renewer {
+            config,
+            job_state,
+            key,
+            state,
+            clients,
+        }
     }
 
     fn deadline(&self) -> u64 {
-        if self.state.deadline == 0 { u64::MAX } else { self.state.deadline }
+        if self.state.deadline == 0 {
+            u64::MAX
+        } else {
+            self.state.deadline
+        }
     }
 
     /// When an item needs renewing, or `None` if it never does.
@@ -111,7 +126,10 @@ impl Renewer {
     async fn renew_due(&mut self) {
         let now = unix_now();
         let increment = self.increment(now);
-        let due: Vec<Item> = self.items().filter(|i| self.due(*i).is_some_and(|d| d <= now)).collect();
+        let due: Vec<Item> = self
+            .items()
+            .filter(|i| self.due(*i).is_some_and(|d| d <= now))
+            .collect();
         for item in due {
             match item {
                 Item::Token(i) => self.renew_token(i, increment).await,
@@ -135,7 +153,8 @@ impl Renewer {
                 session.ttl = auth.lease_duration;
                 session.since = now;
                 session.renewable = auth.renewable;
-                if auth.lease_duration < increment.as_secs() && now + auth.lease_duration < deadline {
+                if auth.lease_duration < increment.as_secs() && now + auth.lease_duration < deadline
+                {
                     session.exhausted = true;
                     joblog::warning(&format!(
                         "the Vault token ({}) reached its max TTL and expires at {}, before the job's timeout; its leases end with it",
@@ -154,9 +173,13 @@ impl Renewer {
     async fn renew_lease(&mut self, i: usize, increment: Duration) {
         let now = unix_now();
         let session = self.state.leases[i].session;
-        let Some(token) = self.state.sessions.get(session).map(|s| s.token.clone()) else { return };
+        let Some(token) = self.state.sessions.get(session).map(|s| s.token.clone()) else {
+            return;
+        };
         let lease_id = self.state.leases[i].lease_id.clone();
-        let Some(client) = self.client(session) else { return };
+        let Some(client) = self.client(session) else {
+            return;
+        };
         match client.renew_lease(&token, &lease_id, Some(increment)).await {
             Ok(info) => {
                 let deadline = self.deadline();
@@ -164,7 +187,8 @@ impl Renewer {
                 lease.ttl = info.lease_duration;
                 lease.since = now;
                 lease.renewable = info.renewable;
-                if info.lease_duration < increment.as_secs() && now + info.lease_duration < deadline {
+                if info.lease_duration < increment.as_secs() && now + info.lease_duration < deadline
+                {
                     lease.exhausted = true;
                     joblog::warning(&format!(
                         "lease of {} reached its max TTL and expires at {}, before the job's timeout",
@@ -188,7 +212,11 @@ impl Renewer {
 
 /// At prepare: warns about credentials that cannot live until the job's timeout.
 pub fn warn_short_lived(state: &PrivateState) {
-    let deadline = if state.deadline == 0 { return } else { state.deadline };
+    let deadline = if state.deadline == 0 {
+        return;
+    } else {
+        state.deadline
+    };
     for lease in &state.leases {
         let expires = lease.since + lease.ttl;
         if !lease.renewable && lease.ttl > 0 && expires < deadline {
@@ -214,7 +242,12 @@ pub fn warn_short_lived(state: &PrivateState) {
 /// `HH:MM:SS UTC` for a unix time (the job log's readers compare it with their own clocks).
 pub(crate) fn format_time(unix: u64) -> String {
     let day = unix % 86_400;
-    format!("{:02}:{:02}:{:02} UTC", day / 3600, (day % 3600) / 60, day % 60)
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        day / 3600,
+        (day % 3600) / 60,
+        day % 60
+    )
 }
 
 #[cfg(test)]
@@ -224,7 +257,8 @@ mod tests {
     use secrecy::SecretString;
 
     fn renewer(ttl: u64, deadline: u64, renewable: bool) -> Renewer {
-        let config = ExecutorConfig::parse("[vault]\naddress = \"http://127.0.0.1:1\"\n").expect("config");
+        let config =
+            ExecutorConfig::parse("[vault]\naddress = \"http://127.0.0.1:1\"\n").expect("config");
         let dir = tempfile::tempdir().expect("tmp");
         let root = crate::state::StateRoot::open(&dir.path().join("s")).expect("root");
         let job_state = root.job(&crate::state::StateId::generate("1"));
@@ -243,7 +277,15 @@ mod tests {
                 since: 1000,
                 exhausted: false,
             }],
-            leases: vec![Lease { session: 0, lease_id: "database/creds/x/1".into(), ttl, renewable, since: 1000, origin: "database/creds/x".into(), exhausted: false }],
+            leases: vec![Lease {
+                session: 0,
+                lease_id: "database/creds/x/1".into(),
+                ttl,
+                renewable,
+                since: 1000,
+                origin: "database/creds/x".into(),
+                exhausted: false,
+            }],
             secrets: Vec::new(),
             deadline,
             run_as: None,

@@ -47,7 +47,9 @@ pub struct RevocationReport {
 impl RevocationReport {
     /// Whether anything is still alive.
     pub fn has_failures(&self) -> bool {
-        self.items.iter().any(|r| matches!(r.outcome, Outcome::Failed(_)))
+        self.items
+            .iter()
+            .any(|r| matches!(r.outcome, Outcome::Failed(_)))
     }
 }
 
@@ -60,27 +62,38 @@ pub fn is_sts_lease(lease_id: &str) -> bool {
 
 /// Revokes every lease, then every token, of the job.
 pub async fn revoke_all(state: &PrivateState, config: &ExecutorConfig) -> RevocationReport {
-    let clients: Vec<Result<VaultClient, VaultError>> =
-        state.sessions.iter().map(|s| VaultClient::new(&session_spec(s, config))).collect();
+    let clients: Vec<Result<VaultClient, VaultError>> = state
+        .sessions
+        .iter()
+        .map(|s| VaultClient::new(&session_spec(s, config)))
+        .collect();
 
     let lease_results = join_all(state.leases.iter().map(|lease| {
         let session = state.sessions.get(lease.session);
         let client = clients.get(lease.session);
         async move {
             match (session, client) {
-                (Some(session), Some(Ok(client))) => client.revoke_lease(&session.token, &lease.lease_id).await,
-                _ => Err(VaultError::Config { detail: "no token for this lease".into() }),
+                (Some(session), Some(Ok(client))) => {
+                    client.revoke_lease(&session.token, &lease.lease_id).await
+                }
+                _ => Err(VaultError::Config {
+                    detail: "no token for this lease".into(),
+                }),
             }
         }
     }))
     .await;
 
-    let token_results = join_all(state.sessions.iter().zip(&clients).map(|(session, client)| async move {
-        match client {
-            Ok(client) => client.revoke_self(&session.token).await,
-            Err(e) => Err(VaultError::Config { detail: e.to_string() }),
-        }
-    }))
+    let token_results = join_all(state.sessions.iter().zip(&clients).map(
+        |(session, client)| async move {
+            match client {
+                Ok(client) => client.revoke_self(&session.token).await,
+                Err(e) => Err(VaultError::Config {
+                    detail: e.to_string(),
+                }),
+            }
+        },
+    ))
     .await;
 
     let mut report = RevocationReport::default();
@@ -92,7 +105,11 @@ pub async fn revoke_all(state: &PrivateState, config: &ExecutorConfig) -> Revoca
             Err(_) if token_revoked => Outcome::Revoked,
             Err(e) => Outcome::Failed(e.to_string()),
         };
-        report.items.push(Revocation { what: format!("lease {}", lease.lease_id), origin: lease.origin.clone(), outcome });
+        report.items.push(Revocation {
+            what: format!("lease {}", lease.lease_id),
+            origin: lease.origin.clone(),
+            outcome,
+        });
     }
     for (session, result) in state.sessions.iter().zip(token_results) {
         let outcome = match result {
@@ -101,7 +118,11 @@ pub async fn revoke_all(state: &PrivateState, config: &ExecutorConfig) -> Revoca
             Err(VaultError::Denied { status: 403, .. }) => Outcome::Revoked,
             Err(e) => Outcome::Failed(e.to_string()),
         };
-        report.items.push(Revocation { what: format!("token {}", session.accessor), origin: session.address.clone(), outcome });
+        report.items.push(Revocation {
+            what: format!("token {}", session.accessor),
+            origin: session.address.clone(),
+            outcome,
+        });
     }
     report
 }

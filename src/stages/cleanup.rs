@@ -33,7 +33,10 @@ pub(super) fn run(cli: &Cli) -> Result<i32> {
     })
 }
 
-fn revoke_and_remove(config: &crate::executor_config::ExecutorConfig, env: &StageEnv) -> Result<i32> {
+fn revoke_and_remove(
+    config: &crate::executor_config::ExecutorConfig,
+    env: &StageEnv,
+) -> Result<i32> {
     let Some(id) = env.state_id.as_deref() else {
         println!("leasehold: no state for this attempt (config did not run); nothing to clean up");
         return Ok(0);
@@ -41,7 +44,9 @@ fn revoke_and_remove(config: &crate::executor_config::ExecutorConfig, env: &Stag
     let id = StateId::parse(id)?;
     // The stage dirs of a job user's stages that were SIGKILLed (file secrets, script copy).
     if let Err(e) = crate::inject::remove_user_stage_dirs(&config.executor.files_dir, &id) {
-        joblog::warning(&format!("could not remove the job's stage directories: {e}"));
+        joblog::warning(&format!(
+            "could not remove the job's stage directories: {e}"
+        ));
     }
     let root = StateRoot::open(&config.state_dir)?;
     let job_state = root.job(&id);
@@ -69,7 +74,10 @@ fn revoke_and_remove(config: &crate::executor_config::ExecutorConfig, env: &Stag
                 "leasehold: {} ({}) is not revocable (AWS STS credentials stay valid until they expire)",
                 item.what, item.origin
             ),
-            Outcome::Failed(why) => joblog::warning(&format!("could not revoke {} ({}): {why}", item.what, item.origin)),
+            Outcome::Failed(why) => joblog::warning(&format!(
+                "could not revoke {} ({}): {why}",
+                item.what, item.origin
+            )),
         }
     }
     // Without the tokens (prepare crashed before storing them) only the reaper can revoke.
@@ -88,8 +96,16 @@ fn revoke_and_remove(config: &crate::executor_config::ExecutorConfig, env: &Stag
     println!(
         "leasehold: cleaned up {} ({} tokens, {} leases)",
         id.as_str(),
-        report.items.iter().filter(|i| i.what.starts_with("token")).count(),
-        report.items.iter().filter(|i| i.what.starts_with("lease")).count()
+        report
+            .items
+            .iter()
+            .filter(|i| i.what.starts_with("token"))
+            .count(),
+        report
+            .items
+            .iter()
+            .filter(|i| i.what.starts_with("lease"))
+            .count()
     );
     Ok(0)
 }

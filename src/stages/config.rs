@@ -31,7 +31,10 @@ pub(super) fn run(cli: &Cli) -> Result<i32> {
     if output.get("cache_dir").is_none() {
         output["cache_dir"] = json!(config.cache_dir);
     }
-    if let (None, Some(shared)) = (output.get("builds_dir_is_shared"), config.builds_dir_is_shared) {
+    if let (None, Some(shared)) = (
+        output.get("builds_dir_is_shared"),
+        config.builds_dir_is_shared,
+    ) {
         output["builds_dir_is_shared"] = shared.into();
     }
     output["driver"] = json!({ "name": executor.driver_name(inner.as_ref()), "version": env!("CARGO_PKG_VERSION") });

@@ -54,8 +54,12 @@ pub(crate) fn load_config(cli: &Cli) -> Result<ExecutorConfig> {
 
 /// The state id and key `config` put into `job_env`.
 pub(crate) fn state_handles(env: &StageEnv) -> Result<(StateId, StateKey)> {
-    let id = env.state_id.as_deref().ok_or(StateError::NoConfigStage { variable: crate::protocol::env::STATE_ID })?;
-    let key = env.state_key.as_ref().ok_or(StateError::NoConfigStage { variable: crate::protocol::env::STATE_KEY })?;
+    let id = env.state_id.as_deref().ok_or(StateError::NoConfigStage {
+        variable: crate::protocol::env::STATE_ID,
+    })?;
+    let key = env.state_key.as_ref().ok_or(StateError::NoConfigStage {
+        variable: crate::protocol::env::STATE_KEY,
+    })?;
     Ok((StateId::parse(id)?, StateKey::from_hex(key)?))
 }
 
@@ -90,8 +94,13 @@ pub(crate) fn harden_process() {
 /// process exits with the system-failure code.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let location = info.location().map_or_else(|| "unknown location".to_owned(), |l| format!("{}:{}", l.file(), l.line()));
-        joblog::error(&format!("internal error at {location}; this is a bug in leasehold, please report it"));
+        let location = info.location().map_or_else(
+            || "unknown location".to_owned(),
+            |l| format!("{}:{}", l.file(), l.line()),
+        );
+        joblog::error(&format!(
+            "internal error at {location}; this is a bug in leasehold, please report it"
+        ));
         std::process::exit(ExitCodes::from_env().system_failure);
     }));
 }

@@ -16,7 +16,10 @@ use crate::lease::revoke_all;
 use crate::mask::MaskSet;
 use crate::protocol::StageEnv;
 use crate::resolution::{self, Progress, ResolutionPlan, describe_ttl};
-use crate::state::{JobState, JobStatus, Journal, JournalLease, JournalSession, PrivateState, StateKey, StateRoot, unix_now};
+use crate::state::{
+    JobState, JobStatus, Journal, JournalLease, JournalSession, PrivateState, StateKey, StateRoot,
+    unix_now,
+};
 
 use super::{load_config, runtime, state_handles};
 
@@ -46,12 +49,25 @@ pub(super) fn run(cli: &Cli) -> Result<i32> {
     };
     job_state.write_journal(&journal)?;
 
-    let mut private =
-        PrivateState { deadline: journal.created_at + journal.job_timeout_secs, run_as, ..PrivateState::default() };
+    let mut private = PrivateState {
+        deadline: journal.created_at + journal.job_timeout_secs,
+        run_as,
+        ..PrivateState::default()
+    };
     if !plan.is_empty() {
         let rt = runtime()?;
-        let mut progress = JournalProgress { job_state: &job_state, journal: &mut journal, key: &key };
-        let outcome = rt.block_on(resolution::execute(&plan, &job, &config, &mut private, &mut progress));
+        let mut progress = JournalProgress {
+            job_state: &job_state,
+            journal: &mut journal,
+            key: &key,
+        };
+        let outcome = rt.block_on(resolution::execute(
+            &plan,
+            &job,
+            &config,
+            &mut private,
+            &mut progress,
+        ));
         if let Err(error) = outcome {
             give_back(&rt, &private, &config, &job_state, &mut journal);
             return Err(error.into());
@@ -72,9 +88,17 @@ pub(super) fn run(cli: &Cli) -> Result<i32> {
 /// Establishes the job's identity (with `[gitlab]`: verifies its ID token) and plans its
 /// secrets from the admin's bindings and, as the policy allows, the job's own declarations.
 /// Runs before any Vault request, so a forged or broken token never reaches Vault.
-pub(crate) fn plan_job(job: &JobResponse, config: &ExecutorConfig) -> Result<(ResolutionPlan, Identity)> {
+pub(crate) fn plan_job(
+    job: &JobResponse,
+    config: &ExecutorConfig,
+) -> Result<(ResolutionPlan, Identity)> {
     let verifier = Verifier::from_config(config)?;
-    let planner = Planner { config, verifier: verifier.as_ref(), now: unix_now(), lenient: false };
+    let planner = Planner {
+        config,
+        verifier: verifier.as_ref(),
+        now: unix_now(),
+        lenient: false,
+    };
     let rt = runtime()?;
     let identity = rt.block_on(planner.identity(job))?;
     let planned = rt.block_on(planner.plan(job, &identity));
@@ -88,7 +112,9 @@ pub(crate) fn plan_job(job: &JobResponse, config: &ExecutorConfig) -> Result<(Re
 /// With `[executor] user_from_claim`: the local user this job runs as, from its VERIFIED claims
 /// only, through `user_map` and the `allowed_users` allow-list.
 fn job_user_from_claims(config: &ExecutorConfig, identity: &Identity) -> Result<Option<String>> {
-    let Some(claim) = &config.executor.user_from_claim else { return Ok(None) };
+    let Some(claim) = &config.executor.user_from_claim else {
+        return Ok(None);
+    };
     let ClaimsSource::Verified(verified) = &identity.source else {
         return Err(crate::executor::ExecutorError::User(format!(
             "[executor] user_from_claim = \"{claim}\" needs the job's ID token verified by [gitlab]; add id_tokens: to the job (and [gitlab] to the executor config)"
@@ -101,7 +127,9 @@ fn job_user_from_claims(config: &ExecutorConfig, identity: &Identity) -> Result<
         &config.executor.user_map,
         &config.executor.allowed_users,
     )?;
-    joblog::info(&format!("leasehold: the job runs as local user {user} ({claim} of the verified ID token)"));
+    joblog::info(&format!(
+        "leasehold: the job runs as local user {user} ({claim} of the verified ID token)"
+    ));
     Ok(Some(user))
 }
 
@@ -116,8 +144,16 @@ fn report_identity(identity: &Identity, planned: &Planned) {
             claims.project_id.as_deref().unwrap_or("?"),
             claims.project_path.as_deref().unwrap_or("?"),
             claims.git_ref.as_deref().unwrap_or("?"),
-            if claims.ref_protected.as_deref() == Some("true") { " (protected)" } else { "" },
-            claims.environment.as_deref().map(|e| format!(", environment {e}")).unwrap_or_default(),
+            if claims.ref_protected.as_deref() == Some("true") {
+                " (protected)"
+            } else {
+                ""
+            },
+            claims
+                .environment
+                .as_deref()
+                .map(|e| format!(", environment {e}"))
+                .unwrap_or_default(),
         ));
     }
     for rule in planned.rules.iter().filter(|r| r.matched()) {
@@ -128,7 +164,11 @@ fn report_identity(identity: &Identity, planned: &Planned) {
             .filter(|s| s.declared_by == format!("binding {}", rule.name))
             .map(|s| s.declaration.name.as_str())
             .collect();
-        joblog::info(&format!("leasehold: binding {} applies: {}", rule.name, granted.join(", ")));
+        joblog::info(&format!(
+            "leasehold: binding {} applies: {}",
+            rule.name,
+            granted.join(", ")
+        ));
     }
     if let (Some(note), ClaimsSource::NoToken) = (&planned.bindings_note, &identity.source)
         && note.starts_with("not evaluated")
@@ -158,7 +198,11 @@ impl Progress for JournalProgress<'_> {
         self.journal.sessions = state
             .sessions
             .iter()
-            .map(|s| JournalSession { address: s.address.clone(), namespace: s.namespace.clone(), accessor: s.accessor.clone() })
+            .map(|s| JournalSession {
+                address: s.address.clone(),
+                namespace: s.namespace.clone(),
+                accessor: s.accessor.clone(),
+            })
             .collect();
         if let Err(e) = self.job_state.write_journal(self.journal) {
             tracing::warn!("cannot journal the Vault login: {e}");
@@ -190,7 +234,13 @@ fn journal_leases(private: &PrivateState) -> Vec<JournalLease> {
 }
 
 /// Revokes what a failed prepare obtained, and leaves the journal for the reaper if that fails.
-fn give_back(rt: &tokio::runtime::Runtime, private: &PrivateState, config: &ExecutorConfig, job_state: &JobState, journal: &mut Journal) {
+fn give_back(
+    rt: &tokio::runtime::Runtime,
+    private: &PrivateState,
+    config: &ExecutorConfig,
+    job_state: &JobState,
+    journal: &mut Journal,
+) {
     if private.sessions.is_empty() {
         return;
     }
@@ -199,7 +249,9 @@ fn give_back(rt: &tokio::runtime::Runtime, private: &PrivateState, config: &Exec
     if report.has_failures() {
         journal.status = JobStatus::CleanupFailed;
         let _ = job_state.write_journal(journal);
-        joblog::warning("could not revoke everything this failed prepare obtained; `leasehold reap` will retry");
+        joblog::warning(
+            "could not revoke everything this failed prepare obtained; `leasehold reap` will retry",
+        );
     } else {
         journal.sessions.clear();
         journal.leases.clear();
@@ -222,7 +274,11 @@ fn report(plan: &ResolutionPlan, private: &PrivateState, config: &ExecutorConfig
         joblog::info(&format!(
             "Logged in to {}{} via auth/{} role {} (token accessor {}, TTL {}{})",
             session.address,
-            session.namespace.as_deref().map(|n| format!(" namespace {n}")).unwrap_or_default(),
+            session
+                .namespace
+                .as_deref()
+                .map(|n| format!(" namespace {n}"))
+                .unwrap_or_default(),
             login.auth_mount,
             login.role.as_deref().unwrap_or("(default)"),
             session.accessor,
@@ -231,14 +287,23 @@ fn report(plan: &ResolutionPlan, private: &PrivateState, config: &ExecutorConfig
         ));
     }
     for secret in &private.secrets {
-        let planned = plan.secrets.iter().find(|p| p.declaration.name == secret.name);
+        let planned = plan
+            .secrets
+            .iter()
+            .find(|p| p.declaration.name == secret.name);
         let lease = planned.and_then(|p| {
             let origin = plan.requests[p.request].source.display_path();
             private.leases.iter().find(|l| l.origin == origin)
         });
         let lease_text = lease.map_or_else(
             || "no lease".to_owned(),
-            |l| format!("lease TTL {}{}", describe_ttl(l.ttl), if l.renewable { " renewable" } else { "" }),
+            |l| {
+                format!(
+                    "lease TTL {}{}",
+                    describe_ttl(l.ttl),
+                    if l.renewable { " renewable" } else { "" }
+                )
+            },
         );
         joblog::info(&format!(
             "  {:<24} <- {} ({}, {}, {}; stages: {}; from {})",
@@ -259,7 +324,10 @@ fn report(plan: &ResolutionPlan, private: &PrivateState, config: &ExecutorConfig
         if plan.logins.len() == 1 { "" } else { "s" }
     ));
     let (_, mask_report) = MaskSet::new(
-        private.secrets.iter().map(|s| (s.name.as_str(), s.value.expose_secret().as_bytes())),
+        private
+            .secrets
+            .iter()
+            .map(|s| (s.name.as_str(), s.value.expose_secret().as_bytes())),
         &config.mask.text,
         config.mask.min_length,
     );
@@ -317,9 +385,20 @@ mod tests {
             }],
             ..PrivateState::default()
         };
-        JournalProgress { job_state: &job_state, journal: &mut journal, key: &key }.logged_in(&state);
-        assert_eq!(job_state.read_journal().expect("journal").sessions[0].accessor, "acc");
-        let stored = job_state.read_vault(&key).expect("readable").expect("written at login");
+        JournalProgress {
+            job_state: &job_state,
+            journal: &mut journal,
+            key: &key,
+        }
+        .logged_in(&state);
+        assert_eq!(
+            job_state.read_journal().expect("journal").sessions[0].accessor,
+            "acc"
+        );
+        let stored = job_state
+            .read_vault(&key)
+            .expect("readable")
+            .expect("written at login");
         assert_eq!(stored.sessions.len(), 1);
         assert_eq!(stored.sessions[0].token.expose_secret(), "t");
     }

@@ -14,9 +14,16 @@ pub(super) fn run(cli: &Cli, dry_run: bool) -> Result<i32> {
     for item in &report.items {
         match &item.outcome {
             Outcome::Revoked => println!("{}: revoked {}", item.state_id, item.what),
-            Outcome::NotRevocable => println!("{}: {} is not revocable (expires on its own)", item.state_id, item.what),
-            Outcome::Failed(why) if dry_run => println!("{}: would revoke {} ({why})", item.state_id, item.what),
-            Outcome::Failed(why) => eprintln!("{}: could not revoke {}: {why}", item.state_id, item.what),
+            Outcome::NotRevocable => println!(
+                "{}: {} is not revocable (expires on its own)",
+                item.state_id, item.what
+            ),
+            Outcome::Failed(why) if dry_run => {
+                println!("{}: would revoke {} ({why})", item.state_id, item.what)
+            }
+            Outcome::Failed(why) => {
+                eprintln!("{}: could not revoke {}: {why}", item.state_id, item.what)
+            }
         }
     }
     println!(

@@ -29,10 +29,16 @@ pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<i32> {
     let job_state = root.job(&id);
     let private = job_state
         .read_vault(&key)?
-        .ok_or_else(|| StateError::Missing { path: job_state.dir().to_owned() })?;
+        .ok_or_else(|| StateError::Missing {
+            path: job_state.dir().to_owned(),
+        })?;
     let executor = WrappedExecutor::from_config(&config);
 
-    let job_user = match private.run_as.as_deref().or(config.executor.user.as_deref()) {
+    let job_user = match private
+        .run_as
+        .as_deref()
+        .or(config.executor.user.as_deref())
+    {
         Some(name) => {
             if !nix::unistd::geteuid().is_root() {
                 return Err(ExecutorError::User(format!(
@@ -49,8 +55,16 @@ pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<i32> {
     let exposed = inject::exposed_secrets(&private, &stage);
     let script_delivery = config.executor.inject == InjectMode::Script;
     let stage_dir = match &job_user {
-        Some(user) => Some(StageDir::for_user(&config.executor.files_dir, &job_state, &stage, user.uid, user.gid)?),
-        None if inject::needs_stage_dir(&exposed, script_delivery) => Some(StageDir::in_state(&job_state, &stage)?),
+        Some(user) => Some(StageDir::for_user(
+            &config.executor.files_dir,
+            &job_state,
+            &stage,
+            user.uid,
+            user.gid,
+        )?),
+        None if inject::needs_stage_dir(&exposed, script_delivery) => {
+            Some(StageDir::in_state(&job_state, &stage)?)
+        }
         None => None,
     };
     let mut injection = match (exposed.is_empty(), script_delivery, &stage_dir) {
@@ -60,11 +74,17 @@ pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<i32> {
     };
     // A job user cannot read the runner's script (it lives in the runner's private temp dir).
     if let (Some(_), None, Some(dir)) = (&job_user, &injection.script, &stage_dir) {
-        let body = std::fs::read(script)
-            .map_err(|source| StateError::Io { action: "read the stage script", path: script.to_owned(), source })?;
+        let body = std::fs::read(script).map_err(|source| StateError::Io {
+            action: "read the stage script",
+            path: script.to_owned(),
+            source,
+        })?;
         injection.script = Some(dir.write("script", &body, 0o500)?);
     }
-    let script_to_run = injection.script.clone().unwrap_or_else(|| script.to_owned());
+    let script_to_run = injection
+        .script
+        .clone()
+        .unwrap_or_else(|| script.to_owned());
 
     // Every stage of a job with secrets is masked, not only the exposed ones: a value written to
     // a file in build_script can still be printed by a later stage.
@@ -72,7 +92,10 @@ pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<i32> {
         None
     } else {
         let (set, _) = MaskSet::new(
-            private.secrets.iter().map(|s| (s.name.as_str(), s.value.expose_secret().as_bytes())),
+            private
+                .secrets
+                .iter()
+                .map(|s| (s.name.as_str(), s.value.expose_secret().as_bytes())),
             &config.mask.text,
             config.mask.min_length,
         );
@@ -84,7 +107,8 @@ pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<i32> {
     let mut command = executor.run_command(&script_to_run, &stage);
     let mut child_env = inject::child_env(executor.base_env(), &injection);
     if let (Some(user), Some(dir)) = (&job_user, &stage_dir) {
-        child_env.retain(|(k, _)| !matches!(k.to_str(), Some("HOME" | "USER" | "LOGNAME" | "TMPDIR")));
+        child_env
+            .retain(|(k, _)| !matches!(k.to_str(), Some("HOME" | "USER" | "LOGNAME" | "TMPDIR")));
         child_env.push(("HOME".into(), user.home.clone().into_os_string()));
         child_env.push(("USER".into(), OsString::from(&user.name)));
         child_env.push(("LOGNAME".into(), OsString::from(&user.name)));
@@ -93,7 +117,11 @@ pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<i32> {
         crate::supervision::sys::drop_privileges(command.as_std_mut(), user);
     }
     command.env_clear().envs(child_env);
-    let program = command.as_std().get_program().to_string_lossy().into_owned();
+    let program = command
+        .as_std()
+        .get_program()
+        .to_string_lossy()
+        .into_owned();
 
     let rt = runtime()?;
     let exit = rt

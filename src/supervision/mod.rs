@@ -43,8 +43,14 @@ impl From<ExitStatus> for ChildExit {
         use std::os::unix::process::ExitStatusExt;
         match (status.code(), status.signal()) {
             (Some(code), _) => ChildExit { code, signal: None },
-            (None, Some(sig)) => ChildExit { code: 128 + sig, signal: Some(sig) },
-            (None, None) => ChildExit { code: 1, signal: None },
+            (None, Some(sig)) => ChildExit {
+                code: 128 + sig,
+                signal: Some(sig),
+            },
+            (None, None) => ChildExit {
+                code: 1,
+                signal: None,
+            },
         }
     }
 }
@@ -83,7 +89,12 @@ pub async fn supervise(
         done_rx
     });
 
-    sys::record_senders(&[Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT]);
+    sys::record_senders(&[
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ]);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;

@@ -38,7 +38,10 @@ pub(super) fn forward(pid: Option<u32>, signal: Signal) {
 }
 
 /// Drops to the job's user in the child: supplementary groups, then group, then user.
-pub(crate) fn drop_privileges(command: &mut std::process::Command, user: &crate::executor::JobUser) {
+pub(crate) fn drop_privileges(
+    command: &mut std::process::Command,
+    user: &crate::executor::JobUser,
+) {
     let groups = user.groups.clone();
     let (uid, gid) = (user.uid, user.gid);
     // SAFETY: runs between fork and exec. setgroups(2), setresgid(2) and setresuid(2) are
@@ -70,7 +73,8 @@ pub(super) fn record_senders(signals: &[Signal]) {
         // SAFETY: the action only reads `si_pid` from the kernel-provided siginfo and stores it
         // in an atomic: async-signal-safe, no allocation, no lock. It is registered through
         // signal-hook-registry, which chains it with tokio's own handler for the same signal.
-        let _ = unsafe { signal_hook_registry::register_sigaction(*signal as i32, remember_sender) };
+        let _ =
+            unsafe { signal_hook_registry::register_sigaction(*signal as i32, remember_sender) };
     }
 }
 
@@ -78,5 +82,6 @@ pub(super) fn record_senders(signals: &[Signal]) {
 /// signals the whole process group, so the child already has it) or from leasehold's own forward.
 pub(super) fn came_from_runner_or_self() -> bool {
     let sender = LAST_SENDER.load(std::sync::atomic::Ordering::SeqCst);
-    sender != 0 && (sender == nix::unistd::getppid().as_raw() || sender == nix::unistd::getpid().as_raw())
+    sender != 0
+        && (sender == nix::unistd::getppid().as_raw() || sender == nix::unistd::getpid().as_raw())
 }

@@ -688,7 +688,11 @@ fn a_signal_sent_to_leasehold_alone_is_forwarded_to_the_script() {
     );
     let build = outcome.stage("build_script");
     assert_eq!(
-        build.output.lines().filter(|l| l.trim() == "got-term").count(),
+        build
+            .output
+            .lines()
+            .filter(|l| l.trim() == "got-term")
+            .count(),
         1,
         "{}",
         build.output

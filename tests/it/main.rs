@@ -10,5 +10,5 @@ mod core;
 mod executors;
 mod harness;
 mod identity;
-mod masking;
 mod leases;
+mod masking;

@@ -48,8 +48,8 @@ pub(crate) mod proc;
 pub(crate) mod runner;
 pub(crate) mod scan;
 pub(crate) mod shell;
-pub(crate) mod world;
 pub(crate) mod sshd;
+pub(crate) mod world;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
