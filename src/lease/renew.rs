@@ -22,10 +22,13 @@ pub struct Renewer {
     key: StateKey,
     state: PrivateState,
     clients: Vec<Option<VaultClient>>,
+    /// After a failed renewal: not before this time (a short Vault outage must not end renewal
+    /// for the rest of the job, nor turn into a tight retry loop).
+    retry_at: std::collections::HashMap<Item, u64>,
 }
 
 /// What is being renewed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Item {
     Token(usize),
     Lease(usize),
@@ -46,6 +49,7 @@ impl Renewer {
             key,
             state,
             clients,
+            retry_at: std::collections::HashMap::new(),
         }
     }
 
@@ -76,7 +80,12 @@ impl Renewer {
         if expires >= self.deadline() {
             return None;
         }
-        Some(since.saturating_add(ttl * 2 / 3))
+        let due = since.saturating_add(ttl * 2 / 3);
+        Some(
+            self.retry_at
+                .get(&item)
+                .map_or(due, |retry| due.max(*retry)),
+        )
     }
 
     fn items(&self) -> impl Iterator<Item = Item> + use<> {
@@ -164,8 +173,10 @@ impl Renewer {
                 }
             }
             Err(e) => {
-                self.state.sessions[i].renewable = false;
+                let session = &self.state.sessions[i];
+                let expires = session.since + session.ttl;
                 tracing::warn!("token renewal failed: {e}");
+                self.after_failure(Item::Token(i), now, session.ttl, expires);
             }
         }
     }
@@ -198,15 +209,33 @@ impl Renewer {
                 }
             }
             Err(e) => {
-                let lease = &mut self.state.leases[i];
-                lease.renewable = false;
+                let lease = &self.state.leases[i];
+                let expires = lease.since + lease.ttl;
                 joblog::warning(&format!(
-                    "could not renew the lease of {}: {e}; it expires at {}",
+                    "could not renew the lease of {}: {e}; retrying, it expires at {}",
                     lease.origin,
-                    format_time(lease.since + lease.ttl)
+                    format_time(expires)
                 ));
+                self.after_failure(Item::Lease(i), now, lease.ttl, expires);
             }
         }
+    }
+
+    /// Schedules another attempt a little later, or gives up once the credential has expired.
+    fn after_failure(&mut self, item: Item, now: u64, ttl: u64, expires: u64) {
+        if now >= expires {
+            match item {
+                Item::Token(i) => self.state.sessions[i].renewable = false,
+                Item::Lease(i) => self.state.leases[i].renewable = false,
+            }
+            self.retry_at.remove(&item);
+            return;
+        }
+        let backoff = (ttl / 6).clamp(1, 30);
+        self.retry_at.insert(
+            item,
+            (now + backoff).min(expires.saturating_sub(1)).max(now + 1),
+        );
     }
 }
 
@@ -304,6 +333,19 @@ mod tests {
         assert_eq!(r.due(Item::Lease(0)), None, "lease outlives the job");
         let r = renewer(30, 5000, false);
         assert_eq!(r.due(Item::Lease(0)), None, "not renewable");
+    }
+
+    #[test]
+    fn a_failed_renewal_is_retried_later_until_expiry() {
+        let mut r = renewer(30, 1000 + 3600, true);
+        r.after_failure(Item::Lease(0), 1020, 30, 1030);
+        assert_eq!(r.due(Item::Lease(0)), Some(1025), "retried after ttl/6");
+        r.after_failure(Item::Lease(0), 1031, 30, 1030);
+        assert_eq!(
+            r.due(Item::Lease(0)),
+            None,
+            "expired: nothing left to renew"
+        );
     }
 
     #[test]

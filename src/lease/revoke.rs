@@ -18,8 +18,12 @@ use crate::vault::{VaultClient, VaultError};
 /// What happened to one token or lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Gone.
+    /// Gone: Vault confirmed this lease's revocation.
     Revoked,
+    /// Revoked together with the token that created it (the role's policy does not grant
+    /// `sys/leases/revoke/<lease>`). Vault guarantees it, but finishes it in the background,
+    /// typically within a few hundred milliseconds.
+    RevokedWithToken,
     /// Vault removed the lease, but the credential stays valid until it expires (AWS STS).
     NotRevocable,
     /// Still alive; the journal keeps it for `leasehold reap`.
@@ -102,7 +106,7 @@ pub async fn revoke_all(state: &PrivateState, config: &ExecutorConfig) -> Revoca
         let outcome = match result {
             _ if is_sts_lease(&lease.lease_id) => Outcome::NotRevocable,
             Ok(()) => Outcome::Revoked,
-            Err(_) if token_revoked => Outcome::Revoked,
+            Err(_) if token_revoked => Outcome::RevokedWithToken,
             Err(e) => Outcome::Failed(e.to_string()),
         };
         report.items.push(Revocation {

@@ -70,6 +70,10 @@ fn revoke_and_remove(
     for item in &report.items {
         match &item.outcome {
             Outcome::Revoked => println!("leasehold: revoked {} ({})", item.what, item.origin),
+            Outcome::RevokedWithToken => println!(
+                "leasehold: revoked {} ({}) with its token; Vault completes it in the background (grant sys/leases/revoke/<mount>/* for confirmed revocation)",
+                item.what, item.origin
+            ),
             Outcome::NotRevocable => println!(
                 "leasehold: {} ({}) is not revocable (AWS STS credentials stay valid until they expire)",
                 item.what, item.origin

@@ -13,7 +13,9 @@ pub(super) fn run(cli: &Cli, dry_run: bool) -> Result<i32> {
     let report = runtime()?.block_on(reap(&config, &root, dry_run))?;
     for item in &report.items {
         match &item.outcome {
-            Outcome::Revoked => println!("{}: revoked {}", item.state_id, item.what),
+            Outcome::Revoked | Outcome::RevokedWithToken => {
+                println!("{}: revoked {}", item.state_id, item.what)
+            }
             Outcome::NotRevocable => println!(
                 "{}: {} is not revocable (expires on its own)",
                 item.state_id, item.what

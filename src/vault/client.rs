@@ -469,13 +469,25 @@ impl VaultClient {
         token: &SecretString,
         lease_id: &str,
     ) -> Result<(), VaultError> {
-        #[derive(Serialize)]
-        struct Revoke<'a> {
-            lease_id: &'a str,
+        // The lease id goes into the URL rather than the body so that an admin can grant
+        // revocation per mount with a path-scoped policy (`sys/leases/revoke/database/creds/app/*`).
+        let plain = !lease_id.is_empty()
+            && lease_id
+                .split('/')
+                .all(|s| !s.is_empty() && s != "." && s != "..")
+            && lease_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.'));
+        if !plain {
+            return Err(VaultError::InvalidResponse {
+                path: "sys/leases/revoke".into(),
+                detail: "refusing to revoke a malformed lease id".into(),
+            });
         }
-        let call =
-            Call::new(Method::PUT, "sys/leases/revoke", Some(token)).json(&Revoke { lease_id })?;
-        self.request(&call).await.map(drop)
+        let path = format!("sys/leases/revoke/{lease_id}");
+        self.request(&Call::new(Method::PUT, &path, Some(token)))
+            .await
+            .map(drop)
     }
 
     /// Revokes the token and, with it, every lease it created.

@@ -632,8 +632,7 @@ async fn renew_revoke_and_list_use_the_documented_endpoints() {
         .mount(&server)
         .await;
     Mock::given(method("PUT"))
-        .and(path("/v1/sys/leases/revoke"))
-        .and(body_json(json!({"lease_id": "db/creds/r/1"})))
+        .and(path("/v1/sys/leases/revoke/db/creds/r/1"))
         .respond_with(ResponseTemplate::new(204))
         .expect(1)
         .mount(&server)
@@ -1051,5 +1050,28 @@ async fn no_error_display_contains_a_token_or_value() {
     );
     for err in &seen {
         assert_clean(err);
+    }
+}
+
+#[tokio::test]
+async fn malformed_lease_ids_are_never_sent() {
+    let client = VaultClient::new(&ServerSpec {
+        address: "http://127.0.0.1:9".into(),
+        namespace: None,
+        ca_file: None,
+        client_cert: None,
+        client_key: None,
+        allow_http: false,
+        timeout: std::time::Duration::from_secs(1),
+        retries: 0,
+    })
+    .expect("client");
+    let t = secrecy::SecretString::from("t");
+    for bad in ["", "../sys/seal", "a/../../b", "a?x=1", "a b", "a//b"] {
+        let err = client.revoke_lease(&t, bad).await.expect_err(bad);
+        assert!(
+            err.to_string().contains("malformed lease id"),
+            "{bad}: {err}"
+        );
     }
 }
