@@ -78,12 +78,13 @@ impl CustomExecutor {
         )
     }
 
-    /// Runs the driver's cleanup_exec; returns its exit code.
-    pub fn cleanup(&self) -> Result<i32, ExecutorError> {
-        self.run_simple(
-            self.driver.cleanup_exec.as_deref(),
+    /// The driver's cleanup_exec, to be run (and abandoned on SIGTERM) by the cleanup stage.
+    pub fn cleanup_command(&self) -> Option<tokio::process::Command> {
+        let program = self.driver.cleanup_exec.as_deref()?;
+        Some(tokio::process::Command::from(command(
+            program,
             &self.driver.cleanup_args,
-        )
+        )))
     }
 
     fn run_simple(&self, program: Option<&str>, args: &[String]) -> Result<i32, ExecutorError> {

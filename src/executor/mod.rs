@@ -90,11 +90,11 @@ impl WrappedExecutor {
         matches!(self, WrappedExecutor::Custom(_))
     }
 
-    /// Tears the execution environment down; returns the driver's exit code.
-    pub fn cleanup(&self) -> Result<i32, ExecutorError> {
+    /// The command that tears the execution environment down, if the executor has one.
+    pub fn cleanup_command(&self) -> Option<tokio::process::Command> {
         match self {
-            WrappedExecutor::Shell(_) => Ok(0),
-            WrappedExecutor::Custom(custom) => custom.cleanup(),
+            WrappedExecutor::Shell(_) => None,
+            WrappedExecutor::Custom(custom) => custom.cleanup_command(),
         }
     }
 }

@@ -18,8 +18,10 @@ use super::{load_config, runtime};
 pub(super) fn run(cli: &Cli) -> Result<i32> {
     let config = load_config(cli)?;
     let env = StageEnv::from_env();
-    // The inner driver tears its environment down first, even when our own state is gone.
-    let inner = WrappedExecutor::from_config(&config).cleanup();
+    let rt = runtime()?;
+    // From here on SIGTERM (gitlab-runner's cleanup_exec_timeout) no longer kills leasehold: it
+    // only stops the wait for the inner driver, so that revocation still happens.
+    let inner = rt.block_on(inner_cleanup(&WrappedExecutor::from_config(&config)));
     match &inner {
         Ok(0) => {}
         Ok(code) => joblog::warning(&format!("the inner driver's cleanup exited with {code}")),
@@ -31,6 +33,33 @@ pub(super) fn run(cli: &Cli) -> Result<i32> {
         Ok(inner_code) if code == 0 => inner_code,
         _ => code,
     })
+}
+
+/// Runs the inner driver's cleanup first (it tears the environment down, even when our own
+/// state is gone), but never lets it stand between the job and revocation: on SIGTERM or SIGINT
+/// the wait is abandoned (the driver, in the same process group, got the signal too).
+async fn inner_cleanup(
+    executor: &WrappedExecutor,
+) -> std::result::Result<i32, crate::executor::ExecutorError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let spawn_error = |source| crate::executor::ExecutorError::Spawn {
+        program: "the inner driver's cleanup_exec".into(),
+        source,
+    };
+    let mut term = signal(SignalKind::terminate()).map_err(spawn_error)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(spawn_error)?;
+    let Some(mut command) = executor.cleanup_command() else {
+        return Ok(0);
+    };
+    let mut child = command.spawn().map_err(spawn_error)?;
+    tokio::select! {
+        status = child.wait() => Ok(crate::supervision::ChildExit::from(status.map_err(spawn_error)?).code),
+        _ = term.recv() => {
+            joblog::warning("cleanup was told to stop: revoking now instead of waiting for the inner driver's cleanup");
+            Ok(143)
+        }
+        _ = int.recv() => Ok(130),
+    }
 }
 
 fn revoke_and_remove(

@@ -337,6 +337,17 @@ fn report(plan: &ResolutionPlan, private: &PrivateState, config: &ExecutorConfig
             config.mask.min_length
         ));
     }
+    for name in mask_report.short_lines {
+        joblog::warning(&format!(
+            "secret {name} has a line shorter than {} bytes: that line is masked only where the whole value is printed",
+            config.mask.min_length
+        ));
+    }
+    if let Some(error) = mask_report.build_error {
+        joblog::warning(&format!(
+            "the masker could not be built ({error}); job output will be withheld"
+        ));
+    }
 }
 
 /// Fails prepare (rather than every later stage) if the state cannot be read back.

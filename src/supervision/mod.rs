@@ -8,7 +8,7 @@
 //! the real exit status is reported. If leasehold itself is killed, the kernel sends SIGKILL to
 //! the child (PR_SET_PDEATHSIG), so no job process outlives its supervisor holding secrets.
 //!
-//! When the job has secrets, the child's stdout and stderr are one pipe (gitlab-runner merges
+//! When the job has secrets long enough to mask, the child's stdout and stderr are one pipe (gitlab-runner merges
 //! both into the job log anyway, and one pipe keeps their relative order exactly) read by a
 //! thread that passes everything through the masker before it reaches our stdout.
 

@@ -699,3 +699,44 @@ fn a_signal_sent_to_leasehold_alone_is_forwarded_to_the_script() {
     );
     assert!(!build.output.lines().any(|l| l.trim() == "not-reached"));
 }
+
+#[test]
+fn a_hung_inner_cleanup_never_stands_between_the_job_and_revocation() {
+    let planted = Planted::new();
+    let world = kv_world(&planted);
+    let driver = world.dir.path().join("hanging-driver.sh");
+    std::fs::write(
+        &driver,
+        "#!/bin/bash\ncase \"$1\" in\n  config) echo '{}';;\n  prepare) exit 0;;\n  run) exec bash \"$2\";;\n  cleanup) sleep 60;;\nesac\n",
+    )
+    .expect("driver");
+    std::fs::set_permissions(&driver, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let d = driver.display();
+    world.write_config(&format!(
+        "[executor]\nkind = \"custom\"\n[executor.custom]\nconfig_exec = \"{d}\"\nconfig_args = [\"config\"]\nprepare_exec = \"{d}\"\nprepare_args = [\"prepare\"]\nrun_exec = \"{d}\"\nrun_args = [\"run\"]\ncleanup_exec = \"{d}\"\ncleanup_args = [\"cleanup\"]\n"
+    ));
+    let job = world
+        .job()
+        .secrets_yaml("DB_PASS:\n  vault: app/db/password@kv\n  file: false\n")
+        .script(["test -n \"$DB_PASS\""]);
+    // gitlab-runner's cleanup_exec_timeout: SIGTERM to cleanup's group, SIGKILL 10 s later.
+    let mut runner = world.runner();
+    runner.stage_timeout = Duration::from_secs(3);
+    let outcome = runner.run_job(&job, RunOptions::new());
+    let cleanup = outcome.stage("cleanup_exec");
+    assert!(cleanup.sent_sigterm && !cleanup.sent_sigkill, "{cleanup:?}");
+    assert!(
+        outcome.cleanup_output.contains("revoking now"),
+        "{}",
+        outcome.cleanup_output
+    );
+    assert!(
+        outcome.cleanup_output.contains("revoked token"),
+        "{}",
+        outcome.cleanup_output
+    );
+    let accessor = accessor_in(&outcome.raw_log).expect("accessor");
+    assert!(world.bao.lookup_token_by_accessor(&accessor).is_none());
+    assert!(world.leftover_states().is_empty());
+}
