@@ -279,7 +279,7 @@ impl VaultSection {
 }
 
 /// One Vault/OpenBao server.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// `https://vault.example.com:8200`.

@@ -225,16 +225,7 @@ pub fn server_spec(
 
 /// Connection settings to reach the server a stored session came from.
 pub fn session_spec(session: &Session, config: &ExecutorConfig) -> ServerSpec {
-    ServerSpec {
-        address: session.address.clone(),
-        namespace: session.namespace.clone(),
-        ca_file: session.ca_file.clone(),
-        client_cert: session.client_cert.clone(),
-        client_key: session.client_key.clone(),
-        allow_http: session.allow_http,
-        timeout: config.vault_timeout(),
-        retries: config.vault.retries,
-    }
+    server_spec(&session.server, session.namespace.clone(), config)
 }
 
 /// Hooks prepare uses to journal progress as it happens.
@@ -293,13 +284,11 @@ pub async fn execute(
     for ((login, result), jwt) in plan.logins.iter().zip(logins).zip(&tokens) {
         match result {
             Ok(auth) => {
+                let mut server = login.server.clone();
+                server.address = server.address.trim_end_matches('/').to_owned();
                 state.sessions.push(Session {
-                    address: login.server.address.trim_end_matches('/').to_owned(),
+                    server,
                     namespace: login.namespace.clone(),
-                    ca_file: login.server.ca_file.clone(),
-                    client_cert: login.server.client_cert.clone(),
-                    client_key: login.server.client_key.clone(),
-                    allow_http: login.server.allow_http,
                     token: auth.client_token,
                     accessor: auth.accessor,
                     ttl: auth.lease_duration,

@@ -346,6 +346,23 @@ pub struct PrivateState {
     pub run_as: Option<String>,
 }
 
+impl PrivateState {
+    /// The masker over every value of the job (each sub-stage masks all of them, not only the
+    /// ones it receives), and what could not be masked.
+    pub fn mask_set(
+        &self,
+        mask: &crate::executor_config::MaskSection,
+    ) -> (crate::mask::MaskSet, crate::mask::MaskReport) {
+        crate::mask::MaskSet::new(
+            self.secrets
+                .iter()
+                .map(|s| (s.name.as_str(), s.value.expose_secret().as_bytes())),
+            &mask.text,
+            mask.min_length,
+        )
+    }
+}
+
 impl std::fmt::Debug for PrivateState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PrivateState")
@@ -362,18 +379,10 @@ impl std::fmt::Debug for PrivateState {
 /// A Vault token obtained by a login.
 #[derive(Serialize, Deserialize)]
 pub struct Session {
-    /// The server address.
-    pub address: String,
-    /// The namespace.
+    /// The server (address and TLS settings), so later stages reach it the same way.
+    pub server: crate::executor_config::ServerConfig,
+    /// The namespace the token lives in.
     pub namespace: Option<String>,
-    /// Server TLS settings, so later stages reach the same server the same way.
-    pub ca_file: Option<PathBuf>,
-    /// mTLS certificate.
-    pub client_cert: Option<PathBuf>,
-    /// mTLS key.
-    pub client_key: Option<PathBuf>,
-    /// Whether plain http was allowed.
-    pub allow_http: bool,
     /// The token.
     #[serde(with = "secret_string")]
     pub token: SecretString,

@@ -293,12 +293,8 @@ mod tests {
         let job_state = root.job(&crate::state::StateId::generate("1"));
         let state = PrivateState {
             sessions: vec![Session {
-                address: "http://127.0.0.1:1".into(),
+                server: config.vault.default_server(),
                 namespace: None,
-                ca_file: None,
-                client_cert: None,
-                client_key: None,
-                allow_http: false,
                 token: SecretString::from("t"),
                 accessor: "a".into(),
                 ttl: 3600,

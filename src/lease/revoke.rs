@@ -124,7 +124,7 @@ pub async fn revoke_all(state: &PrivateState, config: &ExecutorConfig) -> Revoca
         };
         report.items.push(Revocation {
             what: format!("token {}", session.accessor),
-            origin: session.address.clone(),
+            origin: session.server.address.clone(),
             outcome,
         });
     }

@@ -2,8 +2,6 @@
 //! job's private state, and prepare the wrapped executor. A failure after a login revokes what
 //! was obtained before the stage exits.
 
-use secrecy::ExposeSecret;
-
 use crate::cli::Cli;
 use crate::error::{Error, Result};
 use crate::executor::WrappedExecutor;
@@ -13,7 +11,6 @@ use crate::job_plan::{ClaimsSource, Identity, Planned, Planner};
 use crate::job_response::JobResponse;
 use crate::joblog;
 use crate::lease::revoke_all;
-use crate::mask::MaskSet;
 use crate::protocol::StageEnv;
 use crate::resolution::{self, Progress, ResolutionPlan, describe_ttl};
 use crate::state::{
@@ -199,7 +196,7 @@ impl Progress for JournalProgress<'_> {
             .sessions
             .iter()
             .map(|s| JournalSession {
-                address: s.address.clone(),
+                address: s.server.address.clone(),
                 namespace: s.namespace.clone(),
                 accessor: s.accessor.clone(),
             })
@@ -224,7 +221,7 @@ fn journal_leases(private: &PrivateState) -> Vec<JournalLease> {
         .filter_map(|lease| {
             let session = private.sessions.get(lease.session)?;
             Some(JournalLease {
-                address: session.address.clone(),
+                address: session.server.address.clone(),
                 namespace: session.namespace.clone(),
                 lease_id: lease.lease_id.clone(),
                 revocable: !crate::lease::is_sts_lease(&lease.lease_id),
@@ -273,7 +270,7 @@ fn report(plan: &ResolutionPlan, private: &PrivateState, config: &ExecutorConfig
     for (login, session) in plan.logins.iter().zip(&private.sessions) {
         joblog::info(&format!(
             "Logged in to {}{} via auth/{} role {} (token accessor {}, TTL {}{})",
-            session.address,
+            session.server.address,
             session
                 .namespace
                 .as_deref()
@@ -323,14 +320,7 @@ fn report(plan: &ResolutionPlan, private: &PrivateState, config: &ExecutorConfig
         plan.logins.len(),
         if plan.logins.len() == 1 { "" } else { "s" }
     ));
-    let (_, mask_report) = MaskSet::new(
-        private
-            .secrets
-            .iter()
-            .map(|s| (s.name.as_str(), s.value.expose_secret().as_bytes())),
-        &config.mask.text,
-        config.mask.min_length,
-    );
+    let (_, mask_report) = private.mask_set(&config.mask);
     for name in mask_report.too_short {
         joblog::warning(&format!(
             "secret {name} is shorter than {} bytes and will not be masked in the job log",
@@ -359,7 +349,7 @@ fn verify_key_round_trip(job_state: &JobState, key: &StateKey) -> Result<()> {
 mod tests {
     use super::*;
     use crate::state::{Session, StateId};
-    use secrecy::SecretString;
+    use secrecy::{ExposeSecret, SecretString};
 
     #[test]
     fn tokens_are_stored_for_cleanup_as_soon_as_logged_in() {
@@ -381,12 +371,11 @@ mod tests {
         };
         let state = PrivateState {
             sessions: vec![Session {
-                address: "http://127.0.0.1:1".into(),
+                server: ExecutorConfig::parse("[vault]\naddress = \"http://127.0.0.1:1\"\n")
+                    .expect("config")
+                    .vault
+                    .default_server(),
                 namespace: None,
-                ca_file: None,
-                client_cert: None,
-                client_key: None,
-                allow_http: false,
                 token: SecretString::from("t"),
                 accessor: "acc".into(),
                 ttl: 60,

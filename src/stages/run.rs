@@ -6,15 +6,12 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 
-use secrecy::ExposeSecret;
-
 use crate::cli::Cli;
 use crate::error::Result;
 use crate::executor::{ExecutorError, JobUser, WrappedExecutor};
 use crate::executor_config::InjectMode;
 use crate::inject::{self, Injection, StageDir};
 use crate::lease::Renewer;
-use crate::mask::MaskSet;
 use crate::protocol::{BuildStage, StageEnv};
 use crate::state::{StateError, StateRoot};
 
@@ -91,14 +88,7 @@ pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<i32> {
     let mask = if private.secrets.is_empty() {
         None
     } else {
-        let (set, _) = MaskSet::new(
-            private
-                .secrets
-                .iter()
-                .map(|s| (s.name.as_str(), s.value.expose_secret().as_bytes())),
-            &config.mask.text,
-            config.mask.min_length,
-        );
+        let (set, _) = private.mask_set(&config.mask);
         (!set.is_empty()).then(|| Arc::new(set))
     };
     drop(exposed);
