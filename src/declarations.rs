@@ -213,11 +213,34 @@ pub struct RawSecret {
     gitlab_secrets_manager: Option<serde::de::IgnoredAny>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 enum RawVault {
     Short(String),
     Long(RawVaultLong),
+}
+
+/// By hand rather than `#[serde(untagged)]`: an untagged enum swallows the inner error, so a
+/// typo in the long form would only say "did not match any variant" instead of naming the key.
+impl<'de> Deserialize<'de> for RawVault {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Form;
+        impl<'de> serde::de::Visitor<'de> for Form {
+            type Value = RawVault;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "`path/to/secret/field@mount`, or a mapping with engine, path and field",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawVault, E> {
+                Ok(RawVault::Short(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawVault, A::Error> {
+                RawVaultLong::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawVault::Long)
+            }
+        }
+        deserializer.deserialize_any(Form)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -550,7 +573,7 @@ fn validate_name(name: &str) -> Result<(), String> {
 pub enum DeclarationError {
     /// The YAML does not parse or does not follow the schema.
     #[error(
-        "{variable} is malformed at line {line} column {column}: {message}; see the declaration reference in the README"
+        "{variable} is malformed at line {line} column {column}: {message}; see docs/declarations.md"
     )]
     Malformed {
         /// The job variable holding the YAML.
@@ -675,6 +698,15 @@ mod tests {
         let err = parse_err("A:\n  vault: x/y@z\nB:\n  vault: [unclosed\n");
         assert!(err.contains("line 4"), "{err}");
         assert!(err.starts_with("LEASEHOLD_SECRETS is malformed"), "{err}");
+    }
+
+    #[test]
+    fn unknown_long_form_key_is_named() {
+        let err = parse_err(
+            "A:\n  vault:\n    engine: {name: kv-v2, path: kv}\n    path: a\n    feild: b\n",
+        );
+        assert!(err.contains("feild"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
     }
 
     #[test]

@@ -405,7 +405,7 @@ pub async fn execute(
 }
 
 fn login_error(login: &LoginPlan, jwt: &SecretString, source: VaultError) -> ResolutionError {
-    let VaultError::Denied { errors, .. } = &source else {
+    let VaultError::Denied { errors, status, .. } = &source else {
         return ResolutionError::Vault {
             context: format!(
                 "logging in to {} (auth/{})",
@@ -414,13 +414,20 @@ fn login_error(login: &LoginPlan, jwt: &SecretString, source: VaultError) -> Res
             source: Box::new(source),
         };
     };
+    // A JWT refusal always says why; a bare "permission denied" on a login path is what Vault and
+    // OpenBao answer for a path where no auth method is mounted (before any role is looked at).
+    let no_route = *status == 404
+        || errors.to_ascii_lowercase().contains("no handler for route")
+        || errors.trim().eq_ignore_ascii_case("permission denied");
     let claims = peek_claims(jwt).unwrap_or_default();
     let lower = errors.to_ascii_lowercase();
     let role = login
         .role
         .clone()
         .unwrap_or_else(|| "(the mount's default role)".into());
-    let kind = if lower.contains("audience") || lower.contains("aud)") {
+    let kind = if no_route {
+        LoginRefusal::UnknownMount
+    } else if lower.contains("audience") || lower.contains("aud)") {
         LoginRefusal::Audience
     } else if lower.contains("expir")
         || lower.contains("(exp)")
@@ -465,6 +472,16 @@ fn request_error(
             api_path: source.api_path(),
             engine: source.engine,
         },
+        VaultError::Denied {
+            status: 404,
+            errors,
+            ..
+        } => ResolutionError::NoSuchMount {
+            name: name.to_owned(),
+            address: login.server.address.clone(),
+            mount: source.mount.clone(),
+            vault_says: errors,
+        },
         VaultError::Denied { status, errors, .. } => ResolutionError::ReadDenied {
             name: name.to_owned(),
             api_path: source.api_path(),
@@ -490,6 +507,8 @@ pub enum LoginRefusal {
     BoundClaims,
     /// The role does not exist.
     UnknownRole,
+    /// No auth method is mounted at that path (404, "no handler for route").
+    UnknownMount,
     /// Anything else.
     Other,
 }
@@ -540,6 +559,20 @@ pub enum ResolutionError {
         api_path: String,
         /// The engine.
         engine: Engine,
+    },
+    /// Nothing is mounted at the declared mount (Vault: 404 "no handler for route").
+    #[error(
+        "secret {name}: no secrets engine is mounted at {mount}/ on {address}; fix the mount in the declaration (`@mount` in the short form, engine.path in the long form) (Vault says: {vault_says})"
+    )]
+    NoSuchMount {
+        /// The variable.
+        name: String,
+        /// The server.
+        address: String,
+        /// The mount declared.
+        mount: String,
+        /// Vault's own words.
+        vault_says: String,
     },
     /// The response lacks the field.
     #[error("secret {name}: {path} has no field {field:?}; it has: {}", if available.is_empty() { "no fields".to_owned() } else { available.join(", ") })]
@@ -643,6 +676,9 @@ fn describe_login_refusal(denial: &LoginDenial) -> String {
         ),
         LoginRefusal::UnknownRole => format!(
             "{head}: the role does not exist on auth/{mount}; set VAULT_AUTH_ROLE (or [vault] role) to an existing role (Vault says: {vault_says})"
+        ),
+        LoginRefusal::UnknownMount => format!(
+            "{head}: no auth method is mounted at auth/{mount} on that server (Vault refuses unknown login paths); set VAULT_AUTH_PATH (or [vault] auth_mount) to the JWT auth mount's path (Vault says: {vault_says})"
         ),
         LoginRefusal::Other => format!("{head}: {vault_says}; the token carries {carries}"),
     }

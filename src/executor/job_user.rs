@@ -29,16 +29,18 @@ impl JobUser {
     /// Looks the user (and optional group) up in the system databases.
     pub fn lookup(name: &str, group: Option<&str>) -> Result<Self, ExecutorError> {
         let user = User::from_name(name)
-            .map_err(|e| ExecutorError::User(format!("cannot look up the job user {name}: {e}")))?
-            .ok_or_else(|| ExecutorError::User(format!("the job user {name} does not exist on this host; create it or fix [executor] user")))?;
+            .map_err(|e| ExecutorError::HostUser(format!("cannot look up the job user {name}: {e}")))?
+            .ok_or_else(|| ExecutorError::HostUser(format!("the job user {name} does not exist on this host; create it or fix [executor] user")))?;
         let gid = match group {
             Some(group) => {
                 Group::from_name(group)
                     .map_err(|e| {
-                        ExecutorError::User(format!("cannot look up the job group {group}: {e}"))
+                        ExecutorError::HostUser(format!(
+                            "cannot look up the job group {group}: {e}"
+                        ))
                     })?
                     .ok_or_else(|| {
-                        ExecutorError::User(format!(
+                        ExecutorError::HostUser(format!(
                             "the job group {group} does not exist on this host"
                         ))
                     })?
@@ -47,14 +49,15 @@ impl JobUser {
             None => user.gid,
         };
         let cname = std::ffi::CString::new(name)
-            .map_err(|_| ExecutorError::User(format!("invalid user name {name:?}")))?;
-        let mut groups = nix::unistd::getgrouplist(&cname, gid)
-            .map_err(|e| ExecutorError::User(format!("cannot list the groups of {name}: {e}")))?;
+            .map_err(|_| ExecutorError::HostUser(format!("invalid user name {name:?}")))?;
+        let mut groups = nix::unistd::getgrouplist(&cname, gid).map_err(|e| {
+            ExecutorError::HostUser(format!("cannot list the groups of {name}: {e}"))
+        })?;
         if !groups.contains(&gid) {
             groups.push(gid);
         }
         if user.uid.is_root() {
-            return Err(ExecutorError::User(
+            return Err(ExecutorError::HostUser(
                 "refusing to run jobs as root through [executor] user".into(),
             ));
         }

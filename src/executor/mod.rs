@@ -136,9 +136,12 @@ pub enum ExecutorError {
         /// Its exit code.
         code: i32,
     },
-    /// The job's user cannot be used.
+    /// The job may not run as the user it asks for (from its claims): the job's problem.
     #[error("{0}")]
     User(String),
+    /// The configured job user cannot be used on this host: the admin's problem.
+    #[error("{0}")]
+    HostUser(String),
 }
 
 impl ExecutorError {

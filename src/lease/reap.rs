@@ -114,7 +114,13 @@ impl Credentials<'_> {
         let token = if let Some(path) = &reaper.token_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read reaper token_file {}: {e}", path.display()))?;
-            SecretString::from(text.trim().to_owned())
+            let token = SecretString::from(text.trim().to_owned());
+            // A periodic token lives as long as it is renewed within its period: renewing it at
+            // every run (the timer fires every 15 minutes) keeps it alive without a separate job.
+            if let Err(e) = client.renew_self(&token, None).await {
+                tracing::info!("the reaper token was not renewed: {e}");
+            }
+            token
         } else if let Some(approle) = &reaper.approle {
             let secret_id = std::fs::read_to_string(&approle.secret_id_file).map_err(|e| {
                 format!(
@@ -183,6 +189,13 @@ pub async fn reap(
             continue;
         }
         if dry_run {
+            for lease in &journal.leases {
+                report.items.push(ReapItem {
+                    state_id: journal.state_id.clone(),
+                    what: format!("lease {}", lease.lease_id),
+                    outcome: Outcome::Failed("dry run".into()),
+                });
+            }
             for s in &journal.sessions {
                 report.items.push(ReapItem {
                     state_id: journal.state_id.clone(),

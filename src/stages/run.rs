@@ -38,7 +38,7 @@ pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<i32> {
     {
         Some(name) => {
             if !nix::unistd::geteuid().is_root() {
-                return Err(ExecutorError::User(format!(
+                return Err(ExecutorError::HostUser(format!(
                     "[executor] user {name} needs leasehold to run as root (it runs as uid {})",
                     nix::unistd::geteuid()
                 ))

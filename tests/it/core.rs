@@ -462,6 +462,21 @@ fn each_failure_has_its_own_message_and_exit_code() {
             world.job().variable("DB_PASS", "x").secrets_yaml(yaml),
             "secret DB_PASS has the same name as a CI/CD variable of this job",
         ),
+        (
+            "unknown mount",
+            world.job().secrets_yaml(
+                "X:\n  vault: {engine: {name: kv-v1, path: kv1}, path: legacy, field: token}\n",
+            ),
+            "secret X: no secrets engine is mounted at kv1/ on",
+        ),
+        (
+            "unknown auth mount",
+            world
+                .job()
+                .variable("VAULT_AUTH_PATH", "nojwt")
+                .secrets_yaml(yaml),
+            "no auth method is mounted at auth/nojwt on that server",
+        ),
     ];
     for (what, job, message) in cases {
         let (log, result) = failing_prepare(&world, job);
