@@ -50,7 +50,10 @@ fn main() {
         "   JWT auth trusts the issuer's JWKS; role \"ci\" reads secret/ci/app and issues pki/issue/ci"
     );
     println!("   leasehold config: {}", world.config_path().display());
-    println!("   leasehold binary: {} (LEASEHOLD_BIN overrides it)", support::leasehold_bin().display());
+    println!(
+        "   leasehold binary: {} (LEASEHOLD_BIN overrides it)",
+        support::leasehold_bin().display()
+    );
     println!();
 
     let secrets = "DB_PASSWORD:

@@ -114,13 +114,7 @@ impl Credentials<'_> {
         let token = if let Some(path) = &reaper.token_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read reaper token_file {}: {e}", path.display()))?;
-            let token = SecretString::from(text.trim().to_owned());
-            // A periodic token lives as long as it is renewed within its period: renewing it at
-            // every run (the timer fires every 15 minutes) keeps it alive without a separate job.
-            if let Err(e) = client.renew_self(&token, None).await {
-                tracing::info!("the reaper token was not renewed: {e}");
-            }
-            token
+            SecretString::from(text.trim().to_owned())
         } else if let Some(approle) = &reaper.approle {
             let secret_id = std::fs::read_to_string(&approle.secret_id_file).map_err(|e| {
                 format!(
@@ -159,6 +153,28 @@ fn already_gone(error: &VaultError) -> bool {
     }
 }
 
+/// A periodic reaper token lives only as long as it is renewed within its period; renewing it on
+/// every run (not only when something needs reaping) keeps it alive on a quiet runner too.
+async fn keep_token_file_alive(config: &ExecutorConfig) {
+    let Some(path) = config.reaper.as_ref().and_then(|r| r.token_file.as_ref()) else {
+        return;
+    };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let token = SecretString::from(text.trim().to_owned());
+    let spec = server_spec(
+        &config.vault.default_server(),
+        config.vault.namespace.clone(),
+        config,
+    );
+    if let Ok(client) = VaultClient::new(&spec)
+        && let Err(e) = client.renew_self(&token, None).await
+    {
+        tracing::info!("the reaper token was not renewed: {e}");
+    }
+}
+
 /// Reaps every job state under `root` that is over. With `dry_run`, only reports.
 pub async fn reap(
     config: &ExecutorConfig,
@@ -167,6 +183,9 @@ pub async fn reap(
 ) -> Result<ReapReport, crate::state::StateError> {
     let now = unix_now();
     let mut report = ReapReport::default();
+    if !dry_run {
+        keep_token_file_alive(config).await;
+    }
     let mut credentials = Credentials {
         config,
         clients: BTreeMap::new(),

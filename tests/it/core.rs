@@ -755,3 +755,50 @@ fn a_hung_inner_cleanup_never_stands_between_the_job_and_revocation() {
     assert!(world.bao.lookup_token_by_accessor(&accessor).is_none());
     assert!(world.leftover_states().is_empty());
 }
+
+#[test]
+fn reap_keeps_a_periodic_reaper_token_alive_even_with_nothing_to_reap() {
+    let world = World::start(&[KV_POLICY]);
+    world.bao.write_policy(
+        "leasehold-reaper",
+        r#"path "auth/token/revoke-accessor" { capabilities = ["update"] }
+path "sys/leases/revoke" { capabilities = ["update"] }"#,
+    );
+    let created = world.bao.ok(
+        "POST",
+        "auth/token/create-orphan",
+        Some(
+            json!({"policies": ["leasehold-reaper"], "period": "30s", "no_default_policy": false}),
+        ),
+    );
+    let token = created["auth"]["client_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let token_file = world.dir.path().join("reaper-token");
+    std::fs::write(&token_file, &token).expect("token file");
+    world.write_config(&format!(
+        "[reaper]\ntoken_file = \"{}\"\n",
+        token_file.display()
+    ));
+    std::thread::sleep(Duration::from_secs(3));
+    let ttl = |bao: &crate::support::Bao| {
+        let (_, body) = bao.api_as(Some(&token), "GET", "auth/token/lookup-self", None);
+        body["data"]["ttl"].as_u64().expect("ttl")
+    };
+    assert!(ttl(&world.bao) <= 27, "the token aged");
+    let out = std::process::Command::new(leasehold_bin())
+        .args([
+            "--config".as_ref(),
+            world.config_path().as_os_str(),
+            "reap".as_ref(),
+        ])
+        .output()
+        .expect("reap");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("0 job states examined"),
+        "{out:?}"
+    );
+    assert!(ttl(&world.bao) >= 29, "reap renewed its periodic token");
+}
