@@ -762,7 +762,7 @@ fn reap_keeps_a_periodic_reaper_token_alive_even_with_nothing_to_reap() {
     world.bao.write_policy(
         "leasehold-reaper",
         r#"path "auth/token/revoke-accessor" { capabilities = ["update"] }
-path "sys/leases/revoke" { capabilities = ["update"] }"#,
+path "sys/leases/revoke/*" { capabilities = ["update"] }"#,
     );
     let created = world.bao.ok(
         "POST",

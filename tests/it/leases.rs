@@ -410,7 +410,7 @@ fn crashed_job_is_reaped_and_a_running_job_is_left_alone() {
     lab.bao.write_policy(
         "leasehold-reaper",
         "path \"auth/token/revoke-accessor\" { capabilities = [\"update\"] }\n\
-         path \"sys/leases/revoke\" { capabilities = [\"update\"] }\n",
+         path \"sys/leases/revoke/*\" { capabilities = [\"update\"] }\n",
     );
     let created = lab.bao.ok(
         "POST",
@@ -981,7 +981,7 @@ fn cleanup_of_five_leases_is_timed() {
     // A second role whose tokens may also revoke leases one by one (sys/leases/revoke).
     lab.bao.write_policy(
         "revoke-leases",
-        "path \"sys/leases/revoke\" { capabilities = [\"update\"] }\n",
+        "path \"sys/leases/revoke/*\" { capabilities = [\"update\"] }\n",
     );
     lab.bao
         .jwt_role("jwt", "ci-revoke", ci_role(&["ci", "revoke-leases"]));
@@ -1012,7 +1012,7 @@ fn cleanup_of_five_leases_is_timed() {
         let requests = lab.requests_since(mark);
         let lease_revokes = requests
             .iter()
-            .filter(|(_, p)| p == "sys/leases/revoke")
+            .filter(|(_, p)| p.starts_with("sys/leases/revoke/"))
             .count();
         assert_eq!(lease_revokes, 5, "{requests:?}");
         let waited = lab.assert_all_revoked("database", &tokens_before);
@@ -1108,7 +1108,8 @@ fn vault_requests_per_job_against_the_per_field_resolver() {
     };
     let logins = |p: &str| p == "auth/jwt/login";
     let reads = |p: &str| p == "database/creds/app" || p == "kv/data/app/config";
-    let revocations = |p: &str| p == "sys/leases/revoke" || p == "auth/token/revoke-self";
+    let revocations =
+        |p: &str| p.starts_with("sys/leases/revoke/") || p == "auth/token/revoke-self";
     eprintln!(
         "Vault requests per job for DB_USER+DB_PASS (database/creds/app) and API_USER+API_TOKEN (kv app/config):\n\
          \x20 leasehold:          {} total = {} logins + {} reads + {} revocations (+ {} other); 1 database lease, revoked\n\
