@@ -95,6 +95,10 @@ fn main() {
     masking_section(&world, &mut md);
     let _ = writeln!(
         md,
+        "\n## Note: start-up cost and aws-lc's entropy source\n\nEvery stage is a fresh process, about ten per job. aws-lc (the crypto behind rustls and the state encryption) by default seeds its DRBG from a CPU-jitter entropy source whose initialisation cost about 35 ms of CPU in every process that touches randomness (found with `perf record leasehold config`: `tree_jitter_initialize_once`; `leasehold config` took 40.5 ms, median of 20). leasehold is built with `AWS_LC_SYS_NO_JITTER_ENTROPY=1` ([.cargo/config.toml](../.cargo/config.toml)), so aws-lc seeds from the kernel (`getrandom`) plus RDRAND; `leasehold config` then took 0.6 ms. That one-off measurement is not repeated by this script, which can only build one variant."
+    );
+    let _ = writeln!(
+        md,
         "\nTotal benchmark time: {:.0} s.",
         started.elapsed().as_secs_f64()
     );
