@@ -802,3 +802,99 @@ path "sys/leases/revoke/*" { capabilities = ["update"] }"#,
     );
     assert!(ttl(&world.bao) >= 29, "reap renewed its periodic token");
 }
+
+#[test]
+fn the_vault_token_and_the_id_token_appear_nowhere_they_should_not() {
+    use secrecy::ExposeSecret;
+
+    let planted = Planted::new();
+    let world = kv_world(&planted);
+    let id_token = world.issuer.mint(json!({}));
+    let job = crate::support::JobBuilder::new()
+        .id_token("VAULT_ID_TOKEN", &id_token)
+        .secrets_yaml("DB_PASS:\n  vault: app/db/password@kv\n  file: false\n")
+        .script(["sleep 1.5"]);
+    // Mid-script, recover the job's real Vault token the way only root could: the stage
+    // process's environment holds the state key; decrypt the job's state with it. Then look for
+    // the token in every process's argv and environment.
+    let found = Arc::new(Mutex::new((None::<String>, Vec::<String>::new())));
+    let sink = Arc::clone(&found);
+    let state_dir = world.state_dir();
+    let opts = RunOptions::new()
+        .env("LEASEHOLD_LOG", "debug")
+        .while_stage_runs("build_script", Duration::from_millis(500), move |pgid| {
+            let environ = std::fs::read(format!("/proc/{pgid}/environ")).expect("environ");
+            let var = |name: &str| {
+                environ
+                    .split(|b| *b == 0)
+                    .filter_map(|kv| std::str::from_utf8(kv).ok())
+                    .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_owned))
+                    .expect(name)
+            };
+            let id = leasehold::state::StateId::parse(&var("LEASEHOLD_STATE_ID")).expect("id");
+            let key = leasehold::state::StateKey::from_hex(&secrecy::SecretString::from(var(
+                "LEASEHOLD_STATE_KEY",
+            )))
+            .expect("key");
+            let root = leasehold::state::StateRoot::open(&state_dir).expect("state root");
+            let private = root
+                .job(&id)
+                .read_vault(&key)
+                .expect("decrypt")
+                .expect("state");
+            let token = private.sessions[0].token.expose_secret().to_owned();
+            let mut found = sink.lock().expect("lock");
+            for hit in scan::cmdlines_containing(&token) {
+                found.1.push(format!("token in argv of {}", hit.pid));
+            }
+            for hit in scan::environs_containing(&token, &[]) {
+                found.1.push(format!("token in environ of {}", hit.pid));
+            }
+            for hit in
+                scan::cmdlines_containing(&id_token_prefix(&var("CUSTOM_ENV_VAULT_ID_TOKEN")))
+            {
+                found.1.push(format!("ID token in argv of {}", hit.pid));
+            }
+            found.0 = Some(token);
+        });
+    let outcome = world.runner().run_job(&job, opts);
+    assert!(
+        outcome.is_success(),
+        "{:?}\n{}",
+        outcome.result,
+        outcome.raw_log
+    );
+    let (token, hits) = std::mem::take(&mut *found.lock().expect("lock"));
+    let token = token.expect("the test recovered the job's Vault token");
+    assert!(token.len() > 10, "a real token was recovered");
+    assert_eq!(hits, Vec::<String>::new());
+    for (what, needle) in [
+        ("Vault token", token.as_str()),
+        ("ID token", id_token.as_str()),
+    ] {
+        assert!(!outcome.raw_log.contains(needle), "{what} in the job log");
+        assert!(
+            !outcome.cleanup_output.contains(needle),
+            "{what} in cleanup's output"
+        );
+        for stage in &outcome.stages {
+            assert!(
+                !stage.stderr.contains(needle),
+                "{what} in {}'s stderr (leasehold's own log lines)",
+                stage.name
+            );
+        }
+        assert!(
+            scan::files_containing(world.dir.path(), needle).is_empty(),
+            "{what} in a file left behind"
+        );
+    }
+    assert!(!world.bao.token_valid(&token), "the token was revoked");
+}
+
+/// The ID token's header and payload: enough to recognise it, for argv scans.
+fn id_token_prefix(jwt: &str) -> String {
+    jwt.rsplit_once('.')
+        .map_or(jwt, |(head, _)| head)
+        .to_owned()
+}
