@@ -19,6 +19,8 @@ fn main() {
     let world = World::start(&[
         r#"path "secret/data/ci/app" { capabilities = ["read"] }"#,
         r#"path "pki/issue/ci" { capabilities = ["update"] }"#,
+        // Lets cleanup revoke the certificate's lease itself, synchronously and confirmed.
+        r#"path "sys/leases/revoke/pki/issue/ci/*" { capabilities = ["update"] }"#,
     ]);
     println!(
         "   OpenBao at {}, issuer at {}",
@@ -47,7 +49,7 @@ fn main() {
         Some(json!({"allowed_domains": ["ci.example.com"], "allow_subdomains": true, "generate_lease": true, "max_ttl": "1h"})),
     );
     println!(
-        "   JWT auth trusts the issuer's JWKS; role \"ci\" reads secret/ci/app and issues pki/issue/ci"
+        "   JWT auth trusts the issuer's JWKS; role \"ci\" reads secret/ci/app, issues pki/issue/ci and may revoke those leases"
     );
     println!("   leasehold config: {}", world.config_path().display());
     println!(
