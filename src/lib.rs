@@ -12,9 +12,11 @@
 //! - [`bindings`]: the admin's claim-based grants; [`policy`]: what jobs may declare themselves;
 //!   [`job_plan`]: identity, bindings, policy and declarations combined into one plan;
 //! - [`resolution`]: one login per identity, one read per path; [`state`]: private per-job state;
+//! - [`lease`]: renewal while the job runs, revocation at cleanup, and the reaper for crashes;
 //! - [`inject`]: the child's environment and file secrets; [`mask`]: the output masker;
 //! - [`supervision`]: spawning, signals and output pumping; [`executor`]: the wrapped executors;
-//! - [`stages`]: the four stage entry points; [`joblog`]: what the job log shows.
+//! - [`stages`]: the four stage entry points and the admin tools (`reap`, `plan`, `check`);
+//!   [`joblog`]: what the job log shows.
 
 pub mod bindings;
 pub mod cli;
