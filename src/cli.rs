@@ -40,7 +40,7 @@ pub enum Command {
     #[command(group(clap::ArgGroup::new("input").required(true).args(["job", "claims"])))]
     Plan {
         /// A job payload as gitlab-runner writes it to JOB_RESPONSE_FILE; its ID token is
-        /// verified if [gitlab] is configured.
+        /// verified if `[gitlab]` is configured.
         #[arg(long, value_name = "PATH")]
         job: Option<PathBuf>,
         /// ID-token claims as a JSON object, taken as if verified (bindings only).
@@ -50,7 +50,7 @@ pub enum Command {
     /// Validate the executor config, then check GitLab's keys and each Vault server: health,
     /// the JWT auth mount's jwks_url and bound_issuer, and the roles' bound_audiences.
     Check {
-        /// A file holding a Vault token that may read sys/auth and auth/<mount>/… [default: $VAULT_TOKEN]
+        /// A file holding a Vault token that may read `sys/auth` and `auth/<mount>/…` [default: $VAULT_TOKEN]
         #[arg(long, value_name = "PATH")]
         token_file: Option<PathBuf>,
     },

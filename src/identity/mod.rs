@@ -11,7 +11,7 @@
 //! - [`jwks`]: GitLab's signing keys: fetched from `/oauth/discovery/keys` (falling back to
 //!   `/-/jwks`), cached on disk with a TTL, re-fetched once for an unknown `kid`;
 //! - [`verify`]: signature, `iss`, `aud`, `exp`/`nbf`/`iat`, yielding [`VerifiedClaims`];
-//! - [`claims`]: the claim set; [`peek_claims`] reads it *unverified*, for messages only.
+//! - `claims`: the claim set; [`peek_claims`] reads it *unverified*, for messages only.
 //!
 //! Without `[gitlab]` in the executor config nothing is verified locally and Vault's JWT auth is
 //! the only verifier; bindings then cannot be configured.
