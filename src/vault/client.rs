@@ -686,7 +686,10 @@ impl VaultClient {
                 .header(CONTENT_TYPE, "application/json")
                 .body(body.as_slice().to_vec());
         }
-        let mut response = request.send().await.map_err(|e| classify_reqwest(&e))?;
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| with_client_cert_hint(classify_reqwest(&e), &self.spec))?;
         let status = response.status();
         let hint = response
             .content_length()
@@ -794,6 +797,43 @@ fn classify_reqwest(error: &reqwest::Error) -> AttemptError {
             );
         }
         AttemptError::Transport(detail)
+    }
+}
+
+/// How a request fails when a TLS 1.3 server refuses the client certificate (see
+/// [`with_client_cert_hint`]); which one depends on a race with sending the request.
+const CLIENT_CERT_REFUSAL: [&str; 4] = [
+    "received fatal alert",
+    "connection closed",
+    "broken pipe",
+    "connection reset",
+];
+
+/// With TLS 1.3 the server checks the client certificate after the client has finished its
+/// side of the handshake, so a missing or refused certificate fails the request, not the
+/// connect: as the server's alert (`CertificateRequired`, `UnknownCA`, …) or, when that is lost,
+/// as the connection closing under the request. Say what that may mean.
+fn with_client_cert_hint(error: AttemptError, spec: &ServerSpec) -> AttemptError {
+    let https = spec
+        .address
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+    match error {
+        AttemptError::Transport(mut detail)
+            if https && {
+                let lower = detail.to_ascii_lowercase();
+                CLIENT_CERT_REFUSAL.iter().any(|s| lower.contains(s))
+            } =>
+        {
+            detail.push_str(if spec.client_cert.is_some() {
+                " (if the server requires client certificates: check that client_cert is signed by a CA \
+                 it trusts and has not expired)"
+            } else {
+                " (if the server requires client certificates: set client_cert and client_key)"
+            });
+            AttemptError::Transport(detail)
+        }
+        other => other,
     }
 }
 

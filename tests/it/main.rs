@@ -12,3 +12,4 @@ mod harness;
 mod identity;
 mod leases;
 mod masking;
+mod tls;

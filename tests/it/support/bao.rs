@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
+use super::pki::Pki;
 use super::postgres::Postgres;
 use super::proc::{spawn_tied_to_thread, stop_child};
 use super::{free_port, random_hex, tail_of_file};
@@ -38,6 +39,14 @@ pub(crate) struct Bao {
     http: reqwest::blocking::Client,
     // Last, so the files outlive the process.
     dir: tempfile::TempDir,
+}
+
+/// The https addresses of a [`Bao::start_tls`] server.
+pub(crate) struct TlsListeners {
+    /// `https://127.0.0.1:<port>`, requiring a client certificate signed by the fixture's CA.
+    pub(crate) mtls: String,
+    /// `https://127.0.0.1:<port>`, server certificate only.
+    pub(crate) tls: String,
 }
 
 /// The `bao` binary: `LEASEHOLD_TEST_BAO`, else `bao` or `vault` on PATH, else the one
@@ -83,6 +92,12 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 impl Bao {
     /// Starts a dev server and waits until it is initialized and unsealed.
     pub(crate) fn start() -> Bao {
+        Bao::start_with_extra_hcl("")
+    }
+
+    /// Like [`Bao::start`], with `extra_hcl` appended to the server's config file (after the audit
+    /// device), e.g. more `listener` blocks. Ports named in `extra_hcl` are not retried when taken.
+    pub(crate) fn start_with_extra_hcl(extra_hcl: &str) -> Bao {
         let dir = tempfile::Builder::new()
             .prefix("leasehold-bao")
             .tempdir()
@@ -93,7 +108,7 @@ impl Bao {
         std::fs::write(
             &extra,
             format!(
-                "audit \"file\" \"file\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                "audit \"file\" \"file\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n{extra_hcl}",
                 audit_log.display()
             ),
         )
@@ -153,6 +168,36 @@ impl Bao {
             }
         }
         panic!("OpenBao dev server did not start: {last_error}");
+    }
+
+    /// Like [`Bao::start`], plus two https listeners with `pki`'s server certificate: one that
+    /// requires a client certificate signed by `pki`'s CA (mutual TLS) and one that does not.
+    /// The plain-http dev listener stays (the API helpers use it).
+    pub(crate) fn start_tls(pki: &Pki) -> (Bao, TlsListeners) {
+        let mtls = format!("127.0.0.1:{}", free_port());
+        let tls = format!("127.0.0.1:{}", free_port());
+        // Each listener also opens a cluster listener, by default on its port + 1: pin those to
+        // free ports too.
+        let listener = |addr: &str, client_ca: &str| {
+            format!(
+                "listener \"tcp\" {{\n  address = \"{addr}\"\n  cluster_address = \"127.0.0.1:{}\"\n  \
+                 tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n{client_ca}}}\n",
+                free_port(),
+                pki.server_cert().display(),
+                pki.server_key().display(),
+            )
+        };
+        let require_client_cert = format!(
+            "  tls_client_ca_file = \"{}\"\n  tls_require_and_verify_client_cert = true\n",
+            pki.ca().display()
+        );
+        let extra = listener(&mtls, &require_client_cert) + &listener(&tls, "");
+        let bao = Bao::start_with_extra_hcl(&extra);
+        let listeners = TlsListeners {
+            mtls: format!("https://{mtls}"),
+            tls: format!("https://{tls}"),
+        };
+        (bao, listeners)
     }
 
     /// The server URL, `http://127.0.0.1:<port>` (what `VAULT_ADDR` would hold).

@@ -12,6 +12,7 @@
 //! | [`runner`] | [`Runner`]: a gitlab-runner emulator that drives any custom-executor driver through the real stage protocol and returns a [`JobOutcome`] |
 //! | [`scan`] | leak scanners over files, `/proc/*/cmdline` and `/proc/*/environ` |
 //! | [`sshd`] | [`sshd::Sshd`]: a real OpenSSH server on loopback letting one local user in with a test key; [`sshd::ensure_user`] creates local accounts |
+//! | [`pki`] | [`pki::Pki`]: a test CA with server and client certificates (and an unrelated CA), made with the `openssl` CLI; [`Bao::start_tls`] serves https with them |
 //!
 //! A typical leasehold end-to-end test:
 //!
@@ -43,6 +44,7 @@
 pub(crate) mod bao;
 pub(crate) mod issuer;
 pub(crate) mod job;
+pub(crate) mod pki;
 pub(crate) mod postgres;
 pub(crate) mod proc;
 pub(crate) mod runner;

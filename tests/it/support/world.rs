@@ -38,8 +38,12 @@ impl World {
 
     /// Like [`World::start`], with extra role fields (e.g. `bound_claims`).
     pub(crate) fn start_with_role(policy_rules: &[&str], role_extra: Value) -> World {
+        World::start_on(Bao::start(), policy_rules, role_extra)
+    }
+
+    /// Like [`World::start_with_role`], on a server the caller started (e.g. [`Bao::start_tls`]).
+    pub(crate) fn start_on(bao: Bao, policy_rules: &[&str], role_extra: Value) -> World {
         let issuer = Issuer::start();
-        let bao = Bao::start();
         bao.write_policy("ci", &policy_rules.join("\n"));
         bao.enable_jwt("jwt", &issuer.jwks_url(), &issuer.url());
         let mut role = json!({
