@@ -7,6 +7,8 @@
 # 1, 10 and 100 secrets (best of 3 each). Usage: scripts/bench-mask.sh [SIZE_MIB]  (default 256)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/tools.sh
+source scripts/lib/tools.sh
 
 size_mib="${1:-256}"
 runs=3
@@ -30,28 +32,16 @@ echo "== in memory (cargo bench --bench mask -- --size-mib $size_mib)"
 bytes="$(stat -c %s "$corpus")"
 cat "$corpus" > /dev/null # warm the page cache
 
-# best_of CMD...: prints the best wall time in nanoseconds over $runs runs.
-best_of() {
-    local best="" start end t
-    for _ in $(seq "$runs"); do
-        start="$(date +%s%N)"
-        "$@"
-        end="$(date +%s%N)"
-        t=$((end - start))
-        if [[ -z "$best" || "$t" -lt "$best" ]]; then best="$t"; fi
-    done
-    echo "$best"
-}
 cat_file() { cat "$corpus" > /dev/null; }
 mask_file() { "$bin" --pipe "$1" < "$corpus" > /dev/null; }
 rate() { awk -v b="$bytes" -v ns="$1" 'BEGIN { printf "%.2f", b / ns }'; } # bytes/ns = GB/s
 
 echo
 echo "== file to /dev/null, $bytes bytes, warm page cache, best of $runs, GB = 1e9 bytes"
-cat_ns="$(best_of cat_file)"
+cat_ns="$(leasehold_best_of "$runs" cat_file)"
 printf '%7s %12s %10s %10s\n' secrets "masker GB/s" "cat GB/s" "masker/cat"
 for n in 1 10 100; do
-    mask_ns="$(best_of mask_file "$n")"
+    mask_ns="$(leasehold_best_of "$runs" mask_file "$n")"
     printf '%7s %12s %10s %9.1f%%\n' "$n" "$(rate "$mask_ns")" "$(rate "$cat_ns")" \
         "$(awk -v c="$cat_ns" -v m="$mask_ns" 'BEGIN { print 100 * c / m }')"
 done

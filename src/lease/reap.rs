@@ -13,7 +13,9 @@ use secrecy::SecretString;
 
 use crate::executor_config::{ExecutorConfig, ServerConfig, normalize_address};
 use crate::resolution::server_spec;
-use crate::state::{JobState, JobStatus, Journal, StateRoot, unix_now};
+use crate::state::{
+    JobState, JobStatus, Journal, JournalLease, JournalSession, StateRoot, unix_now,
+};
 use crate::vault::{VaultClient, VaultError};
 
 use super::Outcome;
@@ -208,17 +210,12 @@ pub async fn reap(
             continue;
         }
         if dry_run {
-            for lease in &journal.leases {
+            let leases = journal.leases.iter().map(Journaled::what);
+            let tokens = journal.sessions.iter().map(Journaled::what);
+            for what in leases.chain(tokens) {
                 report.items.push(ReapItem {
                     state_id: journal.state_id.clone(),
-                    what: format!("lease {}", lease.lease_id),
-                    outcome: Outcome::Failed("dry run".into()),
-                });
-            }
-            for s in &journal.sessions {
-                report.items.push(ReapItem {
-                    state_id: journal.state_id.clone(),
-                    what: format!("token {}", s.accessor),
+                    what,
                     outcome: Outcome::Failed("dry run".into()),
                 });
             }
@@ -239,60 +236,96 @@ pub async fn reap(
     Ok(report)
 }
 
+/// A journaled token or lease, as the reaper revokes it.
+trait Journaled: Clone {
+    /// The server and namespace it belongs to.
+    fn server(&self) -> (&str, Option<&String>);
+    /// How the report names it: `token <accessor>` or `lease <id>`.
+    fn what(&self) -> String;
+    /// Revokes it with the reaper's client and token.
+    async fn revoke(&self, client: &VaultClient, token: &SecretString) -> Outcome;
+}
+
+impl Journaled for JournalSession {
+    fn server(&self) -> (&str, Option<&String>) {
+        (&self.address, self.namespace.as_ref())
+    }
+
+    fn what(&self) -> String {
+        format!("token {}", self.accessor)
+    }
+
+    async fn revoke(&self, client: &VaultClient, token: &SecretString) -> Outcome {
+        match client.revoke_accessor(token, &self.accessor).await {
+            Ok(()) => Outcome::Revoked,
+            Err(e) => failed_unless_gone(e),
+        }
+    }
+}
+
+impl Journaled for JournalLease {
+    fn server(&self) -> (&str, Option<&String>) {
+        (&self.address, self.namespace.as_ref())
+    }
+
+    fn what(&self) -> String {
+        format!("lease {}", self.lease_id)
+    }
+
+    async fn revoke(&self, client: &VaultClient, token: &SecretString) -> Outcome {
+        match client.revoke_lease(token, &self.lease_id).await {
+            Ok(()) if !self.revocable => Outcome::NotRevocable,
+            Ok(()) => Outcome::Revoked,
+            Err(e) => failed_unless_gone(e),
+        }
+    }
+}
+
+fn failed_unless_gone(error: VaultError) -> Outcome {
+    if already_gone(&error) {
+        Outcome::Revoked
+    } else {
+        Outcome::Failed(error.to_string())
+    }
+}
+
+/// Revokes each of `entries` and reports it; returns those that could not be revoked.
+async fn revoke_each<T: Journaled>(
+    entries: &[T],
+    state_id: &str,
+    credentials: &mut Credentials<'_>,
+    report: &mut ReapReport,
+) -> Vec<T> {
+    let mut remaining = Vec::new();
+    for entry in entries {
+        let (address, namespace) = entry.server();
+        let outcome = match credentials.for_server(address, namespace).await {
+            Ok((client, token)) => entry.revoke(client, token).await,
+            Err(e) => Outcome::Failed(e),
+        };
+        if matches!(outcome, Outcome::Failed(_)) {
+            remaining.push(entry.clone());
+        }
+        report.items.push(ReapItem {
+            state_id: state_id.to_owned(),
+            what: entry.what(),
+            outcome,
+        });
+    }
+    remaining
+}
+
 async fn reap_one(
     job: &JobState,
     mut journal: Journal,
     credentials: &mut Credentials<'_>,
     report: &mut ReapReport,
 ) -> bool {
-    let mut all_ok = true;
-    let mut remaining_sessions = Vec::new();
-    for session in &journal.sessions {
-        let outcome = match credentials
-            .for_server(&session.address, session.namespace.as_ref())
-            .await
-        {
-            Ok((client, token)) => match client.revoke_accessor(token, &session.accessor).await {
-                Ok(()) => Outcome::Revoked,
-                Err(e) if already_gone(&e) => Outcome::Revoked,
-                Err(e) => Outcome::Failed(e.to_string()),
-            },
-            Err(e) => Outcome::Failed(e),
-        };
-        if matches!(outcome, Outcome::Failed(_)) {
-            all_ok = false;
-            remaining_sessions.push(session.clone());
-        }
-        report.items.push(ReapItem {
-            state_id: journal.state_id.clone(),
-            what: format!("token {}", session.accessor),
-            outcome,
-        });
-    }
-    let mut remaining_leases = Vec::new();
-    for lease in &journal.leases {
-        let outcome = match credentials
-            .for_server(&lease.address, lease.namespace.as_ref())
-            .await
-        {
-            Ok((client, token)) => match client.revoke_lease(token, &lease.lease_id).await {
-                Ok(()) if !lease.revocable => Outcome::NotRevocable,
-                Ok(()) => Outcome::Revoked,
-                Err(e) if already_gone(&e) => Outcome::Revoked,
-                Err(e) => Outcome::Failed(e.to_string()),
-            },
-            Err(e) => Outcome::Failed(e),
-        };
-        if matches!(outcome, Outcome::Failed(_)) {
-            all_ok = false;
-            remaining_leases.push(lease.clone());
-        }
-        report.items.push(ReapItem {
-            state_id: journal.state_id.clone(),
-            what: format!("lease {}", lease.lease_id),
-            outcome,
-        });
-    }
+    let remaining_sessions =
+        revoke_each(&journal.sessions, &journal.state_id, credentials, report).await;
+    let remaining_leases =
+        revoke_each(&journal.leases, &journal.state_id, credentials, report).await;
+    let all_ok = remaining_sessions.is_empty() && remaining_leases.is_empty();
     if all_ok {
         // A job running as its own user may have left stage directories (its script copy and
         // file secrets) under files_dir when it was killed.

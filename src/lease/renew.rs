@@ -13,7 +13,7 @@ use crate::executor_config::ExecutorConfig;
 use crate::joblog;
 use crate::resolution::session_spec;
 use crate::state::{JobState, PrivateState, StateKey, unix_now};
-use crate::vault::VaultClient;
+use crate::vault::{VaultClient, VaultError};
 
 /// Renews a job's token and leases on schedule.
 pub struct Renewer {
@@ -155,30 +155,11 @@ impl Renewer {
         let now = unix_now();
         let token = self.state.sessions[i].token.clone();
         let Some(client) = self.client(i) else { return };
-        match client.renew_self(&token, Some(increment)).await {
-            Ok(auth) => {
-                let deadline = self.deadline();
-                let session = &mut self.state.sessions[i];
-                session.ttl = auth.lease_duration;
-                session.since = now;
-                session.renewable = auth.renewable;
-                if auth.lease_duration < increment.as_secs() && now + auth.lease_duration < deadline
-                {
-                    session.exhausted = true;
-                    joblog::warning(&format!(
-                        "the Vault token ({}) reached its max TTL and expires at {}, before the job's timeout; its leases end with it",
-                        session.accessor,
-                        format_time(now + auth.lease_duration)
-                    ));
-                }
-            }
-            Err(e) => {
-                let session = &self.state.sessions[i];
-                let expires = session.since + session.ttl;
-                tracing::warn!("token renewal failed: {e}");
-                self.after_failure(Item::Token(i), now, session.ttl, expires);
-            }
-        }
+        let renewed = client
+            .renew_self(&token, Some(increment))
+            .await
+            .map(|auth| (auth.lease_duration, auth.renewable));
+        self.record_renewal(Item::Token(i), now, increment, renewed);
     }
 
     async fn renew_lease(&mut self, i: usize, increment: Duration) {
@@ -191,32 +172,72 @@ impl Renewer {
         let Some(client) = self.client(session) else {
             return;
         };
-        match client.renew_lease(&token, &lease_id, Some(increment)).await {
-            Ok(info) => {
+        let renewed = client
+            .renew_lease(&token, &lease_id, Some(increment))
+            .await
+            .map(|info| (info.lease_duration, info.renewable));
+        self.record_renewal(Item::Lease(i), now, increment, renewed);
+    }
+
+    /// Writes a renewal's outcome (the granted TTL and whether it is renewable again) back to
+    /// the item, warning once when Vault granted less than asked and the credential expires
+    /// before the job's timeout; after a failure, schedules the retry.
+    fn record_renewal(
+        &mut self,
+        item: Item,
+        now: u64,
+        increment: Duration,
+        renewed: Result<(u64, bool), VaultError>,
+    ) {
+        match renewed {
+            Ok((ttl, renewable)) => {
                 let deadline = self.deadline();
-                let lease = &mut self.state.leases[i];
-                lease.ttl = info.lease_duration;
-                lease.since = now;
-                lease.renewable = info.renewable;
-                if info.lease_duration < increment.as_secs() && now + info.lease_duration < deadline
-                {
-                    lease.exhausted = true;
-                    joblog::warning(&format!(
-                        "lease of {} reached its max TTL and expires at {}, before the job's timeout",
-                        lease.origin,
-                        format_time(now + info.lease_duration)
-                    ));
+                let (since_field, ttl_field, renewable_field, exhausted_field) =
+                    self.timing_mut(item);
+                *ttl_field = ttl;
+                *since_field = now;
+                *renewable_field = renewable;
+                if ttl < increment.as_secs() && now + ttl < deadline {
+                    *exhausted_field = true;
+                    let expires_at = format_time(now + ttl);
+                    joblog::warning(&match item {
+                        Item::Token(i) => format!(
+                            "the Vault token ({}) reached its max TTL and expires at {expires_at}, before the job's timeout; its leases end with it",
+                            self.state.sessions[i].accessor
+                        ),
+                        Item::Lease(i) => format!(
+                            "lease of {} reached its max TTL and expires at {expires_at}, before the job's timeout",
+                            self.state.leases[i].origin
+                        ),
+                    });
                 }
             }
             Err(e) => {
-                let lease = &self.state.leases[i];
-                let expires = lease.since + lease.ttl;
-                joblog::warning(&format!(
-                    "could not renew the lease of {}: {e}; retrying, it expires at {}",
-                    lease.origin,
-                    format_time(expires)
-                ));
-                self.after_failure(Item::Lease(i), now, lease.ttl, expires);
+                let (since, ttl, _, _) = self.timing_mut(item);
+                let (ttl, expires) = (*ttl, *since + *ttl);
+                match item {
+                    Item::Token(_) => tracing::warn!("token renewal failed: {e}"),
+                    Item::Lease(i) => joblog::warning(&format!(
+                        "could not renew the lease of {}: {e}; retrying, it expires at {}",
+                        self.state.leases[i].origin,
+                        format_time(expires)
+                    )),
+                }
+                self.after_failure(item, now, ttl, expires);
+            }
+        }
+    }
+
+    /// `(since, ttl, renewable, exhausted)` of a token or a lease, to update after a renewal.
+    fn timing_mut(&mut self, item: Item) -> (&mut u64, &mut u64, &mut bool, &mut bool) {
+        match item {
+            Item::Token(i) => {
+                let s = &mut self.state.sessions[i];
+                (&mut s.since, &mut s.ttl, &mut s.renewable, &mut s.exhausted)
+            }
+            Item::Lease(i) => {
+                let l = &mut self.state.leases[i];
+                (&mut l.since, &mut l.ttl, &mut l.renewable, &mut l.exhausted)
             }
         }
     }
@@ -241,28 +262,27 @@ impl Renewer {
 
 /// At prepare: warns about credentials that cannot live until the job's timeout.
 pub fn warn_short_lived(state: &PrivateState) {
-    let deadline = if state.deadline == 0 {
+    if state.deadline == 0 {
         return;
-    } else {
-        state.deadline
+    }
+    // The expiry of a credential that cannot be renewed and ends before the job's timeout.
+    let short_lived = |since: u64, ttl: u64, renewable: bool| {
+        let expires = since + ttl;
+        (!renewable && ttl > 0 && expires < state.deadline).then(|| format_time(expires))
     };
     for lease in &state.leases {
-        let expires = lease.since + lease.ttl;
-        if !lease.renewable && lease.ttl > 0 && expires < deadline {
+        if let Some(at) = short_lived(lease.since, lease.ttl, lease.renewable) {
             joblog::warning(&format!(
-                "the lease of {} is not renewable and expires at {}, before the job's timeout",
-                lease.origin,
-                format_time(expires)
+                "the lease of {} is not renewable and expires at {at}, before the job's timeout",
+                lease.origin
             ));
         }
     }
     for session in &state.sessions {
-        let expires = session.since + session.ttl;
-        if !session.renewable && session.ttl > 0 && expires < deadline {
+        if let Some(at) = short_lived(session.since, session.ttl, session.renewable) {
             joblog::warning(&format!(
-                "the Vault token ({}) is not renewable and expires at {}, before the job's timeout; its leases end with it",
-                session.accessor,
-                format_time(expires)
+                "the Vault token ({}) is not renewable and expires at {at}, before the job's timeout; its leases end with it",
+                session.accessor
             ));
         }
     }

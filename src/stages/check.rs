@@ -666,6 +666,24 @@ mod tests {
         path
     }
 
+    /// `check` (at a fixed time) of a config for `vault` and `gitlab`, written to a fresh temp
+    /// dir, with `token` as the Vault token.
+    async fn check_against(vault: &str, gitlab: &MockServer, token: Option<&str>) -> Report {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = write_config(dir.path(), vault, &gitlab.uri());
+        check(
+            &config,
+            token.map(SecretString::from).as_ref(),
+            1_800_000_000,
+        )
+        .await
+    }
+
+    /// Vault's JWT auth config as it should be for the mock GitLab.
+    fn auth_config_for(gitlab: &MockServer) -> Value {
+        json!({"jwks_url": format!("{}/oauth/discovery/keys", gitlab.uri()), "bound_issuer": gitlab.uri()})
+    }
+
     fn good_role() -> Value {
         json!({"role_type": "jwt", "bound_audiences": ["https://bao.example.com"], "bound_claims": {"project_path": "grp/*"}})
     }
@@ -682,21 +700,14 @@ mod tests {
     #[tokio::test]
     async fn all_good() {
         let gitlab = gitlab().await;
-        let auth_config = json!({"jwks_url": format!("{}/oauth/discovery/keys", gitlab.uri()), "bound_issuer": gitlab.uri()});
+        let auth_config = auth_config_for(&gitlab);
         let vault = vault(
             json!({"jwt/": {"type": "jwt"}}),
             Some(auth_config),
             Some(good_role()),
         )
         .await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = write_config(dir.path(), &vault.uri(), &gitlab.uri());
-        let report = check(
-            &config,
-            Some(&SecretString::from("admin-token")),
-            1_800_000_000,
-        )
-        .await;
+        let report = check_against(&vault.uri(), &gitlab, Some("admin-token")).await;
         assert_eq!(report.problems(), 0, "{}", report.render());
         let text = report.render();
         assert!(
@@ -711,14 +722,7 @@ mod tests {
     async fn missing_jwt_mount() {
         let gitlab = gitlab().await;
         let vault = vault(json!({"token/": {"type": "token"}}), None, None).await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = write_config(dir.path(), &vault.uri(), &gitlab.uri());
-        let report = check(
-            &config,
-            Some(&SecretString::from("admin-token")),
-            1_800_000_000,
-        )
-        .await;
+        let report = check_against(&vault.uri(), &gitlab, Some("admin-token")).await;
         let found = problems(&report);
         assert_eq!(found.len(), 1, "{}", report.render());
         assert!(found[0].ends_with("auth/jwt: no auth method is mounted there; enable it with  bao auth enable -path=jwt jwt"), "{}", found[0]);
@@ -735,14 +739,7 @@ mod tests {
             Some(role),
         )
         .await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = write_config(dir.path(), &vault.uri(), &gitlab.uri());
-        let report = check(
-            &config,
-            Some(&SecretString::from("admin-token")),
-            1_800_000_000,
-        )
-        .await;
+        let report = check_against(&vault.uri(), &gitlab, Some("admin-token")).await;
         let found = problems(&report);
         assert_eq!(found.len(), 3, "{}", report.render());
         assert!(found[0].contains("GitLab's pre-17 path"), "{}", found[0]);
@@ -763,22 +760,14 @@ mod tests {
     async fn unreachable_server_and_missing_role() {
         let gitlab = gitlab().await;
         let dead_uri = crate::identity::test_issuer::dead_url();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = write_config(dir.path(), &dead_uri, &gitlab.uri());
-        let report = check(&config, None, 1_800_000_000).await;
+        let report = check_against(&dead_uri, &gitlab, None).await;
         let found = problems(&report);
         assert_eq!(found.len(), 1, "{}", report.render());
         assert!(found[0].contains("unreachable"), "{}", found[0]);
 
-        let auth_config = json!({"jwks_url": format!("{}/oauth/discovery/keys", gitlab.uri()), "bound_issuer": gitlab.uri()});
+        let auth_config = auth_config_for(&gitlab);
         let vault = vault(json!({"jwt/": {"type": "jwt"}}), Some(auth_config), None).await;
-        let config = write_config(dir.path(), &vault.uri(), &gitlab.uri());
-        let report = check(
-            &config,
-            Some(&SecretString::from("admin-token")),
-            1_800_000_000,
-        )
-        .await;
+        let report = check_against(&vault.uri(), &gitlab, Some("admin-token")).await;
         assert_eq!(
             problems(&report),
             [format!(
@@ -792,9 +781,7 @@ mod tests {
     async fn without_a_token_says_what_was_not_checked() {
         let gitlab = gitlab().await;
         let vault = vault(json!({}), None, None).await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = write_config(dir.path(), &vault.uri(), &gitlab.uri());
-        let report = check(&config, None, 1_800_000_000).await;
+        let report = check_against(&vault.uri(), &gitlab, None).await;
         assert_eq!(report.problems(), 0, "{}", report.render());
         assert!(report.render().contains("no Vault token (set VAULT_TOKEN or --token-file), so auth mounts auth/jwt and their roles were not checked"));
     }

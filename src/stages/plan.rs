@@ -516,10 +516,9 @@ pub(crate) fn expected_jwks_url(config: &ExecutorConfig) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::test_issuer::{AUD, ISSUER, TestKey, claims, jwks};
+    use crate::identity::test_issuer::{AUD, ISSUER, TestKey, claims, mock_gitlab};
     use serde_json::json;
-    use wiremock::matchers::method;
-    use wiremock::{Mock, MockServer, ResponseTemplate};
+    use wiremock::MockServer;
 
     const NOW: u64 = 1_800_000_000;
 
@@ -559,11 +558,7 @@ vault = "review/{environment}/url@kv"
 
     impl Fixture {
         async fn new() -> Fixture {
-            let server = MockServer::start().await;
-            Mock::given(method("GET"))
-                .respond_with(ResponseTemplate::new(200).set_body_json(jwks(&[TestKey::shared(0)])))
-                .mount(&server)
-                .await;
+            let server = mock_gitlab().await;
             let dir = tempfile::tempdir().expect("tempdir");
             let config = ExecutorConfig::parse(&format!(
                 "state_dir = \"{}\"\n[vault]\naddress = \"{AUD}\"\n[gitlab]\nurl = \"{}\"\nissuer = \"{ISSUER}\"\n{CONFIG}",

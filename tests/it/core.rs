@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::world::{World, accessor_in};
-use crate::support::{Cancel, JobOutcome, JobResult, RunOptions, leasehold_bin, scan};
+use crate::support::{Cancel, JobOutcome, JobResult, RunOptions, leasehold_bin, scan, sha16};
 
 const KV_POLICY: &str = r#"path "kv/data/app/*" { capabilities = ["read"] }
 path "kv1/*" { capabilities = ["read"] }"#;
@@ -37,16 +37,6 @@ impl Planted {
     }
 }
 
-fn sha16(bytes: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    digest
-        .as_ref()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// A world with KV v2 (`kv/app/db`, `kv/app/api`) and KV v1 (`kv1/legacy`) secrets.
 fn kv_world(planted: &Planted) -> World {
     let world = World::start(&[KV_POLICY]);
@@ -66,6 +56,9 @@ fn kv_world(planted: &Planted) -> World {
         .kv_put("kv1", 1, "legacy", json!({"token": planted.legacy}));
     world
 }
+
+/// `DB_PASS` from `kv/app/db`, in the environment.
+const DB_PASS_ENV: &str = "DB_PASS:\n  vault: app/db/password@kv\n  file: false\n";
 
 const DECLARATIONS: &str = "DB_PASS:
   vault: app/db/password@kv
@@ -292,7 +285,7 @@ fn one_login_and_one_read_per_path() {
         .job()
         .secrets_yaml(yaml)
         .script(["test \"$C\" = 5432"]);
-    let outcome = world.runner().run_job(&job, RunOptions::new());
+    let outcome = world.run(&job);
     assert!(
         outcome.is_success(),
         "{:?}\n{}",
@@ -326,7 +319,6 @@ fn one_login_and_one_read_per_path() {
 fn the_token_is_revoked_after_success_failure_and_cancel() {
     let planted = Planted::new();
     let world = kv_world(&planted);
-    let yaml = "DB_PASS:\n  vault: app/db/password@kv\n  file: false\n";
     type Case = (&'static str, RunOptions, fn(&JobResult) -> bool);
     let cases: [Case; 3] = [
         ("true", RunOptions::new(), |r| r.is_success()),
@@ -340,7 +332,7 @@ fn the_token_is_revoked_after_success_failure_and_cancel() {
         ),
     ];
     for (script, opts, expected) in cases {
-        let job = world.job().secrets_yaml(yaml).script([script]);
+        let job = world.job().secrets_yaml(DB_PASS_ENV).script([script]);
         let outcome = world.runner().run_job(&job, opts);
         assert!(
             expected(&outcome.result),
@@ -364,7 +356,7 @@ fn the_token_is_revoked_after_success_failure_and_cancel() {
 
 /// Runs a job expected to fail at prepare; returns the job log and result.
 fn failing_prepare(world: &World, job: crate::support::JobBuilder) -> (String, JobResult) {
-    let outcome = world.runner().run_job(&job, RunOptions::new());
+    let outcome = world.run(&job);
     assert!(
         world.leftover_states().is_empty(),
         "state left after a failed prepare: {:?}",
@@ -516,7 +508,7 @@ fn an_unreachable_vault_is_a_system_failure_retried_by_the_runner() {
     let job = world
         .job()
         .secrets_yaml("X:\n  vault: app/db/password@kv\n");
-    let outcome = world.runner().run_job(&job, RunOptions::new());
+    let outcome = world.run(&job);
     assert!(
         matches!(outcome.result, JobResult::SystemFailure { .. }),
         "{:?}\n{}",
@@ -554,10 +546,11 @@ fn an_unreachable_vault_is_a_system_failure_retried_by_the_runner() {
 fn cleanup_while_a_killed_run_stage_is_still_alive() {
     let planted = Planted::new();
     let world = kv_world(&planted);
-    let job = world
-        .job()
-        .secrets_yaml("DB_PASS:\n  vault: app/db/password@kv\n  file: false\n")
-        .script(["trap '' TERM", "sleep 3", "echo still-here"]);
+    let job = world.job().secrets_yaml(DB_PASS_ENV).script([
+        "trap '' TERM",
+        "sleep 3",
+        "echo still-here",
+    ]);
     // As on a cancel where the script ignores SIGTERM: cleanup starts (with the same stage
     // environment gitlab-runner gives it) while the run stage is still alive.
     let early_cleanup = Arc::new(Mutex::new(None));
@@ -622,11 +615,11 @@ fn gitlab_native_secrets_are_mentioned_not_resolved_again() {
     let world = kv_world(&planted);
     let job = world
         .job()
-        .secrets_yaml("DB_PASS:\n  vault: app/db/password@kv\n  file: false\n")
+        .secrets_yaml(DB_PASS_ENV)
         .native_secrets(json!({"NATIVE_KEY": {"vault": {
             "server": {"url": world.bao.addr(), "auth": {"name": "jwt", "path": "jwt", "data": {"jwt": "$VAULT_ID_TOKEN", "role": crate::support::world::ROLE}}},
             "engine": {"name": "kv-v2", "path": "kv"}, "path": "app/api", "field": "key"}, "file": false}}));
-    let outcome = world.runner().run_job(&job, RunOptions::new());
+    let outcome = world.run(&job);
     assert!(
         outcome.is_success(),
         "{:?}\n{}",
@@ -653,10 +646,10 @@ fn every_runner_stage_name_is_accepted() {
     let world = kv_world(&planted);
     let job = world
         .job()
-        .secrets_yaml("DB_PASS:\n  vault: app/db/password@kv\n  file: false\n")
+        .secrets_yaml(DB_PASS_ENV)
         .step("release", ["test -n \"$DB_PASS\""])
         .after_script(["test -n \"$DB_PASS\""]);
-    let outcome = world.runner().run_job(&job, RunOptions::new());
+    let outcome = world.run(&job);
     assert!(
         outcome.is_success(),
         "{:?}\n{}",
@@ -674,14 +667,11 @@ fn every_runner_stage_name_is_accepted() {
 fn a_signal_sent_to_leasehold_alone_is_forwarded_to_the_script() {
     let planted = Planted::new();
     let world = kv_world(&planted);
-    let job = world
-        .job()
-        .secrets_yaml("DB_PASS:\n  vault: app/db/password@kv\n  file: false\n")
-        .script([
-            "trap 'echo got-term; exit 5' TERM",
-            "sleep 20 & wait",
-            "echo not-reached",
-        ]);
+    let job = world.job().secrets_yaml(DB_PASS_ENV).script([
+        "trap 'echo got-term; exit 5' TERM",
+        "sleep 20 & wait",
+        "echo not-reached",
+    ]);
     // Someone other than gitlab-runner (an admin, a wrapper) signals only leasehold's PID: the
     // group did not get it, so leasehold must pass it on. (The emulator runs in this test process,
     // leasehold's parent, so the signal must come from another process to count as an outsider.)
@@ -733,7 +723,7 @@ fn a_hung_inner_cleanup_never_stands_between_the_job_and_revocation() {
     ));
     let job = world
         .job()
-        .secrets_yaml("DB_PASS:\n  vault: app/db/password@kv\n  file: false\n")
+        .secrets_yaml(DB_PASS_ENV)
         .script(["test -n \"$DB_PASS\""]);
     // gitlab-runner's cleanup_exec_timeout: SIGTERM to cleanup's group, SIGKILL 10 s later.
     let mut runner = world.runner();

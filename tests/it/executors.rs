@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::issuer::DEFAULT_AUD;
+use crate::support::fake_driver::DriverLog;
+use crate::support::issuer::bound_role;
 use crate::support::sshd::{Sshd, TestUser, ensure_group, ensure_user};
 use crate::support::{
     Bao, Cancel, Issuer, JobBuilder, JobOutcome, JobResult, RunOptions, Runner, fixture,
@@ -82,18 +83,7 @@ impl World {
             r#"path "kv/data/app/*" { capabilities = ["read"] }"#,
         );
         bao.enable_jwt("jwt", &issuer.jwks_url(), &issuer.url());
-        bao.jwt_role(
-            "jwt",
-            "ci",
-            json!({
-                "role_type": "jwt",
-                "bound_audiences": [DEFAULT_AUD],
-                "bound_claims": {"project_path": "grp/app", "ref_protected": "true"},
-                "user_claim": "user_login",
-                "policies": ["ci-app"],
-                "token_ttl": "10m",
-            }),
-        );
+        bao.jwt_role("jwt", "ci", bound_role(&["ci-app"]));
         let dir = tempfile::Builder::new()
             .prefix("leasehold-executors")
             .tempdir()
@@ -299,11 +289,8 @@ fn alive(pid: u32) -> bool {
 
 /// Live processes of `uid` whose command name is `comm`.
 fn processes_of(uid: u32, comm: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
+    scan::pids()
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid)
                 && std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -634,45 +621,6 @@ fn fake_driver_tables(inject: &str) -> String {
     )
 }
 
-/// The fake driver's invocation records (`FAKE_DRIVER_LOG`).
-struct DriverLog {
-    path: PathBuf,
-}
-
-impl DriverLog {
-    fn new(w: &World) -> DriverLog {
-        DriverLog {
-            path: w.dir.path().join(format!("driver-{}.jsonl", random_hex(4))),
-        }
-    }
-
-    fn options(&self) -> RunOptions {
-        RunOptions::new().env("FAKE_DRIVER_LOG", self.path.display().to_string())
-    }
-
-    fn records(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.path)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("driver record"))
-            .collect()
-    }
-
-    fn invocations(&self) -> Vec<Value> {
-        self.records()
-            .into_iter()
-            .filter(|r| r.get("event").is_none())
-            .collect()
-    }
-
-    fn commands(&self) -> Vec<String> {
-        self.invocations()
-            .iter()
-            .map(|r| r["cmd"].as_str().unwrap_or_default().to_owned())
-            .collect()
-    }
-}
-
 #[test]
 fn local_driver_gets_secrets_in_its_environment_and_its_exit_codes_pass_through() {
     let w = World::new();
@@ -680,7 +628,7 @@ fn local_driver_gets_secrets_in_its_environment_and_its_exit_codes_pass_through(
     let runner = Runner::new(leasehold_bin(), &config);
     let driver = fixture("fake-driver.sh").display().to_string();
 
-    let log = DriverLog::new(&w);
+    let log = DriverLog::in_dir(w.dir.path());
     let mut script = CHECK_SECRETS.to_vec();
     script.push(
         r#"echo "driver-job-env=${FAKE_JOB_ENV:-unset} state-key=${LEASEHOLD_STATE_KEY:-unset} vault-token=${VAULT_TOKEN:-unset}""#,
@@ -802,7 +750,7 @@ fn local_driver_gets_secrets_in_its_environment_and_its_exit_codes_pass_through(
 fn cancelling_a_local_driver_job_ends_its_processes_then_cleanup_runs_and_revokes() {
     let w = World::new();
     let config = w.config(&fake_driver_tables("env"));
-    let log = DriverLog::new(&w);
+    let log = DriverLog::in_dir(w.dir.path());
     let pid_file = w.dir.path().join("sleep.pid");
     let job = w
         .job()
@@ -888,7 +836,7 @@ fn cleanup_runs_the_inner_cleanup_and_revokes_when_prepare_fails() {
     // A secret the role may not read: leasehold's prepare fails before the driver's prepare
     // (no environment is started for a job whose secrets fail); cleanup still calls the
     // driver's cleanup, and no token of the job survives.
-    let log = DriverLog::new(&w);
+    let log = DriverLog::in_dir(w.dir.path());
     let job = JobBuilder::new()
         .id_token("VAULT_ID_TOKEN", &w.issuer.mint(json!({})))
         .secrets_yaml(
@@ -918,7 +866,7 @@ fn cleanup_runs_the_inner_cleanup_and_revokes_when_prepare_fails() {
     // The driver's own prepare fails with a system failure: gitlab-runner retries the whole
     // preparation three times, and every attempt's cleanup calls the driver's cleanup, then
     // revokes that attempt's token.
-    let log = DriverLog::new(&w);
+    let log = DriverLog::in_dir(w.dir.path());
     let outcome = runner.run_job(&w.job(), log.options().env("FAKE_DRIVER_FAIL_PREPARE", "2"));
     assert!(
         matches!(&outcome.result, JobResult::SystemFailure { reason } if reason == "exit status 2"),

@@ -6,21 +6,26 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::issuer::DEFAULT_AUD;
+use crate::support::fake_driver::DriverLog;
+use crate::support::issuer::{DEFAULT_AUD, bound_role};
 use crate::support::{
-    Bao, Cancel, Issuer, JobBuilder, JobResult, Postgres, RunOptions, Runner, fixture,
-    leasehold_bin, scan,
+    Bao, Cancel, Issuer, JobBuilder, JobResult, Postgres, Runner, fixture, leasehold_bin, scan,
 };
 
-/// A role bound to the issuer's default token: audience, project and protected ref.
-fn ci_role(policies: &[&str]) -> Value {
-    json!({
-        "bound_audiences": [DEFAULT_AUD],
-        "bound_claims": {"project_path": "grp/app", "ref_protected": "true"},
-        "user_claim": "user_login",
-        "policies": policies,
-        "token_ttl": "10m",
-    })
+/// An issuer, and an OpenBao with `password` at `kv/app/db`, a policy `app-read` for
+/// `kv/data/app/*`, and the JWT role `ci` bound to the issuer's default token.
+fn kv_behind_jwt(password: &str) -> (Issuer, Bao) {
+    let issuer = Issuer::start();
+    let bao = Bao::start();
+    bao.enable_kv("kv", 2);
+    bao.kv_put("kv", 2, "app/db", json!({ "password": password }));
+    bao.write_policy(
+        "app-read",
+        r#"path "kv/data/app/*" { capabilities = ["read"] }"#,
+    );
+    bao.enable_jwt("jwt", &issuer.jwks_url(), &issuer.url());
+    bao.jwt_role("jwt", "ci", bound_role(&["app-read"]));
+    (issuer, bao)
 }
 
 #[test]
@@ -38,16 +43,7 @@ fn leasehold_binary_is_built() {
 
 #[test]
 fn bao_accepts_issuer_tokens_and_audits_logins() {
-    let issuer = Issuer::start();
-    let bao = Bao::start();
-    bao.enable_kv("kv", 2);
-    bao.kv_put("kv", 2, "app/db", json!({"password": "hunter2-kv"}));
-    bao.write_policy(
-        "app-read",
-        r#"path "kv/data/app/*" { capabilities = ["read"] }"#,
-    );
-    bao.enable_jwt("jwt", &issuer.jwks_url(), &issuer.url());
-    bao.jwt_role("jwt", "ci", ci_role(&["app-read"]));
+    let (issuer, bao) = kv_behind_jwt("hunter2-kv");
 
     // A good token logs in and its Vault token reads the KV v2 secret.
     let (status, body) = bao.jwt_login("jwt", "ci", &issuer.mint(json!({})));
@@ -272,42 +268,6 @@ fn postgres_database_engine_issues_working_credentials() {
 }
 
 // --- the runner emulator -----------------------------------------------------------------------
-
-/// The fake driver's invocation records.
-struct DriverLog {
-    path: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl DriverLog {
-    fn new() -> DriverLog {
-        let dir = tempfile::tempdir().expect("temp dir");
-        DriverLog {
-            path: dir.path().join("driver.jsonl"),
-            _dir: dir,
-        }
-    }
-
-    fn records(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.path)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad record {l:?}: {e}")))
-            .collect()
-    }
-
-    /// Invocation records (not events), as (cmd, record).
-    fn invocations(&self) -> Vec<Value> {
-        self.records()
-            .into_iter()
-            .filter(|r| r.get("event").is_none())
-            .collect()
-    }
-
-    fn options(&self) -> RunOptions {
-        RunOptions::new().env("FAKE_DRIVER_LOG", self.path.display().to_string())
-    }
-}
 
 fn fake_runner() -> Runner {
     Runner::with_driver(fixture("fake-driver.sh"))
@@ -774,16 +734,7 @@ fn kill_without_cleanup_leaves_the_job_where_it_crashed() {
 
 #[test]
 fn native_secrets_are_resolved_before_any_exec() {
-    let issuer = Issuer::start();
-    let bao = Bao::start();
-    bao.enable_kv("kv", 2);
-    bao.kv_put("kv", 2, "app/db", json!({"password": "native-kv-secret"}));
-    bao.write_policy(
-        "app-read",
-        r#"path "kv/data/app/*" { capabilities = ["read"] }"#,
-    );
-    bao.enable_jwt("jwt", &issuer.jwks_url(), &issuer.url());
-    bao.jwt_role("jwt", "ci", ci_role(&["app-read"]));
+    let (issuer, bao) = kv_behind_jwt("native-kv-secret");
     let secret = |field: &str, file: bool| {
         json!({"vault": {"server": {"url": bao.addr(), "auth": {"name": "jwt", "path": "jwt",
                          "data": {"jwt": "$VAULT_ID_TOKEN", "role": "ci"}}},

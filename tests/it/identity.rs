@@ -7,9 +7,7 @@ use serde_json::json;
 
 use crate::support::issuer::DEFAULT_AUD;
 use crate::support::world::World;
-use crate::support::{
-    JobBuilder, JobOutcome, JobResult, RunOptions, free_port, leasehold_bin, random_hex,
-};
+use crate::support::{JobBuilder, JobResult, free_port, leasehold_bin, random_hex, sha16};
 
 const KV_POLICY: &str = r#"path "kv/data/app/*" { capabilities = ["read"] }
 path "kv/data/envs/365-dev" { capabilities = ["read"] }"#;
@@ -61,24 +59,15 @@ fn gitlab_section(world: &World, gitlab_extra: &str, tables: &str) -> String {
     )
 }
 
+/// A job with `token` in `VAULT_ID_TOKEN` that declares `DB_PASS`.
+fn declaring(token: &str) -> JobBuilder {
+    job_with_token(token).secrets_yaml(DECLARATION)
+}
+
 fn job_with_token(token: &str) -> JobBuilder {
     JobBuilder::new()
         .id_token("VAULT_ID_TOKEN", token)
         .script(["true"])
-}
-
-fn run(world: &World, job: &JobBuilder) -> JobOutcome {
-    world.runner().run_job(job, RunOptions::new())
-}
-
-fn sha16(bytes: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    digest
-        .as_ref()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// leasehold's own JWKS fetches: Vault is pointed at `/-/jwks`, leasehold uses
@@ -107,7 +96,7 @@ fn a_token_with_a_bad_signature_never_reaches_vault() {
     let world = gitlab_world("", "");
     let forged = world.issuer.mint_with_bad_signature(json!({}));
     let before = world.bao.audited_requests();
-    let outcome = run(&world, &job_with_token(&forged).secrets_yaml(DECLARATION));
+    let outcome = world.run(&declaring(&forged));
     assert_eq!(
         outcome.result,
         JobResult::BuildFailure { exit_code: 1 },
@@ -166,7 +155,7 @@ fn each_verification_failure_has_its_own_message() {
         ),
     ];
     for (name, token, message) in cases {
-        let outcome = run(&world, &job_with_token(&token).secrets_yaml(DECLARATION));
+        let outcome = world.run(&declaring(&token));
         assert_eq!(
             outcome.result,
             JobResult::BuildFailure { exit_code: 1 },
@@ -190,10 +179,7 @@ fn each_verification_failure_has_its_own_message() {
         world.bao.audited_requests()
     );
     // Within the leeway (60 s) is fine.
-    let outcome = run(
-        &world,
-        &job_with_token(&issuer.token().nbf_in(30).mint()).secrets_yaml(DECLARATION),
-    );
+    let outcome = world.run(&declaring(&issuer.token().nbf_in(30).mint()));
     assert!(
         outcome.is_success(),
         "{:?}\n{}",
@@ -209,9 +195,8 @@ fn key_rotation_costs_exactly_one_jwks_refetch() {
     // OpenBao fetched /oauth/discovery/keys itself when World::start wrote its first config.
     let base = leasehold_jwks_fetches(&world);
     let fetches = || leasehold_jwks_fetches(&world) - base;
-    let job = |token: &str| job_with_token(token).secrets_yaml(DECLARATION);
 
-    let outcome = run(&world, &job(&world.issuer.mint(json!({}))));
+    let outcome = world.run(&declaring(&world.issuer.mint(json!({}))));
     assert!(
         outcome.is_success(),
         "{:?}\n{}",
@@ -219,12 +204,12 @@ fn key_rotation_costs_exactly_one_jwks_refetch() {
         outcome.raw_log
     );
     assert_eq!(fetches(), 1, "first job fetches once");
-    let outcome = run(&world, &job(&world.issuer.mint(json!({}))));
+    let outcome = world.run(&declaring(&world.issuer.mint(json!({}))));
     assert!(outcome.is_success(), "{}", outcome.raw_log);
     assert_eq!(fetches(), 1, "second job uses the disk cache");
 
     let new_kid = world.issuer.rotate_key();
-    let outcome = run(&world, &job(&world.issuer.mint(json!({}))));
+    let outcome = world.run(&declaring(&world.issuer.mint(json!({}))));
     assert!(
         outcome.is_success(),
         "after rotation: {:?}\n{}",
@@ -237,7 +222,7 @@ fn key_rotation_costs_exactly_one_jwks_refetch() {
         outcome.raw_log
     );
     assert_eq!(fetches(), 2, "one re-fetch for the new kid");
-    let outcome = run(&world, &job(&world.issuer.mint(json!({}))));
+    let outcome = world.run(&declaring(&world.issuer.mint(json!({}))));
     assert!(outcome.is_success(), "{}", outcome.raw_log);
     assert_eq!(fetches(), 2, "then the cache again");
 }
@@ -259,7 +244,7 @@ fn a_binding_grants_the_project_environment_secret_without_declarations() {
         .issuer
         .mint(json!({"project_id": "365", "environment": "dev"}));
     let job = job_with_token(&token).script(["printf %s \"$ENV_KEY\" | sha256sum | cut -c1-16"]);
-    let outcome = run(&world, &job);
+    let outcome = world.run(&job);
     assert!(
         outcome.is_success(),
         "{:?}\n{}",
@@ -293,10 +278,7 @@ fn a_binding_grants_the_project_environment_secret_without_declarations() {
     let token = world
         .issuer
         .mint(json!({"project_id": "365", "environment": "prod"}));
-    let outcome = run(
-        &world,
-        &job_with_token(&token).script(["test -z \"${ENV_KEY:-}\""]),
-    );
+    let outcome = world.run(&job_with_token(&token).script(["test -z \"${ENV_KEY:-}\""]));
     assert!(
         outcome.is_success(),
         "{:?}\n{}",
@@ -331,7 +313,7 @@ vault = { engine = { name = "kv-v2", path = "kv" }, path = "envs/{project_id}-{e
         let token = world
             .issuer
             .mint(json!({"project_id": "365", "environment": evil}));
-        let outcome = run(&world, &job_with_token(&token));
+        let outcome = world.run(&job_with_token(&token));
         assert_eq!(
             outcome.result,
             JobResult::BuildFailure { exit_code: 1 },
@@ -364,7 +346,7 @@ fn declarations_on_unprotected_refs_are_refused_when_the_policy_says_so() {
     let job = job_with_token(&token)
         .git_ref("feature", true)
         .secrets_yaml(DECLARATION);
-    let outcome = run(&world, &job);
+    let outcome = world.run(&job);
     assert_eq!(
         outcome.result,
         JobResult::BuildFailure { exit_code: 1 },
@@ -382,10 +364,7 @@ fn declarations_on_unprotected_refs_are_refused_when_the_policy_says_so() {
         outcome.raw_log
     );
     assert_eq!(world.bao.count_logins("jwt"), 0);
-    let outcome = run(
-        &world,
-        &job_with_token(&world.issuer.mint(json!({}))).secrets_yaml(DECLARATION),
-    );
+    let outcome = world.run(&declaring(&world.issuer.mint(json!({}))));
     assert!(
         outcome.is_success(),
         "protected ref: {:?}\n{}",
@@ -401,7 +380,7 @@ fn legacy_token_variables_when_allowed() {
         .masked_variable("CI_JOB_JWT_V2", &world.issuer.mint(json!({})))
         .secrets_yaml(DECLARATION)
         .script(["test -n \"$DB_PASS\""]);
-    let outcome = run(&world, &job);
+    let outcome = world.run(&job);
     assert!(
         outcome.is_success(),
         "{:?}\n{}",
@@ -416,7 +395,7 @@ fn legacy_token_variables_when_allowed() {
         outcome.raw_log
     );
     configure(&world, "", "");
-    let outcome = run(&world, &job);
+    let outcome = world.run(&job);
     assert_eq!(
         outcome.result,
         JobResult::BuildFailure { exit_code: 1 },
@@ -435,7 +414,7 @@ fn legacy_token_variables_when_allowed() {
 #[test]
 fn no_token_and_no_declarations_is_not_an_error() {
     let world = gitlab_world("", ENV_BINDING);
-    let outcome = run(&world, &JobBuilder::new().script(["true"]));
+    let outcome = world.run(&JobBuilder::new().script(["true"]));
     assert!(
         outcome.is_success(),
         "{:?}\n{}",
@@ -457,7 +436,7 @@ fn plan_explains_a_saved_job_payload() {
     let token = world
         .issuer
         .mint(json!({"project_id": "365", "environment": "dev"}));
-    let job = job_with_token(&token).secrets_yaml(DECLARATION);
+    let job = declaring(&token);
     let path = world.dir.path().join("response.json");
     std::fs::write(&path, job.payload(None).to_string()).expect("write payload");
     let before = world.bao.audited_requests();

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::issuer::DEFAULT_AUD;
+use crate::support::issuer::{DEFAULT_AUD, bound_role};
 use crate::support::postgres::pg_bin_dir;
 use crate::support::{
     Bao, Cancel, Issuer, JobBuilder, JobOutcome, JobResult, Postgres, RunOptions, Runner,
@@ -71,7 +71,7 @@ impl Lab {
             ));
         }
         bao.write_policy("ci", &policy);
-        bao.jwt_role("jwt", "ci", ci_role(&["ci"]));
+        bao.jwt_role("jwt", "ci", bound_role(&["ci"]));
 
         let dir = tempfile::Builder::new()
             .prefix("leasehold-leases")
@@ -167,15 +167,14 @@ impl Lab {
             .collect()
     }
 
-    /// Options that count, `delay` after `stage` started, the leases under `prefix` and the
-    /// PostgreSQL login roles, so that a test knows its "all gone" checks can see them.
-    fn sample_while(
+    /// Runs `job` with `opts`, counting one second into build_script the leases under `prefix`
+    /// and the PostgreSQL login roles, so that a test knows its "all gone" checks can see them.
+    fn run_sampled(
         &self,
+        job: &JobBuilder,
         opts: RunOptions,
-        stage: &str,
-        delay: Duration,
         prefix: &str,
-    ) -> (RunOptions, Sample) {
+    ) -> (JobOutcome, Sample) {
         let slot = Rc::new(Cell::new(None));
         let (bao, pg, prefix, out) = (
             self.bao.clone(),
@@ -183,13 +182,13 @@ impl Lab {
             prefix.to_owned(),
             slot.clone(),
         );
-        let opts = opts.while_stage_runs(stage, delay, move |_| {
+        let opts = opts.while_stage_runs("build_script", Duration::from_secs(1), move |_| {
             out.set(Some((
                 bao.list_leases(&prefix).len(),
                 pg.login_roles().len(),
             )));
         });
-        (opts, slot)
+        (self.run(job, opts), slot)
     }
 
     /// Asserts that the job's credentials are gone: no lease under `prefix` nor under the JWT
@@ -225,17 +224,6 @@ impl Lab {
     }
 }
 
-/// A role bound to the issuer's default token: audience, project and protected ref.
-fn ci_role(policies: &[&str]) -> Value {
-    json!({
-        "bound_audiences": [DEFAULT_AUD],
-        "bound_claims": {"project_path": "grp/app", "ref_protected": "true"},
-        "user_claim": "user_login",
-        "policies": policies,
-        "token_ttl": "10m",
-    })
-}
-
 /// `DB_USER` and `DB_PASS` from one `database/creds/<role>` path, in the environment.
 fn db_pair_yaml(role: &str) -> String {
     format!(
@@ -268,13 +256,7 @@ fn one_lease_for_user_and_password_logs_in_and_is_revoked_at_cleanup() {
         .job()
         .secrets_yaml(&db_pair_yaml("app"))
         .script([lab.login_line("1"), "sleep 2".into()]);
-    let (opts, during) = lab.sample_while(
-        RunOptions::new(),
-        "build_script",
-        Duration::from_secs(1),
-        "database",
-    );
-    let outcome = lab.run(&job, opts);
+    let (outcome, during) = lab.run_sampled(&job, RunOptions::new(), "database");
 
     assert!(outcome.is_success(), "{}", outcome.log);
     assert_eq!(
@@ -315,13 +297,7 @@ fn failing_script_still_revokes() {
         "sleep 2".into(),
         "exit 3".into(),
     ]);
-    let (opts, during) = lab.sample_while(
-        RunOptions::new(),
-        "build_script",
-        Duration::from_secs(1),
-        "database",
-    );
-    let outcome = lab.run(&job, opts);
+    let (outcome, during) = lab.run_sampled(&job, RunOptions::new(), "database");
 
     assert_eq!(
         outcome.result,
@@ -360,13 +336,11 @@ fn sigterm_mid_script_still_revokes() {
         "echo not-reached".into(),
     ]);
     let started = Instant::now();
-    let (opts, during) = lab.sample_while(
+    let (outcome, during) = lab.run_sampled(
+        &job,
         RunOptions::new().cancel(Cancel::abort("build_script", Duration::from_secs(3))),
-        "build_script",
-        Duration::from_secs(1),
         "database",
     );
-    let outcome = lab.run(&job, opts);
 
     assert_eq!(outcome.result, JobResult::Canceled, "{}", outcome.log);
     assert_eq!(
@@ -762,13 +736,7 @@ TLS_KEY:
         "echo \"cert-$((40 + 2))-ok\"",
         "sleep 2",
     ]);
-    let (opts, during) = lab.sample_while(
-        RunOptions::new(),
-        "build_script",
-        Duration::from_secs(1),
-        "pki/issue/ci-web",
-    );
-    let outcome = lab.run(&job, opts);
+    let (outcome, during) = lab.run_sampled(&job, RunOptions::new(), "pki/issue/ci-web");
 
     assert!(outcome.is_success(), "{}", outcome.log);
     assert_eq!(
@@ -984,7 +952,7 @@ fn cleanup_of_five_leases_is_timed() {
         "path \"sys/leases/revoke/*\" { capabilities = [\"update\"] }\n",
     );
     lab.bao
-        .jwt_role("jwt", "ci-revoke", ci_role(&["ci", "revoke-leases"]));
+        .jwt_role("jwt", "ci-revoke", bound_role(&["ci", "revoke-leases"]));
     let yaml: String = (1..=5)
         .map(|i| {
             format!(

@@ -18,7 +18,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
-use crate::support::issuer::DEFAULT_AUD;
+use crate::support::issuer::bound_role;
 use crate::support::runner::Exec;
 use crate::support::{
     Bao, Issuer, JobBuilder, JobOutcome, RunOptions, Runner, leasehold_bin, random_hex, scan,
@@ -51,17 +51,7 @@ impl Setup {
             &format!(r#"path "{KV_MOUNT}/data/ci/*" {{ capabilities = ["read"] }}"#),
         );
         bao.enable_jwt("jwt", &issuer.jwks_url(), &issuer.url());
-        bao.jwt_role(
-            "jwt",
-            ROLE,
-            json!({
-                "bound_audiences": [DEFAULT_AUD],
-                "bound_claims": {"project_path": "grp/app", "ref_protected": "true"},
-                "user_claim": "user_login",
-                "policies": ["ci"],
-                "token_ttl": "10m",
-            }),
-        );
+        bao.jwt_role("jwt", ROLE, bound_role(&["ci"]));
         let dir = tempfile::Builder::new()
             .prefix("leasehold-masking")
             .tempdir()
@@ -267,18 +257,9 @@ fn comm_of(pid: u32) -> String {
         .to_owned()
 }
 
-fn all_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect()
-}
-
 /// Every live descendant of `pid` (not `pid` itself).
 fn descendants(pid: u32) -> Vec<u32> {
-    let parents: Vec<(u32, u32)> = all_pids()
+    let parents: Vec<(u32, u32)> = scan::pids()
         .into_iter()
         .filter_map(|p| Some((p, stat_of(p)?.0)))
         .collect();

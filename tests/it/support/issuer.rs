@@ -45,6 +45,18 @@ pub(crate) const DEFAULT_REF: &str = "main";
 /// Default `job_id`.
 pub(crate) const DEFAULT_JOB_ID: &str = "1001";
 
+/// A JWT role (for [`super::Bao::jwt_role`]) that accepts the issuer's default token: bound to
+/// its audience, project and protected ref, with `policies` and a 10-minute token TTL.
+pub(crate) fn bound_role(policies: &[&str]) -> Value {
+    json!({
+        "bound_audiences": [DEFAULT_AUD],
+        "bound_claims": {"project_path": DEFAULT_PROJECT_PATH, "ref_protected": "true"},
+        "user_claim": "user_login",
+        "policies": policies,
+        "token_ttl": "10m",
+    })
+}
+
 /// One signing key: the PKCS#1 DER jsonwebtoken signs with and the JWK parts.
 struct SigningKey {
     kid: String,

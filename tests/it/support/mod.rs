@@ -9,6 +9,7 @@
 //! | [`issuer`] | [`Issuer`]: a GitLab-like OIDC issuer on loopback (JWKS at `/oauth/discovery/keys` and `/-/jwks`) that mints RS256 ID tokens with GitLab's claims |
 //! | [`postgres`] | [`Postgres`]: a throw-away PostgreSQL cluster run as the `postgres` OS user, with `psql` helpers |
 //! | [`job`] | [`JobBuilder`]: a job payload (`response.json`) exactly as gitlab-runner writes it |
+//! | [`fake_driver`] | [`fake_driver::DriverLog`]: the invocation records of `tests/fixtures/fake-driver.sh`, a custom-executor driver |
 //! | [`runner`] | [`Runner`]: a gitlab-runner emulator that drives any custom-executor driver through the real stage protocol and returns a [`JobOutcome`] |
 //! | [`scan`] | leak scanners over files, `/proc/*/cmdline` and `/proc/*/environ` |
 //! | [`sshd`] | [`sshd::Sshd`]: a real OpenSSH server on loopback letting one local user in with a test key; [`sshd::ensure_user`] creates local accounts |
@@ -42,6 +43,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod bao;
+pub(crate) mod fake_driver;
 pub(crate) mod issuer;
 pub(crate) mod job;
 pub(crate) mod pki;
@@ -128,4 +130,15 @@ pub(crate) fn tail_of_file(path: &Path, max: usize) -> String {
     let text = std::fs::read(path).unwrap_or_default();
     let start = text.len().saturating_sub(max);
     String::from_utf8_lossy(&text[start..]).into_owned()
+}
+
+/// The first 16 hex digits of a SHA-256 digest: compares secret values without showing them.
+pub(crate) fn sha16(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    digest
+        .as_ref()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

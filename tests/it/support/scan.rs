@@ -48,7 +48,8 @@ pub(crate) struct ProcMatch {
     pub(crate) cmdline: String,
 }
 
-fn pids() -> Vec<u32> {
+/// Every PID in /proc right now.
+pub(crate) fn pids() -> Vec<u32> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()

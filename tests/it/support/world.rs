@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::issuer::DEFAULT_AUD;
-use super::{Bao, Issuer, JobBuilder, Runner, leasehold_bin};
+use super::{Bao, Issuer, JobBuilder, JobOutcome, RunOptions, Runner, leasehold_bin};
 
 /// The JWT auth mount and role every [`World`] creates.
 pub(crate) const ROLE: &str = "ci";
@@ -108,6 +108,11 @@ impl World {
     /// The emulated runner driving leasehold with this world's config.
     pub(crate) fn runner(&self) -> Runner {
         Runner::new(leasehold_bin(), self.config_path())
+    }
+
+    /// Runs `job` through every stage with the emulated runner's default options.
+    pub(crate) fn run(&self, job: &JobBuilder) -> JobOutcome {
+        self.runner().run_job(job, RunOptions::new())
     }
 
     /// Job states left in the state dir.
