@@ -52,13 +52,16 @@ async fn inner_cleanup(
         return Ok(0);
     };
     let mut child = command.spawn().map_err(spawn_error)?;
+    // `biased`, signals first: when the runner's group SIGTERM also ended the driver, both are
+    // ready, and the stop is what matters.
     tokio::select! {
-        status = child.wait() => Ok(crate::supervision::ChildExit::from(status.map_err(spawn_error)?).code),
+        biased;
         _ = term.recv() => {
             joblog::warning("cleanup was told to stop: revoking now instead of waiting for the inner driver's cleanup");
             Ok(143)
         }
         _ = int.recv() => Ok(130),
+        status = child.wait() => Ok(crate::supervision::ChildExit::from(status.map_err(spawn_error)?).code),
     }
 }
 
