@@ -16,8 +16,10 @@ source scripts/lib/tools.sh
 
 # postgresql: dynamic database credentials; openssh-server: /usr/sbin/sshd (and ssh, ssh-keygen)
 # for the SSH-driver tests (tests/it/support/sshd.rs starts its own sshd; none is started here);
-# openssl: the CLI that makes the TLS tests' certificates (tests/it/support/pki.rs).
-leasehold_ensure_apt postgresql openssh-server openssl
+# openssl: the CLI that makes the TLS tests' certificates (tests/it/support/pki.rs);
+# jq and python3: the masking tests print secrets URL-encoded and JSON-escaped with them.
+leasehold_ensure_apt postgresql openssh-server openssl jq
+command -v python3 >/dev/null 2>&1 || leasehold_ensure_apt python3
 
 LEASEHOLD_TEST_BAO="$(leasehold_find_bao)"
 export LEASEHOLD_TEST_BAO
