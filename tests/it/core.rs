@@ -677,8 +677,9 @@ fn a_signal_sent_to_leasehold_alone_is_forwarded_to_the_script() {
     // leasehold's parent, so the signal must come from another process to count as an outsider.)
     let opts =
         RunOptions::new().while_stage_runs("build_script", Duration::from_millis(600), |pgid| {
-            let status = std::process::Command::new("kill")
-                .args(["-TERM", &pgid.to_string()])
+            // bash's builtin kill: no dependency on procps' /usr/bin/kill.
+            let status = std::process::Command::new("bash")
+                .args(["-c", &format!("kill -TERM {pgid}")])
                 .status()
                 .expect("kill");
             assert!(status.success());
