@@ -233,25 +233,7 @@ fn secrets_reach_exactly_the_exposed_stages_and_leak_nowhere() {
         outcome.raw_log
     );
     for value in planted.all() {
-        assert!(
-            !outcome.raw_log.contains(value),
-            "a value is in the job log"
-        );
-        assert!(
-            !outcome.cleanup_output.contains(value),
-            "a value is in cleanup's output"
-        );
-        for stage in &outcome.stages {
-            assert!(
-                !stage.stderr.contains(value),
-                "a value is in {}'s stderr",
-                stage.name
-            );
-        }
-        assert!(
-            scan::files_containing(world.dir.path(), value).is_empty(),
-            "a value is in a file under the test root"
-        );
+        assert_nowhere(&outcome, &world, "a value", value);
         for dir in &outcome.temp_dirs {
             assert!(
                 scan::files_containing(dir, value).is_empty(),
@@ -863,24 +845,30 @@ fn the_vault_token_and_the_id_token_appear_nowhere_they_should_not() {
         ("Vault token", token.as_str()),
         ("ID token", id_token.as_str()),
     ] {
-        assert!(!outcome.raw_log.contains(needle), "{what} in the job log");
-        assert!(
-            !outcome.cleanup_output.contains(needle),
-            "{what} in cleanup's output"
-        );
-        for stage in &outcome.stages {
-            assert!(
-                !stage.stderr.contains(needle),
-                "{what} in {}'s stderr (leasehold's own log lines)",
-                stage.name
-            );
-        }
-        assert!(
-            scan::files_containing(world.dir.path(), needle).is_empty(),
-            "{what} in a file left behind"
-        );
+        assert_nowhere(&outcome, &world, what, needle);
     }
     assert!(!world.bao.token_valid(&token), "the token was revoked");
+}
+
+/// `needle` is in no part of the job log, no cleanup output, no stage's stderr (leasehold's own
+/// log lines) and no file left under the test root.
+fn assert_nowhere(outcome: &JobOutcome, world: &World, what: &str, needle: &str) {
+    assert!(!outcome.raw_log.contains(needle), "{what} in the job log");
+    assert!(
+        !outcome.cleanup_output.contains(needle),
+        "{what} in cleanup's output"
+    );
+    for stage in &outcome.stages {
+        assert!(
+            !stage.stderr.contains(needle),
+            "{what} in {}'s stderr (leasehold's own log lines)",
+            stage.name
+        );
+    }
+    assert!(
+        scan::files_containing(world.dir.path(), needle).is_empty(),
+        "{what} in a file left behind"
+    );
 }
 
 /// The ID token's header and payload: enough to recognise it, for argv scans.
