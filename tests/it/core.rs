@@ -586,9 +586,7 @@ fn cleanup_while_a_killed_run_stage_is_still_alive() {
         "{}",
         outcome.cleanup_output
     );
-    let accessor = accessor_in(&outcome.raw_log).expect("accessor");
-    assert!(world.bao.lookup_token_by_accessor(&accessor).is_none());
-    assert!(world.leftover_states().is_empty());
+    world.assert_revoked_and_clean(&outcome);
 }
 
 #[test]
@@ -724,9 +722,7 @@ fn a_hung_inner_cleanup_never_stands_between_the_job_and_revocation() {
         "{}",
         outcome.cleanup_output
     );
-    let accessor = accessor_in(&outcome.raw_log).expect("accessor");
-    assert!(world.bao.lookup_token_by_accessor(&accessor).is_none());
-    assert!(world.leftover_states().is_empty());
+    world.assert_revoked_and_clean(&outcome);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::support::bao::TlsListeners;
 use crate::support::pki::Pki;
-use crate::support::world::{World, accessor_in};
+use crate::support::world::World;
 use crate::support::{Bao, JobOutcome, JobResult, RunOptions, random_hex};
 
 const POLICY: &str = r#"path "kv/data/app/*" { capabilities = ["read"] }"#;
@@ -120,12 +120,7 @@ impl TlsWorld {
                 .count_requests("read", |p| p == "kv/data/app/db"),
             1
         );
-        let accessor = accessor_in(&outcome.raw_log).expect("prepare printed the token accessor");
-        assert!(
-            self.world.bao.lookup_token_by_accessor(&accessor).is_none(),
-            "cleanup revoked the job token"
-        );
-        assert!(self.world.leftover_states().is_empty());
+        self.world.assert_revoked_and_clean(outcome);
         self.assert_no_leak(outcome);
     }
 

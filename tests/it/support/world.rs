@@ -115,6 +115,21 @@ impl World {
         self.runner().run_job(job, RunOptions::new())
     }
 
+    /// The job's Vault token (found through the accessor prepare printed) no longer exists, and
+    /// no job state is left: what every cleanup must achieve.
+    pub(crate) fn assert_revoked_and_clean(&self, outcome: &super::JobOutcome) {
+        let accessor = accessor_in(&outcome.raw_log).expect("prepare printed the token accessor");
+        assert!(
+            self.bao.lookup_token_by_accessor(&accessor).is_none(),
+            "cleanup revoked the job token"
+        );
+        assert!(
+            self.leftover_states().is_empty(),
+            "state left: {:?}",
+            self.leftover_states()
+        );
+    }
+
     /// Job states left in the state dir.
     pub(crate) fn leftover_states(&self) -> Vec<PathBuf> {
         list(&self.state_dir())
