@@ -30,8 +30,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::declarations::{Declaration, DeclarationError, RawSecret, SecretOrigin};
-use crate::error::FailureKind;
 use crate::executor_config::ExecutorConfig;
+use crate::exit::FailureKind;
 use crate::identity::Claims;
 use crate::resolution::LoginTarget;
 

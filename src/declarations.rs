@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::error::FailureKind;
+use crate::exit::FailureKind;
 
 /// GitLab's default engine path for the short form.
 pub const DEFAULT_SHORT_FORM_MOUNT: &str = "kv-v2";

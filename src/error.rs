@@ -1,9 +1,8 @@
-//! The one place where a failure becomes an exit code.
+//! Every error a stage can end with, gathered at the edge.
 //!
-//! gitlab-runner distinguishes a job's own fault (`BUILD_FAILURE_EXIT_CODE`: no retry, the job
-//! fails) from an infrastructure fault (`SYSTEM_FAILURE_EXIT_CODE`: prepare is retried up to three
-//! times, the job is marked as a system failure). Every error in the library knows which of the two
-//! it is; this module turns that into the process's exit status and one line for the job log.
+//! Each module has its own error type that knows whose fault it is ([`FailureKind`]); this module
+//! only collects them, so that the stage edge (`stages::exit_status`) can print one line for the
+//! job log and look the exit status up in [`crate::exit`]'s table.
 //!
 //! Invariant: no `Display` implementation reachable from [`Error`] ever formats a secret value, a
 //! Vault token or an ID token. Those live in `secrecy` types whose `Debug` redacts, and no error
@@ -11,15 +10,7 @@
 
 use std::path::PathBuf;
 
-/// Whose fault a failure is, which decides the exit code gitlab-runner sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The job's declarations, identity or permissions are wrong: retrying cannot help.
-    Build,
-    /// Vault is unreachable, the host is misconfigured, leasehold itself failed: gitlab-runner's
-    /// own prepare retry may help, and the job is reported as a system failure.
-    System,
-}
+use crate::exit::FailureKind;
 
 /// Every error leasehold reports at the edge of a stage.
 #[derive(Debug, thiserror::Error)]

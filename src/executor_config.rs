@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::error::FailureKind;
+use crate::exit::FailureKind;
 
 /// Where the config is read from when neither `--config` nor `LEASEHOLD_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/leasehold/config.toml";

@@ -168,7 +168,7 @@ impl Planner<'_> {
                 source: ClaimsSource::Verified(verified),
             }),
             Err(error)
-                if self.lenient && error.failure_kind() == crate::error::FailureKind::Build =>
+                if self.lenient && error.failure_kind() == crate::exit::FailureKind::Build =>
             {
                 let claims = peek_claims(token).map_err(|detail| IdentityError::Malformed {
                     variable: variable.clone(),
@@ -355,7 +355,7 @@ impl Planner<'_> {
                 match verifier.verify(variable, token, self.now).await {
                     Ok(_) => {}
                     Err(e)
-                        if self.lenient && e.failure_kind() == crate::error::FailureKind::Build =>
+                        if self.lenient && e.failure_kind() == crate::exit::FailureKind::Build =>
                     {
                         out.notes
                             .push(format!("token ${variable} would be refused: {e}"));
@@ -616,7 +616,7 @@ vault = "apps/{project_id}/{environment}/config@kv"
         ));
         let (_, planned) = run(&config, &job(Some(&token), vars.clone(), true), false).await;
         let err = planned.expect("planned").error.expect("refused");
-        assert_eq!(err.failure_kind(), crate::error::FailureKind::Build);
+        assert_eq!(err.failure_kind(), crate::exit::FailureKind::Build);
         assert!(
             err.to_string().contains(
                 "ref \"feature\" is not protected according to the verified ref_protected claim"

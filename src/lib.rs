@@ -6,7 +6,7 @@
 //! sub-stage, `cleanup`); [`run`] is the entry point of each. Modules, one concern each:
 //!
 //! - [`cli`]: the command line; [`executor_config`]: the admin's TOML config;
-//! - [`protocol`]: the runner's environment, stage names and exit codes; [`job_response`]: the job
+//! - [`protocol`]: the runner's environment and stage names; [`exit`]: the exit-code table; [`job_response`]: the job
 //!   payload; [`declarations`]: the job's `secrets:` YAML;
 //! - [`identity`]: the ID token, its verification and claims; [`vault`]: the HTTP client;
 //! - [`bindings`]: the admin's claim-based grants; [`policy`]: what jobs may declare themselves;
@@ -24,6 +24,7 @@ pub mod declarations;
 pub mod error;
 pub mod executor;
 pub mod executor_config;
+pub mod exit;
 pub mod identity;
 pub mod inject;
 pub mod job_plan;
@@ -51,13 +52,12 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     let cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() {
-                protocol::ExitCodes::from_env().system_failure
-            } else {
-                0
-            };
             let _ = e.print();
-            return code;
+            return stages::finish(if e.use_stderr() {
+                Err(exit::FailureKind::System)
+            } else {
+                Ok(exit::Outcome::Success)
+            });
         }
     };
     stages::dispatch(cli)

@@ -9,7 +9,7 @@
 use serde::Deserialize;
 
 use crate::declarations::Declaration;
-use crate::error::FailureKind;
+use crate::exit::FailureKind;
 
 /// `[policy]` in the executor config.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -10,14 +10,12 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::error::FailureKind;
+use crate::exit::FailureKind;
 
 /// Variables gitlab-runner sets for every stage process.
 pub(crate) mod env {
     pub(crate) const JOB_RESPONSE_FILE: &str = "JOB_RESPONSE_FILE";
-    pub(crate) const BUILD_FAILURE_EXIT_CODE: &str = "BUILD_FAILURE_EXIT_CODE";
-    pub(crate) const SYSTEM_FAILURE_EXIT_CODE: &str = "SYSTEM_FAILURE_EXIT_CODE";
-    pub(crate) const BUILD_EXIT_CODE_FILE: &str = "BUILD_EXIT_CODE_FILE";
+    pub(crate) use crate::exit::BUILD_EXIT_CODE_FILE;
     pub(crate) const TMPDIR: &str = "TMPDIR";
     /// Prefix of every job variable the runner copies into a stage's environment.
     pub(crate) const CUSTOM_ENV_PREFIX: &str = "CUSTOM_ENV_";
@@ -26,39 +24,6 @@ pub(crate) mod env {
     /// Set by `config` through `job_env`: the key the per-job state is encrypted with. It lives
     /// only in the environment of leasehold's own stage processes, never on disk.
     pub(crate) const STATE_KEY: &str = "LEASEHOLD_STATE_KEY";
-}
-
-/// The exit codes gitlab-runner gave us, with its defaults when they are absent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExitCodes {
-    /// Exit code meaning "the job failed" (no retry).
-    pub build_failure: i32,
-    /// Exit code meaning "the system failed" (prepare is retried).
-    pub system_failure: i32,
-}
-
-impl ExitCodes {
-    /// Reads the codes from the environment; the runner always sets them to 1 and 2.
-    pub fn from_env() -> Self {
-        fn code(name: &str, default: i32) -> i32 {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(default)
-        }
-        ExitCodes {
-            build_failure: code(env::BUILD_FAILURE_EXIT_CODE, 1),
-            system_failure: code(env::SYSTEM_FAILURE_EXIT_CODE, 2),
-        }
-    }
-
-    /// The exit code for a failure of this kind.
-    pub fn for_failure(self, kind: FailureKind) -> i32 {
-        match kind {
-            FailureKind::Build => self.build_failure,
-            FailureKind::System => self.system_failure,
-        }
-    }
 }
 
 /// A run sub-stage name, exactly as gitlab-runner passes it as the last argument of `run_exec`.
@@ -163,16 +128,12 @@ impl fmt::Display for BuildStage {
 pub struct StageEnv {
     /// `JOB_RESPONSE_FILE`.
     pub job_response_file: Option<PathBuf>,
-    /// `BUILD_EXIT_CODE_FILE`.
-    pub build_exit_code_file: Option<PathBuf>,
     /// `TMPDIR`, the per-attempt temp dir.
     pub tmpdir: Option<PathBuf>,
     /// `LEASEHOLD_STATE_ID` from `job_env`.
     pub state_id: Option<String>,
     /// `LEASEHOLD_STATE_KEY` from `job_env` (hex; secret).
     pub state_key: Option<secrecy::SecretString>,
-    /// The exit codes.
-    pub exit_codes: ExitCodes,
 }
 
 impl StageEnv {
@@ -185,14 +146,12 @@ impl StageEnv {
         };
         StageEnv {
             job_response_file: path(env::JOB_RESPONSE_FILE),
-            build_exit_code_file: path(env::BUILD_EXIT_CODE_FILE),
             tmpdir: path(env::TMPDIR),
             state_id: std::env::var(env::STATE_ID).ok().filter(|v| !v.is_empty()),
             state_key: std::env::var(env::STATE_KEY)
                 .ok()
                 .filter(|v| !v.is_empty())
                 .map(secrecy::SecretString::from),
-            exit_codes: ExitCodes::from_env(),
         }
     }
 
@@ -201,20 +160,6 @@ impl StageEnv {
         self.job_response_file.as_ref().ok_or(ProtocolError::MissingVariable {
             name: env::JOB_RESPONSE_FILE,
             hint: "leasehold must be started by gitlab-runner's custom executor (or an emulator that sets the same variables)",
-        })
-    }
-
-    /// Records the script's real exit code where the runner looks for it.
-    ///
-    /// The runner reads the file only when a stage exits with BUILD_FAILURE, and never clears it,
-    /// so it must be rewritten on every build failure or a stale code would be reported.
-    pub fn write_build_exit_code(&self, code: i32) -> Result<(), ProtocolError> {
-        let Some(path) = &self.build_exit_code_file else {
-            return Ok(());
-        };
-        std::fs::write(path, format!("{code}\n")).map_err(|source| ProtocolError::ExitCodeFile {
-            path: path.clone(),
-            source,
         })
     }
 }

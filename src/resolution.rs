@@ -16,8 +16,8 @@ use futures_util::future::join_all;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::declarations::{Declaration, Engine, SecretSource};
-use crate::error::FailureKind;
 use crate::executor_config::{ExecutorConfig, ServerConfig};
+use crate::exit::FailureKind;
 use crate::identity::{Claims, peek_claims};
 use crate::job_response::JobResponse;
 use crate::state::{Lease, PrivateState, Session, StoredSecret, unix_now};

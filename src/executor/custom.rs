@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::executor_config::CustomDriver;
+use crate::exit::Outcome;
 use crate::protocol::{BuildStage, driver_base_env};
 
 use super::ExecutorError;
@@ -70,12 +71,13 @@ impl CustomExecutor {
             })
     }
 
-    /// Runs the driver's prepare_exec with its output in the job log; returns its exit code.
-    pub fn prepare(&self) -> Result<i32, ExecutorError> {
+    /// Runs the driver's prepare_exec with its output in the job log; its exit code is passed on.
+    pub fn prepare(&self) -> Result<Outcome, ExecutorError> {
         self.run_simple(
             self.driver.prepare_exec.as_deref(),
             &self.driver.prepare_args,
         )
+        .map(|code| Outcome::Driver { code })
     }
 
     /// The driver's cleanup_exec, to be run (and abandoned on SIGTERM) by the cleanup stage.

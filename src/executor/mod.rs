@@ -12,8 +12,8 @@ pub mod shell;
 use std::ffi::OsString;
 use std::path::Path;
 
-use crate::error::FailureKind;
 use crate::executor_config::{ExecutorConfig, ExecutorKind};
+use crate::exit::{FailureKind, Outcome};
 use crate::protocol::BuildStage;
 
 pub use job_user::JobUser;
@@ -60,10 +60,10 @@ impl WrappedExecutor {
         }
     }
 
-    /// Prepares the execution environment; returns the exit code to pass on (0: ready).
-    pub fn prepare(&self, config: &ExecutorConfig) -> Result<i32, ExecutorError> {
+    /// Prepares the execution environment.
+    pub fn prepare(&self, config: &ExecutorConfig) -> Result<Outcome, ExecutorError> {
         match self {
-            WrappedExecutor::Shell(shell) => shell.prepare(config).map(|()| 0),
+            WrappedExecutor::Shell(shell) => shell.prepare(config).map(|()| Outcome::Success),
             WrappedExecutor::Custom(custom) => custom.prepare(),
         }
     }

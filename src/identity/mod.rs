@@ -25,7 +25,7 @@ pub mod verify;
 pub use claims::{Claims, peek_claims};
 pub use verify::{VerifiedClaims, Verifier};
 
-use crate::error::FailureKind;
+use crate::exit::FailureKind;
 
 /// The ID-token variables of GitLab before 16 (`CI_JOB_JWT_V2`) and 15 (`CI_JOB_JWT`), accepted
 /// only with `[gitlab] allow_legacy_token_variables = true`, in this order.

@@ -427,7 +427,7 @@ mod tests {
             .await
             .expect_err("bad sig");
         assert!(matches!(err, IdentityError::BadSignature { .. }), "{err}");
-        assert_eq!(err.failure_kind(), crate::error::FailureKind::Build);
+        assert_eq!(err.failure_kind(), crate::exit::FailureKind::Build);
     }
 
     #[tokio::test]
@@ -565,7 +565,7 @@ mod tests {
             matches!(err, IdentityError::JwksUnreachable { .. }),
             "{err}"
         );
-        assert_eq!(err.failure_kind(), crate::error::FailureKind::System);
+        assert_eq!(err.failure_kind(), crate::exit::FailureKind::System);
         let server = MockServer::start().await;
         Mock::given(method("GET"))
             .respond_with(ResponseTemplate::new(404))

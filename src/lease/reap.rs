@@ -18,7 +18,7 @@ use crate::state::{
 };
 use crate::vault::{VaultClient, VaultError};
 
-use super::Outcome;
+use super::RevocationOutcome;
 
 /// One thing the reaper did or would do.
 #[derive(Debug, Clone)]
@@ -28,7 +28,7 @@ pub struct ReapItem {
     /// What: `token <accessor>`, `lease <id>`, or `state`.
     pub what: String,
     /// What happened.
-    pub outcome: Outcome,
+    pub outcome: RevocationOutcome,
 }
 
 /// The reaper's report.
@@ -49,7 +49,7 @@ impl ReapReport {
     pub fn has_failures(&self) -> bool {
         self.items
             .iter()
-            .any(|i| matches!(i.outcome, Outcome::Failed(_)))
+            .any(|i| matches!(i.outcome, RevocationOutcome::Failed(_)))
     }
 }
 
@@ -200,7 +200,7 @@ pub async fn reap(
                 report.items.push(ReapItem {
                     state_id: job.id().as_str().to_owned(),
                     what: "journal".into(),
-                    outcome: Outcome::Failed(e.to_string()),
+                    outcome: RevocationOutcome::Failed(e.to_string()),
                 });
                 continue;
             }
@@ -216,7 +216,7 @@ pub async fn reap(
                 report.items.push(ReapItem {
                     state_id: journal.state_id.clone(),
                     what,
-                    outcome: Outcome::Failed("dry run".into()),
+                    outcome: RevocationOutcome::Failed("dry run".into()),
                 });
             }
             continue;
@@ -243,7 +243,7 @@ trait Journaled: Clone {
     /// How the report names it: `token <accessor>` or `lease <id>`.
     fn what(&self) -> String;
     /// Revokes it with the reaper's client and token.
-    async fn revoke(&self, client: &VaultClient, token: &SecretString) -> Outcome;
+    async fn revoke(&self, client: &VaultClient, token: &SecretString) -> RevocationOutcome;
 }
 
 impl Journaled for JournalSession {
@@ -255,9 +255,9 @@ impl Journaled for JournalSession {
         format!("token {}", self.accessor)
     }
 
-    async fn revoke(&self, client: &VaultClient, token: &SecretString) -> Outcome {
+    async fn revoke(&self, client: &VaultClient, token: &SecretString) -> RevocationOutcome {
         match client.revoke_accessor(token, &self.accessor).await {
-            Ok(()) => Outcome::Revoked,
+            Ok(()) => RevocationOutcome::Revoked,
             Err(e) => failed_unless_gone(e),
         }
     }
@@ -272,20 +272,20 @@ impl Journaled for JournalLease {
         format!("lease {}", self.lease_id)
     }
 
-    async fn revoke(&self, client: &VaultClient, token: &SecretString) -> Outcome {
+    async fn revoke(&self, client: &VaultClient, token: &SecretString) -> RevocationOutcome {
         match client.revoke_lease(token, &self.lease_id).await {
-            Ok(()) if !self.revocable => Outcome::NotRevocable,
-            Ok(()) => Outcome::Revoked,
+            Ok(()) if !self.revocable => RevocationOutcome::NotRevocable,
+            Ok(()) => RevocationOutcome::Revoked,
             Err(e) => failed_unless_gone(e),
         }
     }
 }
 
-fn failed_unless_gone(error: VaultError) -> Outcome {
+fn failed_unless_gone(error: VaultError) -> RevocationOutcome {
     if already_gone(&error) {
-        Outcome::Revoked
+        RevocationOutcome::Revoked
     } else {
-        Outcome::Failed(error.to_string())
+        RevocationOutcome::Failed(error.to_string())
     }
 }
 
@@ -301,9 +301,9 @@ async fn revoke_each<T: Journaled>(
         let (address, namespace) = entry.server();
         let outcome = match credentials.for_server(address, namespace).await {
             Ok((client, token)) => entry.revoke(client, token).await,
-            Err(e) => Outcome::Failed(e),
+            Err(e) => RevocationOutcome::Failed(e),
         };
-        if matches!(outcome, Outcome::Failed(_)) {
+        if matches!(outcome, RevocationOutcome::Failed(_)) {
             remaining.push(entry.clone());
         }
         report.items.push(ReapItem {
@@ -335,7 +335,7 @@ async fn reap_one(
             report.items.push(ReapItem {
                 state_id: journal.state_id.clone(),
                 what: "state".into(),
-                outcome: Outcome::Failed(e.to_string()),
+                outcome: RevocationOutcome::Failed(e.to_string()),
             });
             return false;
         }

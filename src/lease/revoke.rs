@@ -17,7 +17,7 @@ use crate::vault::{VaultClient, VaultError};
 
 /// What happened to one token or lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum RevocationOutcome {
     /// Gone: Vault confirmed this lease's revocation.
     Revoked,
     /// Revoked together with the token that created it (the role's policy does not grant
@@ -38,7 +38,7 @@ pub struct Revocation {
     /// Where it came from.
     pub origin: String,
     /// What happened.
-    pub outcome: Outcome,
+    pub outcome: RevocationOutcome,
 }
 
 /// The revocation report of a job.
@@ -53,7 +53,7 @@ impl RevocationReport {
     pub fn has_failures(&self) -> bool {
         self.items
             .iter()
-            .any(|r| matches!(r.outcome, Outcome::Failed(_)))
+            .any(|r| matches!(r.outcome, RevocationOutcome::Failed(_)))
     }
 }
 
@@ -104,10 +104,10 @@ pub async fn revoke_all(state: &PrivateState, config: &ExecutorConfig) -> Revoca
     for (lease, result) in state.leases.iter().zip(lease_results) {
         let token_revoked = matches!(token_results.get(lease.session), Some(Ok(())));
         let outcome = match result {
-            _ if is_sts_lease(&lease.lease_id) => Outcome::NotRevocable,
-            Ok(()) => Outcome::Revoked,
-            Err(_) if token_revoked => Outcome::RevokedWithToken,
-            Err(e) => Outcome::Failed(e.to_string()),
+            _ if is_sts_lease(&lease.lease_id) => RevocationOutcome::NotRevocable,
+            Ok(()) => RevocationOutcome::Revoked,
+            Err(_) if token_revoked => RevocationOutcome::RevokedWithToken,
+            Err(e) => RevocationOutcome::Failed(e.to_string()),
         };
         report.items.push(Revocation {
             what: format!("lease {}", lease.lease_id),
@@ -117,10 +117,10 @@ pub async fn revoke_all(state: &PrivateState, config: &ExecutorConfig) -> Revoca
     }
     for (session, result) in state.sessions.iter().zip(token_results) {
         let outcome = match result {
-            Ok(()) => Outcome::Revoked,
+            Ok(()) => RevocationOutcome::Revoked,
             // An expired or already revoked token is refused with 403; its leases died with it.
-            Err(VaultError::Denied { status: 403, .. }) => Outcome::Revoked,
-            Err(e) => Outcome::Failed(e.to_string()),
+            Err(VaultError::Denied { status: 403, .. }) => RevocationOutcome::Revoked,
+            Err(e) => RevocationOutcome::Failed(e.to_string()),
         };
         report.items.push(Revocation {
             what: format!("token {}", session.accessor),

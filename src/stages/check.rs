@@ -18,6 +18,7 @@ use crate::bindings::TEMPLATE_CLAIMS;
 use crate::cli::Cli;
 use crate::error::Result;
 use crate::executor_config::{ExecutorConfig, ServerConfig, normalize_address};
+use crate::exit::Outcome;
 use crate::identity::Verifier;
 use crate::identity::jwks::LEGACY_JWKS_PATH;
 use crate::resolution::server_spec;
@@ -27,18 +28,20 @@ use crate::vault::{VaultClient, VaultError};
 use super::plan::expected_jwks_url;
 use super::runtime;
 
-pub(super) fn run(cli: &Cli, token_file: Option<&Path>) -> Result<i32> {
+pub(super) fn run(cli: &Cli, token_file: Option<&Path>) -> Result<Outcome> {
     let path = ExecutorConfig::locate(cli.config.as_deref());
     let token = match read_token(token_file) {
         Ok(token) => token,
         Err(message) => {
             eprintln!("leasehold check: {message}");
-            return Ok(2);
+            return Ok(Outcome::Usage);
         }
     };
     let report = runtime()?.block_on(check(&path, token.as_ref(), unix_now()));
     print!("{}", report.render());
-    Ok(i32::from(report.problems() > 0))
+    Ok(Outcome::Findings {
+        problems: report.problems(),
+    })
 }
 
 fn read_token(token_file: Option<&Path>) -> std::result::Result<Option<SecretString>, String> {

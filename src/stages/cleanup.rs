@@ -8,14 +8,15 @@
 use crate::cli::Cli;
 use crate::error::Result;
 use crate::executor::WrappedExecutor;
+use crate::exit::Outcome;
 use crate::joblog;
-use crate::lease::{Outcome, RevocationReport, revoke_all};
+use crate::lease::{RevocationOutcome, RevocationReport, revoke_all};
 use crate::protocol::StageEnv;
 use crate::state::{JobStatus, StateId, StateKey, StateRoot};
 
 use super::{load_config, runtime};
 
-pub(super) fn run(cli: &Cli) -> Result<i32> {
+pub(super) fn run(cli: &Cli) -> Result<Outcome> {
     let config = load_config(cli)?;
     let env = StageEnv::from_env();
     let rt = runtime()?;
@@ -23,15 +24,19 @@ pub(super) fn run(cli: &Cli) -> Result<i32> {
     // only stops the wait for the inner driver, so that revocation still happens.
     let inner = rt.block_on(inner_cleanup(&WrappedExecutor::from_config(&config)));
     match &inner {
-        Ok(0) => {}
-        Ok(code) => joblog::warning(&format!("the inner driver's cleanup exited with {code}")),
+        Ok(Outcome::Success | Outcome::Driver { code: 0 }) => {}
+        Ok(Outcome::Driver { code }) => {
+            joblog::warning(&format!("the inner driver's cleanup exited with {code}"));
+        }
+        Ok(_) => {}
         Err(e) => joblog::warning(&e.to_string()),
     }
-    let code = revoke_and_remove(&config, &env)?;
+    let revoked = revoke_and_remove(&config, &env)?;
+    // Our own failure to take everything back matters most; else the inner driver's verdict.
     Ok(match inner {
-        Ok(0) => code,
-        Ok(inner_code) if code == 0 => inner_code,
-        _ => code,
+        Ok(Outcome::Driver { code: 0 }) | Err(_) => revoked,
+        Ok(inner) if revoked == Outcome::Success => inner,
+        Ok(_) => revoked,
     })
 }
 
@@ -40,7 +45,7 @@ pub(super) fn run(cli: &Cli) -> Result<i32> {
 /// the wait is abandoned (the driver, in the same process group, got the signal too).
 async fn inner_cleanup(
     executor: &WrappedExecutor,
-) -> std::result::Result<i32, crate::executor::ExecutorError> {
+) -> std::result::Result<Outcome, crate::executor::ExecutorError> {
     use tokio::signal::unix::{SignalKind, signal};
     let spawn_error = |source| crate::executor::ExecutorError::Spawn {
         program: "the inner driver's cleanup_exec".into(),
@@ -49,7 +54,7 @@ async fn inner_cleanup(
     let mut term = signal(SignalKind::terminate()).map_err(spawn_error)?;
     let mut int = signal(SignalKind::interrupt()).map_err(spawn_error)?;
     let Some(mut command) = executor.cleanup_command() else {
-        return Ok(0);
+        return Ok(Outcome::Success);
     };
     let mut child = command.spawn().map_err(spawn_error)?;
     // `biased`, signals first: when the runner's group SIGTERM also ended the driver, both are
@@ -58,20 +63,22 @@ async fn inner_cleanup(
         biased;
         _ = term.recv() => {
             joblog::warning("cleanup was told to stop: revoking now instead of waiting for the inner driver's cleanup");
-            Ok(143)
+            Ok(Outcome::Interrupted { signal: nix::libc::SIGTERM })
         }
-        _ = int.recv() => Ok(130),
-        status = child.wait() => Ok(crate::supervision::ChildExit::from(status.map_err(spawn_error)?).code),
+        _ = int.recv() => Ok(Outcome::Interrupted { signal: nix::libc::SIGINT }),
+        status = child.wait() => Ok(Outcome::Driver {
+            code: crate::supervision::ChildExit::from(status.map_err(spawn_error)?).code,
+        }),
     }
 }
 
 fn revoke_and_remove(
     config: &crate::executor_config::ExecutorConfig,
     env: &StageEnv,
-) -> Result<i32> {
+) -> Result<Outcome> {
     let Some(id) = env.state_id.as_deref() else {
         println!("leasehold: no state for this attempt (config did not run); nothing to clean up");
-        return Ok(0);
+        return Ok(Outcome::Success);
     };
     let id = StateId::parse(id)?;
     // The stage dirs of a job user's stages that were SIGKILLed (file secrets, script copy).
@@ -84,7 +91,7 @@ fn revoke_and_remove(
     let job_state = root.job(&id);
     if !job_state.exists() {
         println!("leasehold: {} already cleaned up", id.as_str());
-        return Ok(0);
+        return Ok(Outcome::Success);
     }
     let mut journal = job_state.read_journal()?;
     let private = match env.state_key.as_ref().map(StateKey::from_hex).transpose()? {
@@ -101,16 +108,18 @@ fn revoke_and_remove(
 
     for item in &report.items {
         match &item.outcome {
-            Outcome::Revoked => println!("leasehold: revoked {} ({})", item.what, item.origin),
-            Outcome::RevokedWithToken => println!(
+            RevocationOutcome::Revoked => {
+                println!("leasehold: revoked {} ({})", item.what, item.origin)
+            }
+            RevocationOutcome::RevokedWithToken => println!(
                 "leasehold: revoked {} ({}) with its token; Vault completes it in the background (grant sys/leases/revoke/<mount>/* for confirmed revocation)",
                 item.what, item.origin
             ),
-            Outcome::NotRevocable => println!(
+            RevocationOutcome::NotRevocable => println!(
                 "leasehold: {} ({}) is not revocable (AWS STS credentials stay valid until they expire)",
                 item.what, item.origin
             ),
-            Outcome::Failed(why) => joblog::warning(&format!(
+            RevocationOutcome::Failed(why) => joblog::warning(&format!(
                 "could not revoke {} ({}): {why}",
                 item.what, item.origin
             )),
@@ -126,7 +135,7 @@ fn revoke_and_remove(
             id.as_str(),
             job_state.dir().display()
         ));
-        return Ok(env.exit_codes.system_failure);
+        return Ok(Outcome::LeftForReaper);
     }
     job_state.remove()?;
     println!(
@@ -143,7 +152,7 @@ fn revoke_and_remove(
             .filter(|i| i.what.starts_with("lease"))
             .count()
     );
-    Ok(0)
+    Ok(Outcome::Success)
 }
 
 fn private_missing_but_journaled(journal: &crate::state::Journal, nothing_revoked: bool) -> bool {

@@ -8,12 +8,13 @@ use serde_json::{Value, json};
 use crate::cli::Cli;
 use crate::error::Result;
 use crate::executor::WrappedExecutor;
+use crate::exit::Outcome;
 use crate::protocol::env;
 use crate::state::{StateId, StateKey};
 
 use super::load_config;
 
-pub(super) fn run(cli: &Cli) -> Result<i32> {
+pub(super) fn run(cli: &Cli) -> Result<Outcome> {
     let config = load_config(cli)?;
     let executor = WrappedExecutor::from_config(&config);
     let inner = executor.config_json()?;
@@ -47,5 +48,5 @@ pub(super) fn run(cli: &Cli) -> Result<i32> {
     let text = zeroize::Zeroizing::new(output.to_string());
     drop(output);
     println!("{}", *text);
-    Ok(0)
+    Ok(Outcome::Success)
 }

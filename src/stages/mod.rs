@@ -13,15 +13,15 @@ mod run;
 use crate::cli::{Cli, Command};
 use crate::error::{Error, Result};
 use crate::executor_config::ExecutorConfig;
+use crate::exit::{self, ExitCodes, FailureKind, Outcome};
 use crate::joblog;
-use crate::protocol::{ExitCodes, StageEnv};
+use crate::protocol::{ProtocolError, StageEnv};
 use crate::state::{StateError, StateId, StateKey};
 
 /// Runs the subcommand and returns the exit code.
 pub fn dispatch(cli: Cli) -> i32 {
     install_panic_hook();
     init_tracing();
-    let exit_codes = ExitCodes::from_env();
     let result = match &cli.command {
         Command::Config => config::run(&cli),
         Command::Prepare => prepare::run(&cli),
@@ -31,19 +31,32 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Plan { job, claims } => plan::run(&cli, job.as_deref(), claims.as_deref()),
         Command::Check { token_file } => check::run(&cli, token_file.as_deref()),
     };
-    match result {
-        Ok(code) => code,
-        Err(error) => {
-            joblog::error(&error.to_string());
-            let kind = error.failure_kind();
-            if kind == crate::error::FailureKind::Build {
-                // gitlab-runner reads this file on every BUILD_FAILURE exit and never clears it:
-                // without a rewrite it would report an earlier stage's script exit code.
-                let _ = StageEnv::from_env().write_build_exit_code(1);
-            }
-            exit_codes.for_failure(kind)
-        }
+    exit_status(result)
+}
+
+/// The edge of every stage: an error becomes its one line in the job log, and the result its exit
+/// status through [`crate::exit`]'s table.
+fn exit_status(result: Result<Outcome>) -> i32 {
+    finish(result.map_err(|error| {
+        joblog::error(&error.to_string());
+        error.failure_kind()
+    }))
+}
+
+/// The exit status for a verdict, after recording a build failure's code where gitlab-runner
+/// reads it. The only writer of `BUILD_EXIT_CODE_FILE`, and the only reader of the runner's
+/// exit-code variables.
+pub(crate) fn finish(verdict: std::result::Result<Outcome, FailureKind>) -> i32 {
+    let codes = ExitCodes::from_env();
+    if let (Some(code), Some(path)) = (
+        exit::build_exit_code(&verdict),
+        exit::build_exit_code_file(),
+    ) && let Err(source) = std::fs::write(&path, format!("{code}\n"))
+    {
+        joblog::error(&ProtocolError::ExitCodeFile { path, source }.to_string());
+        return codes.status(&Err(FailureKind::System));
     }
+    codes.status(&verdict)
 }
 
 /// Loads the executor config named by `--config`, `LEASEHOLD_CONFIG` or the default path.
@@ -101,6 +114,6 @@ fn install_panic_hook() {
         joblog::error(&format!(
             "internal error at {location}; this is a bug in leasehold, please report it"
         ));
-        std::process::exit(ExitCodes::from_env().system_failure);
+        std::process::exit(finish(Err(FailureKind::System)));
     }));
 }

@@ -17,6 +17,7 @@ use std::path::Path;
 use crate::cli::Cli;
 use crate::error::{Error, Result};
 use crate::executor_config::ExecutorConfig;
+use crate::exit::Outcome;
 use crate::identity::jwks::JWKS_PATH;
 use crate::identity::{Claims, IdentityError, Verifier, utc};
 use crate::job_plan::{ClaimsSource, Identity, Planned, Planner};
@@ -26,17 +27,17 @@ use crate::state::{check_private_dir, unix_now};
 
 use super::{load_config, runtime};
 
-pub(super) fn run(cli: &Cli, job: Option<&Path>, claims: Option<&Path>) -> Result<i32> {
+pub(super) fn run(cli: &Cli, job: Option<&Path>, claims: Option<&Path>) -> Result<Outcome> {
     let config_path = ExecutorConfig::locate(cli.config.as_deref());
     let config = load_config(cli)?;
     let input = match (job, claims) {
         (Some(job), _) => Input::Job(job),
         (None, Some(claims)) => Input::Claims(claims),
-        (None, None) => return Ok(2),
+        (None, None) => return Ok(Outcome::Usage),
     };
-    let (text, code) = runtime()?.block_on(report(&config, &config_path, input, unix_now()))?;
+    let (text, problems) = runtime()?.block_on(report(&config, &config_path, input, unix_now()))?;
     print!("{text}");
-    Ok(code)
+    Ok(Outcome::Findings { problems })
 }
 
 /// What `plan` explains.
@@ -48,13 +49,13 @@ pub(crate) enum Input<'a> {
     Claims(&'a Path),
 }
 
-/// Builds the report and the exit code.
+/// Builds the report and whether prepare would fail (1) or not (0).
 pub(crate) async fn report(
     config: &ExecutorConfig,
     config_path: &Path,
     input: Input<'_>,
     now: u64,
-) -> Result<(String, i32)> {
+) -> Result<(String, usize)> {
     let mut notes = Vec::new();
     let verifier = match (&config.gitlab, input) {
         (Some(gitlab), Input::Job(_)) => {
@@ -163,7 +164,7 @@ const CLAIM_ROWS: &[&[&str]] = &[
     &["pipeline_source", "user_login", "job_id"],
 ];
 
-/// Renders the report; returns it and the exit code.
+/// Renders the report; returns it and whether prepare would fail (1) or not (0).
 fn render(
     config: &ExecutorConfig,
     config_path: &Path,
@@ -172,7 +173,7 @@ fn render(
     planned: Option<&Planned>,
     notes: &[String],
     now: u64,
-) -> (String, i32) {
+) -> (String, usize) {
     let mut out = String::new();
     let mut line = |text: String| {
         out.push_str(text.trim_end());
@@ -597,7 +598,7 @@ vault = "review/{environment}/url@kv"
             )
         }
 
-        async fn plan(&self, input: Input<'_>) -> (String, i32) {
+        async fn plan(&self, input: Input<'_>) -> (String, usize) {
             report(
                 &self.config,
                 Path::new("/etc/leasehold/config.toml"),

@@ -6,6 +6,7 @@ use crate::cli::Cli;
 use crate::error::{Error, Result};
 use crate::executor::WrappedExecutor;
 use crate::executor_config::ExecutorConfig;
+use crate::exit::Outcome;
 use crate::identity::Verifier;
 use crate::job_plan::{ClaimsSource, Identity, Planned, Planner};
 use crate::job_response::JobResponse;
@@ -20,7 +21,7 @@ use crate::state::{
 
 use super::{load_config, runtime, state_handles};
 
-pub(super) fn run(cli: &Cli) -> Result<i32> {
+pub(super) fn run(cli: &Cli) -> Result<Outcome> {
     let config = load_config(cli)?;
     let env = StageEnv::from_env();
     let (id, key) = state_handles(&env)?;

@@ -2,28 +2,29 @@
 
 use crate::cli::Cli;
 use crate::error::Result;
-use crate::lease::{Outcome, reap};
+use crate::exit::Outcome;
+use crate::lease::{RevocationOutcome, reap};
 use crate::state::StateRoot;
 
 use super::{load_config, runtime};
 
-pub(super) fn run(cli: &Cli, dry_run: bool) -> Result<i32> {
+pub(super) fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
     let config = load_config(cli)?;
     let root = StateRoot::open(&config.state_dir)?;
     let report = runtime()?.block_on(reap(&config, &root, dry_run))?;
     for item in &report.items {
         match &item.outcome {
-            Outcome::Revoked | Outcome::RevokedWithToken => {
+            RevocationOutcome::Revoked | RevocationOutcome::RevokedWithToken => {
                 println!("{}: revoked {}", item.state_id, item.what)
             }
-            Outcome::NotRevocable => println!(
+            RevocationOutcome::NotRevocable => println!(
                 "{}: {} is not revocable (expires on its own)",
                 item.state_id, item.what
             ),
-            Outcome::Failed(why) if dry_run => {
+            RevocationOutcome::Failed(why) if dry_run => {
                 println!("{}: would revoke {} ({why})", item.state_id, item.what)
             }
-            Outcome::Failed(why) => {
+            RevocationOutcome::Failed(why) => {
                 eprintln!("{}: could not revoke {}: {why}", item.state_id, item.what)
             }
         }
@@ -32,5 +33,12 @@ pub(super) fn run(cli: &Cli, dry_run: bool) -> Result<i32> {
         "leasehold reap: {} job states examined, {} still running (left alone), {} reaped",
         report.examined, report.running, report.reaped
     );
-    Ok(i32::from(report.has_failures() && !dry_run))
+    let failures = report
+        .items
+        .iter()
+        .filter(|item| matches!(item.outcome, RevocationOutcome::Failed(_)))
+        .count();
+    Ok(Outcome::Findings {
+        problems: if dry_run { 0 } else { failures },
+    })
 }

@@ -10,6 +10,7 @@ use crate::cli::Cli;
 use crate::error::Result;
 use crate::executor::{ExecutorError, JobUser, WrappedExecutor};
 use crate::executor_config::InjectMode;
+use crate::exit::Outcome;
 use crate::inject::{self, Injection, StageDir};
 use crate::lease::Renewer;
 use crate::protocol::{BuildStage, StageEnv};
@@ -17,7 +18,7 @@ use crate::state::{StateError, StateRoot};
 
 use super::{load_config, runtime, state_handles};
 
-pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<i32> {
+pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Outcome> {
     let config = load_config(cli)?;
     let env = StageEnv::from_env();
     let stage = BuildStage::parse(stage_name);
@@ -119,9 +120,11 @@ pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<i32> {
         .map_err(|source| ExecutorError::Spawn { program, source })?;
     drop(stage_dir);
 
-    if exit.code == 0 || executor.passes_exit_codes_through() {
-        return Ok(exit.code);
-    }
-    env.write_build_exit_code(exit.code)?;
-    Ok(env.exit_codes.build_failure)
+    Ok(if executor.passes_exit_codes_through() {
+        Outcome::Driver { code: exit.code }
+    } else if exit.code == 0 {
+        Outcome::Success
+    } else {
+        Outcome::ScriptFailed { code: exit.code }
+    })
 }

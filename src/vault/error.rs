@@ -8,7 +8,7 @@
 //! accessors and Vault's own `errors` strings (with any token the request carried scrubbed out)
 //! are the only text that reaches `Display`.
 
-use crate::error::FailureKind;
+use crate::exit::FailureKind;
 
 /// A failed Vault request. Never carries a token or a secret value.
 #[derive(Debug, thiserror::Error)]

@@ -83,7 +83,7 @@ async fn denied_joins_vault_errors_and_is_not_retried() {
         }
         other => panic!("expected Denied, got {other:?}"),
     }
-    assert_eq!(err.failure_kind(), crate::error::FailureKind::Build);
+    assert_eq!(err.failure_kind(), crate::exit::FailureKind::Build);
 }
 
 #[tokio::test]
@@ -133,7 +133,7 @@ async fn server_errors_are_retried_then_reported() {
         }
         other => panic!("expected Server, got {other:?}"),
     }
-    assert_eq!(err.failure_kind(), crate::error::FailureKind::System);
+    assert_eq!(err.failure_kind(), crate::exit::FailureKind::System);
 }
 
 #[tokio::test]
