@@ -25,15 +25,16 @@
 //! rewritten, because a rewrite (`/` to `_`) would let `grp/a_b` and `grp_a/b` share secrets.
 //! `{{` and `}}` stand for literal braces.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-
+use crate::config_file::{BindingSection, MatchRule, MatchValue};
 use crate::declarations::{Declaration, DeclarationError, RawSecret, SecretOrigin};
-use crate::executor_config::ExecutorConfig;
 use crate::exit::FailureKind;
 use crate::identity::Claims;
-use crate::resolution::LoginTarget;
+use crate::patterns::Patterns;
+use crate::secret_plan::LoginTarget;
+use crate::vault::Servers;
 
 /// Claims a template may name. `iss` and `sub` are left out: they always contain `:` or `/`.
 pub const TEMPLATE_CLAIMS: &[&str] = &[
@@ -51,102 +52,19 @@ pub const TEMPLATE_CLAIMS: &[&str] = &[
     "job_id",
 ];
 
-/// One `[[bindings]]` rule as written in the executor config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BindingConfig {
+/// One `[[bindings]]` rule, compiled at config load: match globs built, every template parsed.
+#[derive(Debug, Clone)]
+pub struct Binding {
     /// Names the rule in the job log, in `plan` output and in duplicate-grant errors.
     pub name: String,
-    /// Which jobs the rule applies to.
-    #[serde(rename = "match", default)]
-    pub rule: MatchRule,
-    /// The server to log in to (must be allow-listed under `[vault]`); default: `[vault] address`.
-    #[serde(default)]
-    pub server: Option<String>,
-    /// The namespace; default: the server's.
-    #[serde(default)]
-    pub namespace: Option<String>,
-    /// The JWT auth mount; default: `[vault] auth_mount`.
-    #[serde(default)]
-    pub auth_mount: Option<String>,
-    /// The JWT role; default: `[vault] role`.
-    #[serde(default)]
-    pub role: Option<String>,
-    /// The secrets granted, in the schema of a job declaration, keyed by variable name.
-    pub secrets: BTreeMap<String, RawSecret>,
-}
-
-/// A rule's `match` table. Job variables never take part: only verified claims.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MatchRule {
-    /// Glob(s) over `project_path`, e.g. `"grp/**"`.
-    #[serde(default)]
-    pub project_path: Option<MatchValue>,
-    /// Glob(s) over `namespace_path`.
-    #[serde(default)]
-    pub namespace_path: Option<MatchValue>,
-    /// Project id(s), as a number or a string.
-    #[serde(default)]
-    pub project_id: Option<MatchValue>,
-    /// Branch or tag name(s).
-    #[serde(rename = "ref", default)]
-    pub git_ref: Option<MatchValue>,
-    /// `branch` or `tag`.
-    #[serde(default)]
-    pub ref_type: Option<MatchValue>,
-    /// `true`/`false` (bool or string).
-    #[serde(default)]
-    pub ref_protected: Option<MatchValue>,
-    /// Environment name(s).
-    #[serde(default)]
-    pub environment: Option<MatchValue>,
-    /// `true`/`false` (bool or string).
-    #[serde(default)]
-    pub environment_protected: Option<MatchValue>,
-    /// `push`, `schedule`, `web`, `merge_request_event`…
-    #[serde(default)]
-    pub pipeline_source: Option<MatchValue>,
-    /// GitLab user name(s).
-    #[serde(default)]
-    pub user_login: Option<MatchValue>,
-}
-
-/// A match value: one scalar or a list of them (any of which may match).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum MatchValue {
-    /// One value.
-    One(Scalar),
-    /// Any of these.
-    Many(Vec<Scalar>),
-}
-
-/// A TOML scalar, compared as GitLab's claims are encoded: as text.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum Scalar {
-    /// `true`/`false`.
-    Bool(bool),
-    /// A number, e.g. a project id.
-    Int(i64),
-    /// Text.
-    Text(String),
-}
-
-impl MatchValue {
-    /// The values as claim text.
-    pub fn values(&self) -> Vec<String> {
-        let text = |s: &Scalar| match s {
-            Scalar::Bool(b) => b.to_string(),
-            Scalar::Int(i) => i.to_string(),
-            Scalar::Text(t) => t.clone(),
-        };
-        match self {
-            MatchValue::One(s) => vec![text(s)],
-            MatchValue::Many(list) => list.iter().map(text).collect(),
-        }
-    }
+    keys: Vec<MatchKey>,
+    server: Option<Template>,
+    namespace: Option<Template>,
+    auth_mount: Option<Template>,
+    role: Option<Template>,
+    secrets: BTreeMap<String, RawSecret>,
+    /// Every template string in `secrets`, parsed, by its text.
+    templates: BTreeMap<String, Template>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,83 +74,92 @@ enum KeyKind {
     Bool,
 }
 
-impl MatchRule {
-    fn entries(&self) -> Vec<(&'static str, KeyKind, &MatchValue)> {
-        let all: [(&'static str, KeyKind, &Option<MatchValue>); 10] = [
-            ("project_path", KeyKind::Glob, &self.project_path),
-            ("namespace_path", KeyKind::Glob, &self.namespace_path),
-            ("project_id", KeyKind::Exact, &self.project_id),
-            ("ref", KeyKind::Exact, &self.git_ref),
-            ("ref_type", KeyKind::Exact, &self.ref_type),
-            ("ref_protected", KeyKind::Bool, &self.ref_protected),
-            ("environment", KeyKind::Exact, &self.environment),
-            (
-                "environment_protected",
-                KeyKind::Bool,
-                &self.environment_protected,
-            ),
-            ("pipeline_source", KeyKind::Exact, &self.pipeline_source),
-            ("user_login", KeyKind::Exact, &self.user_login),
-        ];
-        all.into_iter()
-            .filter_map(|(k, kind, v)| v.as_ref().map(|v| (k, kind, v)))
-            .collect()
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        for (key, kind, value) in self.entries() {
-            let values = value.values();
-            if values.is_empty() {
-                return Err(format!(
-                    "match.{key} is an empty list, which can never match; remove the key"
-                ));
-            }
-            for v in &values {
-                match kind {
-                    KeyKind::Glob => {
-                        glob(v).map_err(|e| format!("match.{key}: invalid glob {v:?}: {e}"))?;
-                    }
-                    KeyKind::Bool if v != "true" && v != "false" => {
-                        return Err(format!("match.{key} must be true or false, not {v:?}"));
-                    }
-                    _ if v.is_empty() => return Err(format!("match.{key} must not be empty")),
-                    _ => {}
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks every key against the claims (all of them, so that `plan` can show each failure).
-    pub fn evaluate(&self, claims: &Claims) -> Vec<KeyCheck> {
-        self.entries()
-            .into_iter()
-            .map(|(key, kind, value)| {
-                let wanted = value.values();
-                let actual = claims.get(key).map(str::to_owned);
-                let ok = actual.as_deref().is_some_and(|actual| {
-                    wanted.iter().any(|w| match kind {
-                        KeyKind::Glob => glob(w).is_ok_and(|g| g.is_match(actual)),
-                        KeyKind::Exact | KeyKind::Bool => w == actual,
-                    })
-                });
-                KeyCheck {
-                    key,
-                    wanted,
-                    glob: kind == KeyKind::Glob,
-                    actual,
-                    ok,
-                }
-            })
-            .collect()
-    }
+/// One `match` key: the claim, and the values (or globs) that satisfy it.
+#[derive(Debug, Clone)]
+struct MatchKey {
+    key: &'static str,
+    kind: KeyKind,
+    wanted: Vec<String>,
+    globs: Patterns,
 }
 
-fn glob(pattern: &str) -> Result<globset::GlobMatcher, globset::Error> {
-    Ok(globset::GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .build()?
-        .compile_matcher())
+fn entries(rule: &MatchRule) -> Vec<(&'static str, KeyKind, &MatchValue)> {
+    let all: [(&'static str, KeyKind, &Option<MatchValue>); 10] = [
+        ("project_path", KeyKind::Glob, &rule.project_path),
+        ("namespace_path", KeyKind::Glob, &rule.namespace_path),
+        ("project_id", KeyKind::Exact, &rule.project_id),
+        ("ref", KeyKind::Exact, &rule.git_ref),
+        ("ref_type", KeyKind::Exact, &rule.ref_type),
+        ("ref_protected", KeyKind::Bool, &rule.ref_protected),
+        ("environment", KeyKind::Exact, &rule.environment),
+        (
+            "environment_protected",
+            KeyKind::Bool,
+            &rule.environment_protected,
+        ),
+        ("pipeline_source", KeyKind::Exact, &rule.pipeline_source),
+        ("user_login", KeyKind::Exact, &rule.user_login),
+    ];
+    all.into_iter()
+        .filter_map(|(k, kind, v)| v.as_ref().map(|v| (k, kind, v)))
+        .collect()
+}
+
+fn compile_rule(rule: &MatchRule) -> Result<Vec<MatchKey>, String> {
+    let mut keys = Vec::new();
+    for (key, kind, value) in entries(rule) {
+        let values = value.values();
+        if values.is_empty() {
+            return Err(format!(
+                "match.{key} is an empty list, which can never match; remove the key"
+            ));
+        }
+        for v in &values {
+            match kind {
+                KeyKind::Glob => {
+                    Patterns::new(std::slice::from_ref(v)).map_err(|e| {
+                        format!(
+                            "match.{key}: invalid glob {v:?}: {}",
+                            e.trim_start_matches("invalid pattern ")
+                        )
+                    })?;
+                }
+                KeyKind::Bool if v != "true" && v != "false" => {
+                    return Err(format!("match.{key} must be true or false, not {v:?}"));
+                }
+                _ if v.is_empty() => return Err(format!("match.{key} must not be empty")),
+                _ => {}
+            }
+        }
+        let globs = match kind {
+            KeyKind::Glob => Patterns::new(&values)?,
+            KeyKind::Exact | KeyKind::Bool => Patterns::default(),
+        };
+        keys.push(MatchKey {
+            key,
+            kind,
+            wanted: values,
+            globs,
+        });
+    }
+    Ok(keys)
+}
+
+impl MatchKey {
+    fn check(&self, claims: &Claims) -> KeyCheck {
+        let actual = claims.get(self.key).map(str::to_owned);
+        let ok = actual.as_deref().is_some_and(|actual| match self.kind {
+            KeyKind::Glob => self.globs.matches(actual),
+            KeyKind::Exact | KeyKind::Bool => self.wanted.iter().any(|w| w == actual),
+        });
+        KeyCheck {
+            key: self.key,
+            wanted: self.wanted.clone(),
+            glob: self.kind == KeyKind::Glob,
+            actual,
+            ok,
+        }
+    }
 }
 
 /// One `match` key checked against the token.
@@ -314,112 +241,197 @@ impl Grant {
     }
 }
 
+/// Where a binding logs in unless it says otherwise: the trusted servers and `[vault]`'s
+/// auth mount and role.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginDefaults<'a> {
+    /// The servers a binding may name.
+    pub servers: &'a Servers,
+    /// `[vault] auth_mount`.
+    pub auth_mount: &'a str,
+    /// `[vault] role`.
+    pub role: Option<&'a str>,
+}
+
 /// Evaluates every rule against verified claims, in order.
-pub fn evaluate(bindings: &[BindingConfig], claims: &Claims) -> Vec<RuleOutcome> {
+pub fn evaluate(bindings: &[Binding], claims: &Claims) -> Vec<RuleOutcome> {
     bindings
         .iter()
         .enumerate()
         .map(|(i, b)| RuleOutcome {
             index: i + 1,
             name: b.name.clone(),
-            checks: b.rule.evaluate(claims),
+            checks: b.keys.iter().map(|k| k.check(claims)).collect(),
         })
         .collect()
 }
 
-/// Renders a matched rule for a job: templates filled from verified claims, the server checked
-/// against the allow-list, each secret validated like a job declaration.
-pub fn grant(
-    binding: &BindingConfig,
-    claims: &Claims,
-    config: &ExecutorConfig,
-) -> Result<Grant, BindingError> {
-    let fail = |detail: String| BindingError::Render {
-        binding: binding.name.clone(),
-        detail,
-    };
-    let render_opt = |what: &str, text: &Option<String>| {
-        text.as_deref()
-            .map(|t| render(t, claims).map_err(|e| fail(format!("{what}: {e}"))))
-            .transpose()
-    };
-    let server_address = render_opt("server", &binding.server)?;
-    let server = config.server_for(server_address.as_deref()).map_err(|_| {
-        BindingError::ServerNotAllowed {
-            binding: binding.name.clone(),
-            server: server_address.clone().unwrap_or_default(),
-        }
-    })?;
-    let namespace = render_opt("namespace", &binding.namespace)?
-        .or_else(|| server.namespace.clone())
-        .filter(|n| !n.is_empty());
-    let auth_mount = render_opt("auth_mount", &binding.auth_mount)?
-        .unwrap_or_else(|| config.vault.auth_mount.clone())
-        .trim_matches('/')
-        .to_owned();
-    let role = render_opt("role", &binding.role)?.or_else(|| config.vault.role.clone());
-    let expand = |text: &str| render(text, claims);
-    let declarations = binding
-        .secrets
-        .iter()
-        .map(|(name, raw)| raw.validate(name, &expand, SecretOrigin::Binding))
-        .collect::<Result<Vec<_>, DeclarationError>>()
-        .map_err(|e| fail(e.to_string()))?;
-    Ok(Grant {
-        binding: binding.name.clone(),
-        target: LoginTarget {
-            server,
-            namespace,
-            auth_mount,
-            role,
-        },
-        declarations,
-    })
+impl Binding {
+    /// Renders a matched rule for a job: templates filled from verified claims, the server
+    /// checked against the allow-list, each secret validated like a job declaration.
+    pub fn grant(
+        &self,
+        claims: &Claims,
+        defaults: &LoginDefaults<'_>,
+    ) -> Result<Grant, BindingError> {
+        let fail = |detail: String| BindingError::Render {
+            binding: self.name.clone(),
+            detail,
+        };
+        let render_opt = |what: &str, template: &Option<Template>| {
+            template
+                .as_ref()
+                .map(|t| t.render(claims).map_err(|e| fail(format!("{what}: {e}"))))
+                .transpose()
+        };
+        let server_address = render_opt("server", &self.server)?;
+        let server = defaults
+            .servers
+            .get(server_address.as_deref())
+            .map_err(|_| BindingError::ServerNotAllowed {
+                binding: self.name.clone(),
+                server: server_address.clone().unwrap_or_default(),
+            })?
+            .clone();
+        let namespace = render_opt("namespace", &self.namespace)?
+            .or_else(|| server.namespace.clone())
+            .filter(|n| !n.is_empty());
+        let auth_mount = render_opt("auth_mount", &self.auth_mount)?
+            .unwrap_or_else(|| defaults.auth_mount.to_owned())
+            .trim_matches('/')
+            .to_owned();
+        let role = render_opt("role", &self.role)?.or_else(|| defaults.role.map(str::to_owned));
+        let expand = |text: &str| match self.templates.get(text) {
+            Some(template) => template.render(claims),
+            None => Template::parse(text)?.render(claims),
+        };
+        let declarations = self
+            .secrets
+            .iter()
+            .map(|(name, raw)| raw.validate(name, &expand, SecretOrigin::Binding))
+            .collect::<Result<Vec<_>, DeclarationError>>()
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Grant {
+            binding: self.name.clone(),
+            target: LoginTarget {
+                server,
+                namespace,
+                auth_mount,
+                role,
+            },
+            declarations,
+        })
+    }
 }
 
-/// Validates every rule at config load: names, match keys, template syntax, allow-listed
+/// Where a binding logs in, as far as it is known without a job's claims (for `check`).
+#[derive(Debug, Clone)]
+pub enum FixedLogin {
+    /// Nothing is templated: every job matched logs in here.
+    Known(LoginTarget),
+    /// These keys are templated from claims: known only per job.
+    Templated(Vec<&'static str>),
+}
+
+impl Binding {
+    /// The login every matching job uses, when no login key is templated; `None` when the
+    /// literal server is not listed (config load refuses that, so never in practice).
+    pub fn fixed_login(&self, defaults: &LoginDefaults<'_>) -> Option<FixedLogin> {
+        let keys = [
+            ("server", &self.server),
+            ("namespace", &self.namespace),
+            ("auth_mount", &self.auth_mount),
+            ("role", &self.role),
+        ];
+        let templated: Vec<&'static str> = keys
+            .iter()
+            .filter(|(_, t)| t.as_ref().is_some_and(|t| !t.is_literal()))
+            .map(|(k, _)| *k)
+            .collect();
+        if !templated.is_empty() {
+            return Some(FixedLogin::Templated(templated));
+        }
+        let text = |t: &Option<Template>| t.as_ref().map(|t| t.probe());
+        let server = defaults
+            .servers
+            .get(text(&self.server).as_deref())
+            .ok()?
+            .clone();
+        let namespace = text(&self.namespace).or_else(|| server.namespace.clone());
+        Some(FixedLogin::Known(LoginTarget {
+            namespace,
+            auth_mount: text(&self.auth_mount)
+                .unwrap_or_else(|| defaults.auth_mount.to_owned())
+                .trim_matches('/')
+                .to_owned(),
+            role: text(&self.role).or_else(|| defaults.role.map(str::to_owned)),
+            server,
+        }))
+    }
+}
+
+/// Compiles every rule at config load: names, match keys, template syntax, allow-listed
 /// servers, and each secret rendered with placeholder claims.
-pub fn validate_all(bindings: &[BindingConfig], config: &ExecutorConfig) -> Result<(), String> {
+pub fn compile_all(sections: &[BindingSection], servers: &Servers) -> Result<Vec<Binding>, String> {
     let mut seen = std::collections::BTreeSet::new();
-    for (i, binding) in bindings.iter().enumerate() {
-        let at = format!("bindings[{}] {:?}", i + 1, binding.name);
-        if binding.name.trim().is_empty() || binding.name.chars().any(char::is_control) {
+    let mut bindings = Vec::with_capacity(sections.len());
+    for (i, section) in sections.iter().enumerate() {
+        let at = format!("bindings[{}] {:?}", i + 1, section.name);
+        if section.name.trim().is_empty() || section.name.chars().any(char::is_control) {
             return Err(format!("bindings[{}]: name must be non-empty text", i + 1));
         }
-        if !seen.insert(binding.name.as_str()) {
+        if !seen.insert(section.name.as_str()) {
             return Err(format!(
                 "{at}: another binding has the same name; names must be unique"
             ));
         }
-        if binding.secrets.is_empty() {
+        if section.secrets.is_empty() {
             return Err(format!(
                 "{at}: grants no secrets; add [bindings.secrets.NAME] tables"
             ));
         }
-        binding.rule.validate().map_err(|e| format!("{at}: {e}"))?;
-        for (what, text) in [
-            ("server", &binding.server),
-            ("namespace", &binding.namespace),
-            ("auth_mount", &binding.auth_mount),
-            ("role", &binding.role),
-        ] {
-            if let Some(text) = text {
-                let pieces = parse_template(text).map_err(|e| format!("{at}: {what}: {e}"))?;
-                if what == "server" && pieces.iter().all(|p| matches!(p, Piece::Literal(_))) {
-                    config.server_for(Some(text)).map_err(|_| {
-                        format!(
-                            "{at}: server {text} is not listed under [vault] or [[vault.servers]]; bindings may only use allow-listed servers"
-                        )
-                    })?;
-                }
+        let keys = compile_rule(&section.rule).map_err(|e| format!("{at}: {e}"))?;
+        let parse = |what: &str, text: &Option<String>| -> Result<Option<Template>, String> {
+            let Some(text) = text else { return Ok(None) };
+            let template = Template::parse(text).map_err(|e| format!("{at}: {what}: {e}"))?;
+            if what == "server" && template.is_literal() {
+                servers.get(Some(text)).map_err(|_| {
+                    format!(
+                        "{at}: server {text} is not listed under [vault] or [[vault.servers]]; bindings may only use allow-listed servers"
+                    )
+                })?;
             }
-        }
-        for (name, raw) in &binding.secrets {
+            Ok(Some(template))
+        };
+        let server = parse("server", &section.server)?;
+        let namespace = parse("namespace", &section.namespace)?;
+        let auth_mount = parse("auth_mount", &section.auth_mount)?;
+        let role = parse("role", &section.role)?;
+        // Each secret is validated once with placeholder claims; every string it renders is a
+        // template, kept parsed for the jobs it will be rendered for.
+        let templates = RefCell::new(BTreeMap::new());
+        let probe = |text: &str| {
+            let template = Template::parse(text)?;
+            let probed = template.probe();
+            templates.borrow_mut().insert(text.to_owned(), template);
+            Ok(probed)
+        };
+        for (name, raw) in &section.secrets {
             raw.validate(name, &probe, SecretOrigin::Binding)
                 .map_err(|e| format!("{at}: {e}"))?;
         }
+        bindings.push(Binding {
+            name: section.name.clone(),
+            keys,
+            server,
+            namespace,
+            auth_mount,
+            role,
+            secrets: section.secrets.clone(),
+            templates: templates.into_inner(),
+        });
     }
-    Ok(())
+    Ok(bindings)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -428,75 +440,105 @@ enum Piece {
     Claim(String),
 }
 
-fn parse_template(text: &str) -> Result<Vec<Piece>, String> {
-    let mut pieces = Vec::new();
-    let mut literal = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '{' if chars.peek() == Some(&'{') => {
-                chars.next();
-                literal.push('{');
-            }
-            '}' if chars.peek() == Some(&'}') => {
-                chars.next();
-                literal.push('}');
-            }
-            '{' => {
-                let mut name = String::new();
-                loop {
-                    match chars.next() {
-                        Some('}') => break,
-                        Some(ch) => name.push(ch),
-                        None => {
-                            return Err(format!(
-                                "unterminated {{ in {text:?}; write {{{{ for a literal brace"
-                            ));
-                        }
-                    }
-                }
-                if !TEMPLATE_CLAIMS.contains(&name.as_str()) {
-                    return Err(format!(
-                        "{{{name}}} in {text:?} is not a claim a template may use; use one of {}",
-                        TEMPLATE_CLAIMS.join(", ")
-                    ));
-                }
-                if !literal.is_empty() {
-                    pieces.push(Piece::Literal(std::mem::take(&mut literal)));
-                }
-                pieces.push(Piece::Claim(name));
-            }
-            '}' => {
-                return Err(format!(
-                    "unmatched }} in {text:?}; write }}}} for a literal brace"
-                ));
-            }
-            other => literal.push(other),
-        }
-    }
-    if !literal.is_empty() {
-        pieces.push(Piece::Literal(literal));
-    }
-    Ok(pieces)
+/// A string with `{claim}` placeholders, parsed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Template {
+    text: String,
+    pieces: Vec<Piece>,
 }
 
-/// Substitutes `{claim}` from verified claims, refusing any value that could change the
-/// structure of a path (see the module docs for the rule).
-pub fn render(template: &str, claims: &Claims) -> Result<String, String> {
-    let mut out = String::with_capacity(template.len());
-    for piece in parse_template(template)? {
-        match piece {
-            Piece::Literal(text) => out.push_str(&text),
-            Piece::Claim(name) => {
-                let value = claims.get(&name).ok_or_else(|| {
-                    format!("the template {template:?} needs claim {name}, which this job's ID token does not carry")
-                })?;
-                check_claim_value(&name, value)?;
-                out.push_str(value);
+impl Template {
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' if chars.peek() == Some(&'{') => {
+                    chars.next();
+                    literal.push('{');
+                }
+                '}' if chars.peek() == Some(&'}') => {
+                    chars.next();
+                    literal.push('}');
+                }
+                '{' => {
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(ch) => name.push(ch),
+                            None => {
+                                return Err(format!(
+                                    "unterminated {{ in {text:?}; write {{{{ for a literal brace"
+                                ));
+                            }
+                        }
+                    }
+                    if !TEMPLATE_CLAIMS.contains(&name.as_str()) {
+                        return Err(format!(
+                            "{{{name}}} in {text:?} is not a claim a template may use; use one of {}",
+                            TEMPLATE_CLAIMS.join(", ")
+                        ));
+                    }
+                    if !literal.is_empty() {
+                        pieces.push(Piece::Literal(std::mem::take(&mut literal)));
+                    }
+                    pieces.push(Piece::Claim(name));
+                }
+                '}' => {
+                    return Err(format!(
+                        "unmatched }} in {text:?}; write }}}} for a literal brace"
+                    ));
+                }
+                other => literal.push(other),
             }
         }
+        if !literal.is_empty() {
+            pieces.push(Piece::Literal(literal));
+        }
+        Ok(Template {
+            text: text.to_owned(),
+            pieces,
+        })
     }
-    Ok(out)
+
+    fn is_literal(&self) -> bool {
+        self.pieces.iter().all(|p| matches!(p, Piece::Literal(_)))
+    }
+
+    /// Substitutes `{claim}` from verified claims, refusing any value that could change the
+    /// structure of a path (see the module docs for the rule).
+    fn render(&self, claims: &Claims) -> Result<String, String> {
+        let mut out = String::new();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Literal(text) => out.push_str(text),
+                Piece::Claim(name) => {
+                    let value = claims.get(name).ok_or_else(|| {
+                        format!(
+                            "the template {:?} needs claim {name}, which this job's ID token does not carry",
+                            self.text
+                        )
+                    })?;
+                    check_claim_value(name, value)?;
+                    out.push_str(value);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The template with a safe placeholder for every claim, for checks at config load.
+    fn probe(&self) -> String {
+        self.pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Literal(text) => text.as_str(),
+                Piece::Claim(_) => "x",
+            })
+            .collect()
+    }
 }
 
 /// The escaping rule: a claim value may be substituted only if it is non-empty, made of
@@ -530,18 +572,6 @@ pub fn check_claim_value(claim: &str, value: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Template check at config load: syntax and claim names, with a safe placeholder value.
-fn probe(template: &str) -> Result<String, String> {
-    let mut out = String::new();
-    for piece in parse_template(template)? {
-        match piece {
-            Piece::Literal(text) => out.push_str(&text),
-            Piece::Claim(_) => out.push('x'),
-        }
-    }
-    Ok(out)
 }
 
 /// A matched rule could not be applied to this job.
@@ -595,11 +625,11 @@ mod tests {
         serde_json::from_value(serde_json::Value::Object(map)).expect("claims")
     }
 
-    fn config(extra: &str) -> ExecutorConfig {
+    fn config(extra: &str) -> crate::config::Config {
         let text = format!(
             "[vault]\naddress = \"https://vault.example.com\"\nrole = \"default-role\"\n[[vault.servers]]\naddress = \"https://dev.vault.example.com\"\n[gitlab]\nurl = \"https://gitlab.example.com\"\n{extra}"
         );
-        ExecutorConfig::parse(&text).expect("valid config")
+        crate::config::Config::parse(&text).expect("valid config")
     }
 
     const ENV_BINDING: &str = r#"
@@ -623,7 +653,9 @@ file = false
         ]);
         let outcomes = evaluate(&config.bindings, &c);
         assert!(outcomes[0].matched(), "{outcomes:?}");
-        let grant = grant(&config.bindings[0], &c, &config).expect("renders");
+        let grant = config.bindings[0]
+            .grant(&c, &config.login_defaults())
+            .expect("renders");
         assert_eq!(grant.target.role.as_deref(), Some("365-deploy"));
         assert_eq!(grant.target.auth_mount, "jwt");
         assert_eq!(grant.declarations[0].source.api_path(), "aws/sts/365-dev");
@@ -643,7 +675,8 @@ file = false
                 ("ref_protected", "true"),
                 ("environment", evil),
             ]);
-            let err = grant(&config.bindings[0], &c, &config)
+            let err = config.bindings[0]
+                .grant(&c, &config.login_defaults())
                 .expect_err(evil)
                 .to_string();
             assert!(err.contains("claim environment"), "{evil}: {err}");
@@ -657,7 +690,8 @@ file = false
             ("project_path", "grp/app"),
             ("ref_protected", "true"),
         ]);
-        let err = grant(&config.bindings[0], &c, &config)
+        let err = config.bindings[0]
+            .grant(&c, &config.login_defaults())
             .expect_err("missing")
             .to_string();
         assert!(err.contains("needs claim environment"), "{err}");
@@ -725,7 +759,7 @@ vault = "db/{environment}/password@kv"
             let text = format!(
                 "[vault]\naddress = \"https://vault.example.com\"\n[gitlab]\nurl = \"https://gitlab.example.com\"\n{extra}"
             );
-            ExecutorConfig::parse(&text).expect_err(extra)
+            crate::config::Config::parse(&text).expect_err(extra)
         };
         let secret = "[bindings.secrets.A]\nvault = \"p/f@kv\"\n";
         assert!(
@@ -776,7 +810,7 @@ vault = "db/{environment}/password@kv"
             ))
             .contains("same name")
         );
-        let err = ExecutorConfig::parse(&format!(
+        let err = crate::config::Config::parse(&format!(
             "[vault]\naddress = \"https://v.example.com\"\n[[bindings]]\nname = \"b\"\n{secret}"
         ))
         .expect_err("no gitlab");
@@ -791,19 +825,16 @@ vault = "db/{environment}/password@kv"
         let config = config(
             "[[bindings]]\nname = \"per-env\"\nserver = \"https://{environment}.vault.example.com\"\n[bindings.secrets.A]\nvault = \"p/f@kv\"\n",
         );
-        let ok = grant(
-            &config.bindings[0],
-            &claims(&[("environment", "dev")]),
-            &config,
-        )
-        .expect("dev is listed");
+        let ok = config.bindings[0]
+            .grant(&claims(&[("environment", "dev")]), &config.login_defaults())
+            .expect("dev is listed");
         assert_eq!(ok.target.server.address, "https://dev.vault.example.com");
-        let err = grant(
-            &config.bindings[0],
-            &claims(&[("environment", "prod")]),
-            &config,
-        )
-        .expect_err("prod is not");
+        let err = config.bindings[0]
+            .grant(
+                &claims(&[("environment", "prod")]),
+                &config.login_defaults(),
+            )
+            .expect_err("prod is not");
         assert!(
             matches!(err, BindingError::ServerNotAllowed { .. }),
             "{err}"
@@ -813,9 +844,11 @@ vault = "db/{environment}/password@kv"
     #[test]
     fn literal_braces() {
         assert_eq!(
-            render("a{{b}}{project_id}", &claims(&[("project_id", "7")])).expect("ok"),
+            Template::parse("a{{b}}{project_id}")
+                .and_then(|t| t.render(&claims(&[("project_id", "7")])))
+                .expect("ok"),
             "a{b}7"
         );
-        assert!(parse_template("a}b").is_err());
+        assert!(Template::parse("a}b").is_err());
     }
 }

@@ -376,10 +376,7 @@ impl RawSecret {
             })
             .transpose()?;
         if let Some(stages) = &self.stages {
-            for pattern in stages {
-                globset::Glob::new(pattern)
-                    .map_err(|e| invalid(format!("stages: invalid pattern {pattern:?}: {e}")))?;
-            }
+            crate::patterns::Patterns::new(stages).map_err(|e| invalid(format!("stages: {e}")))?;
         }
         Ok(Declaration {
             name: name.to_owned(),

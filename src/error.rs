@@ -17,7 +17,7 @@ use crate::exit::FailureKind;
 pub enum Error {
     /// The executor config could not be loaded.
     #[error(transparent)]
-    Config(#[from] crate::executor_config::ConfigError),
+    Config(#[from] crate::config::ConfigError),
     /// The runner protocol was not followed (missing environment, unreadable job file).
     #[error(transparent)]
     Protocol(#[from] crate::protocol::ProtocolError),
@@ -33,6 +33,9 @@ pub enum Error {
     /// A matching admin binding cannot be applied to the job.
     #[error(transparent)]
     Binding(#[from] crate::bindings::BindingError),
+    /// The job's secrets cannot be planned (untrusted server, a name granted twice).
+    #[error(transparent)]
+    Plan(#[from] crate::secret_plan::PlanError),
     /// Resolving secrets from Vault failed.
     #[error(transparent)]
     Resolution(#[from] crate::resolution::ResolutionError),
@@ -65,6 +68,7 @@ impl Error {
             Error::Identity(e) => e.failure_kind(),
             Error::Policy(e) => e.failure_kind(),
             Error::Binding(e) => e.failure_kind(),
+            Error::Plan(e) => e.failure_kind(),
             Error::Resolution(e) => e.failure_kind(),
             Error::Executor(e) => e.failure_kind(),
         }

@@ -1,5 +1,6 @@
 //! What a job gets, decided before any Vault request: its identity, the admin's bindings, the
-//! fleet policy and the job's own declarations, combined into one [`ResolutionPlan`].
+//! fleet policy and the job's own declarations, combined into one [`ResolutionPlan`]
+//! ([`crate::secret_plan`]).
 //!
 //! Why one module for `prepare` and `leasehold plan`: an admin debugging a job must see exactly
 //! what prepare would do, so both run this code; `plan` only asks it to keep going after a
@@ -16,15 +17,15 @@
 use secrecy::ExposeSecret;
 
 use crate::bindings::{self, RuleOutcome};
+use crate::config::{Config, RunAs};
 use crate::declarations::{self, DeclarationContext, DeclarationError};
 use crate::error::Error;
-use crate::executor_config::ExecutorConfig;
 use crate::identity::{
     Claims, IdentityError, LEGACY_TOKEN_VARIABLES, VerifiedClaims, Verifier, peek_claims,
 };
 use crate::job_response::JobResponse;
 use crate::policy::RefProtection;
-use crate::resolution::{LoginTarget, ResolutionPlan};
+use crate::secret_plan::{LoginTarget, PlanError, ResolutionPlan};
 
 /// Where the claims leasehold acts on came from.
 #[derive(Debug, Clone)]
@@ -70,7 +71,7 @@ impl Identity {
     }
 
     /// The `--claims` identity of `leasehold plan`.
-    pub fn from_claims_file(claims: Claims, config: &ExecutorConfig) -> Self {
+    pub fn from_claims_file(claims: Claims, config: &Config) -> Self {
         Identity {
             token_variable: Some(config.job.id_token_variable.clone()),
             source: ClaimsSource::ClaimsFile(claims),
@@ -81,7 +82,7 @@ impl Identity {
 /// Decides what a job gets.
 pub struct Planner<'a> {
     /// The executor config.
-    pub config: &'a ExecutorConfig,
+    pub config: &'a Config,
     /// The verifier (`None` without `[gitlab]`).
     pub verifier: Option<&'a Verifier>,
     /// The clock, unix seconds.
@@ -109,7 +110,7 @@ pub struct Planned {
 
 /// The job variable holding its ID token: `[job] id_token_variable`, else (if allowed) the legacy
 /// variables. Empty values count as absent.
-pub fn find_token_variable(job: &JobResponse, config: &ExecutorConfig) -> Option<String> {
+pub fn find_token_variable(job: &JobResponse, config: &Config) -> Option<String> {
     let present = |name: &str| {
         job.variable(name)
             .is_some_and(|v| !v.value.expose_secret().trim().is_empty())
@@ -155,7 +156,7 @@ impl Planner<'_> {
             .variable(&self.config.job.secrets_variable)
             .is_some_and(|v| !v.value.expose_secret().trim().is_empty());
         // The job's local user may come from a claim: then the token always matters.
-        let maps_user = self.config.executor.user_from_claim.is_some();
+        let maps_user = matches!(self.config.executor.run_as, RunAs::FromClaim { .. });
         if self.config.bindings.is_empty() && !declares && !maps_user {
             return Ok(Identity {
                 token_variable: Some(variable),
@@ -223,7 +224,7 @@ impl Planner<'_> {
                 if !outcome.matched() {
                     continue;
                 }
-                let grant = bindings::grant(binding, claims, config)?;
+                let grant = binding.grant(claims, &config.login_defaults())?;
                 for declaration in &grant.declarations {
                     check_collision(job, &declaration.name, Some(&grant.declared_by()))?;
                 }
@@ -232,7 +233,7 @@ impl Planner<'_> {
                     &grant.declared_by(),
                     &grant.target,
                     &token_variable,
-                    config,
+                    &config.job.secret_stages,
                 )?;
             }
         } else {
@@ -295,9 +296,14 @@ impl Planner<'_> {
                 for declaration in &declarations {
                     check_collision(job, &declaration.name, None)?;
                 }
-                let target = LoginTarget::for_job(job, config)?;
-                out.plan
-                    .add_with(declarations, variable, &target, &token_variable, config)?;
+                let target = login_target_for_job(job, config)?;
+                out.plan.add_with(
+                    declarations,
+                    variable,
+                    &target,
+                    &token_variable,
+                    &config.job.secret_stages,
+                )?;
             }
         }
 
@@ -373,12 +379,42 @@ fn count(n: usize) -> String {
 }
 
 /// The `aud` to suggest in a missing-token message.
-fn suggested_audience(config: &ExecutorConfig) -> String {
+fn suggested_audience(config: &Config) -> String {
     config
-        .audiences()
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| config.vault.address.trim_end_matches('/').to_owned())
+        .audiences
+        .first()
+        .cloned()
+        .unwrap_or_else(|| config.servers.default_server().address.clone())
+}
+
+/// The login a job's own declarations use: the job's `VAULT_SERVER_URL`, `VAULT_NAMESPACE`,
+/// `VAULT_AUTH_PATH` and `VAULT_AUTH_ROLE` over the admin's defaults.
+pub fn login_target_for_job(job: &JobResponse, config: &Config) -> Result<LoginTarget, PlanError> {
+    let server = config
+        .servers
+        .get(job.plain_variable("VAULT_SERVER_URL"))
+        .map_err(|reason| PlanError::ServerNotAllowed { reason })?
+        .clone();
+    let namespace = job
+        .plain_variable("VAULT_NAMESPACE")
+        .map(str::to_owned)
+        .or_else(|| server.namespace.clone())
+        .filter(|n| !n.is_empty());
+    let auth_mount = job
+        .plain_variable("VAULT_AUTH_PATH")
+        .map_or_else(|| config.vault.auth_mount.clone(), str::to_owned)
+        .trim_matches('/')
+        .to_owned();
+    let role = job
+        .plain_variable("VAULT_AUTH_ROLE")
+        .map(str::to_owned)
+        .or_else(|| config.vault.role.clone());
+    Ok(LoginTarget {
+        server,
+        namespace,
+        auth_mount,
+        role,
+    })
 }
 
 /// A secret may not shadow a CI/CD variable or a GitLab `secrets:` entry of the job. A binding's
@@ -401,11 +437,7 @@ fn check_collision(
 
 /// Whether the job's ref is protected: from the verified `ref_protected` claim with `[gitlab]`,
 /// else from the job payload's `git_info.protected`.
-pub fn ref_protection(
-    job: &JobResponse,
-    config: &ExecutorConfig,
-    identity: &Identity,
-) -> RefProtection {
+pub fn ref_protection(job: &JobResponse, config: &Config, identity: &Identity) -> RefProtection {
     if config.gitlab.is_none() {
         return RefProtection {
             git_ref: job.git_info.git_ref.clone(),
@@ -474,14 +506,14 @@ vault = "apps/{project_id}/{environment}/config@kv"
     }
 
     async fn run(
-        config: &ExecutorConfig,
+        config: &Config,
         job: &JobResponse,
         lenient: bool,
     ) -> (Result<Identity, IdentityError>, Option<Planned>) {
         let verifier = config
             .gitlab
             .as_ref()
-            .map(|g| Verifier::new(config, g, None).expect("verifier"));
+            .map(|g| Verifier::new(g, &config.audiences, None).expect("verifier"));
         let planner = Planner {
             config,
             verifier: verifier.as_ref(),
@@ -632,7 +664,7 @@ vault = "apps/{project_id}/{environment}/config@kv"
 
     #[tokio::test]
     async fn without_gitlab_the_payload_decides_protection() {
-        let config = ExecutorConfig::parse(&format!(
+        let config = Config::parse(&format!(
             "[vault]\naddress = \"{AUD}\"\n[policy]\njob_declarations = \"protected_refs_only\"\nallowed_mounts = [\"kv\"]\n"
         ))
         .expect("valid");

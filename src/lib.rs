@@ -20,10 +20,11 @@
 
 pub mod bindings;
 pub mod cli;
+pub mod config;
+pub mod config_file;
 pub mod declarations;
 pub mod error;
 pub mod executor;
-pub mod executor_config;
 pub mod exit;
 pub mod identity;
 pub mod inject;
@@ -32,9 +33,11 @@ pub mod job_response;
 pub mod joblog;
 pub mod lease;
 pub mod mask;
+pub mod patterns;
 pub mod policy;
 pub mod protocol;
 pub mod resolution;
+pub mod secret_plan;
 pub mod stages;
 pub mod state;
 pub mod supervision;

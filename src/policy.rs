@@ -6,48 +6,22 @@
 //! unprotected refs (or entirely), and narrow the mounts and roles a job may name. It never
 //! restricts bindings: they are the admin's own grants.
 
-use serde::Deserialize;
-
+use crate::config_file::PolicySection;
 use crate::declarations::Declaration;
 use crate::exit::FailureKind;
+use crate::patterns::Patterns;
 
-/// `[policy]` in the executor config.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicySection {
+pub use crate::config_file::JobDeclarations;
+
+/// `[policy]`, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
     /// When a job's own declarations are honoured.
-    #[serde(default)]
     pub job_declarations: JobDeclarations,
-    /// Globs of the secret-engine mounts a job may name (empty: any mount).
-    #[serde(default)]
-    pub allowed_mounts: Vec<String>,
-    /// Globs of the JWT roles a job may name with `VAULT_AUTH_ROLE` (empty: any role).
-    #[serde(default)]
-    pub allowed_roles: Vec<String>,
-}
-
-/// `job_declarations`: when `LEASEHOLD_SECRETS` is honoured.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobDeclarations {
-    /// On every ref.
-    #[default]
-    Always,
-    /// Only when the job runs for a protected branch or tag.
-    ProtectedRefsOnly,
-    /// Never: jobs get only what bindings grant.
-    Never,
-}
-
-impl JobDeclarations {
-    /// The name as written in the config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobDeclarations::Always => "always",
-            JobDeclarations::ProtectedRefsOnly => "protected_refs_only",
-            JobDeclarations::Never => "never",
-        }
-    }
+    /// The secret-engine mounts a job may name (empty: any mount).
+    pub allowed_mounts: Patterns,
+    /// The JWT roles a job may name with `VAULT_AUTH_ROLE` (empty: any role).
+    pub allowed_roles: Patterns,
 }
 
 /// Whether the job's ref is protected, and who says so.
@@ -61,19 +35,17 @@ pub struct RefProtection {
     pub source: &'static str,
 }
 
-impl PolicySection {
-    /// Checks the globs once, at config load.
-    pub fn validate(&self) -> Result<(), String> {
-        for (key, patterns) in [
-            ("allowed_mounts", &self.allowed_mounts),
-            ("allowed_roles", &self.allowed_roles),
-        ] {
-            for pattern in patterns {
-                glob(pattern)
-                    .map_err(|e| format!("policy.{key}: invalid pattern {pattern:?}: {e}"))?;
-            }
-        }
-        Ok(())
+impl Policy {
+    /// Compiles the section's globs, once, at config load.
+    pub fn compile(section: &PolicySection) -> Result<Self, String> {
+        let compile = |key: &str, patterns: &[String]| {
+            Patterns::new(patterns).map_err(|e| format!("policy.{key}: {e}"))
+        };
+        Ok(Policy {
+            job_declarations: section.job_declarations,
+            allowed_mounts: compile("allowed_mounts", &section.allowed_mounts)?,
+            allowed_roles: compile("allowed_roles", &section.allowed_roles)?,
+        })
     }
 
     /// Decides whether the job's own declarations may be used at all.
@@ -105,40 +77,25 @@ impl PolicySection {
         job_role: Option<&str>,
     ) -> Result<(), PolicyError> {
         if let Some(role) = job_role
-            && !matches_any(&self.allowed_roles, role)
+            && !self.allowed_roles.allows(role)
         {
             return Err(PolicyError::RoleNotAllowed {
                 role: role.to_owned(),
-                allowed: self.allowed_roles.clone(),
+                allowed: self.allowed_roles.texts().to_vec(),
             });
         }
         for declaration in declarations {
             let mount = &declaration.source.mount;
-            if !matches_any(&self.allowed_mounts, mount) {
+            if !self.allowed_mounts.allows(mount) {
                 return Err(PolicyError::MountNotAllowed {
                     name: declaration.name.clone(),
                     mount: mount.clone(),
-                    allowed: self.allowed_mounts.clone(),
+                    allowed: self.allowed_mounts.texts().to_vec(),
                 });
             }
         }
         Ok(())
     }
-}
-
-fn glob(pattern: &str) -> Result<globset::GlobMatcher, globset::Error> {
-    Ok(globset::GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .build()?
-        .compile_matcher())
-}
-
-/// Whether `value` matches one of `patterns`; an empty list allows everything.
-fn matches_any(patterns: &[String], value: &str) -> bool {
-    patterns.is_empty()
-        || patterns
-            .iter()
-            .any(|p| glob(p).is_ok_and(|g| g.is_match(value)))
 }
 
 /// A job asked for something the fleet policy does not allow. Always the job's fault.
@@ -230,7 +187,7 @@ mod tests {
 
     #[test]
     fn job_declarations_switch() {
-        let mut policy = PolicySection::default();
+        let mut policy = Policy::default();
         assert!(
             policy
                 .admit_declarations("LEASEHOLD_SECRETS", &protection(Some(false)))
@@ -267,15 +224,16 @@ mod tests {
 
     #[test]
     fn allow_lists_are_globs_and_empty_means_any() {
-        let mut policy = PolicySection::default();
+        let mut section = PolicySection::default();
+        let policy = Policy::compile(&section).expect("valid");
         assert!(
             policy
                 .check_names(&[decl("anything")], Some("any-role"))
                 .is_ok()
         );
-        policy.allowed_mounts = vec!["kv-ci".into(), "teams/*".into()];
-        policy.allowed_roles = vec!["ci-*".into()];
-        policy.validate().expect("valid globs");
+        section.allowed_mounts = vec!["kv-ci".into(), "teams/*".into()];
+        section.allowed_roles = vec!["ci-*".into()];
+        let policy = Policy::compile(&section).expect("valid globs");
         assert!(
             policy
                 .check_names(&[decl("kv-ci"), decl("teams/a")], None)
@@ -292,10 +250,9 @@ mod tests {
             .expect_err("refused")
             .to_string();
         assert!(err.contains("VAULT_AUTH_ROLE \"admin\""), "{err}");
-        policy.allowed_roles = vec!["[".into()];
+        section.allowed_roles = vec!["[".into()];
         assert!(
-            policy
-                .validate()
+            Policy::compile(&section)
                 .expect_err("refused")
                 .contains("allowed_roles")
         );

@@ -9,224 +9,19 @@
 //! Execution records every token and lease in a [`PrivateState`] the moment it exists, so a
 //! failure halfway can still revoke what was obtained.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::declarations::{Declaration, Engine, SecretSource};
-use crate::executor_config::{ExecutorConfig, ServerConfig};
+use crate::config::Config;
+use crate::declarations::{Engine, SecretSource};
 use crate::exit::FailureKind;
 use crate::identity::{Claims, peek_claims};
 use crate::job_response::JobResponse;
+use crate::secret_plan::{LoginPlan, ResolutionPlan};
 use crate::state::{Lease, PrivateState, Session, StoredSecret, unix_now};
-use crate::vault::{ServerSpec, VaultClient, VaultError};
-
-/// Everything needed to log in once.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoginPlan {
-    /// The server (already checked against the admin's allow-list).
-    pub server: ServerConfig,
-    /// The namespace (job's `VAULT_NAMESPACE`, else the server's).
-    pub namespace: Option<String>,
-    /// The JWT auth mount.
-    pub auth_mount: String,
-    /// The role (absent: the mount's default role).
-    pub role: Option<String>,
-    /// The job variable holding the ID token.
-    pub token_variable: String,
-}
-
-/// One request to Vault.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RequestPlan {
-    /// Index into [`ResolutionPlan::logins`].
-    pub login: usize,
-    /// What to request.
-    pub source: SecretSource,
-}
-
-/// One secret and where its value comes from.
-#[derive(Debug, Clone)]
-pub struct PlannedSecret {
-    /// The declaration.
-    pub declaration: Declaration,
-    /// Index into [`ResolutionPlan::requests`].
-    pub request: usize,
-    /// Sub-stages that receive it.
-    pub stages: Vec<String>,
-    /// Where it was declared (`LEASEHOLD_SECRETS`, or a binding's name).
-    pub declared_by: String,
-}
-
-/// The logins and requests a job needs.
-#[derive(Debug, Clone, Default)]
-pub struct ResolutionPlan {
-    /// Unique logins.
-    pub logins: Vec<LoginPlan>,
-    /// Unique requests.
-    pub requests: Vec<RequestPlan>,
-    /// Every secret.
-    pub secrets: Vec<PlannedSecret>,
-}
-
-/// Where a group of secrets logs in, before the ID-token variable is known.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoginTarget {
-    /// The server (already checked against the admin's allow-list).
-    pub server: ServerConfig,
-    /// The namespace.
-    pub namespace: Option<String>,
-    /// The JWT auth mount, without slashes at either end.
-    pub auth_mount: String,
-    /// The role (absent: the mount's default role).
-    pub role: Option<String>,
-}
-
-impl LoginTarget {
-    /// The login a job's own declarations use: the job's `VAULT_SERVER_URL`, `VAULT_NAMESPACE`,
-    /// `VAULT_AUTH_PATH` and `VAULT_AUTH_ROLE` over the admin's defaults.
-    pub fn for_job(job: &JobResponse, config: &ExecutorConfig) -> Result<Self, ResolutionError> {
-        let requested_server = job.plain_variable("VAULT_SERVER_URL");
-        let server = config
-            .server_for(requested_server)
-            .map_err(|reason| ResolutionError::ServerNotAllowed { reason })?;
-        let namespace = job
-            .plain_variable("VAULT_NAMESPACE")
-            .map(str::to_owned)
-            .or_else(|| server.namespace.clone())
-            .filter(|n| !n.is_empty());
-        let auth_mount = job
-            .plain_variable("VAULT_AUTH_PATH")
-            .map_or_else(|| config.vault.auth_mount.clone(), str::to_owned)
-            .trim_matches('/')
-            .to_owned();
-        let role = job
-            .plain_variable("VAULT_AUTH_ROLE")
-            .map(str::to_owned)
-            .or_else(|| config.vault.role.clone());
-        Ok(LoginTarget {
-            server,
-            namespace,
-            auth_mount,
-            role,
-        })
-    }
-}
-
-impl ResolutionPlan {
-    /// Adds a job's own declarations, deduplicating logins and requests.
-    pub fn add(
-        &mut self,
-        declarations: Vec<Declaration>,
-        declared_by: &str,
-        job: &JobResponse,
-        config: &ExecutorConfig,
-    ) -> Result<(), ResolutionError> {
-        let target = LoginTarget::for_job(job, config)?;
-        self.add_with(
-            declarations,
-            declared_by,
-            &target,
-            &config.job.id_token_variable,
-            config,
-        )
-    }
-
-    /// Adds declarations that log in at `target` with the ID token in `token_variable` (unless a
-    /// declaration names its own), deduplicating logins and requests. A name granted twice is an
-    /// error naming both grants.
-    pub fn add_with(
-        &mut self,
-        declarations: Vec<Declaration>,
-        declared_by: &str,
-        target: &LoginTarget,
-        token_variable: &str,
-        config: &ExecutorConfig,
-    ) -> Result<(), ResolutionError> {
-        for declaration in declarations {
-            if let Some(first) = self
-                .secrets
-                .iter()
-                .find(|s| s.declaration.name == declaration.name)
-            {
-                return Err(ResolutionError::DuplicateName {
-                    name: declaration.name,
-                    first: first.declared_by.clone(),
-                    second: declared_by.to_owned(),
-                });
-            }
-            let login = LoginPlan {
-                server: target.server.clone(),
-                namespace: target.namespace.clone(),
-                auth_mount: target.auth_mount.clone(),
-                role: target.role.clone(),
-                token_variable: declaration
-                    .token_variable
-                    .clone()
-                    .unwrap_or_else(|| token_variable.to_owned()),
-            };
-            let login = index_of_or_push(&mut self.logins, login);
-            let request = RequestPlan {
-                login,
-                source: SecretSource {
-                    field: String::new(),
-                    ..declaration.source.clone()
-                },
-            };
-            let request = index_of_or_push(&mut self.requests, request);
-            let stages = declaration
-                .stages
-                .clone()
-                .unwrap_or_else(|| config.job.secret_stages.clone());
-            self.secrets.push(PlannedSecret {
-                declaration,
-                request,
-                stages,
-                declared_by: declared_by.to_owned(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Whether there is nothing to resolve.
-    pub fn is_empty(&self) -> bool {
-        self.secrets.is_empty()
-    }
-}
-
-fn index_of_or_push<T: PartialEq>(items: &mut Vec<T>, item: T) -> usize {
-    if let Some(i) = items.iter().position(|x| *x == item) {
-        i
-    } else {
-        items.push(item);
-        items.len() - 1
-    }
-}
-
-/// Connection settings for one server.
-pub fn server_spec(
-    server: &ServerConfig,
-    namespace: Option<String>,
-    config: &ExecutorConfig,
-) -> ServerSpec {
-    ServerSpec {
-        address: server.address.trim_end_matches('/').to_owned(),
-        namespace,
-        ca_file: server.ca_file.clone(),
-        client_cert: server.client_cert.clone(),
-        client_key: server.client_key.clone(),
-        allow_http: server.allow_http,
-        timeout: config.vault_timeout(),
-        retries: config.vault.retries,
-    }
-}
-
-/// Connection settings to reach the server a stored session came from.
-pub fn session_spec(session: &Session, config: &ExecutorConfig) -> ServerSpec {
-    server_spec(&session.server, session.namespace.clone(), config)
-}
+use crate::vault::{VaultClient, VaultError};
 
 /// Hooks prepare uses to journal progress as it happens.
 pub trait Progress {
@@ -240,7 +35,7 @@ pub trait Progress {
 pub async fn execute(
     plan: &ResolutionPlan,
     job: &JobResponse,
-    config: &ExecutorConfig,
+    config: &Config,
     state: &mut PrivateState,
     progress: &mut dyn Progress,
 ) -> Result<(), ResolutionError> {
@@ -248,7 +43,7 @@ pub async fn execute(
         plan.logins
             .iter()
             .map(|login| {
-                VaultClient::new(&server_spec(&login.server, login.namespace.clone(), config))
+                VaultClient::new(&config.server_spec(&login.server, login.namespace.clone()))
                     .map_err(|source| ResolutionError::Vault {
                         context: format!("configuring the client for {}", login.server.address),
                         source: Box::new(source),
@@ -284,10 +79,8 @@ pub async fn execute(
     for ((login, result), jwt) in plan.logins.iter().zip(logins).zip(&tokens) {
         match result {
             Ok(auth) => {
-                let mut server = login.server.clone();
-                server.address = server.address.trim_end_matches('/').to_owned();
                 state.sessions.push(Session {
-                    server,
+                    server: login.server.clone(),
                     namespace: login.namespace.clone(),
                     token: auth.client_token,
                     accessor: auth.accessor,
@@ -516,22 +309,6 @@ pub enum LoginRefusal {
 /// Why secrets could not be resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolutionError {
-    /// The job named a server the admin does not trust.
-    #[error("{reason}")]
-    ServerNotAllowed {
-        /// The full message.
-        reason: String,
-    },
-    /// Two declarations (or a declaration and a binding) target one variable.
-    #[error("secret {name} is granted twice (by {first} and by {second}); remove one of them")]
-    DuplicateName {
-        /// The variable.
-        name: String,
-        /// The first grant.
-        first: String,
-        /// The second grant.
-        second: String,
-    },
     /// The job lacks its ID token.
     #[error(
         "the job has no ID token in ${variable}; add to the job:  id_tokens: {{ {variable}: {{ aud: \"{audience}\" }} }}  (use the audience your Vault role's bound_audiences expects)"
@@ -703,13 +480,4 @@ pub fn describe_ttl(seconds: u64) -> String {
         s if s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
     }
-}
-
-/// Groups planned secrets by request, for the job log.
-pub fn secrets_by_request(plan: &ResolutionPlan) -> BTreeMap<usize, Vec<&PlannedSecret>> {
-    let mut map: BTreeMap<usize, Vec<&PlannedSecret>> = BTreeMap::new();
-    for secret in &plan.secrets {
-        map.entry(secret.request).or_default().push(secret);
-    }
-    map
 }

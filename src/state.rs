@@ -351,7 +351,7 @@ impl PrivateState {
     /// ones it receives), and what could not be masked.
     pub fn mask_set(
         &self,
-        mask: &crate::executor_config::MaskSection,
+        mask: &crate::config::MaskSection,
     ) -> (crate::mask::MaskSet, crate::mask::MaskReport) {
         crate::mask::MaskSet::new(
             self.secrets
@@ -380,7 +380,7 @@ impl std::fmt::Debug for PrivateState {
 #[derive(Serialize, Deserialize)]
 pub struct Session {
     /// The server (address and TLS settings), so later stages reach it the same way.
-    pub server: crate::executor_config::ServerConfig,
+    pub server: crate::vault::Server,
     /// The namespace the token lives in.
     pub namespace: Option<String>,
     /// The token.

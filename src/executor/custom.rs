@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::executor_config::CustomDriver;
+use crate::config::CustomDriver;
 use crate::exit::Outcome;
 use crate::protocol::{BuildStage, driver_base_env};
 

@@ -76,7 +76,7 @@ pub fn user_from_claim(
     claim: &str,
     value: Option<&str>,
     map: &std::collections::BTreeMap<String, String>,
-    allowed: &[String],
+    allowed: &crate::patterns::Patterns,
 ) -> Result<String, ExecutorError> {
     let value = value.filter(|v| !v.is_empty()).ok_or_else(|| {
         ExecutorError::User(format!(
@@ -84,10 +84,7 @@ pub fn user_from_claim(
         ))
     })?;
     let user = map.get(value).map_or(value, String::as_str);
-    let allowed_match = allowed.iter().any(|pattern| {
-        globset::Glob::new(pattern).is_ok_and(|g| g.compile_matcher().is_match(user))
-    });
-    if !allowed_match {
+    if !allowed.matches(user) {
         return Err(ExecutorError::User(format!(
             "{claim}={value} maps to local user {user}, which [executor] allowed_users does not list; ask the runner admin to allow it"
         )));
@@ -104,7 +101,7 @@ mod tests {
         let map = [("alice".to_owned(), "ci-alice".to_owned())]
             .into_iter()
             .collect();
-        let allowed = vec!["ci-*".to_owned()];
+        let allowed = crate::patterns::Patterns::new(&["ci-*"]).expect("valid");
         assert_eq!(
             user_from_claim("user_login", Some("alice"), &map, &allowed).expect("mapped"),
             "ci-alice"

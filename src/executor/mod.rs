@@ -12,7 +12,7 @@ pub mod shell;
 use std::ffi::OsString;
 use std::path::Path;
 
-use crate::executor_config::{ExecutorConfig, ExecutorKind};
+use crate::config::{Config, Executor};
 use crate::exit::{FailureKind, Outcome};
 use crate::protocol::BuildStage;
 
@@ -29,12 +29,12 @@ pub enum WrappedExecutor {
 
 impl WrappedExecutor {
     /// Builds the executor the config selects.
-    pub fn from_config(config: &ExecutorConfig) -> Self {
-        match (config.executor.kind, &config.executor.custom) {
-            (ExecutorKind::Custom, Some(driver)) => {
+    pub fn from_config(config: &Config) -> Self {
+        match &config.executor.kind {
+            Executor::Custom(driver) => {
                 WrappedExecutor::Custom(custom::CustomExecutor::new(driver.clone()))
             }
-            _ => WrappedExecutor::Shell(shell::ShellExecutor::new(&config.executor.shell)),
+            Executor::Shell { shell } => WrappedExecutor::Shell(shell::ShellExecutor::new(shell)),
         }
     }
 
@@ -61,7 +61,7 @@ impl WrappedExecutor {
     }
 
     /// Prepares the execution environment.
-    pub fn prepare(&self, config: &ExecutorConfig) -> Result<Outcome, ExecutorError> {
+    pub fn prepare(&self, config: &Config) -> Result<Outcome, ExecutorError> {
         match self {
             WrappedExecutor::Shell(shell) => shell.prepare(config).map(|()| Outcome::Success),
             WrappedExecutor::Custom(custom) => custom.prepare(),

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::executor_config::ExecutorConfig;
+use crate::config::Config;
 
 use super::ExecutorError;
 
@@ -21,7 +21,7 @@ impl ShellExecutor {
     }
 
     /// Makes sure the builds and cache directories exist, as gitlab-runner's shell executor does.
-    pub fn prepare(&self, config: &ExecutorConfig) -> Result<(), ExecutorError> {
+    pub fn prepare(&self, config: &Config) -> Result<(), ExecutorError> {
         for dir in [&config.builds_dir, &config.cache_dir] {
             std::fs::create_dir_all(dir).map_err(|source| ExecutorError::Directory {
                 path: dir.clone(),

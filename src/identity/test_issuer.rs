@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::executor_config::ExecutorConfig;
+use crate::config::Config;
 
 pub(crate) const ISSUER: &str = "https://gitlab.example.com";
 pub(crate) const AUD: &str = "https://vault.example.com";
@@ -97,8 +97,8 @@ pub(crate) async fn mock_gitlab() -> MockServer {
 
 /// An executor config for Vault at [`AUD`] and GitLab at `gitlab` (issuer [`ISSUER`]), with
 /// `extra` appended to `[gitlab]`.
-pub(crate) fn gitlab_config(gitlab: &MockServer, extra: &str) -> ExecutorConfig {
-    ExecutorConfig::parse(&format!(
+pub(crate) fn gitlab_config(gitlab: &MockServer, extra: &str) -> Config {
+    Config::parse(&format!(
         "[vault]\naddress = \"{AUD}\"\n[gitlab]\nurl = \"{}\"\nissuer = \"{ISSUER}\"\n{extra}",
         gitlab.uri()
     ))

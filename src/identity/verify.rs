@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::jwks::{Jwks, JwksSettings, open_cache_dir};
 use super::{Claims, IdentityError, LEGACY_TOKEN_VARIABLES};
-use crate::executor_config::{ExecutorConfig, GitlabSection, IssuerForms};
+use crate::config_file::{GitlabSection, IssuerForms};
 
 /// Claims of a token whose signature and claims leasehold verified. Only [`Verifier::verify`]
 /// makes one, so a function taking `&VerifiedClaims` cannot be handed unverified claims.
@@ -53,20 +53,24 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// The verifier `[gitlab]` describes, caching keys in its (checked) cache directory; `None`
-    /// without `[gitlab]`.
-    pub fn from_config(config: &ExecutorConfig) -> Result<Option<Self>, IdentityError> {
-        let Some(gitlab) = &config.gitlab else {
+    /// The verifier `[gitlab]` describes, accepting `audiences` and caching keys in its (checked)
+    /// cache directory below `state_dir`; `None` without `[gitlab]`.
+    pub fn configured(
+        gitlab: Option<&GitlabSection>,
+        audiences: &[String],
+        state_dir: &std::path::Path,
+    ) -> Result<Option<Self>, IdentityError> {
+        let Some(gitlab) = gitlab else {
             return Ok(None);
         };
-        let cache = open_cache_dir(&gitlab.jwks_cache_dir(&config.state_dir))?;
-        Self::new(config, gitlab, Some(cache)).map(Some)
+        let cache = open_cache_dir(&gitlab.jwks_cache_dir(state_dir))?;
+        Self::new(gitlab, audiences, Some(cache)).map(Some)
     }
 
     /// A verifier with an explicit cache directory (`None`: no cache).
     pub fn new(
-        config: &ExecutorConfig,
         gitlab: &GitlabSection,
+        audiences: &[String],
         cache_dir: Option<std::path::PathBuf>,
     ) -> Result<Self, IdentityError> {
         let jwks = Jwks::new(JwksSettings {
@@ -80,7 +84,7 @@ impl Verifier {
             jwks,
             issuers: gitlab.accepted_issuers(),
             issuer_forms: gitlab.issuer_forms,
-            audiences: config.audiences(),
+            audiences: audiences.to_vec(),
             leeway: gitlab.leeway_seconds,
         })
     }
@@ -251,6 +255,7 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use crate::identity::test_issuer::{self, AUD, TestKey, claims, gitlab_config, jwks};
     use serde_json::json;
     use wiremock::matchers::{method, path};
@@ -258,9 +263,14 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000;
 
-    fn verifier(config: &ExecutorConfig, cache: Option<&std::path::Path>) -> Verifier {
+    fn verifier(config: &Config, cache: Option<&std::path::Path>) -> Verifier {
         let gitlab = config.gitlab.as_ref().expect("gitlab");
-        Verifier::new(config, gitlab, cache.map(std::path::Path::to_path_buf)).expect("verifier")
+        Verifier::new(
+            gitlab,
+            &config.audiences,
+            cache.map(std::path::Path::to_path_buf),
+        )
+        .expect("verifier")
     }
 
     async fn serve(server: &MockServer, at: &str, keys: &[&TestKey], times: u64) {
@@ -274,7 +284,7 @@ mod tests {
 
     /// A mock GitLab publishing key-1, fetched exactly `times` times, and a config for it with
     /// `extra` in `[gitlab]`.
-    async fn gitlab(times: u64, extra: &str) -> (MockServer, ExecutorConfig) {
+    async fn gitlab(times: u64, extra: &str) -> (MockServer, Config) {
         let server = MockServer::start().await;
         serve(
             &server,
@@ -552,7 +562,7 @@ mod tests {
     #[tokio::test]
     async fn jwks_unreachable_is_a_system_failure() {
         let uri = test_issuer::dead_url();
-        let dead = ExecutorConfig::parse(&format!(
+        let dead = Config::parse(&format!(
             "[vault]\naddress = \"{AUD}\"\n[gitlab]\nurl = \"{uri}\"\ntimeout_seconds = 2\n"
         ))
         .expect("valid");

@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 
 use secrecy::SecretString;
 
-use crate::executor_config::{ExecutorConfig, ServerConfig, normalize_address};
-use crate::resolution::server_spec;
+use crate::config::{Config, ReaperCredential};
 use crate::state::{
     JobState, JobStatus, Journal, JournalLease, JournalSession, StateRoot, unix_now,
 };
+use crate::vault::{Server, address_key};
 use crate::vault::{VaultClient, VaultError};
 
 use super::RevocationOutcome;
@@ -67,7 +67,7 @@ pub fn is_over(journal: &Journal, now: u64, grace: u64) -> bool {
 type Credential = Result<(VaultClient, SecretString), String>;
 
 struct Credentials<'a> {
-    config: &'a ExecutorConfig,
+    config: &'a Config,
     clients: BTreeMap<(String, Option<String>), Credential>,
 }
 
@@ -77,7 +77,7 @@ impl Credentials<'_> {
         address: &str,
         namespace: Option<&String>,
     ) -> Result<&(VaultClient, SecretString), String> {
-        let key = (normalize_address(address), namespace.cloned());
+        let key = (address_key(address), namespace.cloned());
         if !self.clients.contains_key(&key) {
             let result = self.login(address, namespace).await;
             self.clients.insert(key.clone(), result);
@@ -99,39 +99,37 @@ impl Credentials<'_> {
         })?;
         let server = self
             .config
-            .vault
-            .all_servers()
-            .into_iter()
-            .find(|s| normalize_address(&s.address) == normalize_address(address))
-            .unwrap_or_else(|| ServerConfig {
-                address: address.to_owned(),
-                namespace: None,
-                ca_file: None,
-                client_cert: None,
-                client_key: None,
-                allow_http: false,
-            });
-        let client = VaultClient::new(&server_spec(&server, namespace.cloned(), self.config))
+            .servers
+            .find(address)
+            .cloned()
+            .unwrap_or_else(|| Server::bare(address));
+        let client = VaultClient::new(&self.config.server_spec(&server, namespace.cloned()))
             .map_err(|e| e.to_string())?;
-        let token = if let Some(path) = &reaper.token_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read reaper token_file {}: {e}", path.display()))?;
-            SecretString::from(text.trim().to_owned())
-        } else if let Some(approle) = &reaper.approle {
-            let secret_id = std::fs::read_to_string(&approle.secret_id_file).map_err(|e| {
-                format!(
-                    "cannot read reaper secret_id_file {}: {e}",
-                    approle.secret_id_file.display()
-                )
-            })?;
-            let secret_id = SecretString::from(secret_id.trim().to_owned());
-            client
-                .approle_login(&approle.mount, &approle.role_id, &secret_id)
-                .await
-                .map_err(|e| format!("reaper AppRole login failed: {e}"))?
-                .client_token
-        } else {
-            return Err("[reaper] has no credential".into());
+        let token = match reaper {
+            ReaperCredential::TokenFile(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    format!("cannot read reaper token_file {}: {e}", path.display())
+                })?;
+                SecretString::from(text.trim().to_owned())
+            }
+            ReaperCredential::AppRole {
+                mount,
+                role_id,
+                secret_id_file,
+            } => {
+                let secret_id = std::fs::read_to_string(secret_id_file).map_err(|e| {
+                    format!(
+                        "cannot read reaper secret_id_file {}: {e}",
+                        secret_id_file.display()
+                    )
+                })?;
+                let secret_id = SecretString::from(secret_id.trim().to_owned());
+                client
+                    .approle_login(mount, role_id, &secret_id)
+                    .await
+                    .map_err(|e| format!("reaper AppRole login failed: {e}"))?
+                    .client_token
+            }
         };
         Ok((client, token))
     }
@@ -157,19 +155,16 @@ fn already_gone(error: &VaultError) -> bool {
 
 /// A periodic reaper token lives only as long as it is renewed within its period; renewing it on
 /// every run (not only when something needs reaping) keeps it alive on a quiet runner too.
-async fn keep_token_file_alive(config: &ExecutorConfig) {
-    let Some(path) = config.reaper.as_ref().and_then(|r| r.token_file.as_ref()) else {
+async fn keep_token_file_alive(config: &Config) {
+    let Some(ReaperCredential::TokenFile(path)) = &config.reaper else {
         return;
     };
     let Ok(text) = std::fs::read_to_string(path) else {
         return;
     };
     let token = SecretString::from(text.trim().to_owned());
-    let spec = server_spec(
-        &config.vault.default_server(),
-        config.vault.namespace.clone(),
-        config,
-    );
+    let default = config.servers.default_server();
+    let spec = config.server_spec(default, default.namespace.clone());
     if let Ok(client) = VaultClient::new(&spec)
         && let Err(e) = client.renew_self(&token, None).await
     {
@@ -179,7 +174,7 @@ async fn keep_token_file_alive(config: &ExecutorConfig) {
 
 /// Reaps every job state under `root` that is over. With `dry_run`, only reports.
 pub async fn reap(
-    config: &ExecutorConfig,
+    config: &Config,
     root: &StateRoot,
     dry_run: bool,
 ) -> Result<ReapReport, crate::state::StateError> {
@@ -228,7 +223,7 @@ pub async fn reap(
     for ((_, _), creds) in credentials.clients {
         // An AppRole token is the reaper's own; don't leave it behind either.
         if let (Ok((client, token)), Some(reaper)) = (creds, &config.reaper)
-            && reaper.approle.is_some()
+            && matches!(reaper, ReaperCredential::AppRole { .. })
         {
             let _ = client.revoke_self(&token).await;
         }

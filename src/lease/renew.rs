@@ -9,15 +9,14 @@
 
 use std::time::Duration;
 
-use crate::executor_config::ExecutorConfig;
+use crate::config::Config;
 use crate::joblog;
-use crate::resolution::session_spec;
 use crate::state::{JobState, PrivateState, StateKey, unix_now};
 use crate::vault::{VaultClient, VaultError};
 
 /// Renews a job's token and leases on schedule.
 pub struct Renewer {
-    config: ExecutorConfig,
+    config: Config,
     job_state: JobState,
     key: StateKey,
     state: PrivateState,
@@ -36,12 +35,7 @@ enum Item {
 
 impl Renewer {
     /// A renewer over the job's state; nothing happens until [`Renewer::run`] is polled.
-    pub fn new(
-        config: ExecutorConfig,
-        job_state: JobState,
-        key: StateKey,
-        state: PrivateState,
-    ) -> Self {
+    pub fn new(config: Config, job_state: JobState, key: StateKey, state: PrivateState) -> Self {
         let clients = state.sessions.iter().map(|_| None).collect();
         Renewer {
             config,
@@ -105,7 +99,10 @@ impl Renewer {
 
     fn client(&mut self, session: usize) -> Option<&VaultClient> {
         if self.clients.get(session)?.is_none() {
-            let spec = session_spec(&self.state.sessions[session], &self.config);
+            let session_state = &self.state.sessions[session];
+            let spec = self
+                .config
+                .server_spec(&session_state.server, session_state.namespace.clone());
             match VaultClient::new(&spec) {
                 Ok(client) => self.clients[session] = Some(client),
                 Err(e) => {
@@ -306,14 +303,13 @@ mod tests {
     use secrecy::SecretString;
 
     fn renewer(ttl: u64, deadline: u64, renewable: bool) -> Renewer {
-        let config =
-            ExecutorConfig::parse("[vault]\naddress = \"http://127.0.0.1:1\"\n").expect("config");
+        let config = Config::parse("[vault]\naddress = \"http://127.0.0.1:1\"\n").expect("config");
         let dir = tempfile::tempdir().expect("tmp");
         let root = crate::state::StateRoot::open(&dir.path().join("s")).expect("root");
         let job_state = root.job(&crate::state::StateId::generate("1"));
         let state = PrivateState {
             sessions: vec![Session {
-                server: config.vault.default_server(),
+                server: config.servers.default_server().clone(),
                 namespace: None,
                 token: SecretString::from("t"),
                 accessor: "a".into(),

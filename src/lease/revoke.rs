@@ -10,8 +10,7 @@
 
 use futures_util::future::join_all;
 
-use crate::executor_config::ExecutorConfig;
-use crate::resolution::session_spec;
+use crate::config::Config;
 use crate::state::PrivateState;
 use crate::vault::{VaultClient, VaultError};
 
@@ -65,11 +64,11 @@ pub fn is_sts_lease(lease_id: &str) -> bool {
 }
 
 /// Revokes every lease, then every token, of the job.
-pub async fn revoke_all(state: &PrivateState, config: &ExecutorConfig) -> RevocationReport {
+pub async fn revoke_all(state: &PrivateState, config: &Config) -> RevocationReport {
     let clients: Vec<Result<VaultClient, VaultError>> = state
         .sessions
         .iter()
-        .map(|s| VaultClient::new(&session_spec(s, config)))
+        .map(|s| VaultClient::new(&config.server_spec(&s.server, s.namespace.clone())))
         .collect();
 
     let lease_results = join_all(state.leases.iter().map(|lease| {

@@ -14,22 +14,21 @@ use std::path::Path;
 use secrecy::SecretString;
 use serde_json::Value;
 
-use crate::bindings::TEMPLATE_CLAIMS;
+use crate::bindings::FixedLogin;
 use crate::cli::Cli;
+use crate::config::Config;
 use crate::error::Result;
-use crate::executor_config::{ExecutorConfig, ServerConfig, normalize_address};
 use crate::exit::Outcome;
 use crate::identity::Verifier;
 use crate::identity::jwks::LEGACY_JWKS_PATH;
-use crate::resolution::server_spec;
 use crate::state::{check_private_dir, unix_now};
-use crate::vault::{VaultClient, VaultError};
+use crate::vault::{Server, VaultClient, VaultError, address_key};
 
 use super::plan::expected_jwks_url;
 use super::runtime;
 
 pub(super) fn run(cli: &Cli, token_file: Option<&Path>) -> Result<Outcome> {
-    let path = ExecutorConfig::locate(cli.config.as_deref());
+    let path = Config::locate(cli.config.as_deref());
     let token = match read_token(token_file) {
         Ok(token) => token,
         Err(message) => {
@@ -117,7 +116,7 @@ impl Report {
 /// Runs every check.
 pub(crate) async fn check(path: &Path, token: Option<&SecretString>, now: u64) -> Report {
     let mut report = Report::default();
-    let config = match ExecutorConfig::load(path) {
+    let config = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {
             report.push(Level::Problem, format!("config: {e}"));
@@ -129,8 +128,8 @@ pub(crate) async fn check(path: &Path, token: Option<&SecretString>, now: u64) -
         format!(
             "config {}: valid; {} server{}, {} binding{}, {}, [policy] job_declarations = \"{}\"",
             path.display(),
-            config.vault.all_servers().len(),
-            if config.vault.all_servers().len() == 1 {
+            config.servers.iter().count(),
+            if config.servers.iter().count() == 1 {
                 ""
             } else {
                 "s"
@@ -151,7 +150,7 @@ pub(crate) async fn check(path: &Path, token: Option<&SecretString>, now: u64) -
     report
 }
 
-async fn check_gitlab(config: &ExecutorConfig, now: u64, report: &mut Report) {
+async fn check_gitlab(config: &Config, now: u64, report: &mut Report) {
     let Some(gitlab) = &config.gitlab else { return };
     let dir = gitlab.jwks_cache_dir(&config.state_dir);
     match std::fs::symlink_metadata(&dir) {
@@ -167,7 +166,7 @@ async fn check_gitlab(config: &ExecutorConfig, now: u64, report: &mut Report) {
             ),
         },
     }
-    let fetched = match Verifier::new(config, gitlab, None) {
+    let fetched = match Verifier::new(gitlab, &config.audiences, None) {
         Ok(verifier) => verifier.jwks().refresh(now).await,
         Err(e) => Err(e),
     };
@@ -194,64 +193,53 @@ struct Targets {
     mounts: BTreeMap<String, BTreeSet<String>>,
 }
 
-fn is_templated(text: &str) -> bool {
-    TEMPLATE_CLAIMS
-        .iter()
-        .any(|c| text.contains(&format!("{{{c}}}")))
-}
-
-fn targets(config: &ExecutorConfig, report: &mut Report) -> Vec<(ServerConfig, Targets)> {
-    let mut out: Vec<(ServerConfig, Targets)> = Vec::new();
-    let mut add =
-        |server: ServerConfig, namespace: Option<String>, mount: &str, role: Option<&str>| {
-            let key = (normalize_address(&server.address), namespace.clone());
-            let index = match out
-                .iter()
-                .position(|(s, t)| (normalize_address(&s.address), t.namespace.clone()) == key)
-            {
-                Some(i) => i,
-                None => {
-                    out.push((
-                        server,
-                        Targets {
-                            namespace,
-                            mounts: BTreeMap::new(),
-                        },
-                    ));
-                    out.len() - 1
-                }
-            };
-            let roles = out[index]
-                .1
-                .mounts
-                .entry(mount.trim_matches('/').to_owned())
-                .or_default();
-            if let Some(role) = role {
-                roles.insert(role.to_owned());
+fn targets(config: &Config, report: &mut Report) -> Vec<(Server, Targets)> {
+    let mut out: Vec<(Server, Targets)> = Vec::new();
+    let mut add = |server: Server, namespace: Option<String>, mount: &str, role: Option<&str>| {
+        let key = (address_key(&server.address), namespace.clone());
+        let index = match out
+            .iter()
+            .position(|(s, t)| (address_key(&s.address), t.namespace.clone()) == key)
+        {
+            Some(i) => i,
+            None => {
+                out.push((
+                    server,
+                    Targets {
+                        namespace,
+                        mounts: BTreeMap::new(),
+                    },
+                ));
+                out.len() - 1
             }
         };
-    for server in config.vault.all_servers() {
+        let roles = out[index]
+            .1
+            .mounts
+            .entry(mount.trim_matches('/').to_owned())
+            .or_default();
+        if let Some(role) = role {
+            roles.insert(role.to_owned());
+        }
+    };
+    for server in config.servers.iter() {
         let namespace = server.namespace.clone();
         add(
-            server,
+            server.clone(),
             namespace,
             &config.vault.auth_mount,
             config.vault.role.as_deref(),
         );
     }
     for binding in &config.bindings {
-        let templated: Vec<&str> = [
-            ("server", &binding.server),
-            ("namespace", &binding.namespace),
-            ("auth_mount", &binding.auth_mount),
-            ("role", &binding.role),
-        ]
-        .into_iter()
-        .filter(|(_, v)| v.as_deref().is_some_and(is_templated))
-        .map(|(k, _)| k)
-        .collect();
-        if !templated.is_empty() {
-            report.push(
+        match binding.fixed_login(&config.login_defaults()) {
+            Some(FixedLogin::Known(target)) => add(
+                target.server,
+                target.namespace,
+                &target.auth_mount,
+                target.role.as_deref(),
+            ),
+            Some(FixedLogin::Templated(templated)) => report.push(
                 Level::Note,
                 format!(
                     "binding {}: its {} {} templated from claims, so it is checked per job: run `leasehold plan --claims` with a job's claims",
@@ -259,29 +247,16 @@ fn targets(config: &ExecutorConfig, report: &mut Report) -> Vec<(ServerConfig, T
                     templated.join(", "),
                     if templated.len() == 1 { "is" } else { "are" }
                 ),
-            );
-            continue;
+            ),
+            None => {}
         }
-        let Ok(server) = config.server_for(binding.server.as_deref()) else {
-            continue;
-        };
-        let namespace = binding
-            .namespace
-            .clone()
-            .or_else(|| server.namespace.clone());
-        let mount = binding
-            .auth_mount
-            .clone()
-            .unwrap_or_else(|| config.vault.auth_mount.clone());
-        let role = binding.role.clone().or_else(|| config.vault.role.clone());
-        add(server, namespace, &mount, role.as_deref());
     }
     out
 }
 
 async fn check_server(
-    config: &ExecutorConfig,
-    server: &ServerConfig,
+    config: &Config,
+    server: &Server,
     targets: &Targets,
     token: Option<&SecretString>,
     report: &mut Report,
@@ -291,7 +266,7 @@ async fn check_server(
         Some(ns) => format!("vault {address} (namespace {ns})"),
         None => format!("vault {address}"),
     };
-    let mut spec = server_spec(server, targets.namespace.clone(), config);
+    let mut spec = config.server_spec(server, targets.namespace.clone());
     spec.retries = 0;
     let client = match VaultClient::new(&spec) {
         Ok(client) => client,
@@ -366,7 +341,7 @@ async fn check_server(
 
 #[allow(clippy::too_many_arguments)]
 async fn check_mount(
-    config: &ExecutorConfig,
+    config: &Config,
     client: &VaultClient,
     token: &SecretString,
     at: &str,
@@ -447,7 +422,7 @@ fn text<'a>(value: &'a Value, key: &str) -> &'a str {
     value.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
-fn check_auth_config(config: &ExecutorConfig, here: &str, auth: &Value, report: &mut Report) {
+fn check_auth_config(config: &Config, here: &str, auth: &Value, report: &mut Report) {
     let jwks_url = text(auth, "jwks_url").trim_end_matches('/');
     let discovery = text(auth, "oidc_discovery_url").trim_end_matches('/');
     let bound_issuer = text(auth, "bound_issuer");
@@ -533,7 +508,7 @@ fn check_auth_config(config: &ExecutorConfig, here: &str, auth: &Value, report: 
     }
 }
 
-fn check_role(config: &ExecutorConfig, here: &str, role: &Value, report: &mut Report) {
+fn check_role(config: &Config, here: &str, role: &Value, report: &mut Report) {
     let role_type = text(role, "role_type");
     if role_type == "oidc" {
         report.push(
@@ -551,7 +526,7 @@ fn check_role(config: &ExecutorConfig, here: &str, role: &Value, report: &mut Re
                 .collect()
         })
         .unwrap_or_default();
-    let audiences = config.audiences();
+    let audiences = &config.audiences;
     if bound.is_empty() {
         report.push(
             Level::Problem,

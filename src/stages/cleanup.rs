@@ -72,10 +72,7 @@ async fn inner_cleanup(
     }
 }
 
-fn revoke_and_remove(
-    config: &crate::executor_config::ExecutorConfig,
-    env: &StageEnv,
-) -> Result<Outcome> {
+fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Result<Outcome> {
     let Some(id) = env.state_id.as_deref() else {
         println!("leasehold: no state for this attempt (config did not run); nothing to clean up");
         return Ok(Outcome::Success);

@@ -11,8 +11,8 @@ mod reap;
 mod run;
 
 use crate::cli::{Cli, Command};
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::executor_config::ExecutorConfig;
 use crate::exit::{self, ExitCodes, FailureKind, Outcome};
 use crate::joblog;
 use crate::protocol::{ProtocolError, StageEnv};
@@ -60,9 +60,9 @@ pub(crate) fn finish(verdict: std::result::Result<Outcome, FailureKind>) -> i32 
 }
 
 /// Loads the executor config named by `--config`, `LEASEHOLD_CONFIG` or the default path.
-pub(crate) fn load_config(cli: &Cli) -> Result<ExecutorConfig> {
-    let path = ExecutorConfig::locate(cli.config.as_deref());
-    Ok(ExecutorConfig::load(&path)?)
+pub(crate) fn load_config(cli: &Cli) -> Result<Config> {
+    let path = Config::locate(cli.config.as_deref());
+    Ok(Config::load(&path)?)
 }
 
 /// The state id and key `config` put into `job_env`.

@@ -15,20 +15,20 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::cli::Cli;
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::executor_config::ExecutorConfig;
 use crate::exit::Outcome;
 use crate::identity::jwks::JWKS_PATH;
 use crate::identity::{Claims, IdentityError, Verifier, utc};
 use crate::job_plan::{ClaimsSource, Identity, Planned, Planner};
 use crate::job_response::JobResponse;
-use crate::resolution::ResolutionPlan;
+use crate::secret_plan::{PlannedSecret, ResolutionPlan};
 use crate::state::{check_private_dir, unix_now};
 
 use super::{load_config, runtime};
 
 pub(super) fn run(cli: &Cli, job: Option<&Path>, claims: Option<&Path>) -> Result<Outcome> {
-    let config_path = ExecutorConfig::locate(cli.config.as_deref());
+    let config_path = Config::locate(cli.config.as_deref());
     let config = load_config(cli)?;
     let input = match (job, claims) {
         (Some(job), _) => Input::Job(job),
@@ -51,7 +51,7 @@ pub(crate) enum Input<'a> {
 
 /// Builds the report and whether prepare would fail (1) or not (0).
 pub(crate) async fn report(
-    config: &ExecutorConfig,
+    config: &Config,
     config_path: &Path,
     input: Input<'_>,
     now: u64,
@@ -76,7 +76,7 @@ pub(crate) async fn report(
             } else {
                 Some(dir)
             };
-            Some(Verifier::new(config, gitlab, cache)?)
+            Some(Verifier::new(gitlab, &config.audiences, cache)?)
         }
         // --claims: nothing to verify, so no GitLab client either.
         _ => None,
@@ -166,7 +166,7 @@ const CLAIM_ROWS: &[&[&str]] = &[
 
 /// Renders the report; returns it and whether prepare would fail (1) or not (0).
 fn render(
-    config: &ExecutorConfig,
+    config: &Config,
     config_path: &Path,
     header: &str,
     identity: &Result<Identity, IdentityError>,
@@ -386,7 +386,7 @@ fn render(
     }
 }
 
-fn legacy_hint(config: &ExecutorConfig) -> String {
+fn legacy_hint(config: &Config) -> String {
     match &config.gitlab {
         Some(g) if g.allow_legacy_token_variables => " (nor CI_JOB_JWT_V2 / CI_JOB_JWT)".into(),
         _ => String::new(),
@@ -431,7 +431,7 @@ fn claim_rows(claims: &Claims, now: u64) -> Vec<String> {
     rows
 }
 
-fn secret_rows(plan: &ResolutionPlan, secret: &crate::resolution::PlannedSecret) -> Vec<String> {
+fn secret_rows(plan: &ResolutionPlan, secret: &PlannedSecret) -> Vec<String> {
     let request = &plan.requests[secret.request];
     let login = &plan.logins[request.login];
     let source = &request.source;
@@ -507,7 +507,7 @@ fn secret_rows(plan: &ResolutionPlan, secret: &crate::resolution::PlannedSecret)
 }
 
 /// The JWKS path `check` expects in Vault's auth config.
-pub(crate) fn expected_jwks_url(config: &ExecutorConfig) -> Option<String> {
+pub(crate) fn expected_jwks_url(config: &Config) -> Option<String> {
     config
         .gitlab
         .as_ref()
@@ -554,14 +554,14 @@ vault = "review/{environment}/url@kv"
     struct Fixture {
         server: MockServer,
         dir: tempfile::TempDir,
-        config: ExecutorConfig,
+        config: Config,
     }
 
     impl Fixture {
         async fn new() -> Fixture {
             let server = mock_gitlab().await;
             let dir = tempfile::tempdir().expect("tempdir");
-            let config = ExecutorConfig::parse(&format!(
+            let config = Config::parse(&format!(
                 "state_dir = \"{}\"\n[vault]\naddress = \"{AUD}\"\n[gitlab]\nurl = \"{}\"\nissuer = \"{ISSUER}\"\n{CONFIG}",
                 dir.path().join("state").display(),
                 server.uri()

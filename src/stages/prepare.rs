@@ -3,9 +3,9 @@
 //! was obtained before the stage exits.
 
 use crate::cli::Cli;
+use crate::config::{Config, RunAs};
 use crate::error::{Error, Result};
 use crate::executor::WrappedExecutor;
-use crate::executor_config::ExecutorConfig;
 use crate::exit::Outcome;
 use crate::identity::Verifier;
 use crate::job_plan::{ClaimsSource, Identity, Planned, Planner};
@@ -13,7 +13,8 @@ use crate::job_response::JobResponse;
 use crate::joblog;
 use crate::lease::revoke_all;
 use crate::protocol::StageEnv;
-use crate::resolution::{self, Progress, ResolutionPlan, describe_ttl};
+use crate::resolution::{self, Progress, describe_ttl};
+use crate::secret_plan::ResolutionPlan;
 use crate::state::{
     JobState, JobStatus, Journal, JournalLease, JournalSession, PrivateState, StateKey, StateRoot,
     unix_now,
@@ -86,11 +87,9 @@ pub(super) fn run(cli: &Cli) -> Result<Outcome> {
 /// Establishes the job's identity (with `[gitlab]`: verifies its ID token) and plans its
 /// secrets from the admin's bindings and, as the policy allows, the job's own declarations.
 /// Runs before any Vault request, so a forged or broken token never reaches Vault.
-pub(crate) fn plan_job(
-    job: &JobResponse,
-    config: &ExecutorConfig,
-) -> Result<(ResolutionPlan, Identity)> {
-    let verifier = Verifier::from_config(config)?;
+pub(crate) fn plan_job(job: &JobResponse, config: &Config) -> Result<(ResolutionPlan, Identity)> {
+    let verifier =
+        Verifier::configured(config.gitlab.as_ref(), &config.audiences, &config.state_dir)?;
     let planner = Planner {
         config,
         verifier: verifier.as_ref(),
@@ -109,8 +108,14 @@ pub(crate) fn plan_job(
 
 /// With `[executor] user_from_claim`: the local user this job runs as, from its VERIFIED claims
 /// only, through `user_map` and the `allowed_users` allow-list.
-fn job_user_from_claims(config: &ExecutorConfig, identity: &Identity) -> Result<Option<String>> {
-    let Some(claim) = &config.executor.user_from_claim else {
+fn job_user_from_claims(config: &Config, identity: &Identity) -> Result<Option<String>> {
+    let RunAs::FromClaim {
+        claim,
+        map,
+        allowed,
+        ..
+    } = &config.executor.run_as
+    else {
         return Ok(None);
     };
     let ClaimsSource::Verified(verified) = &identity.source else {
@@ -122,8 +127,8 @@ fn job_user_from_claims(config: &ExecutorConfig, identity: &Identity) -> Result<
     let user = crate::executor::job_user::user_from_claim(
         claim,
         verified.claims().get(claim),
-        &config.executor.user_map,
-        &config.executor.allowed_users,
+        map,
+        allowed,
     )?;
     joblog::info(&format!(
         "leasehold: the job runs as local user {user} ({claim} of the verified ID token)"
@@ -235,7 +240,7 @@ fn journal_leases(private: &PrivateState) -> Vec<JournalLease> {
 fn give_back(
     rt: &tokio::runtime::Runtime,
     private: &PrivateState,
-    config: &ExecutorConfig,
+    config: &Config,
     job_state: &JobState,
     journal: &mut Journal,
 ) {
@@ -259,7 +264,7 @@ fn give_back(
     }
 }
 
-fn report(plan: &ResolutionPlan, private: &PrivateState, config: &ExecutorConfig) {
+fn report(plan: &ResolutionPlan, private: &PrivateState, config: &Config) {
     if plan.is_empty() {
         joblog::info(&format!(
             "leasehold: no secrets for this job (no binding applies and {} is not set)",
@@ -372,10 +377,11 @@ mod tests {
         };
         let state = PrivateState {
             sessions: vec![Session {
-                server: ExecutorConfig::parse("[vault]\naddress = \"http://127.0.0.1:1\"\n")
+                server: Config::parse("[vault]\naddress = \"http://127.0.0.1:1\"\n")
                     .expect("config")
-                    .vault
-                    .default_server(),
+                    .servers
+                    .default_server()
+                    .clone(),
                 namespace: None,
                 token: SecretString::from("t"),
                 accessor: "acc".into(),

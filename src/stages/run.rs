@@ -7,9 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::cli::Cli;
+use crate::config::{InjectMode, RunAs};
 use crate::error::Result;
 use crate::executor::{ExecutorError, JobUser, WrappedExecutor};
-use crate::executor_config::InjectMode;
 use crate::exit::Outcome;
 use crate::inject::{self, Injection, StageDir};
 use crate::lease::Renewer;
@@ -32,11 +32,11 @@ pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Outcome>
         })?;
     let executor = WrappedExecutor::from_config(&config);
 
-    let job_user = match private
-        .run_as
-        .as_deref()
-        .or(config.executor.user.as_deref())
-    {
+    let fixed_user = match &config.executor.run_as {
+        RunAs::User { name, .. } => Some(name.as_str()),
+        _ => None,
+    };
+    let job_user = match private.run_as.as_deref().or(fixed_user) {
         Some(name) => {
             if !nix::unistd::geteuid().is_root() {
                 return Err(ExecutorError::HostUser(format!(
@@ -45,7 +45,7 @@ pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Outcome>
                 ))
                 .into());
             }
-            Some(JobUser::lookup(name, config.executor.group.as_deref())?)
+            Some(JobUser::lookup(name, config.executor.run_as.group())?)
         }
         None => None,
     };

@@ -8,9 +8,11 @@
 mod client;
 mod envelope;
 mod error;
+mod servers;
 #[cfg(test)]
 mod tests;
 
 pub use client::{ServerSpec, VaultClient, check_address};
 pub use envelope::{AuthInfo, Health, LeaseInfo, SecretEnvelope, SecretFields, TokenLookup};
 pub use error::VaultError;
+pub use servers::{Server, Servers, address_key};

@@ -1,0 +1,625 @@
+//! The executor config, checked once: what every other module reads.
+//!
+//! Why: the file decides which Vault servers may receive a job's ID token and which sub-stages
+//! see secrets, so a typo must not silently fall back to a default, and no module may read a raw
+//! value that was never checked. [`Config::load`] parses the raw schema ([`crate::config_file`]),
+//! validates every value and builds the types the rest of leasehold trusts: the normalised server
+//! list with its lookup, the executor as an enum, the reaper's one credential, compiled glob
+//! patterns, compiled bindings and policy. Every stage builds it once at start-up.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::bindings::{self, Binding, LoginDefaults};
+use crate::config_file::{self, ExecutorKind, File};
+use crate::exit::FailureKind;
+use crate::patterns::Patterns;
+use crate::policy::Policy;
+use crate::vault::{Server, ServerSpec, Servers};
+
+pub use crate::config_file::{
+    CustomDriver, GitlabSection, InjectMode, IssuerForms, JobSection, LeasesSection, MaskSection,
+};
+
+/// Where the config is read from when neither `--config` nor `LEASEHOLD_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/leasehold/config.toml";
+
+/// The checked executor config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Private per-job state lives below this directory (absolute).
+    pub state_dir: PathBuf,
+    /// Reported to gitlab-runner as `builds_dir`.
+    pub builds_dir: PathBuf,
+    /// Reported to gitlab-runner as `cache_dir`.
+    pub cache_dir: PathBuf,
+    /// Reported to gitlab-runner as `builds_dir_is_shared` when set.
+    pub builds_dir_is_shared: Option<bool>,
+    /// The servers a job's ID token may go to, the default first.
+    pub servers: Servers,
+    /// Login defaults and request settings.
+    pub vault: VaultSettings,
+    /// How jobs name their secrets and which stages see them (patterns checked).
+    pub job: JobSection,
+    /// How injected values are masked in the job log.
+    pub mask: MaskSection,
+    /// The wrapped executor.
+    pub executor: ExecutorSettings,
+    /// Lease renewal limits.
+    pub leases: LeasesSection,
+    /// The credential `leasehold reap` revokes orphaned leases with.
+    pub reaper: Option<ReaperCredential>,
+    /// The GitLab instance whose ID tokens leasehold verifies itself (URL checked).
+    pub gitlab: Option<GitlabSection>,
+    /// The audiences a token's `aud` is checked against (empty without `[gitlab]`).
+    pub audiences: Vec<String>,
+    /// What jobs may declare themselves.
+    pub policy: Policy,
+    /// Admin bindings, in file order.
+    pub bindings: Vec<Binding>,
+}
+
+/// `[vault]` apart from the servers: login defaults and request settings.
+#[derive(Debug, Clone)]
+pub struct VaultSettings {
+    /// The JWT auth mount used when the job sets no `VAULT_AUTH_PATH` (no slashes at the ends).
+    pub auth_mount: String,
+    /// The JWT role used when the job sets no `VAULT_AUTH_ROLE`.
+    pub role: Option<String>,
+    /// How long one HTTP request may take.
+    pub timeout: Duration,
+    /// How many times a request is retried when Vault is unreachable or answers 5xx.
+    pub retries: u32,
+}
+
+/// `[executor]`, checked.
+#[derive(Debug, Clone)]
+pub struct ExecutorSettings {
+    /// What runs the scripts.
+    pub kind: Executor,
+    /// How secrets reach the job.
+    pub inject: InjectMode,
+    /// Which local user the job's processes run as (shell executor only).
+    pub run_as: RunAs,
+    /// Where a job running as another user gets its file secrets and its copy of the script.
+    pub files_dir: PathBuf,
+}
+
+/// The wrapped executor.
+#[derive(Debug, Clone)]
+pub enum Executor {
+    /// Run each script locally with this shell (`bash`).
+    Shell {
+        /// The shell.
+        shell: String,
+    },
+    /// Call an inner custom-executor driver for every stage.
+    Custom(CustomDriver),
+}
+
+/// The local user a shell job runs as.
+#[derive(Debug, Clone)]
+pub enum RunAs {
+    /// leasehold's own user.
+    Leasehold,
+    /// A fixed user (leasehold must run as root).
+    User {
+        /// The login name.
+        name: String,
+        /// The group (default: the user's primary group).
+        group: Option<String>,
+    },
+    /// The user named by a verified ID-token claim, mapped and allow-listed.
+    FromClaim {
+        /// The claim (e.g. `user_login`).
+        claim: String,
+        /// Claim value to local user, for names that differ.
+        map: BTreeMap<String, String>,
+        /// The local users a job may run as.
+        allowed: Patterns,
+        /// The group (default: the user's primary group).
+        group: Option<String>,
+    },
+}
+
+impl RunAs {
+    /// The configured group, if any.
+    pub fn group(&self) -> Option<&str> {
+        match self {
+            RunAs::Leasehold => None,
+            RunAs::User { group, .. } | RunAs::FromClaim { group, .. } => group.as_deref(),
+        }
+    }
+}
+
+/// The reaper's own Vault credential (never a job's).
+#[derive(Debug, Clone)]
+pub enum ReaperCredential {
+    /// A file holding a Vault token (e.g. a periodic token), read at each run.
+    TokenFile(PathBuf),
+    /// Log in with AppRole.
+    AppRole {
+        /// The AppRole auth mount.
+        mount: String,
+        /// The role id.
+        role_id: String,
+        /// A file holding the secret id.
+        secret_id_file: PathBuf,
+    },
+}
+
+impl Config {
+    /// Picks the config path: `--config`, then `LEASEHOLD_CONFIG`, then the default.
+    pub fn locate(cli: Option<&Path>) -> PathBuf {
+        cli.map(Path::to_path_buf)
+            .or_else(|| {
+                std::env::var_os("LEASEHOLD_CONFIG")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+    }
+
+    /// Reads, parses and checks the config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => ConfigError::Missing {
+                path: path.to_owned(),
+            },
+            _ => ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            },
+        })?;
+        Self::parse(&text).map_err(|detail| ConfigError::Invalid {
+            path: path.to_owned(),
+            detail,
+        })
+    }
+
+    /// Parses and checks config text; the error is one line naming key, line and column.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: File = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        Self::check(file)
+    }
+
+    fn check(file: File) -> Result<Self, String> {
+        let servers = check_servers(&file.vault)?;
+        if !file.state_dir.is_absolute() {
+            return Err(format!(
+                "state_dir {} must be an absolute path",
+                file.state_dir.display()
+            ));
+        }
+        Patterns::new(&file.job.secret_stages).map_err(|e| format!("job.secret_stages: {e}"))?;
+        let executor = check_executor(file.executor, file.gitlab.is_some())?;
+        let reaper = file.reaper.map(check_reaper).transpose()?;
+        if file.mask.text.is_empty() {
+            return Err("mask.text must not be empty".into());
+        }
+        if let Some(gitlab) = &file.gitlab {
+            validate_gitlab(gitlab)?;
+        } else if !file.bindings.is_empty() {
+            return Err("bindings need [gitlab] so that claims are verified; add [gitlab] url = \"https://gitlab.example.com\"".into());
+        }
+        let policy = Policy::compile(&file.policy)?;
+        let bindings = bindings::compile_all(&file.bindings, &servers)?;
+        let audiences = match (
+            &file.gitlab,
+            file.gitlab.as_ref().and_then(|g| g.audiences.clone()),
+        ) {
+            (_, Some(list)) => list,
+            (Some(_), None) => servers.addresses(),
+            (None, None) => Vec::new(),
+        };
+        Ok(Config {
+            state_dir: file.state_dir,
+            builds_dir: file.builds_dir,
+            cache_dir: file.cache_dir,
+            builds_dir_is_shared: file.builds_dir_is_shared,
+            servers,
+            vault: VaultSettings {
+                auth_mount: file.vault.auth_mount.trim_matches('/').to_owned(),
+                role: file.vault.role,
+                timeout: Duration::from_secs(file.vault.timeout_seconds.max(1)),
+                retries: file.vault.retries,
+            },
+            job: file.job,
+            mask: file.mask,
+            executor,
+            leases: file.leases,
+            reaper,
+            gitlab: file.gitlab,
+            audiences,
+            policy,
+            bindings,
+        })
+    }
+
+    /// How to reach `server` in `namespace` with this config's request settings.
+    pub fn server_spec(&self, server: &Server, namespace: Option<String>) -> ServerSpec {
+        server.spec(namespace, self.vault.timeout, self.vault.retries)
+    }
+
+    /// Where logins go unless a job or binding says otherwise.
+    pub fn login_defaults(&self) -> LoginDefaults<'_> {
+        LoginDefaults {
+            servers: &self.servers,
+            auth_mount: &self.vault.auth_mount,
+            role: self.vault.role.as_deref(),
+        }
+    }
+}
+
+fn check_servers(vault: &config_file::VaultSection) -> Result<Servers, String> {
+    let default = config_file::ServerSection {
+        address: vault.address.clone(),
+        namespace: vault.namespace.clone(),
+        ca_file: vault.ca_file.clone(),
+        client_cert: vault.client_cert.clone(),
+        client_key: vault.client_key.clone(),
+        allow_http: vault.allow_http,
+    };
+    let mut checked = Vec::with_capacity(vault.servers.len() + 1);
+    for server in std::iter::once(&default).chain(&vault.servers) {
+        crate::vault::check_address(&server.address, server.allow_http)
+            .map_err(|e| e.to_string())?;
+        if server.client_cert.is_some() != server.client_key.is_some() {
+            return Err(format!(
+                "server {}: client_cert and client_key must be set together",
+                server.address
+            ));
+        }
+        checked.push(Server {
+            address: server.address.clone(),
+            namespace: server.namespace.clone(),
+            ca_file: server.ca_file.clone(),
+            client_cert: server.client_cert.clone(),
+            client_key: server.client_key.clone(),
+            allow_http: server.allow_http,
+        });
+    }
+    let default = checked.remove(0);
+    Ok(Servers::new(default, checked))
+}
+
+fn check_executor(
+    section: config_file::ExecutorSection,
+    has_gitlab: bool,
+) -> Result<ExecutorSettings, String> {
+    let kind = match (section.kind, section.custom) {
+        (ExecutorKind::Custom, None) => {
+            return Err("[executor] kind = \"custom\" needs an [executor.custom] table with at least run_exec".into());
+        }
+        (ExecutorKind::Custom, Some(_))
+            if section.user.is_some() || section.user_from_claim.is_some() =>
+        {
+            return Err("[executor] user / user_from_claim apply to kind = \"shell\" only; a custom driver decides the job's user itself".into());
+        }
+        (ExecutorKind::Custom, Some(driver)) => Executor::Custom(driver),
+        (ExecutorKind::Shell, _) => Executor::Shell {
+            shell: section.shell,
+        },
+    };
+    let run_as = match (section.user, section.user_from_claim) {
+        (Some(_), Some(_)) => {
+            return Err("[executor] set either user or user_from_claim, not both".into());
+        }
+        (Some(name), None) => RunAs::User {
+            name,
+            group: section.group,
+        },
+        (None, Some(_)) if !has_gitlab => {
+            return Err("[executor] user_from_claim needs [gitlab], so that the claim comes from a verified ID token".into());
+        }
+        (None, Some(_)) if section.allowed_users.is_empty() => {
+            return Err("[executor] user_from_claim needs allowed_users, so that a job cannot pick any local account".into());
+        }
+        (None, Some(claim)) => RunAs::FromClaim {
+            claim,
+            map: section.user_map,
+            allowed: Patterns::new(&section.allowed_users)
+                .map_err(|e| format!("[executor] allowed_users: {e}"))?,
+            group: section.group,
+        },
+        (None, None) => RunAs::Leasehold,
+    };
+    if !section.files_dir.is_absolute() {
+        return Err(format!(
+            "[executor] files_dir {} must be an absolute path",
+            section.files_dir.display()
+        ));
+    }
+    Ok(ExecutorSettings {
+        kind,
+        inject: section.inject,
+        run_as,
+        files_dir: section.files_dir,
+    })
+}
+
+fn check_reaper(section: config_file::ReaperSection) -> Result<ReaperCredential, String> {
+    match (section.token_file, section.approle) {
+        (Some(path), None) => Ok(ReaperCredential::TokenFile(path)),
+        (None, Some(approle)) => Ok(ReaperCredential::AppRole {
+            mount: approle.mount,
+            role_id: approle.role_id,
+            secret_id_file: approle.secret_id_file,
+        }),
+        _ => Err("[reaper] needs exactly one of token_file or [reaper.approle]".into()),
+    }
+}
+
+fn validate_gitlab(gitlab: &GitlabSection) -> Result<(), String> {
+    check_gitlab_url(&gitlab.url, gitlab.allow_http)?;
+    if gitlab.issuer().is_empty() {
+        return Err("gitlab.issuer must not be empty".into());
+    }
+    if let Some(audiences) = &gitlab.audiences
+        && (audiences.is_empty() || audiences.iter().any(|a| a.trim().is_empty()))
+    {
+        return Err(
+            "gitlab.audiences must list at least one non-empty audience (or be left out)".into(),
+        );
+    }
+    if let Some(dir) = &gitlab.jwks_cache_dir
+        && !dir.is_absolute()
+    {
+        return Err(format!(
+            "gitlab.jwks_cache_dir {} must be an absolute path",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The GitLab URL must be https (http only to loopback or with `allow_http`): the JWKS fetched
+/// from it decides which tokens are genuine.
+pub fn check_gitlab_url(url: &str, allow_http: bool) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        format!("gitlab.url {url:?} is not a URL ({e}); write it like https://gitlab.example.com")
+    })?;
+    let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) else {
+        return Err(format!("gitlab.url {url} has no host"));
+    };
+    if !parsed.username().is_empty()
+        || parsed.password().is_some()
+        || parsed.query().is_some()
+        || parsed.fragment().is_some()
+    {
+        return Err(format!(
+            "gitlab.url {url} must not carry credentials, a query or a fragment"
+        ));
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = bare == "localhost"
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http || loopback => Ok(()),
+        "http" => Err(format!(
+            "gitlab.url {url} uses plain http to a non-loopback host, so its signing keys could be forged in transit; use https, or set gitlab.allow_http = true"
+        )),
+        other => Err(format!("gitlab.url {url} has scheme {other:?}; use https")),
+    }
+}
+
+fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim().replace('\n', " ");
+    match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line} column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// Why the config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file does not exist.
+    #[error(
+        "executor config {path} not found: create it (example: executor-config/config.toml) or point --config / LEASEHOLD_CONFIG at it"
+    )]
+    Missing {
+        /// The path tried.
+        path: PathBuf,
+    },
+    /// The file exists but cannot be read.
+    #[error("cannot read executor config {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("invalid executor config {path}: {detail}")]
+    Invalid {
+        /// The path.
+        path: PathBuf,
+        /// Key, line, column and what is wrong.
+        detail: String,
+    },
+}
+
+impl ConfigError {
+    /// A broken runner config is never the job's fault.
+    pub fn failure_kind(&self) -> FailureKind {
+        FailureKind::System
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[vault]\naddress = \"https://vault.example.com\"\n";
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert_eq!(c.state_dir, PathBuf::from("/run/leasehold"));
+        assert_eq!(c.vault.auth_mount, "jwt");
+        assert_eq!(c.job.id_token_variable, "VAULT_ID_TOKEN");
+        assert_eq!(
+            c.job.secret_stages,
+            ["build_script", "step_*", "after_script"]
+        );
+        assert_eq!(c.mask.text, "[MASKED]");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_position() {
+        let err = Config::parse("[vault]\naddress = \"https://v\"\nrole_name = \"x\"\n")
+            .expect_err("invalid");
+        assert!(err.contains("role_name"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback_unless_allowed() {
+        assert!(Config::parse("[vault]\naddress = \"http://127.0.0.1:8200\"\n").is_ok());
+        let err = Config::parse("[vault]\naddress = \"http://vault.example.com\"\n")
+            .expect_err("invalid");
+        assert!(err.contains("allow_http"), "{err}");
+        assert!(
+            Config::parse("[vault]\naddress = \"http://vault.example.com\"\nallow_http = true\n")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn gitlab_section_defaults() {
+        let c = Config::parse(
+            "state_dir = \"/run/lh\"\n[vault]\naddress = \"https://a.example.com/\"\n[[vault.servers]]\naddress = \"https://b.example.com\"\n[gitlab]\nurl = \"https://gitlab.example.com/\"\n",
+        )
+        .expect("valid");
+        let g = c.gitlab.as_ref().expect("gitlab");
+        assert_eq!(g.issuer(), "https://gitlab.example.com");
+        assert_eq!(g.accepted_issuers(), ["https://gitlab.example.com"]);
+        assert_eq!(g.leeway_seconds, 60);
+        assert_eq!(g.jwks_cache_ttl_seconds, 3600);
+        assert_eq!(
+            g.jwks_cache_dir(&c.state_dir),
+            PathBuf::from("/run/lh/jwks")
+        );
+        assert!(!g.allow_legacy_token_variables);
+        assert_eq!(
+            c.audiences,
+            ["https://a.example.com", "https://b.example.com"]
+        );
+        assert_eq!(
+            c.policy.job_declarations,
+            crate::policy::JobDeclarations::Always
+        );
+        assert!(Config::parse(MINIMAL).expect("valid").audiences.is_empty());
+    }
+
+    #[test]
+    fn issuer_forms_both_accepts_bare_host() {
+        let c = Config::parse(
+            "[vault]\naddress = \"https://v\"\n[gitlab]\nurl = \"https://gitlab.example.com\"\nissuer_forms = \"both\"\naudiences = [\"x\"]\n",
+        )
+        .expect("valid");
+        let g = c.gitlab.as_ref().expect("gitlab");
+        assert_eq!(
+            g.accepted_issuers(),
+            ["https://gitlab.example.com", "gitlab.example.com"]
+        );
+        assert_eq!(c.audiences, ["x"]);
+        let c = Config::parse(
+            "[vault]\naddress = \"https://v\"\n[gitlab]\nurl = \"https://gitlab.example.com\"\nissuer = \"gitlab.example.com\"\nissuer_forms = \"both\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.gitlab.as_ref().expect("gitlab").accepted_issuers(),
+            ["https://gitlab.example.com", "gitlab.example.com"]
+        );
+    }
+
+    #[test]
+    fn gitlab_url_must_be_https_unless_loopback() {
+        let parse = |url: &str, extra: &str| {
+            Config::parse(&format!(
+                "[vault]\naddress = \"https://v\"\n[gitlab]\nurl = \"{url}\"\n{extra}"
+            ))
+        };
+        assert!(parse("http://127.0.0.1:8080", "").is_ok());
+        assert!(
+            parse("http://gitlab.example.com", "")
+                .expect_err("http")
+                .contains("allow_http")
+        );
+        assert!(parse("http://gitlab.example.com", "allow_http = true").is_ok());
+        assert!(
+            parse("gitlab.example.com", "")
+                .expect_err("no scheme")
+                .contains("not a URL")
+        );
+        assert!(
+            parse("https://g", "audiences = []")
+                .expect_err("empty")
+                .contains("audiences")
+        );
+        assert!(
+            parse("https://g", "jwks_cache_dir = \"rel\"")
+                .expect_err("relative")
+                .contains("absolute")
+        );
+        assert!(
+            parse("https://g", "issuer_forms = \"loose\"")
+                .expect_err("bad form")
+                .contains("loose")
+        );
+    }
+
+    #[test]
+    fn job_may_only_name_listed_servers() {
+        let c = Config::parse(
+            "[vault]\naddress = \"https://a.example.com\"\n[[vault.servers]]\naddress = \"https://b.example.com/\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.servers.get(None).expect("default").address,
+            "https://a.example.com"
+        );
+        assert_eq!(
+            c.servers
+                .get(Some("https://B.example.com"))
+                .expect("listed")
+                .address,
+            "https://b.example.com"
+        );
+        let err = c
+            .servers
+            .get(Some("https://evil.example.com"))
+            .expect_err("invalid");
+        assert!(err.contains("[[vault.servers]]"), "{err}");
+    }
+
+    #[test]
+    fn the_executor_is_an_enum_and_the_reaper_has_one_credential() {
+        let c = Config::parse(
+            "[vault]\naddress = \"https://v\"\n[executor]\nkind = \"custom\"\n[executor.custom]\nrun_exec = \"/bin/true\"\n[reaper]\ntoken_file = \"/etc/leasehold/reaper-token\"\n",
+        )
+        .expect("valid");
+        assert!(matches!(c.executor.kind, Executor::Custom(ref d) if d.run_exec == "/bin/true"));
+        assert!(matches!(c.reaper, Some(ReaperCredential::TokenFile(_))));
+        let err =
+            Config::parse("[vault]\naddress = \"https://v\"\n[executor]\nkind = \"custom\"\n")
+                .expect_err("no driver");
+        assert!(err.contains("[executor.custom]"), "{err}");
+        let err = Config::parse(
+            "[vault]\naddress = \"https://v\"\n[gitlab]\nurl = \"https://g\"\n[executor]\nuser_from_claim = \"user_login\"\nallowed_users = [\"ci-[\"]\n",
+        )
+        .expect_err("bad glob");
+        assert!(err.contains("allowed_users"), "{err}");
+    }
+}

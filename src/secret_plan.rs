@@ -1,0 +1,172 @@
+//! The plan of a job's secrets: which logins, which requests, which secret comes from which.
+//!
+//! gitlab-runner logs in and reads once per *field*, so two fields of one database credential
+//! come from two leases and don't match. leasehold plans first: secrets are grouped by the login
+//! they need (server, namespace, auth mount, role, ID-token variable) and by the request that
+//! yields them (login, engine, mount, path, request body). Planning ([`crate::job_plan`]) builds
+//! this; resolution ([`crate::resolution`]) executes it, each login and each request exactly once.
+
+use crate::declarations::{Declaration, SecretSource};
+use crate::exit::FailureKind;
+use crate::vault::Server;
+
+/// Everything needed to log in once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoginPlan {
+    /// The server (already checked against the admin's allow-list).
+    pub server: Server,
+    /// The namespace (job's `VAULT_NAMESPACE`, else the server's).
+    pub namespace: Option<String>,
+    /// The JWT auth mount.
+    pub auth_mount: String,
+    /// The role (absent: the mount's default role).
+    pub role: Option<String>,
+    /// The job variable holding the ID token.
+    pub token_variable: String,
+}
+
+/// One request to Vault.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestPlan {
+    /// Index into [`ResolutionPlan::logins`].
+    pub login: usize,
+    /// What to request.
+    pub source: SecretSource,
+}
+
+/// One secret and where its value comes from.
+#[derive(Debug, Clone)]
+pub struct PlannedSecret {
+    /// The declaration.
+    pub declaration: Declaration,
+    /// Index into [`ResolutionPlan::requests`].
+    pub request: usize,
+    /// Sub-stages that receive it.
+    pub stages: Vec<String>,
+    /// Where it was declared (`LEASEHOLD_SECRETS`, or a binding's name).
+    pub declared_by: String,
+}
+
+/// The logins and requests a job needs.
+#[derive(Debug, Clone, Default)]
+pub struct ResolutionPlan {
+    /// Unique logins.
+    pub logins: Vec<LoginPlan>,
+    /// Unique requests.
+    pub requests: Vec<RequestPlan>,
+    /// Every secret.
+    pub secrets: Vec<PlannedSecret>,
+}
+
+/// Where a group of secrets logs in, before the ID-token variable is known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoginTarget {
+    /// The server (already checked against the admin's allow-list).
+    pub server: Server,
+    /// The namespace.
+    pub namespace: Option<String>,
+    /// The JWT auth mount, without slashes at either end.
+    pub auth_mount: String,
+    /// The role (absent: the mount's default role).
+    pub role: Option<String>,
+}
+
+impl ResolutionPlan {
+    /// Adds declarations that log in at `target` with the ID token in `token_variable` (unless a
+    /// declaration names its own), deduplicating logins and requests; a declaration without
+    /// `stages:` gets `default_stages`. A name granted twice is an error naming both grants.
+    pub fn add_with(
+        &mut self,
+        declarations: Vec<Declaration>,
+        declared_by: &str,
+        target: &LoginTarget,
+        token_variable: &str,
+        default_stages: &[String],
+    ) -> Result<(), PlanError> {
+        for declaration in declarations {
+            if let Some(first) = self
+                .secrets
+                .iter()
+                .find(|s| s.declaration.name == declaration.name)
+            {
+                return Err(PlanError::DuplicateName {
+                    name: declaration.name,
+                    first: first.declared_by.clone(),
+                    second: declared_by.to_owned(),
+                });
+            }
+            let login = LoginPlan {
+                server: target.server.clone(),
+                namespace: target.namespace.clone(),
+                auth_mount: target.auth_mount.clone(),
+                role: target.role.clone(),
+                token_variable: declaration
+                    .token_variable
+                    .clone()
+                    .unwrap_or_else(|| token_variable.to_owned()),
+            };
+            let login = index_of_or_push(&mut self.logins, login);
+            let request = RequestPlan {
+                login,
+                source: SecretSource {
+                    field: String::new(),
+                    ..declaration.source.clone()
+                },
+            };
+            let request = index_of_or_push(&mut self.requests, request);
+            let stages = declaration
+                .stages
+                .clone()
+                .unwrap_or_else(|| default_stages.to_vec());
+            self.secrets.push(PlannedSecret {
+                declaration,
+                request,
+                stages,
+                declared_by: declared_by.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether there is nothing to resolve.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+}
+
+fn index_of_or_push<T: PartialEq>(items: &mut Vec<T>, item: T) -> usize {
+    if let Some(i) = items.iter().position(|x| *x == item) {
+        i
+    } else {
+        items.push(item);
+        items.len() - 1
+    }
+}
+
+/// What a job asked for cannot be planned. Always the job's (or its binding's) fault.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The job named a server the admin does not trust.
+    #[error("{reason}")]
+    ServerNotAllowed {
+        /// The full message.
+        reason: String,
+    },
+    /// Two declarations (or a declaration and a binding) target one variable.
+    #[error("secret {name} is granted twice (by {first} and by {second}); remove one of them")]
+    DuplicateName {
+        /// The variable.
+        name: String,
+        /// The first grant.
+        first: String,
+        /// The second grant.
+        second: String,
+    },
+}
+
+impl PlanError {
+    /// The job's declarations or claims do not fit the config.
+    pub fn failure_kind(&self) -> FailureKind {
+        FailureKind::Build
+    }
+}
