@@ -25,8 +25,9 @@ use globset::{Glob, GlobSetBuilder};
 use nix::unistd::{Gid, Uid};
 use secrecy::ExposeSecret;
 
+use crate::private_fs::{FsError, write_secret_file};
 use crate::protocol::BuildStage;
-use crate::state::{JobState, PrivateState, StateError, StoredSecret, write_secret_file};
+use crate::state::{JobDir, Sealed, StateError, StoredSecret};
 
 /// Whether `stage` matches any of the patterns (`*` wildcards, e.g. `step_*`).
 pub fn stage_matches(patterns: &[String], stage: &BuildStage) -> bool {
@@ -42,7 +43,7 @@ pub fn stage_matches(patterns: &[String], stage: &BuildStage) -> bool {
 }
 
 /// The secrets a stage receives. Unknown stage names never receive any.
-pub fn exposed_secrets<'a>(state: &'a PrivateState, stage: &BuildStage) -> Vec<&'a StoredSecret> {
+pub fn exposed_secrets<'a>(state: &'a Sealed, stage: &BuildStage) -> Vec<&'a StoredSecret> {
     if matches!(stage, BuildStage::Other(_)) {
         return Vec::new();
     }
@@ -62,7 +63,7 @@ pub struct StageDir {
 
 impl StageDir {
     /// A 0700 directory inside the job's own state (the job runs as leasehold's user).
-    pub fn in_state(job: &JobState, stage: &BuildStage) -> Result<Self, StateError> {
+    pub fn in_state(job: &JobDir, stage: &BuildStage) -> Result<Self, StateError> {
         Ok(StageDir {
             path: job.stage_files_dir(&stage.as_str())?,
             owner: None,
@@ -73,52 +74,39 @@ impl StageDir {
     /// runs as another user and must not see leasehold's state.
     pub fn for_user(
         root: &Path,
-        job: &JobState,
+        job: &JobDir,
         stage: &BuildStage,
         uid: Uid,
         gid: Gid,
     ) -> Result<Self, StateError> {
-        let io = |action: &'static str, path: &Path| {
-            let path = path.to_owned();
-            move |source| StateError::Io {
-                action,
-                path,
-                source,
-            }
-        };
         match std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o711)
             .create(root)
         {
             Ok(()) => {}
-            Err(e) => return Err(io("create", root)(e)),
+            Err(e) => return Err(FsError::io("create", root)(e).into()),
         }
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))
-            .map_err(io("chmod", root))?;
-        crate::state::check_owner(root)?;
-        let mut random = [0u8; 8];
-        crate::state::fill_random(&mut random);
+            .map_err(FsError::io("chmod", root))?;
+        crate::private_fs::check_owner(root)?;
         let name = format!(
             "{}-{}-{}",
             job.id().as_str(),
             sanitize(&stage.as_str()),
-            crate::state::hex(&random)
+            crate::random::random_hex::<8>()
         );
         let path = root.join(name);
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&path)
-            .map_err(io("create", &path))?;
+            .map_err(FsError::io("create", &path))?;
         let dir = StageDir {
             path,
             owner: Some((uid, gid)),
         };
-        nix::unistd::chown(&dir.path, Some(uid), Some(gid)).map_err(|e| StateError::Io {
-            action: "chown",
-            path: dir.path.clone(),
-            source: e.into(),
-        })?;
+        nix::unistd::chown(&dir.path, Some(uid), Some(gid))
+            .map_err(|e| FsError::io("chown", &dir.path)(e.into()))?;
         Ok(dir)
     }
 
@@ -131,18 +119,11 @@ impl StageDir {
     pub fn write(&self, name: &str, bytes: &[u8], mode: u32) -> Result<PathBuf, StateError> {
         let path = self.path.join(name);
         write_secret_file(&path, bytes)?;
-        let io = |action: &'static str| {
-            let path = path.clone();
-            move |source: std::io::Error| StateError::Io {
-                action,
-                path,
-                source,
-            }
-        };
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-            .map_err(io("chmod"))?;
+            .map_err(FsError::io("chmod", &path))?;
         if let Some((uid, gid)) = self.owner {
-            nix::unistd::chown(&path, Some(uid), Some(gid)).map_err(|e| io("chown")(e.into()))?;
+            nix::unistd::chown(&path, Some(uid), Some(gid))
+                .map_err(|e| FsError::io("chown", &path)(e.into()))?;
         }
         Ok(path)
     }
@@ -163,14 +144,10 @@ pub fn remove_user_stage_dirs(
     root: &Path,
     id: &crate::state::StateId,
 ) -> Result<usize, StateError> {
-    if crate::state::check_owner(root).is_err() {
+    if crate::private_fs::check_owner(root).is_err() {
         return Ok(0);
     }
-    let entries = std::fs::read_dir(root).map_err(|source| StateError::Io {
-        action: "list",
-        path: root.to_owned(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(root).map_err(FsError::io("list", root))?;
     let prefix = format!("{}-", id.as_str());
     let mut removed = 0;
     for entry in entries.flatten() {
@@ -182,11 +159,7 @@ pub fn remove_user_stage_dirs(
             continue;
         }
         let path = entry.path();
-        std::fs::remove_dir_all(&path).map_err(|source| StateError::Io {
-            action: "remove",
-            path,
-            source,
-        })?;
+        std::fs::remove_dir_all(&path).map_err(FsError::io("remove", &path))?;
         removed += 1;
     }
     Ok(removed)
@@ -248,11 +221,7 @@ pub fn for_script(
     stage: &BuildStage,
     dir: &StageDir,
 ) -> Result<Injection, StateError> {
-    let body = std::fs::read(original).map_err(|source| StateError::Io {
-        action: "read the stage script",
-        path: original.to_owned(),
-        source,
-    })?;
+    let body = std::fs::read(original).map_err(FsError::io("read the stage script", original))?;
     let wrapper = zeroize::Zeroizing::new(wrapper_script(secrets, &body, stage));
     let path = dir.write("wrapper.sh", wrapper.as_bytes(), 0o600)?;
     Ok(Injection {
@@ -285,9 +254,7 @@ pub fn ansi_c_quote(bytes: &[u8]) -> String {
 
 fn wrapper_script(secrets: &[&StoredSecret], body: &[u8], stage: &BuildStage) -> String {
     let mut delimiter = String::from("LEASEHOLD_SCRIPT_");
-    let mut random = [0u8; 8];
-    crate::state::fill_random(&mut random);
-    delimiter.push_str(&crate::state::hex(&random));
+    delimiter.push_str(&crate::random::random_hex::<8>());
     let mut w = String::new();
     let _ = writeln!(w, "#!/usr/bin/env bash");
     let _ = writeln!(

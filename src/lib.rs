@@ -3,20 +3,25 @@
 //! job log, and revokes them when the job ends.
 //!
 //! gitlab-runner spawns one short-lived process per stage (`config`, `prepare`, one `run` per
-//! sub-stage, `cleanup`); [`run`] is the entry point of each. Modules, one concern each:
+//! sub-stage, `cleanup`); [`run`] is the entry point of each. Modules, one concern each, from the
+//! top down (a module imports only from the layers below it; docs/architecture.md has the map):
 //!
-//! - [`cli`]: the command line; [`executor_config`]: the admin's TOML config;
-//! - [`protocol`]: the runner's environment and stage names; [`exit`]: the exit-code table; [`job_response`]: the job
-//!   payload; [`declarations`]: the job's `secrets:` YAML;
-//! - [`identity`]: the ID token, its verification and claims; [`vault`]: the HTTP client;
-//! - [`bindings`]: the admin's claim-based grants; [`policy`]: what jobs may declare themselves;
-//!   [`job_plan`]: identity, bindings, policy and declarations combined into one plan;
-//! - [`resolution`]: one login per identity, one read per path; [`state`]: private per-job state;
-//! - [`lease`]: renewal while the job runs, revocation at cleanup, and the reaper for crashes;
-//! - [`inject`]: the child's environment and file secrets; [`mask`]: the output masker;
-//! - [`supervision`]: spawning, signals and output pumping; [`executor`]: the wrapped executors;
 //! - [`stages`]: the four stage entry points and the admin tools (`reap`, `plan`, `check`);
-//!   [`joblog`]: what the job log shows.
+//!   [`error`]: every error a stage can end with;
+//! - [`planning`]: identity, bindings, policy and declarations combined into one
+//!   [`secret_plan::SecretPlan`]; [`resolution`]: one login per identity, one read per path;
+//!   [`lease`]: renewal while the job runs, revocation at cleanup, the reaper for crashes;
+//! - [`executor`]: the wrapped executors; [`inject`]: the child's environment and file secrets;
+//!   [`supervision`]: spawning, signals and output pumping;
+//! - [`identity`]: the ID token, its verification and claims; [`config`]: the checked executor
+//!   config, built from [`config_file`] (the raw TOML); [`bindings`]: the admin's claim-based
+//!   grants; [`policy`]: what jobs may declare themselves; [`secret_plan`]: the plan's data;
+//! - [`vault`]: the HTTP client and the trusted servers; [`state`]: private per-job state;
+//!   [`declarations`]: the job's `secrets:` YAML; [`job_response`]: the job payload;
+//!   [`protocol`]: the runner's environment and stage names;
+//! - at the bottom: [`exit`]: the exit-code table; [`mask`]: the output masker; [`patterns`]:
+//!   compiled globs; [`private_fs`]: private files and directories; [`random`]; [`joblog`]: what
+//!   the job log shows; [`cli`]: the command line.
 
 pub mod bindings;
 pub mod cli;
@@ -28,14 +33,16 @@ pub mod executor;
 pub mod exit;
 pub mod identity;
 pub mod inject;
-pub mod job_plan;
 pub mod job_response;
 pub mod joblog;
 pub mod lease;
 pub mod mask;
 pub mod patterns;
+pub mod planning;
 pub mod policy;
+pub mod private_fs;
 pub mod protocol;
+pub mod random;
 pub mod resolution;
 pub mod secret_plan;
 pub mod stages;

@@ -574,6 +574,18 @@ fn json_escape(value: &[u8], escape_slash: bool) -> Vec<u8> {
     out
 }
 
+impl MaskSet {
+    /// The masker of a job: every value it holds (each sub-stage masks all of them, not only the
+    /// ones it receives: a value written to a file in `build_script` can still be printed by a
+    /// later stage), with the admin's `[mask]` settings.
+    pub fn for_job<'a>(
+        values: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        settings: &crate::config_file::MaskSection,
+    ) -> (Self, MaskReport) {
+        Self::new(values, &settings.text, settings.min_length)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 //! yields them (login, engine, mount, path, request body). Each login and each request happens
 //! exactly once, requests concurrently, and every field is taken from its one response.
 //!
-//! Execution records every token and lease in a [`PrivateState`] the moment it exists, so a
+//! Execution records every token and lease in a [`Sealed`] the moment it exists, so a
 //! failure halfway can still revoke what was obtained.
 
 use std::time::Duration;
@@ -19,24 +19,24 @@ use crate::declarations::{Engine, SecretSource};
 use crate::exit::FailureKind;
 use crate::identity::{Claims, peek_claims};
 use crate::job_response::JobResponse;
-use crate::secret_plan::{LoginPlan, ResolutionPlan};
-use crate::state::{Lease, PrivateState, Session, StoredSecret, unix_now};
+use crate::secret_plan::{LoginPlan, SecretPlan};
+use crate::state::{Lease, Sealed, Session, StoredSecret, unix_now};
 use crate::vault::{VaultClient, VaultError};
 
 /// Hooks prepare uses to journal progress as it happens.
 pub trait Progress {
     /// Called after every login with the sessions obtained so far.
-    fn logged_in(&mut self, state: &PrivateState);
+    fn logged_in(&mut self, state: &Sealed);
 }
 
 /// Executes the plan: logins first (concurrently), then every request concurrently. Tokens and
 /// leases are pushed into `state` as soon as they exist; on error, `state` holds what must be
 /// revoked.
 pub async fn execute(
-    plan: &ResolutionPlan,
+    plan: &SecretPlan,
     job: &JobResponse,
     config: &Config,
-    state: &mut PrivateState,
+    state: &mut Sealed,
     progress: &mut dyn Progress,
 ) -> Result<(), ResolutionError> {
     let clients =

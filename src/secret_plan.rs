@@ -3,7 +3,7 @@
 //! gitlab-runner logs in and reads once per *field*, so two fields of one database credential
 //! come from two leases and don't match. leasehold plans first: secrets are grouped by the login
 //! they need (server, namespace, auth mount, role, ID-token variable) and by the request that
-//! yields them (login, engine, mount, path, request body). Planning ([`crate::job_plan`]) builds
+//! yields them (login, engine, mount, path, request body). Planning ([`crate::planning`]) builds
 //! this; resolution ([`crate::resolution`]) executes it, each login and each request exactly once.
 
 use crate::declarations::{Declaration, SecretSource};
@@ -28,7 +28,7 @@ pub struct LoginPlan {
 /// One request to Vault.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestPlan {
-    /// Index into [`ResolutionPlan::logins`].
+    /// Index into [`SecretPlan::logins`].
     pub login: usize,
     /// What to request.
     pub source: SecretSource,
@@ -39,7 +39,7 @@ pub struct RequestPlan {
 pub struct PlannedSecret {
     /// The declaration.
     pub declaration: Declaration,
-    /// Index into [`ResolutionPlan::requests`].
+    /// Index into [`SecretPlan::requests`].
     pub request: usize,
     /// Sub-stages that receive it.
     pub stages: Vec<String>,
@@ -49,7 +49,7 @@ pub struct PlannedSecret {
 
 /// The logins and requests a job needs.
 #[derive(Debug, Clone, Default)]
-pub struct ResolutionPlan {
+pub struct SecretPlan {
     /// Unique logins.
     pub logins: Vec<LoginPlan>,
     /// Unique requests.
@@ -71,7 +71,7 @@ pub struct LoginTarget {
     pub role: Option<String>,
 }
 
-impl ResolutionPlan {
+impl SecretPlan {
     /// Adds declarations that log in at `target` with the ID token in `token_variable` (unless a
     /// declaration names its own), deduplicating logins and requests; a declaration without
     /// `stages:` gets `default_stages`. A name granted twice is an error naming both grants.

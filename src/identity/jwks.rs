@@ -19,7 +19,7 @@ use jsonwebtoken::jwk::Jwk;
 use serde::{Deserialize, Serialize};
 
 use super::IdentityError;
-use crate::state::{StateRoot, write_atomic};
+use crate::private_fs::{open_private_dir, write_atomic};
 
 /// The JWKS path of GitLab 17 and later.
 pub const JWKS_PATH: &str = "/oauth/discovery/keys";
@@ -101,8 +101,8 @@ pub struct Jwks {
 
 /// Creates (0700) and checks a JWKS cache directory like the state directory.
 pub fn open_cache_dir(dir: &Path) -> Result<PathBuf, IdentityError> {
-    StateRoot::open(dir)
-        .map(|root| root.path().to_owned())
+    open_private_dir(dir)
+        .map(|()| dir.to_owned())
         .map_err(IdentityError::JwksCache)
 }
 

@@ -209,7 +209,7 @@ pub enum IdentityError {
     },
     /// The JWKS cache directory is unusable.
     #[error("JWKS cache: {0}")]
-    JwksCache(#[source] crate::state::StateError),
+    JwksCache(#[source] crate::private_fs::FsError),
     /// The HTTP client for GitLab could not be configured.
     #[error("cannot configure the HTTPS client for GitLab: {detail}")]
     GitlabClient {

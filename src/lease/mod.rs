@@ -10,4 +10,4 @@ mod revoke;
 
 pub use reap::{ReapItem, ReapReport, is_over, reap};
 pub use renew::{Renewer, warn_short_lived};
-pub use revoke::{Revocation, RevocationOutcome, RevocationReport, is_sts_lease, revoke_all};
+pub use revoke::{Revocation, RevocationOutcome, RevocationReport, revoke_all};

@@ -12,9 +12,7 @@ use std::collections::BTreeMap;
 use secrecy::SecretString;
 
 use crate::config::{Config, ReaperCredential};
-use crate::state::{
-    JobState, JobStatus, Journal, JournalLease, JournalSession, StateRoot, unix_now,
-};
+use crate::state::{JobDir, JobStatus, Journal, JournalLease, JournalSession, StateDir, unix_now};
 use crate::vault::{Server, address_key};
 use crate::vault::{VaultClient, VaultError};
 
@@ -175,7 +173,7 @@ async fn keep_token_file_alive(config: &Config) {
 /// Reaps every job state under `root` that is over. With `dry_run`, only reports.
 pub async fn reap(
     config: &Config,
-    root: &StateRoot,
+    root: &StateDir,
     dry_run: bool,
 ) -> Result<ReapReport, crate::state::StateError> {
     let now = unix_now();
@@ -311,7 +309,7 @@ async fn revoke_each<T: Journaled>(
 }
 
 async fn reap_one(
-    job: &JobState,
+    job: &JobDir,
     mut journal: Journal,
     credentials: &mut Credentials<'_>,
     report: &mut ReapReport,

@@ -11,15 +11,15 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::joblog;
-use crate::state::{JobState, PrivateState, StateKey, unix_now};
+use crate::state::{JobDir, Sealed, StateKey, unix_now};
 use crate::vault::{VaultClient, VaultError};
 
 /// Renews a job's token and leases on schedule.
 pub struct Renewer {
     config: Config,
-    job_state: JobState,
+    job_dir: JobDir,
     key: StateKey,
-    state: PrivateState,
+    state: Sealed,
     clients: Vec<Option<VaultClient>>,
     /// After a failed renewal: not before this time (a short Vault outage must not end renewal
     /// for the rest of the job, nor turn into a tight retry loop).
@@ -35,11 +35,11 @@ enum Item {
 
 impl Renewer {
     /// A renewer over the job's state; nothing happens until [`Renewer::run`] is polled.
-    pub fn new(config: Config, job_state: JobState, key: StateKey, state: PrivateState) -> Self {
+    pub fn new(config: Config, job_dir: JobDir, key: StateKey, state: Sealed) -> Self {
         let clients = state.sessions.iter().map(|_| None).collect();
         Renewer {
             config,
-            job_state,
+            job_dir,
             key,
             state,
             clients,
@@ -142,7 +142,7 @@ impl Renewer {
                 Item::Lease(i) => self.renew_lease(i, increment).await,
             }
         }
-        if let Err(e) = self.job_state.write_vault(&self.state, &self.key) {
+        if let Err(e) = self.job_dir.seal(&self.state, &self.key) {
             // cleanup may already have removed the state of a stage being killed.
             tracing::info!("renewed TTLs not persisted: {e}");
         }
@@ -258,7 +258,7 @@ impl Renewer {
 }
 
 /// At prepare: warns about credentials that cannot live until the job's timeout.
-pub fn warn_short_lived(state: &PrivateState) {
+pub fn warn_short_lived(state: &Sealed) {
     if state.deadline == 0 {
         return;
     }
@@ -305,9 +305,9 @@ mod tests {
     fn renewer(ttl: u64, deadline: u64, renewable: bool) -> Renewer {
         let config = Config::parse("[vault]\naddress = \"http://127.0.0.1:1\"\n").expect("config");
         let dir = tempfile::tempdir().expect("tmp");
-        let root = crate::state::StateRoot::open(&dir.path().join("s")).expect("root");
-        let job_state = root.job(&crate::state::StateId::generate("1"));
-        let state = PrivateState {
+        let root = crate::state::StateDir::open(&dir.path().join("s")).expect("root");
+        let job_dir = root.job(&crate::state::StateId::generate("1"));
+        let state = Sealed {
             sessions: vec![Session {
                 server: config.servers.default_server().clone(),
                 namespace: None,
@@ -331,7 +331,7 @@ mod tests {
             deadline,
             run_as: None,
         };
-        Renewer::new(config, job_state, StateKey::generate(), state)
+        Renewer::new(config, job_dir, StateKey::generate(), state)
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use futures_util::future::join_all;
 
 use crate::config::Config;
-use crate::state::PrivateState;
+use crate::state::{Sealed, is_sts_lease};
 use crate::vault::{VaultClient, VaultError};
 
 /// What happened to one token or lease.
@@ -56,15 +56,8 @@ impl RevocationReport {
     }
 }
 
-/// Whether a lease belongs to credentials Vault cannot take back (AWS STS sessions).
-pub fn is_sts_lease(lease_id: &str) -> bool {
-    let mut parts = lease_id.split('/');
-    let _mount = parts.next();
-    matches!(parts.next(), Some("sts"))
-}
-
 /// Revokes every lease, then every token, of the job.
-pub async fn revoke_all(state: &PrivateState, config: &Config) -> RevocationReport {
+pub async fn revoke_all(state: &Sealed, config: &Config) -> RevocationReport {
     let clients: Vec<Result<VaultClient, VaultError>> = state
         .sessions
         .iter()

@@ -21,7 +21,8 @@ use crate::error::Result;
 use crate::exit::Outcome;
 use crate::identity::Verifier;
 use crate::identity::jwks::LEGACY_JWKS_PATH;
-use crate::state::{check_private_dir, unix_now};
+use crate::private_fs::check_private_dir;
+use crate::state::unix_now;
 use crate::vault::{Server, VaultClient, VaultError, address_key};
 
 use super::plan::expected_jwks_url;

@@ -12,7 +12,7 @@ use crate::exit::Outcome;
 use crate::joblog;
 use crate::lease::{RevocationOutcome, RevocationReport, revoke_all};
 use crate::protocol::StageEnv;
-use crate::state::{JobStatus, StateId, StateKey, StateRoot};
+use crate::state::{JobStatus, StateDir, StateId, StateKey};
 
 use super::{load_config, runtime};
 
@@ -84,24 +84,24 @@ fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Result<O
             "could not remove the job's stage directories: {e}"
         ));
     }
-    let root = StateRoot::open(&config.state_dir)?;
-    let job_state = root.job(&id);
-    if !job_state.exists() {
+    let root = StateDir::open(&config.state_dir)?;
+    let job_dir = root.job(&id);
+    if !job_dir.exists() {
         println!("leasehold: {} already cleaned up", id.as_str());
         return Ok(Outcome::Success);
     }
-    let mut journal = job_state.read_journal()?;
-    let private = match env.state_key.as_ref().map(StateKey::from_hex).transpose()? {
-        Some(key) => job_state.read_vault(&key)?,
+    let mut journal = job_dir.read_journal()?;
+    let sealed = match env.state_key.as_ref().map(StateKey::from_hex).transpose()? {
+        Some(key) => job_dir.unseal(&key)?,
         None => None,
     };
 
-    let report = match &private {
-        Some(private) => runtime()?.block_on(revoke_all(private, config)),
+    let report = match &sealed {
+        Some(sealed) => runtime()?.block_on(revoke_all(sealed, config)),
         None => RevocationReport::default(),
     };
-    drop(private);
-    job_state.remove_secrets()?;
+    drop(sealed);
+    job_dir.remove_secrets()?;
 
     for item in &report.items {
         match &item.outcome {
@@ -126,15 +126,15 @@ fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Result<O
     let orphaned = private_missing_but_journaled(&journal, report.items.is_empty());
     if report.has_failures() || orphaned {
         journal.status = JobStatus::CleanupFailed;
-        job_state.write_journal(&journal)?;
+        job_dir.write_journal(&journal)?;
         joblog::warning(&format!(
             "leases of {} are left for `leasehold reap` (journal {})",
             id.as_str(),
-            job_state.dir().display()
+            job_dir.dir().display()
         ));
         return Ok(Outcome::LeftForReaper);
     }
-    job_state.remove()?;
+    job_dir.remove()?;
     println!(
         "leasehold: cleaned up {} ({} tokens, {} leases)",
         id.as_str(),

@@ -1,7 +1,7 @@
 //! `leasehold plan`: what would this job get, and why?
 //!
 //! The first thing an admin should reach for when a job did not get a secret, or got one it
-//! should not have. It runs prepare's own planning ([`crate::job_plan`]) on a saved job payload
+//! should not have. It runs prepare's own planning ([`crate::planning`]) on a saved job payload
 //! (`--job response.json`) or on a claim set (`--claims claims.json`), and prints, without reading
 //! any secret or calling Vault: the identity and whether it verified, every binding rule with each
 //! match key that held or failed, what the policy did with the job's own declarations, and each
@@ -20,10 +20,11 @@ use crate::error::{Error, Result};
 use crate::exit::Outcome;
 use crate::identity::jwks::JWKS_PATH;
 use crate::identity::{Claims, IdentityError, Verifier, utc};
-use crate::job_plan::{ClaimsSource, Identity, Planned, Planner};
 use crate::job_response::JobResponse;
-use crate::secret_plan::{PlannedSecret, ResolutionPlan};
-use crate::state::{check_private_dir, unix_now};
+use crate::planning::{ClaimsSource, Identity, Planned, Planner};
+use crate::private_fs::check_private_dir;
+use crate::secret_plan::{PlannedSecret, SecretPlan};
+use crate::state::unix_now;
 
 use super::{load_config, runtime};
 
@@ -431,7 +432,7 @@ fn claim_rows(claims: &Claims, now: u64) -> Vec<String> {
     rows
 }
 
-fn secret_rows(plan: &ResolutionPlan, secret: &PlannedSecret) -> Vec<String> {
+fn secret_rows(plan: &SecretPlan, secret: &PlannedSecret) -> Vec<String> {
     let request = &plan.requests[secret.request];
     let login = &plan.logins[request.login];
     let source = &request.source;

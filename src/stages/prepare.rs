@@ -8,17 +8,14 @@ use crate::error::{Error, Result};
 use crate::executor::WrappedExecutor;
 use crate::exit::Outcome;
 use crate::identity::Verifier;
-use crate::job_plan::{ClaimsSource, Identity, Planned, Planner};
 use crate::job_response::JobResponse;
 use crate::joblog;
 use crate::lease::revoke_all;
+use crate::planning::{ClaimsSource, Identity, Planned, Planner};
 use crate::protocol::StageEnv;
 use crate::resolution::{self, Progress, describe_ttl};
-use crate::secret_plan::ResolutionPlan;
-use crate::state::{
-    JobState, JobStatus, Journal, JournalLease, JournalSession, PrivateState, StateKey, StateRoot,
-    unix_now,
-};
+use crate::secret_plan::SecretPlan;
+use crate::state::{JobDir, JobStatus, Journal, Sealed, StateDir, StateKey, unix_now};
 
 use super::{load_config, runtime, state_handles};
 
@@ -26,37 +23,33 @@ pub(super) fn run(cli: &Cli) -> Result<Outcome> {
     let config = load_config(cli)?;
     let env = StageEnv::from_env();
     let (id, key) = state_handles(&env)?;
-    let root = StateRoot::open(&config.state_dir)?;
+    let root = StateDir::open(&config.state_dir)?;
     let job = JobResponse::read(env.require_job_response_file()?)?;
 
     mention_native_secrets(&job);
     let (plan, identity) = plan_job(&job, &config)?;
     let run_as = job_user_from_claims(&config, &identity)?;
 
-    let job_state = root.job(&id);
-    job_state.create()?;
-    let mut journal = Journal {
-        version: 1,
-        state_id: id.as_str().to_owned(),
-        job_id: job.id,
-        project_path: job.job_info.project_full_path.clone(),
-        created_at: unix_now(),
-        job_timeout_secs: job.timeout_secs(),
-        status: JobStatus::Preparing,
-        sessions: Vec::new(),
-        leases: Vec::new(),
-    };
-    job_state.write_journal(&journal)?;
+    let job_dir = root.job(&id);
+    job_dir.create()?;
+    let mut journal = Journal::new(
+        id.as_str(),
+        job.id,
+        &job.job_info.project_full_path,
+        unix_now(),
+        job.timeout_secs(),
+    );
+    job_dir.write_journal(&journal)?;
 
-    let mut private = PrivateState {
+    let mut sealed = Sealed {
         deadline: journal.created_at + journal.job_timeout_secs,
         run_as,
-        ..PrivateState::default()
+        ..Sealed::default()
     };
     if !plan.is_empty() {
         let rt = runtime()?;
         let mut progress = JournalProgress {
-            job_state: &job_state,
+            job_dir: &job_dir,
             journal: &mut journal,
             key: &key,
         };
@@ -64,21 +57,21 @@ pub(super) fn run(cli: &Cli) -> Result<Outcome> {
             &plan,
             &job,
             &config,
-            &mut private,
+            &mut sealed,
             &mut progress,
         ));
         if let Err(error) = outcome {
-            give_back(&rt, &private, &config, &job_state, &mut journal);
+            give_back(&rt, &sealed, &config, &job_dir, &mut journal);
             return Err(error.into());
         }
     }
-    journal.leases = journal_leases(&private);
-    job_state.write_vault(&private, &key)?;
+    journal.track(&sealed);
+    job_dir.seal(&sealed, &key)?;
     journal.status = JobStatus::Active;
-    job_state.write_journal(&journal)?;
-    report(&plan, &private, &config);
-    crate::lease::warn_short_lived(&private);
-    verify_key_round_trip(&job_state, &key)?;
+    job_dir.write_journal(&journal)?;
+    report(&plan, &sealed, &config);
+    crate::lease::warn_short_lived(&sealed);
+    verify_key_round_trip(&job_dir, &key)?;
     // The wrapped executor prepares last: a VM is not started for a job whose secrets fail.
     // If it fails, gitlab-runner runs cleanup, which revokes what was just obtained.
     Ok(WrappedExecutor::from_config(&config).prepare(&config)?)
@@ -87,7 +80,7 @@ pub(super) fn run(cli: &Cli) -> Result<Outcome> {
 /// Establishes the job's identity (with `[gitlab]`: verifies its ID token) and plans its
 /// secrets from the admin's bindings and, as the policy allows, the job's own declarations.
 /// Runs before any Vault request, so a forged or broken token never reaches Vault.
-pub(crate) fn plan_job(job: &JobResponse, config: &Config) -> Result<(ResolutionPlan, Identity)> {
+pub(crate) fn plan_job(job: &JobResponse, config: &Config) -> Result<(SecretPlan, Identity)> {
     let verifier =
         Verifier::configured(config.gitlab.as_ref(), &config.audiences, &config.state_dir)?;
     let planner = Planner {
@@ -191,80 +184,56 @@ fn mention_native_secrets(job: &JobResponse) {
 }
 
 struct JournalProgress<'a> {
-    job_state: &'a JobState,
+    job_dir: &'a JobDir,
     journal: &'a mut Journal,
     key: &'a StateKey,
 }
 
 impl Progress for JournalProgress<'_> {
-    fn logged_in(&mut self, state: &PrivateState) {
-        self.journal.sessions = state
-            .sessions
-            .iter()
-            .map(|s| JournalSession {
-                address: s.server.address.clone(),
-                namespace: s.namespace.clone(),
-                accessor: s.accessor.clone(),
-            })
-            .collect();
-        if let Err(e) = self.job_state.write_journal(self.journal) {
+    fn logged_in(&mut self, state: &Sealed) {
+        self.journal.track(state);
+        if let Err(e) = self.job_dir.write_journal(self.journal) {
             tracing::warn!("cannot journal the Vault login: {e}");
         }
         // The tokens too, so that cleanup can revoke them (and every lease created with them,
         // including one whose response never arrived) if prepare is killed, e.g. by a cancel.
         if !state.sessions.is_empty()
-            && let Err(e) = self.job_state.write_vault(state, self.key)
+            && let Err(e) = self.job_dir.seal(state, self.key)
         {
             tracing::warn!("cannot store the Vault token for cleanup: {e}");
         }
     }
 }
 
-fn journal_leases(private: &PrivateState) -> Vec<JournalLease> {
-    private
-        .leases
-        .iter()
-        .filter_map(|lease| {
-            let session = private.sessions.get(lease.session)?;
-            Some(JournalLease {
-                address: session.server.address.clone(),
-                namespace: session.namespace.clone(),
-                lease_id: lease.lease_id.clone(),
-                revocable: !crate::lease::is_sts_lease(&lease.lease_id),
-            })
-        })
-        .collect()
-}
-
 /// Revokes what a failed prepare obtained, and leaves the journal for the reaper if that fails.
 fn give_back(
     rt: &tokio::runtime::Runtime,
-    private: &PrivateState,
+    sealed: &Sealed,
     config: &Config,
-    job_state: &JobState,
+    job_dir: &JobDir,
     journal: &mut Journal,
 ) {
-    if private.sessions.is_empty() {
+    if sealed.sessions.is_empty() {
         return;
     }
-    let report = rt.block_on(revoke_all(private, config));
-    journal.leases = journal_leases(private);
+    let report = rt.block_on(revoke_all(sealed, config));
+    journal.track(sealed);
     if report.has_failures() {
         journal.status = JobStatus::CleanupFailed;
-        let _ = job_state.write_journal(journal);
+        let _ = job_dir.write_journal(journal);
         joblog::warning(
             "could not revoke everything this failed prepare obtained; `leasehold reap` will retry",
         );
     } else {
         journal.sessions.clear();
         journal.leases.clear();
-        let _ = job_state.write_journal(journal);
+        let _ = job_dir.write_journal(journal);
         // Nothing left for cleanup to revoke with the tokens stored at login.
-        let _ = job_state.remove_secrets();
+        let _ = job_dir.remove_secrets();
     }
 }
 
-fn report(plan: &ResolutionPlan, private: &PrivateState, config: &Config) {
+fn report(plan: &SecretPlan, sealed: &Sealed, config: &Config) {
     if plan.is_empty() {
         joblog::info(&format!(
             "leasehold: no secrets for this job (no binding applies and {} is not set)",
@@ -273,7 +242,7 @@ fn report(plan: &ResolutionPlan, private: &PrivateState, config: &Config) {
         return;
     }
     let _section = joblog::Section::start("leasehold_secrets", "Resolving secrets with leasehold");
-    for (login, session) in plan.logins.iter().zip(&private.sessions) {
+    for (login, session) in plan.logins.iter().zip(&sealed.sessions) {
         joblog::info(&format!(
             "Logged in to {}{} via auth/{} role {} (token accessor {}, TTL {}{})",
             session.server.address,
@@ -289,14 +258,14 @@ fn report(plan: &ResolutionPlan, private: &PrivateState, config: &Config) {
             if session.renewable { ", renewable" } else { "" },
         ));
     }
-    for secret in &private.secrets {
+    for secret in &sealed.secrets {
         let planned = plan
             .secrets
             .iter()
             .find(|p| p.declaration.name == secret.name);
         let lease = planned.and_then(|p| {
             let origin = plan.requests[p.request].source.display_path();
-            private.leases.iter().find(|l| l.origin == origin)
+            sealed.leases.iter().find(|l| l.origin == origin)
         });
         let lease_text = lease.map_or_else(
             || "no lease".to_owned(),
@@ -321,12 +290,12 @@ fn report(plan: &ResolutionPlan, private: &PrivateState, config: &Config) {
     }
     joblog::info(&format!(
         "{} secrets from {} requests and {} login{}",
-        private.secrets.len(),
+        sealed.secrets.len(),
         plan.requests.len(),
         plan.logins.len(),
         if plan.logins.len() == 1 { "" } else { "s" }
     ));
-    let (_, mask_report) = private.mask_set(&config.mask);
+    let (_, mask_report) = crate::mask::MaskSet::for_job(sealed.values(), &config.mask);
     for name in mask_report.too_short {
         joblog::warning(&format!(
             "secret {name} is shorter than {} bytes and will not be masked in the job log",
@@ -347,8 +316,8 @@ fn report(plan: &ResolutionPlan, private: &PrivateState, config: &Config) {
 }
 
 /// Fails prepare (rather than every later stage) if the state cannot be read back.
-fn verify_key_round_trip(job_state: &JobState, key: &StateKey) -> Result<()> {
-    job_state.read_vault(key).map(|_| ()).map_err(Error::from)
+fn verify_key_round_trip(job_dir: &JobDir, key: &StateKey) -> Result<()> {
+    job_dir.unseal(key).map(|_| ()).map_err(Error::from)
 }
 
 #[cfg(test)]
@@ -360,13 +329,13 @@ mod tests {
     #[test]
     fn tokens_are_stored_for_cleanup_as_soon_as_logged_in() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let root = StateRoot::open(&dir.path().join("state")).expect("root");
-        let job_state = root.job(&StateId::generate("1"));
-        job_state.create().expect("create");
+        let root = StateDir::open(&dir.path().join("state")).expect("root");
+        let job_dir = root.job(&StateId::generate("1"));
+        job_dir.create().expect("create");
         let key = StateKey::generate();
         let mut journal = Journal {
             version: 1,
-            state_id: job_state.id().as_str().to_owned(),
+            state_id: job_dir.id().as_str().to_owned(),
             job_id: 1,
             project_path: String::new(),
             created_at: 0,
@@ -375,7 +344,7 @@ mod tests {
             sessions: Vec::new(),
             leases: Vec::new(),
         };
-        let state = PrivateState {
+        let state = Sealed {
             sessions: vec![Session {
                 server: Config::parse("[vault]\naddress = \"http://127.0.0.1:1\"\n")
                     .expect("config")
@@ -390,20 +359,20 @@ mod tests {
                 since: 0,
                 exhausted: false,
             }],
-            ..PrivateState::default()
+            ..Sealed::default()
         };
         JournalProgress {
-            job_state: &job_state,
+            job_dir: &job_dir,
             journal: &mut journal,
             key: &key,
         }
         .logged_in(&state);
         assert_eq!(
-            job_state.read_journal().expect("journal").sessions[0].accessor,
+            job_dir.read_journal().expect("journal").sessions[0].accessor,
             "acc"
         );
-        let stored = job_state
-            .read_vault(&key)
+        let stored = job_dir
+            .unseal(&key)
             .expect("readable")
             .expect("written at login");
         assert_eq!(stored.sessions.len(), 1);

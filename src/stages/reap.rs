@@ -4,13 +4,13 @@ use crate::cli::Cli;
 use crate::error::Result;
 use crate::exit::Outcome;
 use crate::lease::{RevocationOutcome, reap};
-use crate::state::StateRoot;
+use crate::state::StateDir;
 
 use super::{load_config, runtime};
 
 pub(super) fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
     let config = load_config(cli)?;
-    let root = StateRoot::open(&config.state_dir)?;
+    let root = StateDir::open(&config.state_dir)?;
     let report = runtime()?.block_on(reap(&config, &root, dry_run))?;
     for item in &report.items {
         match &item.outcome {

@@ -14,7 +14,7 @@ use crate::exit::Outcome;
 use crate::inject::{self, Injection, StageDir};
 use crate::lease::Renewer;
 use crate::protocol::{BuildStage, StageEnv};
-use crate::state::{StateError, StateRoot};
+use crate::state::{StateDir, StateError};
 
 use super::{load_config, runtime, state_handles};
 
@@ -23,20 +23,18 @@ pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Outcome>
     let env = StageEnv::from_env();
     let stage = BuildStage::parse(stage_name);
     let (id, key) = state_handles(&env)?;
-    let root = StateRoot::open(&config.state_dir)?;
-    let job_state = root.job(&id);
-    let private = job_state
-        .read_vault(&key)?
-        .ok_or_else(|| StateError::Missing {
-            path: job_state.dir().to_owned(),
-        })?;
+    let root = StateDir::open(&config.state_dir)?;
+    let job_dir = root.job(&id);
+    let sealed = job_dir.unseal(&key)?.ok_or_else(|| StateError::Missing {
+        path: job_dir.dir().to_owned(),
+    })?;
     let executor = WrappedExecutor::from_config(&config);
 
     let fixed_user = match &config.executor.run_as {
         RunAs::User { name, .. } => Some(name.as_str()),
         _ => None,
     };
-    let job_user = match private.run_as.as_deref().or(fixed_user) {
+    let job_user = match sealed.run_as.as_deref().or(fixed_user) {
         Some(name) => {
             if !nix::unistd::geteuid().is_root() {
                 return Err(ExecutorError::HostUser(format!(
@@ -50,18 +48,18 @@ pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Outcome>
         None => None,
     };
 
-    let exposed = inject::exposed_secrets(&private, &stage);
+    let exposed = inject::exposed_secrets(&sealed, &stage);
     let script_delivery = config.executor.inject == InjectMode::Script;
     let stage_dir = match &job_user {
         Some(user) => Some(StageDir::for_user(
             &config.executor.files_dir,
-            &job_state,
+            &job_dir,
             &stage,
             user.uid,
             user.gid,
         )?),
         None if inject::needs_stage_dir(&exposed, script_delivery) => {
-            Some(StageDir::in_state(&job_state, &stage)?)
+            Some(StageDir::in_state(&job_dir, &stage)?)
         }
         None => None,
     };
@@ -72,10 +70,12 @@ pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Outcome>
     };
     // A job user cannot read the runner's script (it lives in the runner's private temp dir).
     if let (Some(_), None, Some(dir)) = (&job_user, &injection.script, &stage_dir) {
-        let body = std::fs::read(script).map_err(|source| StateError::Io {
-            action: "read the stage script",
-            path: script.to_owned(),
-            source,
+        let body = std::fs::read(script).map_err(|source| {
+            StateError::from(crate::private_fs::FsError::Io {
+                action: "read the stage script",
+                path: script.to_owned(),
+                source,
+            })
         })?;
         injection.script = Some(dir.write("script", &body, 0o500)?);
     }
@@ -86,14 +86,14 @@ pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Outcome>
 
     // Every stage of a job with secrets is masked, not only the exposed ones: a value written to
     // a file in build_script can still be printed by a later stage.
-    let mask = if private.secrets.is_empty() {
+    let mask = if sealed.secrets.is_empty() {
         None
     } else {
-        let (set, _) = private.mask_set(&config.mask);
+        let (set, _) = crate::mask::MaskSet::for_job(sealed.values(), &config.mask);
         (!set.is_empty()).then(|| Arc::new(set))
     };
     drop(exposed);
-    let renewer = Renewer::new(config.clone(), job_state, key, private);
+    let renewer = Renewer::new(config.clone(), job_dir, key, sealed);
 
     let mut command = executor.run_command(&script_to_run, &stage);
     let mut child_env = inject::child_env(executor.base_env(), &injection);

@@ -805,12 +805,8 @@ fn the_vault_token_and_the_id_token_appear_nowhere_they_should_not() {
                 "LEASEHOLD_STATE_KEY",
             )))
             .expect("key");
-            let root = leasehold::state::StateRoot::open(&state_dir).expect("state root");
-            let private = root
-                .job(&id)
-                .read_vault(&key)
-                .expect("decrypt")
-                .expect("state");
+            let root = leasehold::state::StateDir::open(&state_dir).expect("state root");
+            let private = root.job(&id).unseal(&key).expect("decrypt").expect("state");
             let token = private.sessions[0].token.expose_secret().to_owned();
             let mut found = sink.lock().expect("lock");
             for hit in scan::cmdlines_containing(&token) {

@@ -1,5 +1,5 @@
 //! What a job gets, decided before any Vault request: its identity, the admin's bindings, the
-//! fleet policy and the job's own declarations, combined into one [`ResolutionPlan`]
+//! fleet policy and the job's own declarations, combined into one [`SecretPlan`]
 //! ([`crate::secret_plan`]).
 //!
 //! Why one module for `prepare` and `leasehold plan`: an admin debugging a job must see exactly
@@ -25,7 +25,7 @@ use crate::identity::{
 };
 use crate::job_response::JobResponse;
 use crate::policy::RefProtection;
-use crate::secret_plan::{LoginTarget, PlanError, ResolutionPlan};
+use crate::secret_plan::{LoginTarget, PlanError, SecretPlan};
 
 /// Where the claims leasehold acts on came from.
 #[derive(Debug, Clone)]
@@ -95,7 +95,7 @@ pub struct Planner<'a> {
 #[derive(Debug)]
 pub struct Planned {
     /// What would be resolved (as far as planning got, when `error` is set).
-    pub plan: ResolutionPlan,
+    pub plan: SecretPlan,
     /// Every binding rule, in order (empty when they were not evaluated).
     pub rules: Vec<RuleOutcome>,
     /// Why bindings were not evaluated, if they were not.
@@ -190,7 +190,7 @@ impl Planner<'_> {
     /// Plans the job's secrets.
     pub async fn plan(&self, job: &JobResponse, identity: &Identity) -> Planned {
         let mut planned = Planned {
-            plan: ResolutionPlan::default(),
+            plan: SecretPlan::default(),
             rules: Vec::new(),
             bindings_note: None,
             declarations_note: None,

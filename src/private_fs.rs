@@ -1,0 +1,183 @@
+//! Files and directories that hold secrets, or decide who can read them.
+//!
+//! Why one module: the state directory, the JWKS cache, a job user's stage directories and every
+//! file secret need the same care: a directory is used only if it is a real directory (not a
+//! symlink) owned by leasehold's user and closed to others; a secret file is created
+//! exclusively, 0600, never through a symlink; a file other stages read is replaced atomically
+//! (temp file + rename), because cleanup may run while a killed run stage is still writing.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// A private file or directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// A file operation failed.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The directory could be read or replaced by someone else.
+    #[error(
+        "refusing to use {path} for secrets: {reason}; fix it with: chown $(id -u) {path} && chmod 0700 {path}, or set state_dir"
+    )]
+    Unsafe {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl FsError {
+    /// An I/O failure while doing `action` on `path`.
+    pub fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FsError {
+        let path = path.to_owned();
+        move |source| FsError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+/// Opens (creating it 0700 if needed, with its parents) and checks a private directory: a real
+/// directory, owned by leasehold's effective user, with no access for group or others.
+pub fn open_private_dir(path: &Path) -> Result<(), FsError> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(FsError::io("create state dir", path))?;
+        }
+        Err(source) => {
+            return Err(FsError::Io {
+                action: "inspect state dir",
+                path: path.to_owned(),
+                source,
+            });
+        }
+        Ok(_) => {}
+    }
+    check_private_dir(path)
+}
+
+/// Refuses a directory that is a symlink or not owned by leasehold's user.
+pub fn check_owner(path: &Path) -> Result<(), FsError> {
+    let meta = fs::symlink_metadata(path).map_err(FsError::io("inspect", path))?;
+    if meta.file_type().is_symlink()
+        || !meta.is_dir()
+        || meta.uid() != nix::unistd::geteuid().as_raw()
+    {
+        return Err(FsError::Unsafe {
+            path: path.to_owned(),
+            reason: "it must be a real directory owned by leasehold's user".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a directory that is a symlink, not ours, or open to group/others.
+pub fn check_private_dir(path: &Path) -> Result<(), FsError> {
+    let meta = fs::symlink_metadata(path).map_err(FsError::io("inspect", path))?;
+    let unsafe_because = if meta.file_type().is_symlink() {
+        Some("it is a symlink".to_owned())
+    } else if !meta.is_dir() {
+        Some("it is not a directory".to_owned())
+    } else if meta.uid() != nix::unistd::geteuid().as_raw() {
+        Some(format!(
+            "it is owned by uid {}, not by leasehold's uid {}",
+            meta.uid(),
+            nix::unistd::geteuid()
+        ))
+    } else if meta.mode() & 0o077 != 0 {
+        Some(format!("its mode is {:o}, not 0700", meta.mode() & 0o7777))
+    } else {
+        None
+    };
+    match unsafe_because {
+        Some(reason) => Err(FsError::Unsafe {
+            path: path.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Writes a 0600 file through a temp file and a rename, so readers see old or new, never half.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .map_err(FsError::io("create temp file in", dir))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_data())
+        .map_err(FsError::io("write", tmp.path()))?;
+    tmp.persist(path).map_err(|e| FsError::Io {
+        action: "rename into",
+        path: path.to_owned(),
+        source: e.error,
+    })?;
+    Ok(())
+}
+
+/// Writes one file secret: 0600, created exclusively, never following a symlink.
+pub fn write_secret_file(path: &Path, value: &[u8]) -> Result<(), FsError> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(FsError::io("create", path))?;
+    file.write_all(value).map_err(FsError::io("write", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_dirs_must_be_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let err = open_private_dir(dir.path()).expect_err("0755 refused");
+        assert!(err.to_string().contains("0700"), "{err}");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("/tmp", &link).expect("symlink");
+        assert!(
+            open_private_dir(&link)
+                .expect_err("symlink refused")
+                .to_string()
+                .contains("symlink")
+        );
+        let fresh = dir.path().join("new");
+        open_private_dir(&fresh).expect("created");
+        assert_eq!(fs::metadata(&fresh).expect("meta").mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn secret_files_never_follow_a_symlink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "untouched").expect("write");
+        let link = dir.path().join("SECRET");
+        std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+        assert!(write_secret_file(&link, b"value").is_err());
+        assert_eq!(fs::read_to_string(&victim).expect("read"), "untouched");
+        let file = dir.path().join("NEW");
+        write_secret_file(&file, b"value").expect("write");
+        assert_eq!(fs::metadata(&file).expect("meta").mode() & 0o777, 0o600);
+    }
+}
