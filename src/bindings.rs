@@ -33,7 +33,7 @@ use crate::declarations::{Declaration, DeclarationError, RawSecret, SecretOrigin
 use crate::exit::FailureKind;
 use crate::identity::Claims;
 use crate::patterns::Patterns;
-use crate::secret_plan::LoginTarget;
+use crate::secret_plan::{LoginTarget, Provenance};
 use crate::vault::Servers;
 
 /// Claims a template may name. `iss` and `sub` are left out: they always contain `:` or `/`.
@@ -235,9 +235,11 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// The `declared_by` text of its secrets.
-    pub fn declared_by(&self) -> String {
-        format!("binding {}", self.binding)
+    /// Who its secrets are declared by.
+    pub fn declared_by(&self) -> Provenance {
+        Provenance::Binding {
+            name: self.binding.clone(),
+        }
     }
 }
 
@@ -660,7 +662,7 @@ file = false
         assert_eq!(grant.target.auth_mount, "jwt");
         assert_eq!(grant.declarations[0].source.api_path(), "aws/sts/365-dev");
         assert!(!grant.declarations[0].file);
-        assert_eq!(grant.declared_by(), "binding deploy-env");
+        assert_eq!(grant.declared_by().to_string(), "binding deploy-env");
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub enum Error {
     /// The private per-job state is unusable.
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    /// The job's local user cannot be used.
+    #[error(transparent)]
+    JobUser(#[from] crate::job_user::JobUserError),
     /// Running the wrapped executor failed.
     #[error(transparent)]
     Executor(#[from] crate::executor::ExecutorError),
@@ -71,6 +74,7 @@ impl Error {
             Error::Plan(e) => e.failure_kind(),
             Error::Resolution(e) => e.failure_kind(),
             Error::Executor(e) => e.failure_kind(),
+            Error::JobUser(e) => e.failure_kind(),
         }
     }
 

@@ -21,25 +21,21 @@ use std::fmt::Write as _;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use globset::{Glob, GlobSetBuilder};
 use nix::unistd::{Gid, Uid};
 use secrecy::ExposeSecret;
 
+use crate::config::InjectMode;
+use crate::job_user::JobUser;
+use crate::patterns::Patterns;
 use crate::private_fs::{FsError, write_secret_file};
 use crate::protocol::BuildStage;
 use crate::state::{JobDir, Sealed, StateError, StoredSecret};
+use crate::supervision::Child;
 
-/// Whether `stage` matches any of the patterns (`*` wildcards, e.g. `step_*`).
+/// Whether `stage` matches any of the patterns (`*` wildcards, e.g. `step_*`). The patterns were
+/// checked when the declaration was parsed; an unparsable list matches nothing.
 pub fn stage_matches(patterns: &[String], stage: &BuildStage) -> bool {
-    let mut builder = GlobSetBuilder::new();
-    for pattern in patterns {
-        if let Ok(glob) = Glob::new(pattern) {
-            builder.add(glob);
-        }
-    }
-    builder
-        .build()
-        .is_ok_and(|set| set.is_match(stage.as_str().as_ref()))
+    Patterns::new(patterns).is_ok_and(|p| p.matches(&stage.as_str()))
 }
 
 /// The secrets a stage receives. Unknown stage names never receive any.
@@ -177,25 +173,126 @@ fn sanitize(text: &str) -> String {
         .collect()
 }
 
-/// The environment additions for one stage.
-#[derive(Debug, Default)]
-pub struct Injection {
-    /// `(name, value)` pairs to add to the child's environment.
-    pub secret_env: Vec<(OsString, OsString)>,
-    /// Names of the secrets this stage receives.
-    pub exposed: Vec<String>,
-    /// The script to run instead of the runner's (wrapper, or the job user's copy).
-    pub script: Option<PathBuf>,
+/// Everything one stage's child receives, decided once: the script it runs, the secrets in its
+/// environment or as files, and, for a job user, its identity and private directory. Dropping
+/// it deletes the stage directory (file secrets, wrapper, the job user's copy of the script).
+#[derive(Debug)]
+pub struct Delivery {
+    script: PathBuf,
+    secret_env: Vec<(OsString, OsString)>,
+    user: Option<JobUser>,
+    stage_dir: Option<StageDir>,
+}
+
+/// Where a stage's delivery happens.
+#[derive(Debug, Clone, Copy)]
+pub struct Stage<'a> {
+    /// The sub-stage.
+    pub stage: &'a BuildStage,
+    /// The runner's script for it.
+    pub script: &'a Path,
+    /// The job attempt's state directory.
+    pub job_dir: &'a JobDir,
+    /// `[executor] files_dir`, for a job user's stage directories.
+    pub files_dir: &'a Path,
+}
+
+impl Delivery {
+    /// Decides what `stage` delivers of `sealed`'s secrets, in `mode`, to a child running as
+    /// `user` (`None`: leasehold's own user), and writes what must be written (file secrets, the
+    /// wrapper, the job user's copy of the script) into a fresh private stage directory.
+    pub fn for_stage(
+        sealed: &Sealed,
+        at: Stage<'_>,
+        mode: InjectMode,
+        user: Option<JobUser>,
+    ) -> Result<Self, StateError> {
+        let exposed = exposed_secrets(sealed, at.stage);
+        let script_delivery = mode == InjectMode::Script;
+        let stage_dir = match &user {
+            Some(user) => Some(StageDir::for_user(
+                at.files_dir,
+                at.job_dir,
+                at.stage,
+                user.uid,
+                user.gid,
+            )?),
+            None if needs_stage_dir(&exposed, script_delivery) => {
+                Some(StageDir::in_state(at.job_dir, at.stage)?)
+            }
+            None => None,
+        };
+        let mut secret_env = Vec::new();
+        let mut script = None;
+        if !exposed.is_empty() {
+            match (&stage_dir, script_delivery) {
+                (Some(dir), true) => script = Some(wrapper(&exposed, at.script, at.stage, dir)?),
+                (dir, _) => secret_env = env_values(&exposed, dir.as_ref())?,
+            }
+        }
+        // A job user cannot read the runner's script (it lives in the runner's private temp dir).
+        if let (Some(_), None, Some(dir)) = (&user, &script, &stage_dir) {
+            let body = std::fs::read(at.script)
+                .map_err(FsError::io("read the stage script", at.script))?;
+            script = Some(dir.write("script", &body, 0o500)?);
+        }
+        Ok(Delivery {
+            script: script.unwrap_or_else(|| at.script.to_owned()),
+            secret_env,
+            user,
+            stage_dir,
+        })
+    }
+
+    /// The script the child runs: the runner's, a wrapper, or the job user's copy.
+    pub fn script(&self) -> &Path {
+        &self.script
+    }
+
+    /// The child for `command`: its environment is `base` with this stage's secrets added
+    /// (replacing same names); for a job user, also its `HOME`, `USER`, `LOGNAME`, `TMPDIR` and
+    /// working directory, and the privilege drop.
+    pub fn apply(
+        &self,
+        mut command: tokio::process::Command,
+        mut env: Vec<(OsString, OsString)>,
+    ) -> Child {
+        env.retain(|(k, _)| !self.secret_env.iter().any(|(s, _)| s == k));
+        env.extend(self.secret_env.iter().cloned());
+        let user = match (&self.user, &self.stage_dir) {
+            (Some(user), Some(dir)) => {
+                env.retain(|(k, _)| {
+                    !matches!(k.to_str(), Some("HOME" | "USER" | "LOGNAME" | "TMPDIR"))
+                });
+                env.push(("HOME".into(), user.home.clone().into_os_string()));
+                env.push(("USER".into(), OsString::from(&user.name)));
+                env.push(("LOGNAME".into(), OsString::from(&user.name)));
+                env.push(("TMPDIR".into(), dir.path().as_os_str().to_owned()));
+                command.current_dir(dir.path());
+                Some(user.ids())
+            }
+            _ => None,
+        };
+        command.env_clear().envs(env);
+        let child = Child::new(command).die_with_parent();
+        match user {
+            Some(ids) => child.run_as(&ids),
+            None => child,
+        }
+    }
 }
 
 /// Whether a stage needs a private directory for these secrets in this delivery mode.
-pub fn needs_stage_dir(secrets: &[&StoredSecret], script_delivery: bool) -> bool {
+fn needs_stage_dir(secrets: &[&StoredSecret], script_delivery: bool) -> bool {
     !secrets.is_empty() && (script_delivery || secrets.iter().any(|s| s.file))
 }
 
 /// Environment delivery: values in the environment, file secrets as files in `dir`.
-pub fn for_env(secrets: &[&StoredSecret], dir: Option<&StageDir>) -> Result<Injection, StateError> {
-    let mut injection = Injection::default();
+fn env_values(
+    secrets: &[&StoredSecret],
+    dir: Option<&StageDir>,
+) -> Result<Vec<(OsString, OsString)>, StateError> {
+    let mut env = Vec::new();
     for secret in secrets {
         let value = if secret.file {
             let dir = dir.ok_or_else(|| StateError::Missing {
@@ -206,29 +303,21 @@ pub fn for_env(secrets: &[&StoredSecret], dir: Option<&StageDir>) -> Result<Inje
         } else {
             OsString::from(secret.value.expose_secret())
         };
-        injection
-            .secret_env
-            .push((OsString::from(&secret.name), value));
-        injection.exposed.push(secret.name.clone());
+        env.push((OsString::from(&secret.name), value));
     }
-    Ok(injection)
+    Ok(env)
 }
 
 /// Script delivery: a wrapper in `dir` that exports the secrets and runs `original` unchanged.
-pub fn for_script(
+fn wrapper(
     secrets: &[&StoredSecret],
     original: &Path,
     stage: &BuildStage,
     dir: &StageDir,
-) -> Result<Injection, StateError> {
+) -> Result<PathBuf, StateError> {
     let body = std::fs::read(original).map_err(FsError::io("read the stage script", original))?;
     let wrapper = zeroize::Zeroizing::new(wrapper_script(secrets, &body, stage));
-    let path = dir.write("wrapper.sh", wrapper.as_bytes(), 0o600)?;
-    Ok(Injection {
-        secret_env: Vec::new(),
-        exposed: secrets.iter().map(|s| s.name.clone()).collect(),
-        script: Some(path),
-    })
+    dir.write("wrapper.sh", wrapper.as_bytes(), 0o600)
 }
 
 /// Quotes bytes for bash as `$'…'`, which carries any byte except NUL unchanged.
@@ -304,16 +393,6 @@ fn wrapper_script(secrets: &[&StoredSecret], body: &[u8], stage: &BuildStage) ->
     }
     let _ = writeln!(w, "{delimiter}");
     w
-}
-
-/// Builds the child environment: `base` with the injected secrets added (replacing same names).
-pub fn child_env(
-    mut base: Vec<(OsString, OsString)>,
-    injection: &Injection,
-) -> Vec<(OsString, OsString)> {
-    base.retain(|(k, _)| !injection.secret_env.iter().any(|(s, _)| s == k));
-    base.extend(injection.secret_env.iter().cloned());
-    base
 }
 
 #[cfg(test)]

@@ -11,8 +11,9 @@
 //! - [`planning`]: identity, bindings, policy and declarations combined into one
 //!   [`secret_plan::SecretPlan`]; [`resolution`]: one login per identity, one read per path;
 //!   [`lease`]: renewal while the job runs, revocation at cleanup, the reaper for crashes;
-//! - [`executor`]: the wrapped executors; [`inject`]: the child's environment and file secrets;
-//!   [`supervision`]: spawning, signals and output pumping;
+//! - [`executor`]: the wrapped executors; [`inject`]: what a stage's child receives, and how;
+//!   [`job_user`]: the local account a job runs as; [`supervision`]: every child process,
+//!   its signals and output;
 //! - [`identity`]: the ID token, its verification and claims; [`config`]: the checked executor
 //!   config, built from [`config_file`] (the raw TOML); [`bindings`]: the admin's claim-based
 //!   grants; [`policy`]: what jobs may declare themselves; [`secret_plan`]: the plan's data;
@@ -34,6 +35,7 @@ pub mod exit;
 pub mod identity;
 pub mod inject;
 pub mod job_response;
+pub mod job_user;
 pub mod joblog;
 pub mod lease;
 pub mod mask;

@@ -25,7 +25,7 @@ use crate::identity::{
 };
 use crate::job_response::JobResponse;
 use crate::policy::RefProtection;
-use crate::secret_plan::{LoginTarget, PlanError, SecretPlan};
+use crate::secret_plan::{LoginTarget, PlanError, Provenance, SecretPlan};
 
 /// Where the claims leasehold acts on came from.
 #[derive(Debug, Clone)]
@@ -225,12 +225,13 @@ impl Planner<'_> {
                     continue;
                 }
                 let grant = binding.grant(claims, &config.login_defaults())?;
+                let declared_by = grant.declared_by();
                 for declaration in &grant.declarations {
-                    check_collision(job, &declaration.name, Some(&grant.declared_by()))?;
+                    check_collision(job, &declaration.name, Some(&declared_by.to_string()))?;
                 }
                 out.plan.add_with(
                     grant.declarations.clone(),
-                    &grant.declared_by(),
+                    &declared_by,
                     &grant.target,
                     &token_variable,
                     &config.job.secret_stages,
@@ -299,7 +300,9 @@ impl Planner<'_> {
                 let target = login_target_for_job(job, config)?;
                 out.plan.add_with(
                     declarations,
-                    variable,
+                    &Provenance::Job {
+                        variable: variable.clone(),
+                    },
                     &target,
                     &token_variable,
                     &config.job.secret_stages,
@@ -310,7 +313,20 @@ impl Planner<'_> {
         // Every login needs its token; with [gitlab], every further token is verified too.
         if !matches!(identity.source, ClaimsSource::ClaimsFile(_)) {
             self.check_login_tokens(job, identity, out).await?;
+            out.plan
+                .attach_tokens(|variable| {
+                    job.variable(variable)
+                        .map(|v| v.value.clone())
+                        .filter(|v| !v.expose_secret().trim().is_empty())
+                })
+                .map_err(|variable| IdentityError::MissingToken {
+                    variable,
+                    audience: suggested_audience(config),
+                    needed_for: "a login".into(),
+                })?;
         }
+        // A credential never needs to outlive its job, nor exceed the admin's cap.
+        out.plan.ttl_cap = config.leases.max_increment_seconds.min(job.timeout_secs());
         Ok(())
     }
 
@@ -537,7 +553,7 @@ vault = "apps/{project_id}/{environment}/config@kv"
                 (
                     s.declaration.name.clone(),
                     s.declaration.source.api_path(),
-                    s.declared_by.clone(),
+                    s.declared_by.to_string(),
                 )
             })
             .collect()

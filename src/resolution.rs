@@ -12,13 +12,12 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use crate::config::Config;
 use crate::declarations::{Engine, SecretSource};
 use crate::exit::FailureKind;
 use crate::identity::{Claims, peek_claims};
-use crate::job_response::JobResponse;
 use crate::secret_plan::{LoginPlan, SecretPlan};
 use crate::state::{Lease, Sealed, Session, StoredSecret, unix_now};
 use crate::vault::{VaultClient, VaultError};
@@ -29,16 +28,23 @@ pub trait Progress {
     fn logged_in(&mut self, state: &Sealed);
 }
 
+/// What execution produced besides the sealed state: which lease each request created, so that
+/// the job log can name a secret's lease without matching strings.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// Per request of the plan: the index of its lease in [`Sealed::leases`], if it has one.
+    pub lease_of_request: Vec<Option<usize>>,
+}
+
 /// Executes the plan: logins first (concurrently), then every request concurrently. Tokens and
-/// leases are pushed into `state` as soon as they exist; on error, `state` holds what must be
-/// revoked.
+/// leases are pushed into `state` as soon as they exist, and the secrets in plan order; on
+/// error, `state` holds what must be revoked.
 pub async fn execute(
     plan: &SecretPlan,
-    job: &JobResponse,
     config: &Config,
     state: &mut Sealed,
     progress: &mut dyn Progress,
-) -> Result<(), ResolutionError> {
+) -> Result<Resolved, ResolutionError> {
     let clients =
         plan.logins
             .iter()
@@ -53,16 +59,13 @@ pub async fn execute(
 
     let mut tokens = Vec::with_capacity(plan.logins.len());
     for login in &plan.logins {
-        let variable = job
-            .variable(&login.token_variable)
-            .filter(|v| !v.value.expose_secret().is_empty());
-        let Some(variable) = variable else {
+        let Some(token) = login.token.clone() else {
             return Err(ResolutionError::MissingIdToken {
                 variable: login.token_variable.clone(),
                 audience: login.server.address.clone(),
             });
         };
-        tokens.push(variable.value.clone());
+        tokens.push(token);
     }
 
     let logins = join_all(plan.logins.iter().zip(&clients).zip(&tokens).map(
@@ -102,8 +105,7 @@ pub async fn execute(
         return Err(error);
     }
 
-    // A credential never needs to outlive its job, nor exceed the admin's cap.
-    let ttl_cap = config.leases.max_increment_seconds.min(job.timeout_secs());
+    let ttl_cap = plan.ttl_cap;
     let responses = join_all(plan.requests.iter().map(|request| {
         let client = &clients[request.login];
         let session = &state.sessions[session_of_login[request.login]];
@@ -133,10 +135,13 @@ pub async fn execute(
 
     let now = unix_now();
     let mut envelopes = Vec::with_capacity(responses.len());
-    for (request, response) in plan.requests.iter().zip(responses) {
+    let mut resolved = Resolved::default();
+    for (index, (request, response)) in plan.requests.iter().zip(responses).enumerate() {
+        let mut lease = None;
         match response {
             Ok(envelope) => {
                 if !envelope.lease_id.is_empty() {
+                    lease = Some(state.leases.len());
                     state.leases.push(Lease {
                         session: session_of_login[request.login],
                         lease_id: envelope.lease_id.clone(),
@@ -151,11 +156,9 @@ pub async fn execute(
             }
             Err(source) => {
                 envelopes.push(None);
-                let plan_secret = plan
-                    .secrets
-                    .iter()
-                    .find(|s| s.request == envelopes.len() - 1);
-                let name = plan_secret
+                let name = plan
+                    .secrets_of(index)
+                    .next()
                     .map(|s| s.declaration.name.clone())
                     .unwrap_or_default();
                 first_error.get_or_insert_with(|| {
@@ -163,6 +166,7 @@ pub async fn execute(
                 });
             }
         }
+        resolved.lease_of_request.push(lease);
     }
     if let Some(error) = first_error {
         return Err(error);
@@ -194,7 +198,7 @@ pub async fn execute(
             origin: format!("{}#{}", source.display_path(), source.field),
         });
     }
-    Ok(())
+    Ok(resolved)
 }
 
 fn login_error(login: &LoginPlan, jwt: &SecretString, source: VaultError) -> ResolutionError {

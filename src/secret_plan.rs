@@ -6,12 +6,16 @@
 //! yields them (login, engine, mount, path, request body). Planning ([`crate::planning`]) builds
 //! this; resolution ([`crate::resolution`]) executes it, each login and each request exactly once.
 
+use std::fmt;
+
+use secrecy::SecretString;
+
 use crate::declarations::{Declaration, SecretSource};
 use crate::exit::FailureKind;
 use crate::vault::Server;
 
 /// Everything needed to log in once.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct LoginPlan {
     /// The server (already checked against the admin's allow-list).
     pub server: Server,
@@ -23,6 +27,44 @@ pub struct LoginPlan {
     pub role: Option<String>,
     /// The job variable holding the ID token.
     pub token_variable: String,
+    /// The ID token itself, attached once planning is done ([`SecretPlan::attach_tokens`]).
+    pub token: Option<SecretString>,
+}
+
+/// Two logins are the same login when they go to the same place with the same token variable;
+/// the token is whatever that variable holds.
+impl PartialEq for LoginPlan {
+    fn eq(&self, other: &Self) -> bool {
+        self.server == other.server
+            && self.namespace == other.namespace
+            && self.auth_mount == other.auth_mount
+            && self.role == other.role
+            && self.token_variable == other.token_variable
+    }
+}
+
+/// Who granted a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provenance {
+    /// The job's own declarations, in this variable (`LEASEHOLD_SECRETS`).
+    Job {
+        /// The declarations variable.
+        variable: String,
+    },
+    /// An admin binding.
+    Binding {
+        /// The rule's name.
+        name: String,
+    },
+}
+
+impl fmt::Display for Provenance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Provenance::Job { variable } => f.write_str(variable),
+            Provenance::Binding { name } => write!(f, "binding {name}"),
+        }
+    }
 }
 
 /// One request to Vault.
@@ -43,8 +85,8 @@ pub struct PlannedSecret {
     pub request: usize,
     /// Sub-stages that receive it.
     pub stages: Vec<String>,
-    /// Where it was declared (`LEASEHOLD_SECRETS`, or a binding's name).
-    pub declared_by: String,
+    /// Who granted it.
+    pub declared_by: Provenance,
 }
 
 /// The logins and requests a job needs.
@@ -56,6 +98,9 @@ pub struct SecretPlan {
     pub requests: Vec<RequestPlan>,
     /// Every secret.
     pub secrets: Vec<PlannedSecret>,
+    /// The longest TTL any credential is asked for: the admin's cap, never past the job's
+    /// timeout.
+    pub ttl_cap: u64,
 }
 
 /// Where a group of secrets logs in, before the ID-token variable is known.
@@ -78,7 +123,7 @@ impl SecretPlan {
     pub fn add_with(
         &mut self,
         declarations: Vec<Declaration>,
-        declared_by: &str,
+        declared_by: &Provenance,
         target: &LoginTarget,
         token_variable: &str,
         default_stages: &[String],
@@ -91,8 +136,8 @@ impl SecretPlan {
             {
                 return Err(PlanError::DuplicateName {
                     name: declaration.name,
-                    first: first.declared_by.clone(),
-                    second: declared_by.to_owned(),
+                    first: first.declared_by.to_string(),
+                    second: declared_by.to_string(),
                 });
             }
             let login = LoginPlan {
@@ -104,6 +149,7 @@ impl SecretPlan {
                     .token_variable
                     .clone()
                     .unwrap_or_else(|| token_variable.to_owned()),
+                token: None,
             };
             let login = index_of_or_push(&mut self.logins, login);
             let request = RequestPlan {
@@ -122,7 +168,7 @@ impl SecretPlan {
                 declaration,
                 request,
                 stages,
-                declared_by: declared_by.to_owned(),
+                declared_by: declared_by.clone(),
             });
         }
         Ok(())
@@ -131,6 +177,24 @@ impl SecretPlan {
     /// Whether there is nothing to resolve.
     pub fn is_empty(&self) -> bool {
         self.secrets.is_empty()
+    }
+
+    /// Gives every login the ID token its variable holds (`lookup`); the first variable that
+    /// holds none is returned.
+    pub fn attach_tokens(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<SecretString>,
+    ) -> Result<(), String> {
+        for login in &mut self.logins {
+            login.token =
+                Some(lookup(&login.token_variable).ok_or_else(|| login.token_variable.clone())?);
+        }
+        Ok(())
+    }
+
+    /// The secrets of one request.
+    pub fn secrets_of(&self, request: usize) -> impl Iterator<Item = &PlannedSecret> {
+        self.secrets.iter().filter(move |s| s.request == request)
     }
 }
 

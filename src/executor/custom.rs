@@ -8,11 +8,11 @@
 //! `LEASEHOLD_*` variables and `VAULT_*`/`BAO_*` are withheld. Exit codes pass through unchanged.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use crate::config::CustomDriver;
 use crate::exit::Outcome;
 use crate::protocol::{BuildStage, driver_base_env};
+use crate::supervision::Child;
 
 use super::ExecutorError;
 
@@ -22,18 +22,15 @@ pub struct CustomExecutor {
     driver: CustomDriver,
 }
 
-fn command(program: &str, args: &[String]) -> Command {
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .env_clear()
-        .envs(driver_base_env())
-        .stdin(Stdio::null());
+fn command(program: &str, args: &[String]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    command.args(args).env_clear().envs(driver_base_env());
     command
 }
 
-fn exit_code(status: std::process::ExitStatus) -> i32 {
-    crate::supervision::ChildExit::from(status).code
+fn spawn_error(program: &str) -> impl FnOnce(std::io::Error) -> ExecutorError {
+    let program = program.to_owned();
+    move |source| ExecutorError::Spawn { program, source }
 }
 
 impl CustomExecutor {
@@ -43,27 +40,25 @@ impl CustomExecutor {
     }
 
     /// Runs the driver's config_exec and parses its JSON (empty output: no config).
-    pub fn config(&self) -> Result<Option<serde_json::Value>, ExecutorError> {
+    pub async fn config(&self) -> Result<Option<serde_json::Value>, ExecutorError> {
         let Some(program) = &self.driver.config_exec else {
             return Ok(None);
         };
-        let output = command(program, &self.driver.config_args)
-            .stderr(Stdio::inherit())
+        let (exit, stdout) = Child::new(command(program, &self.driver.config_args))
+            .die_with_parent()
             .output()
-            .map_err(|source| ExecutorError::Spawn {
-                program: program.clone(),
-                source,
-            })?;
-        if !output.status.success() {
+            .await
+            .map_err(spawn_error(program))?;
+        if exit.code != 0 {
             return Err(ExecutorError::ConfigFailed {
                 program: program.clone(),
-                code: exit_code(output.status),
+                code: exit.code,
             });
         }
-        if output.stdout.iter().all(u8::is_ascii_whitespace) {
+        if stdout.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-        serde_json::from_slice(&output.stdout)
+        serde_json::from_slice(&stdout)
             .map(Some)
             .map_err(|e| ExecutorError::ConfigJson {
                 program: program.clone(),
@@ -72,32 +67,23 @@ impl CustomExecutor {
     }
 
     /// Runs the driver's prepare_exec with its output in the job log; its exit code is passed on.
-    pub fn prepare(&self) -> Result<Outcome, ExecutorError> {
-        self.run_simple(
-            self.driver.prepare_exec.as_deref(),
-            &self.driver.prepare_args,
-        )
-        .map(|code| Outcome::Driver { code })
+    pub async fn prepare(&self) -> Result<Outcome, ExecutorError> {
+        let Some(program) = &self.driver.prepare_exec else {
+            return Ok(Outcome::Driver { code: 0 });
+        };
+        let exit = Child::new(command(program, &self.driver.prepare_args))
+            .die_with_parent()
+            .run()
+            .await
+            .map_err(spawn_error(program))?;
+        Ok(Outcome::Driver { code: exit.code })
     }
 
-    /// The driver's cleanup_exec, to be run (and abandoned on SIGTERM) by the cleanup stage.
-    pub fn cleanup_command(&self) -> Option<tokio::process::Command> {
+    /// The driver's cleanup_exec. It does not die with leasehold: cleanup stops waiting for it on
+    /// the runner's SIGTERM (to revoke in time), and it must still finish tearing down.
+    pub fn cleanup_child(&self) -> Option<Child> {
         let program = self.driver.cleanup_exec.as_deref()?;
-        Some(tokio::process::Command::from(command(
-            program,
-            &self.driver.cleanup_args,
-        )))
-    }
-
-    fn run_simple(&self, program: Option<&str>, args: &[String]) -> Result<i32, ExecutorError> {
-        let Some(program) = program else { return Ok(0) };
-        let status = command(program, args)
-            .status()
-            .map_err(|source| ExecutorError::Spawn {
-                program: program.to_owned(),
-                source,
-            })?;
-        Ok(exit_code(status))
+        Some(Child::new(command(program, &self.driver.cleanup_args)))
     }
 
     /// `run_exec [run_args…] <script> <stage>`.

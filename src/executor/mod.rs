@@ -6,7 +6,6 @@
 //! stage with gitlab-runner's own protocol, and passes its exit codes through unchanged.
 
 pub mod custom;
-pub mod job_user;
 pub mod shell;
 
 use std::ffi::OsString;
@@ -15,8 +14,6 @@ use std::path::Path;
 use crate::config::{Config, Executor};
 use crate::exit::{FailureKind, Outcome};
 use crate::protocol::BuildStage;
-
-pub use job_user::JobUser;
 
 /// The configured wrapped executor.
 #[derive(Debug, Clone)]
@@ -39,10 +36,10 @@ impl WrappedExecutor {
     }
 
     /// The inner driver's config JSON, if it has a config stage.
-    pub fn config_json(&self) -> Result<Option<serde_json::Value>, ExecutorError> {
+    pub async fn config_json(&self) -> Result<Option<serde_json::Value>, ExecutorError> {
         match self {
             WrappedExecutor::Shell(_) => Ok(None),
-            WrappedExecutor::Custom(custom) => custom.config(),
+            WrappedExecutor::Custom(custom) => custom.config().await,
         }
     }
 
@@ -61,10 +58,10 @@ impl WrappedExecutor {
     }
 
     /// Prepares the execution environment.
-    pub fn prepare(&self, config: &Config) -> Result<Outcome, ExecutorError> {
+    pub async fn prepare(&self, config: &Config) -> Result<Outcome, ExecutorError> {
         match self {
             WrappedExecutor::Shell(shell) => shell.prepare(config).map(|()| Outcome::Success),
-            WrappedExecutor::Custom(custom) => custom.prepare(),
+            WrappedExecutor::Custom(custom) => custom.prepare().await,
         }
     }
 
@@ -90,11 +87,11 @@ impl WrappedExecutor {
         matches!(self, WrappedExecutor::Custom(_))
     }
 
-    /// The command that tears the execution environment down, if the executor has one.
-    pub fn cleanup_command(&self) -> Option<tokio::process::Command> {
+    /// The child that tears the execution environment down, if the executor has one.
+    pub fn cleanup_child(&self) -> Option<crate::supervision::Child> {
         match self {
             WrappedExecutor::Shell(_) => None,
-            WrappedExecutor::Custom(custom) => custom.cleanup_command(),
+            WrappedExecutor::Custom(custom) => custom.cleanup_child(),
         }
     }
 }
@@ -136,20 +133,11 @@ pub enum ExecutorError {
         /// Its exit code.
         code: i32,
     },
-    /// The job may not run as the user it asks for (from its claims): the job's problem.
-    #[error("{0}")]
-    User(String),
-    /// The configured job user cannot be used on this host: the admin's problem.
-    #[error("{0}")]
-    HostUser(String),
 }
 
 impl ExecutorError {
-    /// A job user outside the allow-list is the job's fault; the rest is the host's.
+    /// The wrapped executor failing is the host's problem.
     pub fn failure_kind(&self) -> FailureKind {
-        match self {
-            ExecutorError::User(_) => FailureKind::Build,
-            _ => FailureKind::System,
-        }
+        FailureKind::System
     }
 }

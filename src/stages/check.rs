@@ -26,9 +26,8 @@ use crate::state::unix_now;
 use crate::vault::{Server, VaultClient, VaultError, address_key};
 
 use super::plan::expected_jwks_url;
-use super::runtime;
 
-pub(super) fn run(cli: &Cli, token_file: Option<&Path>) -> Result<Outcome> {
+pub(super) async fn run(cli: &Cli, token_file: Option<&Path>) -> Result<Outcome> {
     let path = Config::locate(cli.config.as_deref());
     let token = match read_token(token_file) {
         Ok(token) => token,
@@ -37,7 +36,7 @@ pub(super) fn run(cli: &Cli, token_file: Option<&Path>) -> Result<Outcome> {
             return Ok(Outcome::Usage);
         }
     };
-    let report = runtime()?.block_on(check(&path, token.as_ref(), unix_now()));
+    let report = check(&path, token.as_ref(), unix_now()).await;
     print!("{}", report.render());
     Ok(Outcome::Findings {
         problems: report.problems(),

@@ -13,16 +13,14 @@ use crate::joblog;
 use crate::lease::{RevocationOutcome, RevocationReport, revoke_all};
 use crate::protocol::StageEnv;
 use crate::state::{JobStatus, StateDir, StateId, StateKey};
+use crate::supervision::{StopSignals, Waited};
 
-use super::{load_config, runtime};
+use super::load_config;
 
-pub(super) fn run(cli: &Cli) -> Result<Outcome> {
+pub(super) async fn run(cli: &Cli) -> Result<Outcome> {
     let config = load_config(cli)?;
     let env = StageEnv::from_env();
-    let rt = runtime()?;
-    // From here on SIGTERM (gitlab-runner's cleanup_exec_timeout) no longer kills leasehold: it
-    // only stops the wait for the inner driver, so that revocation still happens.
-    let inner = rt.block_on(inner_cleanup(&WrappedExecutor::from_config(&config)));
+    let inner = inner_cleanup(&WrappedExecutor::from_config(&config)).await;
     match &inner {
         Ok(Outcome::Success | Outcome::Driver { code: 0 }) => {}
         Ok(Outcome::Driver { code }) => {
@@ -31,7 +29,7 @@ pub(super) fn run(cli: &Cli) -> Result<Outcome> {
         Ok(_) => {}
         Err(e) => joblog::warning(&e.to_string()),
     }
-    let revoked = revoke_and_remove(&config, &env)?;
+    let revoked = revoke_and_remove(&config, &env).await?;
     // Our own failure to take everything back matters most; else the inner driver's verdict.
     Ok(match inner {
         Ok(Outcome::Driver { code: 0 }) | Err(_) => revoked,
@@ -41,38 +39,39 @@ pub(super) fn run(cli: &Cli) -> Result<Outcome> {
 }
 
 /// Runs the inner driver's cleanup first (it tears the environment down, even when our own
-/// state is gone), but never lets it stand between the job and revocation: on SIGTERM or SIGINT
-/// the wait is abandoned (the driver, in the same process group, got the signal too).
+/// state is gone), but never lets it stand between the job and revocation: on a stop signal
+/// (gitlab-runner's `cleanup_exec_timeout` sends SIGTERM) the wait is abandoned, and the driver,
+/// in the same process group, got the signal too.
 async fn inner_cleanup(
     executor: &WrappedExecutor,
 ) -> std::result::Result<Outcome, crate::executor::ExecutorError> {
-    use tokio::signal::unix::{SignalKind, signal};
     let spawn_error = |source| crate::executor::ExecutorError::Spawn {
         program: "the inner driver's cleanup_exec".into(),
         source,
     };
-    let mut term = signal(SignalKind::terminate()).map_err(spawn_error)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(spawn_error)?;
-    let Some(mut command) = executor.cleanup_command() else {
+    // From here on no stop signal ends leasehold before it has revoked, driver or not.
+    let mut signals = StopSignals::listen().map_err(spawn_error)?;
+    let Some(child) = executor.cleanup_child() else {
         return Ok(Outcome::Success);
     };
-    let mut child = command.spawn().map_err(spawn_error)?;
-    // `biased`, signals first: when the runner's group SIGTERM also ended the driver, both are
-    // ready, and the stop is what matters.
-    tokio::select! {
-        biased;
-        _ = term.recv() => {
-            joblog::warning("cleanup was told to stop: revoking now instead of waiting for the inner driver's cleanup");
-            Ok(Outcome::Interrupted { signal: nix::libc::SIGTERM })
+    match child
+        .wait_unless_stopped(&mut signals)
+        .await
+        .map_err(spawn_error)?
+    {
+        Waited::Exited(exit) => Ok(Outcome::Driver { code: exit.code }),
+        Waited::Stopped(signal) => {
+            joblog::warning(
+                "cleanup was told to stop: revoking now instead of waiting for the inner driver's cleanup",
+            );
+            Ok(Outcome::Interrupted {
+                signal: signal as i32,
+            })
         }
-        _ = int.recv() => Ok(Outcome::Interrupted { signal: nix::libc::SIGINT }),
-        status = child.wait() => Ok(Outcome::Driver {
-            code: crate::supervision::ChildExit::from(status.map_err(spawn_error)?).code,
-        }),
     }
 }
 
-fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Result<Outcome> {
+async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Result<Outcome> {
     let Some(id) = env.state_id.as_deref() else {
         println!("leasehold: no state for this attempt (config did not run); nothing to clean up");
         return Ok(Outcome::Success);
@@ -97,7 +96,7 @@ fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Result<O
     };
 
     let report = match &sealed {
-        Some(sealed) => runtime()?.block_on(revoke_all(sealed, config)),
+        Some(sealed) => revoke_all(sealed, config).await,
         None => RevocationReport::default(),
     };
     drop(sealed);

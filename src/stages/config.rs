@@ -14,10 +14,10 @@ use crate::state::{StateId, StateKey};
 
 use super::load_config;
 
-pub(super) fn run(cli: &Cli) -> Result<Outcome> {
+pub(super) async fn run(cli: &Cli) -> Result<Outcome> {
     let config = load_config(cli)?;
     let executor = WrappedExecutor::from_config(&config);
-    let inner = executor.config_json()?;
+    let inner = executor.config_json().await?;
     let job_id = std::env::var("CUSTOM_ENV_CI_JOB_ID").unwrap_or_default();
     let id = StateId::generate(&job_id);
     let key = StateKey::generate();

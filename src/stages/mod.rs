@@ -22,15 +22,21 @@ use crate::state::{StateError, StateId, StateKey};
 pub fn dispatch(cli: Cli) -> i32 {
     install_panic_hook();
     init_tracing();
-    let result = match &cli.command {
-        Command::Config => config::run(&cli),
-        Command::Prepare => prepare::run(&cli),
-        Command::Run { script, stage } => run::run(&cli, script, stage),
-        Command::Cleanup => cleanup::run(&cli),
-        Command::Reap { dry_run } => reap::run(&cli, *dry_run),
-        Command::Plan { job, claims } => plan::run(&cli, job.as_deref(), claims.as_deref()),
-        Command::Check { token_file } => check::run(&cli, token_file.as_deref()),
-    };
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            match &cli.command {
+                Command::Config => config::run(&cli).await,
+                Command::Prepare => prepare::run(&cli).await,
+                Command::Run { script, stage } => run::run(&cli, script, stage).await,
+                Command::Cleanup => cleanup::run(&cli).await,
+                Command::Reap { dry_run } => reap::run(&cli, *dry_run).await,
+                Command::Plan { job, claims } => {
+                    plan::run(&cli, job.as_deref(), claims.as_deref()).await
+                }
+                Command::Check { token_file } => check::run(&cli, token_file.as_deref()).await,
+            }
+        })
+    });
     exit_status(result)
 }
 
@@ -76,9 +82,10 @@ pub(crate) fn state_handles(env: &StageEnv) -> Result<(StateId, StateKey)> {
     Ok((StateId::parse(id)?, StateKey::from_hex(key)?))
 }
 
-/// A single-threaded runtime: each stage is a short-lived process with little concurrency, and
-/// one thread keeps PR_SET_PDEATHSIG (which follows the forking thread) meaningful.
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+/// The process's one runtime, single-threaded: each stage is a short-lived process with little
+/// concurrency, and one thread keeps PR_SET_PDEATHSIG (which follows the forking thread)
+/// meaningful.
+fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -26,9 +26,9 @@ use crate::private_fs::check_private_dir;
 use crate::secret_plan::{PlannedSecret, SecretPlan};
 use crate::state::unix_now;
 
-use super::{load_config, runtime};
+use super::load_config;
 
-pub(super) fn run(cli: &Cli, job: Option<&Path>, claims: Option<&Path>) -> Result<Outcome> {
+pub(super) async fn run(cli: &Cli, job: Option<&Path>, claims: Option<&Path>) -> Result<Outcome> {
     let config_path = Config::locate(cli.config.as_deref());
     let config = load_config(cli)?;
     let input = match (job, claims) {
@@ -36,7 +36,7 @@ pub(super) fn run(cli: &Cli, job: Option<&Path>, claims: Option<&Path>) -> Resul
         (None, Some(claims)) => Input::Claims(claims),
         (None, None) => return Ok(Outcome::Usage),
     };
-    let (text, problems) = runtime()?.block_on(report(&config, &config_path, input, unix_now()))?;
+    let (text, problems) = report(&config, &config_path, input, unix_now()).await?;
     print!("{text}");
     Ok(Outcome::Findings { problems })
 }

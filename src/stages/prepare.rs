@@ -13,13 +13,13 @@ use crate::joblog;
 use crate::lease::revoke_all;
 use crate::planning::{ClaimsSource, Identity, Planned, Planner};
 use crate::protocol::StageEnv;
-use crate::resolution::{self, Progress, describe_ttl};
-use crate::secret_plan::SecretPlan;
+use crate::resolution::{self, Progress, Resolved, describe_ttl};
+use crate::secret_plan::{Provenance, SecretPlan};
 use crate::state::{JobDir, JobStatus, Journal, Sealed, StateDir, StateKey, unix_now};
 
-use super::{load_config, runtime, state_handles};
+use super::{load_config, state_handles};
 
-pub(super) fn run(cli: &Cli) -> Result<Outcome> {
+pub(super) async fn run(cli: &Cli) -> Result<Outcome> {
     let config = load_config(cli)?;
     let env = StageEnv::from_env();
     let (id, key) = state_handles(&env)?;
@@ -27,9 +27,8 @@ pub(super) fn run(cli: &Cli) -> Result<Outcome> {
     let job = JobResponse::read(env.require_job_response_file()?)?;
 
     mention_native_secrets(&job);
-    let (plan, identity) = plan_job(&job, &config)?;
+    let (plan, identity) = plan_job(&job, &config).await?;
     let run_as = job_user_from_claims(&config, &identity)?;
-
     let job_dir = root.job(&id);
     job_dir.create()?;
     let mut journal = Journal::new(
@@ -40,47 +39,57 @@ pub(super) fn run(cli: &Cli) -> Result<Outcome> {
         job.timeout_secs(),
     );
     job_dir.write_journal(&journal)?;
-
     let mut sealed = Sealed {
         deadline: journal.created_at + journal.job_timeout_secs,
         run_as,
         ..Sealed::default()
     };
-    if !plan.is_empty() {
-        let rt = runtime()?;
-        let mut progress = JournalProgress {
-            job_dir: &job_dir,
-            journal: &mut journal,
-            key: &key,
-        };
-        let outcome = rt.block_on(resolution::execute(
-            &plan,
-            &job,
-            &config,
-            &mut sealed,
-            &mut progress,
-        ));
-        if let Err(error) = outcome {
-            give_back(&rt, &sealed, &config, &job_dir, &mut journal);
-            return Err(error.into());
-        }
-    }
+    let resolved = resolve(&plan, &config, &mut sealed, &job_dir, &mut journal, &key).await?;
     journal.track(&sealed);
     job_dir.seal(&sealed, &key)?;
     journal.status = JobStatus::Active;
     job_dir.write_journal(&journal)?;
-    report(&plan, &sealed, &config);
+    report(&plan, &resolved, &sealed, &config);
     crate::lease::warn_short_lived(&sealed);
     verify_key_round_trip(&job_dir, &key)?;
     // The wrapped executor prepares last: a VM is not started for a job whose secrets fail.
     // If it fails, gitlab-runner runs cleanup, which revokes what was just obtained.
-    Ok(WrappedExecutor::from_config(&config).prepare(&config)?)
+    Ok(WrappedExecutor::from_config(&config)
+        .prepare(&config)
+        .await?)
+}
+
+/// Logs in and resolves the plan into `sealed`, journaling every token as it is obtained; if
+/// that fails, revokes what was obtained before returning the error.
+async fn resolve(
+    plan: &SecretPlan,
+    config: &Config,
+    sealed: &mut Sealed,
+    job_dir: &JobDir,
+    journal: &mut Journal,
+    key: &StateKey,
+) -> Result<Resolved> {
+    if plan.is_empty() {
+        return Ok(Resolved::default());
+    }
+    let mut progress = JournalProgress {
+        job_dir,
+        journal,
+        key,
+    };
+    match resolution::execute(plan, config, sealed, &mut progress).await {
+        Ok(resolved) => Ok(resolved),
+        Err(error) => {
+            give_back(sealed, config, job_dir, journal).await;
+            Err(error.into())
+        }
+    }
 }
 
 /// Establishes the job's identity (with `[gitlab]`: verifies its ID token) and plans its
 /// secrets from the admin's bindings and, as the policy allows, the job's own declarations.
 /// Runs before any Vault request, so a forged or broken token never reaches Vault.
-pub(crate) fn plan_job(job: &JobResponse, config: &Config) -> Result<(SecretPlan, Identity)> {
+pub(crate) async fn plan_job(job: &JobResponse, config: &Config) -> Result<(SecretPlan, Identity)> {
     let verifier =
         Verifier::configured(config.gitlab.as_ref(), &config.audiences, &config.state_dir)?;
     let planner = Planner {
@@ -89,9 +98,8 @@ pub(crate) fn plan_job(job: &JobResponse, config: &Config) -> Result<(SecretPlan
         now: unix_now(),
         lenient: false,
     };
-    let rt = runtime()?;
-    let identity = rt.block_on(planner.identity(job))?;
-    let planned = rt.block_on(planner.plan(job, &identity));
+    let identity = planner.identity(job).await?;
+    let planned = planner.plan(job, &identity).await;
     if let Some(error) = planned.error {
         return Err(error);
     }
@@ -112,17 +120,12 @@ fn job_user_from_claims(config: &Config, identity: &Identity) -> Result<Option<S
         return Ok(None);
     };
     let ClaimsSource::Verified(verified) = &identity.source else {
-        return Err(crate::executor::ExecutorError::User(format!(
+        return Err(crate::job_user::JobUserError::Job(format!(
             "[executor] user_from_claim = \"{claim}\" needs the job's ID token verified by [gitlab]; add id_tokens: to the job (and [gitlab] to the executor config)"
         ))
         .into());
     };
-    let user = crate::executor::job_user::user_from_claim(
-        claim,
-        verified.claims().get(claim),
-        map,
-        allowed,
-    )?;
+    let user = crate::job_user::user_from_claim(claim, verified.claims().get(claim), map, allowed)?;
     joblog::info(&format!(
         "leasehold: the job runs as local user {user} ({claim} of the verified ID token)"
     ));
@@ -157,7 +160,9 @@ fn report_identity(identity: &Identity, planned: &Planned) {
             .plan
             .secrets
             .iter()
-            .filter(|s| s.declared_by == format!("binding {}", rule.name))
+            .filter(
+                |s| matches!(&s.declared_by, Provenance::Binding { name } if *name == rule.name),
+            )
             .map(|s| s.declaration.name.as_str())
             .collect();
         joblog::info(&format!(
@@ -206,17 +211,11 @@ impl Progress for JournalProgress<'_> {
 }
 
 /// Revokes what a failed prepare obtained, and leaves the journal for the reaper if that fails.
-fn give_back(
-    rt: &tokio::runtime::Runtime,
-    sealed: &Sealed,
-    config: &Config,
-    job_dir: &JobDir,
-    journal: &mut Journal,
-) {
+async fn give_back(sealed: &Sealed, config: &Config, job_dir: &JobDir, journal: &mut Journal) {
     if sealed.sessions.is_empty() {
         return;
     }
-    let report = rt.block_on(revoke_all(sealed, config));
+    let report = revoke_all(sealed, config).await;
     journal.track(sealed);
     if report.has_failures() {
         journal.status = JobStatus::CleanupFailed;
@@ -233,7 +232,7 @@ fn give_back(
     }
 }
 
-fn report(plan: &SecretPlan, sealed: &Sealed, config: &Config) {
+fn report(plan: &SecretPlan, resolved: &Resolved, sealed: &Sealed, config: &Config) {
     if plan.is_empty() {
         joblog::info(&format!(
             "leasehold: no secrets for this job (no binding applies and {} is not set)",
@@ -258,15 +257,14 @@ fn report(plan: &SecretPlan, sealed: &Sealed, config: &Config) {
             if session.renewable { ", renewable" } else { "" },
         ));
     }
-    for secret in &sealed.secrets {
-        let planned = plan
-            .secrets
-            .iter()
-            .find(|p| p.declaration.name == secret.name);
-        let lease = planned.and_then(|p| {
-            let origin = plan.requests[p.request].source.display_path();
-            sealed.leases.iter().find(|l| l.origin == origin)
-        });
+    // Resolution stored one secret per planned secret, in plan order.
+    for (planned, secret) in plan.secrets.iter().zip(&sealed.secrets) {
+        let lease = resolved
+            .lease_of_request
+            .get(planned.request)
+            .copied()
+            .flatten()
+            .and_then(|i| sealed.leases.get(i));
         let lease_text = lease.map_or_else(
             || "no lease".to_owned(),
             |l| {
@@ -281,11 +279,11 @@ fn report(plan: &SecretPlan, sealed: &Sealed, config: &Config) {
             "  {:<24} <- {} ({}, {}, {}; stages: {}; from {})",
             secret.name,
             secret.origin,
-            planned.map_or("?", |p| p.declaration.source.engine.as_str()),
+            planned.declaration.source.engine.as_str(),
             lease_text,
             if secret.file { "file" } else { "env" },
             secret.stages.join(" "),
-            planned.map_or("?", |p| p.declared_by.as_str()),
+            planned.declared_by,
         ));
     }
     joblog::info(&format!(

@@ -6,12 +6,12 @@ use crate::exit::Outcome;
 use crate::lease::{RevocationOutcome, reap};
 use crate::state::StateDir;
 
-use super::{load_config, runtime};
+use super::load_config;
 
-pub(super) fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
+pub(super) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
     let config = load_config(cli)?;
     let root = StateDir::open(&config.state_dir)?;
-    let report = runtime()?.block_on(reap(&config, &root, dry_run))?;
+    let report = reap(&config, &root, dry_run).await?;
     for item in &report.items {
         match &item.outcome {
             RevocationOutcome::Revoked | RevocationOutcome::RevokedWithToken => {

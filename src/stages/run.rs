@@ -2,123 +2,49 @@
 //! sub-stage is entitled to in the child's environment (or 0600 files, or a private wrapper
 //! script), its output masked, leases renewed, signals forwarded, and the exit code reported.
 
-use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::cli::Cli;
-use crate::config::{InjectMode, RunAs};
 use crate::error::Result;
-use crate::executor::{ExecutorError, JobUser, WrappedExecutor};
+use crate::executor::{ExecutorError, WrappedExecutor};
 use crate::exit::Outcome;
-use crate::inject::{self, Injection, StageDir};
+use crate::inject::{Delivery, Stage};
+use crate::job_user::JobUser;
 use crate::lease::Renewer;
+use crate::mask::MaskSet;
 use crate::protocol::{BuildStage, StageEnv};
 use crate::state::{StateDir, StateError};
 
-use super::{load_config, runtime, state_handles};
+use super::{load_config, state_handles};
 
-pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Outcome> {
+pub(super) async fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Outcome> {
     let config = load_config(cli)?;
-    let env = StageEnv::from_env();
     let stage = BuildStage::parse(stage_name);
-    let (id, key) = state_handles(&env)?;
-    let root = StateDir::open(&config.state_dir)?;
-    let job_dir = root.job(&id);
+    let (id, key) = state_handles(&StageEnv::from_env())?;
+    let job_dir = StateDir::open(&config.state_dir)?.job(&id);
     let sealed = job_dir.unseal(&key)?.ok_or_else(|| StateError::Missing {
         path: job_dir.dir().to_owned(),
     })?;
     let executor = WrappedExecutor::from_config(&config);
-
-    let fixed_user = match &config.executor.run_as {
-        RunAs::User { name, .. } => Some(name.as_str()),
-        _ => None,
+    let user = JobUser::for_job(&config.executor.run_as, sealed.run_as.as_deref())?;
+    let at = Stage {
+        stage: &stage,
+        script,
+        job_dir: &job_dir,
+        files_dir: &config.executor.files_dir,
     };
-    let job_user = match sealed.run_as.as_deref().or(fixed_user) {
-        Some(name) => {
-            if !nix::unistd::geteuid().is_root() {
-                return Err(ExecutorError::HostUser(format!(
-                    "[executor] user {name} needs leasehold to run as root (it runs as uid {})",
-                    nix::unistd::geteuid()
-                ))
-                .into());
-            }
-            Some(JobUser::lookup(name, config.executor.run_as.group())?)
-        }
-        None => None,
-    };
-
-    let exposed = inject::exposed_secrets(&sealed, &stage);
-    let script_delivery = config.executor.inject == InjectMode::Script;
-    let stage_dir = match &job_user {
-        Some(user) => Some(StageDir::for_user(
-            &config.executor.files_dir,
-            &job_dir,
-            &stage,
-            user.uid,
-            user.gid,
-        )?),
-        None if inject::needs_stage_dir(&exposed, script_delivery) => {
-            Some(StageDir::in_state(&job_dir, &stage)?)
-        }
-        None => None,
-    };
-    let mut injection = match (exposed.is_empty(), script_delivery, &stage_dir) {
-        (true, _, _) => Injection::default(),
-        (false, true, Some(dir)) => inject::for_script(&exposed, script, &stage, dir)?,
-        (false, _, dir) => inject::for_env(&exposed, dir.as_ref())?,
-    };
-    // A job user cannot read the runner's script (it lives in the runner's private temp dir).
-    if let (Some(_), None, Some(dir)) = (&job_user, &injection.script, &stage_dir) {
-        let body = std::fs::read(script).map_err(|source| {
-            StateError::from(crate::private_fs::FsError::Io {
-                action: "read the stage script",
-                path: script.to_owned(),
-                source,
-            })
-        })?;
-        injection.script = Some(dir.write("script", &body, 0o500)?);
-    }
-    let script_to_run = injection
-        .script
-        .clone()
-        .unwrap_or_else(|| script.to_owned());
-
-    // Every stage of a job with secrets is masked, not only the exposed ones: a value written to
-    // a file in build_script can still be printed by a later stage.
-    let mask = if sealed.secrets.is_empty() {
-        None
-    } else {
-        let (set, _) = crate::mask::MaskSet::for_job(sealed.values(), &config.mask);
-        (!set.is_empty()).then(|| Arc::new(set))
-    };
-    drop(exposed);
+    let delivery = Delivery::for_stage(&sealed, at, config.executor.inject, user)?;
+    let mask = stage_mask(&sealed, &config.mask);
+    let command = executor.run_command(delivery.script(), &stage);
+    let child = delivery.apply(command, executor.base_env());
+    let program = child.program();
     let renewer = Renewer::new(config.clone(), job_dir, key, sealed);
-
-    let mut command = executor.run_command(&script_to_run, &stage);
-    let mut child_env = inject::child_env(executor.base_env(), &injection);
-    if let (Some(user), Some(dir)) = (&job_user, &stage_dir) {
-        child_env
-            .retain(|(k, _)| !matches!(k.to_str(), Some("HOME" | "USER" | "LOGNAME" | "TMPDIR")));
-        child_env.push(("HOME".into(), user.home.clone().into_os_string()));
-        child_env.push(("USER".into(), OsString::from(&user.name)));
-        child_env.push(("LOGNAME".into(), OsString::from(&user.name)));
-        child_env.push(("TMPDIR".into(), dir.path().as_os_str().to_owned()));
-        command.current_dir(dir.path());
-        crate::supervision::sys::drop_privileges(command.as_std_mut(), user);
-    }
-    command.env_clear().envs(child_env);
-    let program = command
-        .as_std()
-        .get_program()
-        .to_string_lossy()
-        .into_owned();
-
-    let rt = runtime()?;
-    let exit = rt
-        .block_on(crate::supervision::supervise(command, mask, renewer.run()))
+    let exit = child
+        .supervise(mask, renewer.run())
+        .await
         .map_err(|source| ExecutorError::Spawn { program, source })?;
-    drop(stage_dir);
+    drop(delivery);
 
     Ok(if executor.passes_exit_codes_through() {
         Outcome::Driver { code: exit.code }
@@ -127,4 +53,17 @@ pub(super) fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Outcome>
     } else {
         Outcome::ScriptFailed { code: exit.code }
     })
+}
+
+/// Every stage of a job with secrets is masked, not only the exposed ones: a value written to a
+/// file in build_script can still be printed by a later stage.
+fn stage_mask(
+    sealed: &crate::state::Sealed,
+    settings: &crate::config::MaskSection,
+) -> Option<Arc<MaskSet>> {
+    if sealed.secrets.is_empty() {
+        return None;
+    }
+    let (set, _) = MaskSet::for_job(sealed.values(), settings);
+    (!set.is_empty()).then(|| Arc::new(set))
 }

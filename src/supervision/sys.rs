@@ -38,12 +38,9 @@ pub(super) fn forward(pid: Option<u32>, signal: Signal) {
 }
 
 /// Drops to the job's user in the child: supplementary groups, then group, then user.
-pub(crate) fn drop_privileges(
-    command: &mut std::process::Command,
-    user: &crate::executor::JobUser,
-) {
-    let groups = user.groups.clone();
-    let (uid, gid) = (user.uid, user.gid);
+pub(super) fn drop_privileges(command: &mut std::process::Command, ids: &super::UserIds) {
+    let groups = ids.groups.clone();
+    let (uid, gid) = (ids.uid, ids.gid);
     // SAFETY: runs between fork and exec. setgroups(2), setresgid(2) and setresuid(2) are
     // async-signal-safe system calls; the group list was computed (and allocated) before fork,
     // so the closure allocates nothing and takes no lock.

@@ -1,14 +1,16 @@
 //! The local account a job runs as when leasehold (as root) drops privileges for it.
 //!
 //! The order is fixed by POSIX semantics: supplementary groups first (only root may set them),
-//! then the group, then the user, in the forked child before exec (see `supervision::sys`).
+//! then the group, then the user, in the forked child before exec (see `supervision`).
 //! The group list is computed here, in the parent, because NSS lookups are not safe after fork.
 
 use std::path::PathBuf;
 
 use nix::unistd::{Gid, Group, Uid, User};
 
-use super::ExecutorError;
+use crate::config::RunAs;
+use crate::exit::FailureKind;
+use crate::supervision::UserIds;
 
 /// A resolved local user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,21 +28,28 @@ pub struct JobUser {
 }
 
 impl JobUser {
+    /// The ids a child drops to.
+    pub fn ids(&self) -> UserIds {
+        UserIds {
+            uid: self.uid,
+            gid: self.gid,
+            groups: self.groups.clone(),
+        }
+    }
+
     /// Looks the user (and optional group) up in the system databases.
-    pub fn lookup(name: &str, group: Option<&str>) -> Result<Self, ExecutorError> {
+    pub fn lookup(name: &str, group: Option<&str>) -> Result<Self, JobUserError> {
         let user = User::from_name(name)
-            .map_err(|e| ExecutorError::HostUser(format!("cannot look up the job user {name}: {e}")))?
-            .ok_or_else(|| ExecutorError::HostUser(format!("the job user {name} does not exist on this host; create it or fix [executor] user")))?;
+            .map_err(|e| JobUserError::Host(format!("cannot look up the job user {name}: {e}")))?
+            .ok_or_else(|| JobUserError::Host(format!("the job user {name} does not exist on this host; create it or fix [executor] user")))?;
         let gid = match group {
             Some(group) => {
                 Group::from_name(group)
                     .map_err(|e| {
-                        ExecutorError::HostUser(format!(
-                            "cannot look up the job group {group}: {e}"
-                        ))
+                        JobUserError::Host(format!("cannot look up the job group {group}: {e}"))
                     })?
                     .ok_or_else(|| {
-                        ExecutorError::HostUser(format!(
+                        JobUserError::Host(format!(
                             "the job group {group} does not exist on this host"
                         ))
                     })?
@@ -49,15 +58,14 @@ impl JobUser {
             None => user.gid,
         };
         let cname = std::ffi::CString::new(name)
-            .map_err(|_| ExecutorError::HostUser(format!("invalid user name {name:?}")))?;
-        let mut groups = nix::unistd::getgrouplist(&cname, gid).map_err(|e| {
-            ExecutorError::HostUser(format!("cannot list the groups of {name}: {e}"))
-        })?;
+            .map_err(|_| JobUserError::Host(format!("invalid user name {name:?}")))?;
+        let mut groups = nix::unistd::getgrouplist(&cname, gid)
+            .map_err(|e| JobUserError::Host(format!("cannot list the groups of {name}: {e}")))?;
         if !groups.contains(&gid) {
             groups.push(gid);
         }
         if user.uid.is_root() {
-            return Err(ExecutorError::HostUser(
+            return Err(JobUserError::Host(
                 "refusing to run jobs as root through [executor] user".into(),
             ));
         }
@@ -77,19 +85,61 @@ pub fn user_from_claim(
     value: Option<&str>,
     map: &std::collections::BTreeMap<String, String>,
     allowed: &crate::patterns::Patterns,
-) -> Result<String, ExecutorError> {
+) -> Result<String, JobUserError> {
     let value = value.filter(|v| !v.is_empty()).ok_or_else(|| {
-        ExecutorError::User(format!(
+        JobUserError::Job(format!(
             "the job's verified ID token has no {claim} claim to pick its local user from"
         ))
     })?;
     let user = map.get(value).map_or(value, String::as_str);
     if !allowed.matches(user) {
-        return Err(ExecutorError::User(format!(
+        return Err(JobUserError::Job(format!(
             "{claim}={value} maps to local user {user}, which [executor] allowed_users does not list; ask the runner admin to allow it"
         )));
     }
     Ok(user.to_owned())
+}
+
+impl JobUser {
+    /// The user this job's processes run as: the one chosen from its verified claims at
+    /// prepare (`chosen`), else the configured `[executor] user`; `None`: leasehold's own user.
+    pub fn for_job(run_as: &RunAs, chosen: Option<&str>) -> Result<Option<Self>, JobUserError> {
+        let fixed = match run_as {
+            RunAs::User { name, .. } => Some(name.as_str()),
+            _ => None,
+        };
+        let Some(name) = chosen.or(fixed) else {
+            return Ok(None);
+        };
+        if !nix::unistd::geteuid().is_root() {
+            return Err(JobUserError::Host(format!(
+                "[executor] user {name} needs leasehold to run as root (it runs as uid {})",
+                nix::unistd::geteuid()
+            )));
+        }
+        JobUser::lookup(name, run_as.group()).map(Some)
+    }
+}
+
+/// The job's local user cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum JobUserError {
+    /// The job may not run as the user it asks for (from its claims): the job's problem.
+    #[error("{0}")]
+    Job(String),
+    /// The configured job user cannot be used on this host: the admin's problem.
+    #[error("{0}")]
+    Host(String),
+}
+
+impl JobUserError {
+    /// A user outside the allow-list is the job's fault; the rest is the host's.
+    pub fn failure_kind(&self) -> FailureKind {
+        match self {
+            JobUserError::Job(_) => FailureKind::Build,
+            JobUserError::Host(_) => FailureKind::System,
+        }
+    }
 }
 
 #[cfg(test)]
