@@ -488,7 +488,11 @@ pub fn ref_protection(job: &JobResponse, config: &Config, identity: &Identity) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::test_issuer::{AUD, TestKey, claims, gitlab_config, mock_gitlab};
+    use crate::identity::test_issuer::{AUD, TestKey, claims, gitlab_config_text, mock_gitlab};
+
+    fn gitlab_config(server: &wiremock::MockServer, extra: &str) -> Config {
+        Config::parse(&gitlab_config_text(server, extra)).expect("valid config")
+    }
     use serde_json::json;
 
     const NOW: u64 = 1_800_000_000;

@@ -13,8 +13,6 @@ use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::config::Config;
-
 pub(crate) const ISSUER: &str = "https://gitlab.example.com";
 pub(crate) const AUD: &str = "https://vault.example.com";
 
@@ -95,14 +93,13 @@ pub(crate) async fn mock_gitlab() -> MockServer {
     server
 }
 
-/// An executor config for Vault at [`AUD`] and GitLab at `gitlab` (issuer [`ISSUER`]), with
-/// `extra` appended to `[gitlab]`.
-pub(crate) fn gitlab_config(gitlab: &MockServer, extra: &str) -> Config {
-    Config::parse(&format!(
+/// The text of an executor config for Vault at [`AUD`] and GitLab at `gitlab` (issuer
+/// [`ISSUER`]), with `extra` appended to `[gitlab]`.
+pub(crate) fn gitlab_config_text(gitlab: &MockServer, extra: &str) -> String {
+    format!(
         "[vault]\naddress = \"{AUD}\"\n[gitlab]\nurl = \"{}\"\nissuer = \"{ISSUER}\"\n{extra}",
         gitlab.uri()
-    ))
-    .expect("valid config")
+    )
 }
 
 /// GitLab-like claims valid at `now`, with `overrides` merged in (`null` removes a claim).

@@ -255,19 +255,36 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::identity::test_issuer::{self, AUD, TestKey, claims, gitlab_config, jwks};
+    use crate::config_file::File;
+    use crate::identity::test_issuer::{self, AUD, TestKey, claims, gitlab_config_text, jwks};
     use serde_json::json;
     use wiremock::matchers::{method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     const NOW: u64 = 1_800_000_000;
 
+    /// The raw config's `[gitlab]`, and the audiences the checked config would derive (the
+    /// Vault address unless `audiences` is set).
+    type Config = (GitlabSection, Vec<String>);
+
+    fn gitlab_config(server: &MockServer, extra: &str) -> Config {
+        parse(&gitlab_config_text(server, extra))
+    }
+
+    fn parse(text: &str) -> Config {
+        let file: File = toml::from_str(text).expect("valid config");
+        let gitlab = file.gitlab.expect("gitlab");
+        let audiences = gitlab
+            .audiences
+            .clone()
+            .unwrap_or_else(|| vec![file.vault.address.clone()]);
+        (gitlab, audiences)
+    }
+
     fn verifier(config: &Config, cache: Option<&std::path::Path>) -> Verifier {
-        let gitlab = config.gitlab.as_ref().expect("gitlab");
         Verifier::new(
-            gitlab,
-            &config.audiences,
+            &config.0,
+            &config.1,
             cache.map(std::path::Path::to_path_buf),
         )
         .expect("verifier")
@@ -562,10 +579,9 @@ mod tests {
     #[tokio::test]
     async fn jwks_unreachable_is_a_system_failure() {
         let uri = test_issuer::dead_url();
-        let dead = Config::parse(&format!(
+        let dead = parse(&format!(
             "[vault]\naddress = \"{AUD}\"\n[gitlab]\nurl = \"{uri}\"\ntimeout_seconds = 2\n"
-        ))
-        .expect("valid");
+        ));
         let token = TestKey::shared(0).sign(&claims(NOW, json!({})));
         let err = verifier(&dead, None)
             .verify("T", &secret(token), NOW)
