@@ -6,6 +6,7 @@
 
 mod support;
 
+mod architecture;
 mod core;
 mod executors;
 mod harness;
