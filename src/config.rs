@@ -161,6 +161,11 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
     }
 
+    /// Loads the config named by `--config`, `LEASEHOLD_CONFIG` or the default path.
+    pub fn locate_and_load(cli: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load(&Self::locate(cli))
+    }
+
     /// Reads, parses and checks the config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {

@@ -1,7 +1,7 @@
 //! Every error a stage can end with, gathered at the edge.
 //!
 //! Each module has its own error type that knows whose fault it is ([`FailureKind`]); this module
-//! only collects them, so that the stage edge (`stages::exit_status`) can print one line for the
+//! only collects them, so that the stage edge (`entry::exit_status`) can print one line for the
 //! job log and look the exit status up in [`crate::exit`]'s table.
 //!
 //! Invariant: no `Display` implementation reachable from [`Error`] ever formats a secret value, a

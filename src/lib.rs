@@ -24,33 +24,35 @@
 //!   compiled globs; [`private_fs`]: private files and directories; [`random`]; [`joblog`]: what
 //!   the job log shows; [`cli`]: the command line.
 
-pub mod bindings;
+pub(crate) mod bindings;
 pub mod cli;
-pub mod config;
-pub mod config_file;
-pub mod declarations;
-pub mod error;
-pub mod executor;
-pub mod exit;
-pub mod identity;
-pub mod inject;
-pub mod job_response;
-pub mod job_user;
-pub mod joblog;
-pub mod lease;
+pub(crate) mod config;
+pub(crate) mod config_file;
+pub(crate) mod declarations;
+pub(crate) mod entry;
+pub(crate) mod error;
+pub(crate) mod executor;
+pub(crate) mod exit;
+pub(crate) mod identity;
+pub(crate) mod inject;
+pub(crate) mod job_response;
+pub(crate) mod job_user;
+pub(crate) mod joblog;
+pub(crate) mod lease;
 pub mod mask;
-pub mod patterns;
-pub mod planning;
-pub mod policy;
-pub mod private_fs;
-pub mod protocol;
-pub mod random;
-pub mod resolution;
-pub mod secret_plan;
-pub mod stages;
+pub(crate) mod patterns;
+pub(crate) mod planning;
+pub(crate) mod policy;
+pub(crate) mod private_fs;
+pub(crate) mod protocol;
+pub(crate) mod random;
+pub(crate) mod resolution;
+pub(crate) mod secret_plan;
+pub(crate) mod stages;
+pub(crate) mod tools;
 pub mod state;
-pub mod supervision;
-pub mod vault;
+pub(crate) mod supervision;
+pub(crate) mod vault;
 
 use std::ffi::OsString;
 
@@ -60,17 +62,17 @@ use clap::Parser;
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     // First, before anything else runs: the environment holds the state key and the job's
     // variables, readable by same-user processes through /proc until the process is not dumpable.
-    stages::harden_process();
+    entry::harden_process();
     let cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return stages::finish(if e.use_stderr() {
+            return entry::finish(if e.use_stderr() {
                 Err(exit::FailureKind::System)
             } else {
                 Ok(exit::Outcome::Success)
             });
         }
     };
-    stages::dispatch(cli)
+    entry::dispatch(cli)
 }

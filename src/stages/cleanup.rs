@@ -17,7 +17,7 @@ use crate::supervision::{StopSignals, Waited};
 
 use super::load_config;
 
-pub(super) async fn run(cli: &Cli) -> Result<Outcome> {
+pub(crate) async fn run(cli: &Cli) -> Result<Outcome> {
     let config = load_config(cli)?;
     let env = StageEnv::from_env();
     let inner = inner_cleanup(&WrappedExecutor::from_config(&config)).await;

@@ -14,7 +14,7 @@ use crate::state::{StateId, StateKey};
 
 use super::load_config;
 
-pub(super) async fn run(cli: &Cli) -> Result<Outcome> {
+pub(crate) async fn run(cli: &Cli) -> Result<Outcome> {
     let config = load_config(cli)?;
     let executor = WrappedExecutor::from_config(&config);
     let inner = executor.config_json().await?;

@@ -19,7 +19,7 @@ use crate::state::{JobDir, JobStatus, Journal, Sealed, StateDir, StateKey, unix_
 
 use super::{load_config, state_handles};
 
-pub(super) async fn run(cli: &Cli) -> Result<Outcome> {
+pub(crate) async fn run(cli: &Cli) -> Result<Outcome> {
     let config = load_config(cli)?;
     let env = StageEnv::from_env();
     let (id, key) = state_handles(&env)?;

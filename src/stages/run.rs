@@ -18,7 +18,7 @@ use crate::state::{StateDir, StateError};
 
 use super::{load_config, state_handles};
 
-pub(super) async fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Outcome> {
+pub(crate) async fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Outcome> {
     let config = load_config(cli)?;
     let stage = BuildStage::parse(stage_name);
     let (id, key) = state_handles(&StageEnv::from_env())?;

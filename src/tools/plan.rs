@@ -26,11 +26,9 @@ use crate::private_fs::check_private_dir;
 use crate::secret_plan::{PlannedSecret, SecretPlan};
 use crate::state::unix_now;
 
-use super::load_config;
-
-pub(super) async fn run(cli: &Cli, job: Option<&Path>, claims: Option<&Path>) -> Result<Outcome> {
+pub(crate) async fn run(cli: &Cli, job: Option<&Path>, claims: Option<&Path>) -> Result<Outcome> {
     let config_path = Config::locate(cli.config.as_deref());
-    let config = load_config(cli)?;
+    let config = Config::load(&config_path)?;
     let input = match (job, claims) {
         (Some(job), _) => Input::Job(job),
         (None, Some(claims)) => Input::Claims(claims),

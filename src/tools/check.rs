@@ -27,7 +27,7 @@ use crate::vault::{Server, VaultClient, VaultError, address_key};
 
 use super::plan::expected_jwks_url;
 
-pub(super) async fn run(cli: &Cli, token_file: Option<&Path>) -> Result<Outcome> {
+pub(crate) async fn run(cli: &Cli, token_file: Option<&Path>) -> Result<Outcome> {
     let path = Config::locate(cli.config.as_deref());
     let token = match read_token(token_file) {
         Ok(token) => token,

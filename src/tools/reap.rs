@@ -1,15 +1,15 @@
 //! `leasehold reap`: the fallback for jobs whose own cleanup never ran or failed.
 
 use crate::cli::Cli;
+use crate::config::Config;
 use crate::error::Result;
 use crate::exit::Outcome;
 use crate::lease::{RevocationOutcome, reap};
 use crate::state::StateDir;
 
-use super::load_config;
 
-pub(super) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
-    let config = load_config(cli)?;
+pub(crate) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
+    let config = Config::locate_and_load(cli.config.as_deref())?;
     let root = StateDir::open(&config.state_dir)?;
     let report = reap(&config, &root, dry_run).await?;
     for item in &report.items {
