@@ -37,7 +37,7 @@ use crate::secret_plan::{LoginTarget, Provenance};
 use crate::vault::Servers;
 
 /// Claims a template may name. `iss` and `sub` are left out: they always contain `:` or `/`.
-pub const TEMPLATE_CLAIMS: &[&str] = &[
+pub(crate) const TEMPLATE_CLAIMS: &[&str] = &[
     "project_id",
     "project_path",
     "namespace_id",
@@ -54,7 +54,7 @@ pub const TEMPLATE_CLAIMS: &[&str] = &[
 
 /// One `[[bindings]]` rule, compiled at config load: match globs built, every template parsed.
 #[derive(Debug, Clone)]
-pub struct Binding {
+pub(crate) struct Binding {
     /// Names the rule in the job log, in `plan` output and in duplicate-grant errors.
     pub name: String,
     keys: Vec<MatchKey>,
@@ -164,7 +164,7 @@ impl MatchKey {
 
 /// One `match` key checked against the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyCheck {
+pub(crate) struct KeyCheck {
     /// The claim name.
     pub key: &'static str,
     /// The values the rule accepts.
@@ -179,7 +179,7 @@ pub struct KeyCheck {
 
 impl KeyCheck {
     /// `environment: "prod" is not "dev"`, `project_path: "grp/app" matches "grp/*"`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let wanted = if self.wanted.len() == 1 {
             format!("{:?}", self.wanted[0])
         } else {
@@ -207,7 +207,7 @@ impl KeyCheck {
 
 /// What one rule did for one job.
 #[derive(Debug, Clone)]
-pub struct RuleOutcome {
+pub(crate) struct RuleOutcome {
     /// 1-based position in the config.
     pub index: usize,
     /// The rule's name.
@@ -218,14 +218,14 @@ pub struct RuleOutcome {
 
 impl RuleOutcome {
     /// Whether every key matched.
-    pub fn matched(&self) -> bool {
+    pub(crate) fn matched(&self) -> bool {
         self.checks.iter().all(|c| c.ok)
     }
 }
 
 /// A matched rule, rendered for one job.
 #[derive(Debug, Clone)]
-pub struct Grant {
+pub(crate) struct Grant {
     /// The rule's name.
     pub binding: String,
     /// Where its secrets log in.
@@ -236,7 +236,7 @@ pub struct Grant {
 
 impl Grant {
     /// Who its secrets are declared by.
-    pub fn declared_by(&self) -> Provenance {
+    pub(crate) fn declared_by(&self) -> Provenance {
         Provenance::Binding {
             name: self.binding.clone(),
         }
@@ -246,7 +246,7 @@ impl Grant {
 /// Where a binding logs in unless it says otherwise: the trusted servers and `[vault]`'s
 /// auth mount and role.
 #[derive(Debug, Clone, Copy)]
-pub struct LoginDefaults<'a> {
+pub(crate) struct LoginDefaults<'a> {
     /// The servers a binding may name.
     pub servers: &'a Servers,
     /// `[vault] auth_mount`.
@@ -256,7 +256,7 @@ pub struct LoginDefaults<'a> {
 }
 
 /// Evaluates every rule against verified claims, in order.
-pub fn evaluate(bindings: &[Binding], claims: &Claims) -> Vec<RuleOutcome> {
+pub(crate) fn evaluate(bindings: &[Binding], claims: &Claims) -> Vec<RuleOutcome> {
     bindings
         .iter()
         .enumerate()
@@ -271,7 +271,7 @@ pub fn evaluate(bindings: &[Binding], claims: &Claims) -> Vec<RuleOutcome> {
 impl Binding {
     /// Renders a matched rule for a job: templates filled from verified claims, the server
     /// checked against the allow-list, each secret validated like a job declaration.
-    pub fn grant(
+    pub(crate) fn grant(
         &self,
         claims: &Claims,
         defaults: &LoginDefaults<'_>,
@@ -328,7 +328,7 @@ impl Binding {
 
 /// Where a binding logs in, as far as it is known without a job's claims (for `check`).
 #[derive(Debug, Clone)]
-pub enum FixedLogin {
+pub(crate) enum FixedLogin {
     /// Nothing is templated: every job matched logs in here.
     Known(LoginTarget),
     /// These keys are templated from claims: known only per job.
@@ -338,7 +338,7 @@ pub enum FixedLogin {
 impl Binding {
     /// The login every matching job uses, when no login key is templated; `None` when the
     /// literal server is not listed (config load refuses that, so never in practice).
-    pub fn fixed_login(&self, defaults: &LoginDefaults<'_>) -> Option<FixedLogin> {
+    pub(crate) fn fixed_login(&self, defaults: &LoginDefaults<'_>) -> Option<FixedLogin> {
         let keys = [
             ("server", &self.server),
             ("namespace", &self.namespace),
@@ -374,7 +374,10 @@ impl Binding {
 
 /// Compiles every rule at config load: names, match keys, template syntax, allow-listed
 /// servers, and each secret rendered with placeholder claims.
-pub fn compile_all(sections: &[BindingSection], servers: &Servers) -> Result<Vec<Binding>, String> {
+pub(crate) fn compile_all(
+    sections: &[BindingSection],
+    servers: &Servers,
+) -> Result<Vec<Binding>, String> {
     let mut seen = std::collections::BTreeSet::new();
     let mut bindings = Vec::with_capacity(sections.len());
     for (i, section) in sections.iter().enumerate() {
@@ -545,7 +548,7 @@ impl Template {
 
 /// The escaping rule: a claim value may be substituted only if it is non-empty, made of
 /// `A-Z a-z 0-9 . _ -`, and free of `..`.
-pub fn check_claim_value(claim: &str, value: &str) -> Result<(), String> {
+pub(crate) fn check_claim_value(claim: &str, value: &str) -> Result<(), String> {
     let shown = || {
         let mut v: String = value.chars().take(64).collect();
         if value.chars().count() > 64 {
@@ -578,7 +581,7 @@ pub fn check_claim_value(claim: &str, value: &str) -> Result<(), String> {
 
 /// A matched rule could not be applied to this job.
 #[derive(Debug, thiserror::Error)]
-pub enum BindingError {
+pub(crate) enum BindingError {
     /// A template or secret could not be rendered from this job's claims.
     #[error("binding {binding} matches this job but cannot be applied: {detail}")]
     Render {
@@ -601,7 +604,7 @@ pub enum BindingError {
 
 impl BindingError {
     /// The rule's name.
-    pub fn binding(&self) -> &str {
+    pub(crate) fn binding(&self) -> &str {
         match self {
             BindingError::Render { binding, .. }
             | BindingError::ServerNotAllowed { binding, .. } => binding,
@@ -610,7 +613,7 @@ impl BindingError {
 
     /// The claims come from the job (an environment name, a ref); the binding exists, so the job
     /// is what does not fit it.
-    pub fn failure_kind(&self) -> FailureKind {
+    pub(crate) fn failure_kind(&self) -> FailureKind {
         FailureKind::Build
     }
 }

@@ -13,21 +13,20 @@ use std::time::Duration;
 
 use crate::bindings::{self, Binding, LoginDefaults};
 use crate::config_file::{self, ExecutorKind, File};
-use crate::exit::FailureKind;
 use crate::patterns::Patterns;
 use crate::policy::Policy;
 use crate::vault::{Server, ServerSpec, Servers};
 
-pub use crate::config_file::{
-    CustomDriver, GitlabSection, InjectMode, IssuerForms, JobSection, LeasesSection, MaskSection,
+pub(crate) use crate::config_file::{
+    CustomDriver, GitlabSection, InjectMode, JobSection, LeasesSection, MaskSection,
 };
 
 /// Where the config is read from when neither `--config` nor `LEASEHOLD_CONFIG` is given.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/leasehold/config.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/leasehold/config.toml";
 
 /// The checked executor config.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// Private per-job state lives below this directory (absolute).
     pub state_dir: PathBuf,
     /// Reported to gitlab-runner as `builds_dir`.
@@ -62,7 +61,7 @@ pub struct Config {
 
 /// `[vault]` apart from the servers: login defaults and request settings.
 #[derive(Debug, Clone)]
-pub struct VaultSettings {
+pub(crate) struct VaultSettings {
     /// The JWT auth mount used when the job sets no `VAULT_AUTH_PATH` (no slashes at the ends).
     pub auth_mount: String,
     /// The JWT role used when the job sets no `VAULT_AUTH_ROLE`.
@@ -75,7 +74,7 @@ pub struct VaultSettings {
 
 /// `[executor]`, checked.
 #[derive(Debug, Clone)]
-pub struct ExecutorSettings {
+pub(crate) struct ExecutorSettings {
     /// What runs the scripts.
     pub kind: Executor,
     /// How secrets reach the job.
@@ -88,7 +87,7 @@ pub struct ExecutorSettings {
 
 /// The wrapped executor.
 #[derive(Debug, Clone)]
-pub enum Executor {
+pub(crate) enum Executor {
     /// Run each script locally with this shell (`bash`).
     Shell {
         /// The shell.
@@ -100,7 +99,7 @@ pub enum Executor {
 
 /// The local user a shell job runs as.
 #[derive(Debug, Clone)]
-pub enum RunAs {
+pub(crate) enum RunAs {
     /// leasehold's own user.
     Leasehold,
     /// A fixed user (leasehold must run as root).
@@ -125,7 +124,7 @@ pub enum RunAs {
 
 impl RunAs {
     /// The configured group, if any.
-    pub fn group(&self) -> Option<&str> {
+    pub(crate) fn group(&self) -> Option<&str> {
         match self {
             RunAs::Leasehold => None,
             RunAs::User { group, .. } | RunAs::FromClaim { group, .. } => group.as_deref(),
@@ -135,7 +134,7 @@ impl RunAs {
 
 /// The reaper's own Vault credential (never a job's).
 #[derive(Debug, Clone)]
-pub enum ReaperCredential {
+pub(crate) enum ReaperCredential {
     /// A file holding a Vault token (e.g. a periodic token), read at each run.
     TokenFile(PathBuf),
     /// Log in with AppRole.
@@ -151,7 +150,7 @@ pub enum ReaperCredential {
 
 impl Config {
     /// Picks the config path: `--config`, then `LEASEHOLD_CONFIG`, then the default.
-    pub fn locate(cli: Option<&Path>) -> PathBuf {
+    pub(crate) fn locate(cli: Option<&Path>) -> PathBuf {
         cli.map(Path::to_path_buf)
             .or_else(|| {
                 std::env::var_os("LEASEHOLD_CONFIG")
@@ -162,12 +161,12 @@ impl Config {
     }
 
     /// Loads the config named by `--config`, `LEASEHOLD_CONFIG` or the default path.
-    pub fn locate_and_load(cli: Option<&Path>) -> Result<Self, ConfigError> {
+    pub(crate) fn locate_and_load(cli: Option<&Path>) -> Result<Self, ConfigError> {
         Self::load(&Self::locate(cli))
     }
 
     /// Reads, parses and checks the config file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => ConfigError::Missing {
                 path: path.to_owned(),
@@ -184,7 +183,7 @@ impl Config {
     }
 
     /// Parses and checks config text; the error is one line naming key, line and column.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let file: File = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
         Self::check(file)
     }
@@ -243,12 +242,12 @@ impl Config {
     }
 
     /// How to reach `server` in `namespace` with this config's request settings.
-    pub fn server_spec(&self, server: &Server, namespace: Option<String>) -> ServerSpec {
+    pub(crate) fn server_spec(&self, server: &Server, namespace: Option<String>) -> ServerSpec {
         server.spec(namespace, self.vault.timeout, self.vault.retries)
     }
 
     /// Where logins go unless a job or binding says otherwise.
-    pub fn login_defaults(&self) -> LoginDefaults<'_> {
+    pub(crate) fn login_defaults(&self) -> LoginDefaults<'_> {
         LoginDefaults {
             servers: &self.servers,
             auth_mount: &self.vault.auth_mount,
@@ -381,7 +380,7 @@ fn validate_gitlab(gitlab: &GitlabSection) -> Result<(), String> {
 
 /// The GitLab URL must be https (http only to loopback or with `allow_http`): the JWKS fetched
 /// from it decides which tokens are genuine.
-pub fn check_gitlab_url(url: &str, allow_http: bool) -> Result<(), String> {
+pub(crate) fn check_gitlab_url(url: &str, allow_http: bool) -> Result<(), String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| {
         format!("gitlab.url {url:?} is not a URL ({e}); write it like https://gitlab.example.com")
     })?;
@@ -427,7 +426,7 @@ fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
 
 /// Why the config could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// The file does not exist.
     #[error(
         "executor config {path} not found: create it (example: executor-config/config.toml) or point --config / LEASEHOLD_CONFIG at it"
@@ -454,12 +453,7 @@ pub enum ConfigError {
     },
 }
 
-impl ConfigError {
-    /// A broken runner config is never the job's fault.
-    pub fn failure_kind(&self) -> FailureKind {
-        FailureKind::System
-    }
-}
+impl ConfigError {}
 
 #[cfg(test)]
 mod tests {

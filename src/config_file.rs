@@ -17,7 +17,7 @@ use crate::declarations::RawSecret;
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct File {
+pub(crate) struct File {
     /// Private per-job state lives below this directory (0700, owned by leasehold's user).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -62,7 +62,7 @@ pub struct File {
 /// `[gitlab]`: where ID tokens come from and how they are checked.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GitlabSection {
+pub(crate) struct GitlabSection {
     /// The instance's URL, e.g. `https://gitlab.example.com`; its JWKS is fetched from
     /// `<url>/oauth/discovery/keys`, falling back to `<url>/-/jwks` (GitLab before 17).
     pub url: String,
@@ -104,7 +104,7 @@ pub struct GitlabSection {
 /// How `iss` is compared with the configured issuer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum IssuerForms {
+pub(crate) enum IssuerForms {
     /// Byte for byte (a trailing `/` on either side is ignored).
     #[default]
     Exact,
@@ -114,12 +114,12 @@ pub enum IssuerForms {
 
 impl GitlabSection {
     /// The instance URL without a trailing slash.
-    pub fn base_url(&self) -> &str {
+    pub(crate) fn base_url(&self) -> &str {
         self.url.trim_end_matches('/')
     }
 
     /// The configured issuer (default: the URL), without a trailing slash.
-    pub fn issuer(&self) -> &str {
+    pub(crate) fn issuer(&self) -> &str {
         self.issuer
             .as_deref()
             .unwrap_or(&self.url)
@@ -127,7 +127,7 @@ impl GitlabSection {
     }
 
     /// Every `iss` value accepted.
-    pub fn accepted_issuers(&self) -> Vec<String> {
+    pub(crate) fn accepted_issuers(&self) -> Vec<String> {
         let issuer = self.issuer().to_owned();
         match self.issuer_forms {
             IssuerForms::Exact => vec![issuer],
@@ -148,14 +148,14 @@ impl GitlabSection {
     }
 
     /// The JWKS cache directory.
-    pub fn jwks_cache_dir(&self, state_dir: &Path) -> PathBuf {
+    pub(crate) fn jwks_cache_dir(&self, state_dir: &Path) -> PathBuf {
         self.jwks_cache_dir
             .clone()
             .unwrap_or_else(|| state_dir.join("jwks"))
     }
 
     /// Request timeout for JWKS fetches.
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_seconds.max(1))
     }
 }
@@ -163,7 +163,7 @@ impl GitlabSection {
 /// `[leases]`: how leases and the token are kept alive while the job runs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LeasesSection {
+pub(crate) struct LeasesSection {
     /// The longest TTL or renewal increment leasehold ever asks for, in seconds. Requests are
     /// further capped by the job's remaining timeout.
     #[serde(default = "default_max_increment")]
@@ -192,7 +192,7 @@ fn default_reap_grace() -> u64 {
 /// `[reaper]`: the reaper's own Vault credential (never a job's).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReaperSection {
+pub(crate) struct ReaperSection {
     /// A file holding a Vault token (e.g. a periodic token), read at each run.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
@@ -204,7 +204,7 @@ pub struct ReaperSection {
 /// `[reaper.approle]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AppRoleSection {
+pub(crate) struct AppRoleSection {
     /// The AppRole auth mount.
     #[serde(default = "default_approle_mount")]
     pub mount: String,
@@ -221,7 +221,7 @@ fn default_approle_mount() -> String {
 /// `[vault]`: the default server, and the other servers a job may name.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VaultSection {
+pub(crate) struct VaultSection {
     /// The default server's address, e.g. `https://vault.example.com:8200`.
     pub address: String,
     /// The default server's namespace (a job's `VAULT_NAMESPACE` overrides it).
@@ -259,7 +259,7 @@ pub struct VaultSection {
 /// `[[vault.servers]]`: one further Vault/OpenBao server.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerSection {
+pub(crate) struct ServerSection {
     /// `https://vault.example.com:8200`.
     pub address: String,
     /// Namespace used when the job sets no `VAULT_NAMESPACE`.
@@ -282,7 +282,7 @@ pub struct ServerSection {
 /// `[job]`: the names jobs use.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct JobSection {
+pub(crate) struct JobSection {
     /// The job variable holding the ID token (an `id_tokens:` key).
     #[serde(default = "default_id_token_variable")]
     pub id_token_variable: String,
@@ -309,7 +309,7 @@ pub struct MaskSection {
 /// `[executor]`: what runs the job's scripts.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExecutorSection {
+pub(crate) struct ExecutorSection {
     /// Which wrapped executor runs the scripts.
     #[serde(default)]
     pub kind: ExecutorKind,
@@ -346,7 +346,7 @@ pub struct ExecutorSection {
 /// The wrapped executors.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ExecutorKind {
+pub(crate) enum ExecutorKind {
     /// Run each script locally with `bash <script>`.
     #[default]
     Shell,
@@ -357,7 +357,7 @@ pub enum ExecutorKind {
 /// How secrets are handed to the job.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum InjectMode {
+pub(crate) enum InjectMode {
     /// In the environment of the process that runs the script (it must pass it on).
     #[default]
     Env,
@@ -369,7 +369,7 @@ pub enum InjectMode {
 /// `[executor.custom]`: an inner custom-executor driver.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CustomDriver {
+pub(crate) struct CustomDriver {
     /// The driver's config_exec (optional, as in gitlab-runner).
     #[serde(default)]
     pub config_exec: Option<String>,
@@ -487,7 +487,7 @@ impl Default for ExecutorSection {
 /// `[policy]` in the executor config.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PolicySection {
+pub(crate) struct PolicySection {
     /// When a job's own declarations are honoured.
     #[serde(default)]
     pub job_declarations: JobDeclarations,
@@ -502,7 +502,7 @@ pub struct PolicySection {
 /// `job_declarations`: when `LEASEHOLD_SECRETS` is honoured.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum JobDeclarations {
+pub(crate) enum JobDeclarations {
     /// On every ref.
     #[default]
     Always,
@@ -514,7 +514,7 @@ pub enum JobDeclarations {
 
 impl JobDeclarations {
     /// The name as written in the config.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             JobDeclarations::Always => "always",
             JobDeclarations::ProtectedRefsOnly => "protected_refs_only",
@@ -526,7 +526,7 @@ impl JobDeclarations {
 /// One `[[bindings]]` rule as written in the executor config.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BindingSection {
+pub(crate) struct BindingSection {
     /// Names the rule in the job log, in `plan` output and in duplicate-grant errors.
     pub name: String,
     /// Which jobs the rule applies to.
@@ -551,7 +551,7 @@ pub struct BindingSection {
 /// A rule's `match` table. Job variables never take part: only verified claims.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MatchRule {
+pub(crate) struct MatchRule {
     /// Glob(s) over `project_path`, e.g. `"grp/**"`.
     #[serde(default)]
     pub project_path: Option<MatchValue>,
@@ -587,7 +587,7 @@ pub struct MatchRule {
 /// A match value: one scalar or a list of them (any of which may match).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum MatchValue {
+pub(crate) enum MatchValue {
     /// One value.
     One(Scalar),
     /// Any of these.
@@ -597,7 +597,7 @@ pub enum MatchValue {
 /// A TOML scalar, compared as GitLab's claims are encoded: as text.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum Scalar {
+pub(crate) enum Scalar {
     /// `true`/`false`.
     Bool(bool),
     /// A number, e.g. a project id.
@@ -608,7 +608,7 @@ pub enum Scalar {
 
 impl MatchValue {
     /// The values as claim text.
-    pub fn values(&self) -> Vec<String> {
+    pub(crate) fn values(&self) -> Vec<String> {
         let text = |s: &Scalar| match s {
             Scalar::Bool(b) => b.to_string(),
             Scalar::Int(i) => i.to_string(),

@@ -21,11 +21,11 @@ use serde::Deserialize;
 use crate::exit::FailureKind;
 
 /// GitLab's default engine path for the short form.
-pub const DEFAULT_SHORT_FORM_MOUNT: &str = "kv-v2";
+pub(crate) const DEFAULT_SHORT_FORM_MOUNT: &str = "kv-v2";
 
 /// One declared secret, validated.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Declaration {
+pub(crate) struct Declaration {
     /// The environment variable the job sees.
     pub name: String,
     /// Where the value comes from.
@@ -40,7 +40,7 @@ pub struct Declaration {
 
 /// Where a secret's value is read from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SecretSource {
+pub(crate) struct SecretSource {
     /// How the request path and the response are shaped.
     pub engine: Engine,
     /// The engine's mount path, without slashes at either end.
@@ -57,7 +57,7 @@ pub struct SecretSource {
 
 /// The secret engines GitLab's schema names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Engine {
+pub(crate) enum Engine {
     /// KV version 2: `GET <mount>/data/<path>`, fields under `data.data`.
     KvV2,
     /// KV version 1: `GET <mount>/<path>`, fields under `data`.
@@ -78,7 +78,7 @@ impl Engine {
     }
 
     /// The name as GitLab's schema spells it.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Engine::KvV2 => "kv-v2",
             Engine::KvV1 => "kv-v1",
@@ -95,7 +95,7 @@ impl fmt::Display for Engine {
 
 impl SecretSource {
     /// The API path (below `/v1/`) this source is requested at.
-    pub fn api_path(&self) -> String {
+    pub(crate) fn api_path(&self) -> String {
         match self.engine {
             Engine::KvV2 => format!("{}/data/{}", self.mount, self.path),
             Engine::KvV1 | Engine::Generic => format!("{}/{}", self.mount, self.path),
@@ -103,7 +103,7 @@ impl SecretSource {
     }
 
     /// How a human refers to it in the job log: `ops/production/db` plus the field.
-    pub fn display_path(&self) -> String {
+    pub(crate) fn display_path(&self) -> String {
         format!("{}/{}", self.mount, self.path)
     }
 }
@@ -134,7 +134,7 @@ const RESERVED_PREFIXES: &[&str] = &[
 ];
 
 /// Context a declaration is validated against.
-pub struct DeclarationContext<'a> {
+pub(crate) struct DeclarationContext<'a> {
     /// The job variable the YAML came from (for messages).
     pub source_variable: &'a str,
     /// Looks up a job variable by name: `(value, expandable)`; masked and file variables are not
@@ -143,7 +143,7 @@ pub struct DeclarationContext<'a> {
 }
 
 /// Parses and validates the YAML of `LEASEHOLD_SECRETS`.
-pub fn parse(
+pub(crate) fn parse(
     yaml: &str,
     ctx: &DeclarationContext<'_>,
 ) -> Result<Vec<Declaration>, DeclarationError> {
@@ -181,7 +181,7 @@ fn one_line(text: &str) -> String {
 
 /// Who wrote a declaration, which decides what it may contain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecretOrigin {
+pub(crate) enum SecretOrigin {
     /// The job's `LEASEHOLD_SECRETS`: `$VAR` expansion from plain job variables, `token:` allowed.
     Job,
     /// A runner admin's `[[bindings]]` rule: `{claim}` templates, and no `token:` (a binding always
@@ -194,7 +194,7 @@ pub enum SecretOrigin {
 /// by the one [`RawSecret::validate`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSecret {
+pub(crate) struct RawSecret {
     #[serde(default)]
     vault: Option<RawVault>,
     #[serde(default)]
@@ -283,7 +283,7 @@ impl RawSecret {
     /// Validates one secret into a [`Declaration`]. `expand` rewrites every string that ends up in
     /// a request (short form, mount, path, field, data values): `$VAR` expansion for job
     /// declarations, `{claim}` templates for bindings; its error is the reason, without the name.
-    pub fn validate(
+    pub(crate) fn validate(
         &self,
         name: &str,
         expand: &dyn Fn(&str) -> Result<String, String>,
@@ -419,7 +419,7 @@ impl RawTtl {
 }
 
 /// Parses `90`, `90s`, `15m`, `1h`, `1h30m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
@@ -567,7 +567,7 @@ fn validate_name(name: &str) -> Result<(), String> {
 
 /// Why a job's declarations cannot be used. Always the job's fault.
 #[derive(Debug, thiserror::Error)]
-pub enum DeclarationError {
+pub(crate) enum DeclarationError {
     /// The YAML does not parse or does not follow the schema.
     #[error(
         "{variable} is malformed at line {line} column {column}: {message}; see docs/declarations.md"
@@ -602,7 +602,7 @@ pub enum DeclarationError {
 
 impl DeclarationError {
     /// Declarations are written by the job's author.
-    pub fn failure_kind(&self) -> FailureKind {
+    pub(crate) fn failure_kind(&self) -> FailureKind {
         FailureKind::Build
     }
 }

@@ -10,7 +10,7 @@ use crate::protocol::ProtocolError;
 use crate::{stages, tools};
 
 /// Runs the subcommand and returns the exit code.
-pub fn dispatch(cli: Cli) -> i32 {
+pub(crate) fn dispatch(cli: Cli) -> i32 {
     install_panic_hook();
     init_tracing();
     let result = runtime().and_then(|rt| {
@@ -24,7 +24,9 @@ pub fn dispatch(cli: Cli) -> i32 {
                 Command::Plan { job, claims } => {
                     tools::plan::run(&cli, job.as_deref(), claims.as_deref()).await
                 }
-                Command::Check { token_file } => tools::check::run(&cli, token_file.as_deref()).await,
+                Command::Check { token_file } => {
+                    tools::check::run(&cli, token_file.as_deref()).await
+                }
             }
         })
     });

@@ -14,7 +14,7 @@ use crate::exit::FailureKind;
 
 /// Every error leasehold reports at the edge of a stage.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// The executor config could not be loaded.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -62,7 +62,7 @@ pub enum Error {
 
 impl Error {
     /// Which exit code this failure maps to.
-    pub fn failure_kind(&self) -> FailureKind {
+    pub(crate) fn failure_kind(&self) -> FailureKind {
         match self {
             Error::Config(_) | Error::Protocol(_) | Error::State(_) | Error::Io { .. } => {
                 FailureKind::System
@@ -92,4 +92,4 @@ impl Error {
 }
 
 /// The result type of stage entry points.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 /// Whose fault a failure is, which decides the exit code gitlab-runner sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     /// The job's declarations, identity or permissions are wrong: retrying cannot help.
     Build,
     /// Vault is unreachable, the host is misconfigured, leasehold itself failed: gitlab-runner's
@@ -23,7 +23,7 @@ pub enum FailureKind {
 
 /// How a stage (or an admin tool) ended without an error of leasehold's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Everything worked.
     Success,
     /// The job's script exited with `code` (not 0): a build failure whose real code the runner
@@ -58,7 +58,7 @@ pub enum Outcome {
 
 /// The exit codes gitlab-runner gave us, with its defaults when they are absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExitCodes {
+pub(crate) struct ExitCodes {
     /// Exit code meaning "the job failed" (no retry).
     pub build_failure: i32,
     /// Exit code meaning "the system failed" (prepare is retried).
@@ -74,7 +74,7 @@ pub(crate) const BUILD_EXIT_CODE_FILE: &str = "BUILD_EXIT_CODE_FILE";
 
 impl ExitCodes {
     /// Reads the codes from the environment; the runner always sets them to 1 and 2.
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         fn code(name: &str, default: i32) -> i32 {
             std::env::var(name)
                 .ok()
@@ -88,7 +88,7 @@ impl ExitCodes {
     }
 
     /// The table: the process exit status for how a stage ended.
-    pub fn status(self, verdict: &Result<Outcome, FailureKind>) -> i32 {
+    pub(crate) fn status(self, verdict: &Result<Outcome, FailureKind>) -> i32 {
         match verdict {
             Ok(Outcome::Success) => 0,
             Ok(Outcome::ScriptFailed { .. }) | Err(FailureKind::Build) => self.build_failure,
@@ -106,7 +106,7 @@ impl ExitCodes {
 /// gitlab-runner reads the file on every BUILD_FAILURE exit and never clears it, so every build
 /// failure rewrites it: the script's own code, or 1 for leasehold's own refusal. Without the
 /// rewrite the runner would report an earlier stage's script exit code.
-pub fn build_exit_code(verdict: &Result<Outcome, FailureKind>) -> Option<i32> {
+pub(crate) fn build_exit_code(verdict: &Result<Outcome, FailureKind>) -> Option<i32> {
     match verdict {
         Ok(Outcome::ScriptFailed { code }) => Some(*code),
         Err(FailureKind::Build) => Some(1),
@@ -115,7 +115,7 @@ pub fn build_exit_code(verdict: &Result<Outcome, FailureKind>) -> Option<i32> {
 }
 
 /// Where gitlab-runner looks for the script's exit code (`None` outside gitlab-runner).
-pub fn build_exit_code_file() -> Option<PathBuf> {
+pub(crate) fn build_exit_code_file() -> Option<PathBuf> {
     std::env::var_os(BUILD_EXIT_CODE_FILE)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

@@ -34,12 +34,12 @@ use crate::supervision::Child;
 
 /// Whether `stage` matches any of the patterns (`*` wildcards, e.g. `step_*`). The patterns were
 /// checked when the declaration was parsed; an unparsable list matches nothing.
-pub fn stage_matches(patterns: &[String], stage: &BuildStage) -> bool {
+pub(crate) fn stage_matches(patterns: &[String], stage: &BuildStage) -> bool {
     Patterns::new(patterns).is_ok_and(|p| p.matches(&stage.as_str()))
 }
 
 /// The secrets a stage receives. Unknown stage names never receive any.
-pub fn exposed_secrets<'a>(state: &'a Sealed, stage: &BuildStage) -> Vec<&'a StoredSecret> {
+pub(crate) fn exposed_secrets<'a>(state: &'a Sealed, stage: &BuildStage) -> Vec<&'a StoredSecret> {
     if matches!(stage, BuildStage::Other(_)) {
         return Vec::new();
     }
@@ -52,14 +52,14 @@ pub fn exposed_secrets<'a>(state: &'a Sealed, stage: &BuildStage) -> Vec<&'a Sto
 
 /// A directory private to one stage, deleted when dropped.
 #[derive(Debug)]
-pub struct StageDir {
+pub(crate) struct StageDir {
     path: PathBuf,
     owner: Option<(Uid, Gid)>,
 }
 
 impl StageDir {
     /// A 0700 directory inside the job's own state (the job runs as leasehold's user).
-    pub fn in_state(job: &JobDir, stage: &BuildStage) -> Result<Self, StateError> {
+    pub(crate) fn in_state(job: &JobDir, stage: &BuildStage) -> Result<Self, StateError> {
         Ok(StageDir {
             path: job.stage_files_dir(&stage.as_str())?,
             owner: None,
@@ -68,7 +68,7 @@ impl StageDir {
 
     /// A 0700 directory owned by the job's user below `root` (0711, owned by us), for a job that
     /// runs as another user and must not see leasehold's state.
-    pub fn for_user(
+    pub(crate) fn for_user(
         root: &Path,
         job: &JobDir,
         stage: &BuildStage,
@@ -107,12 +107,12 @@ impl StageDir {
     }
 
     /// The directory.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Writes a private file (0600, or `mode`) owned by the stage's user.
-    pub fn write(&self, name: &str, bytes: &[u8], mode: u32) -> Result<PathBuf, StateError> {
+    pub(crate) fn write(&self, name: &str, bytes: &[u8], mode: u32) -> Result<PathBuf, StateError> {
         let path = self.path.join(name);
         write_secret_file(&path, bytes)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
@@ -136,7 +136,7 @@ impl Drop for StageDir {
 /// could not delete its own, and it holds the job user's copy of the script and its file
 /// secrets; cleanup calls this so that they do not outlive the job. A `root` that is missing
 /// or not ours holds none of ours. Returns how many were removed.
-pub fn remove_user_stage_dirs(
+pub(crate) fn remove_user_stage_dirs(
     root: &Path,
     id: &crate::state::StateId,
 ) -> Result<usize, StateError> {
@@ -177,7 +177,7 @@ fn sanitize(text: &str) -> String {
 /// environment or as files, and, for a job user, its identity and private directory. Dropping
 /// it deletes the stage directory (file secrets, wrapper, the job user's copy of the script).
 #[derive(Debug)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     script: PathBuf,
     secret_env: Vec<(OsString, OsString)>,
     user: Option<JobUser>,
@@ -186,7 +186,7 @@ pub struct Delivery {
 
 /// Where a stage's delivery happens.
 #[derive(Debug, Clone, Copy)]
-pub struct Stage<'a> {
+pub(crate) struct Stage<'a> {
     /// The sub-stage.
     pub stage: &'a BuildStage,
     /// The runner's script for it.
@@ -201,7 +201,7 @@ impl Delivery {
     /// Decides what `stage` delivers of `sealed`'s secrets, in `mode`, to a child running as
     /// `user` (`None`: leasehold's own user), and writes what must be written (file secrets, the
     /// wrapper, the job user's copy of the script) into a fresh private stage directory.
-    pub fn for_stage(
+    pub(crate) fn for_stage(
         sealed: &Sealed,
         at: Stage<'_>,
         mode: InjectMode,
@@ -245,14 +245,14 @@ impl Delivery {
     }
 
     /// The script the child runs: the runner's, a wrapper, or the job user's copy.
-    pub fn script(&self) -> &Path {
+    pub(crate) fn script(&self) -> &Path {
         &self.script
     }
 
     /// The child for `command`: its environment is `base` with this stage's secrets added
     /// (replacing same names); for a job user, also its `HOME`, `USER`, `LOGNAME`, `TMPDIR` and
     /// working directory, and the privilege drop.
-    pub fn apply(
+    pub(crate) fn apply(
         &self,
         mut command: tokio::process::Command,
         mut env: Vec<(OsString, OsString)>,
@@ -321,7 +321,7 @@ fn wrapper(
 }
 
 /// Quotes bytes for bash as `$'…'`, which carries any byte except NUL unchanged.
-pub fn ansi_c_quote(bytes: &[u8]) -> String {
+pub(crate) fn ansi_c_quote(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() + 3);
     out.push_str("$'");
     for &b in bytes {

@@ -14,7 +14,7 @@ use crate::protocol::ProtocolError;
 
 /// The parts of the job payload leasehold uses.
 #[derive(Debug, Deserialize)]
-pub struct JobResponse {
+pub(crate) struct JobResponse {
     /// The job id (`CI_JOB_ID`).
     #[serde(default)]
     pub id: i64,
@@ -38,16 +38,7 @@ pub struct JobResponse {
 
 /// `job_info` in the payload.
 #[derive(Debug, Default, Deserialize)]
-pub struct JobInfo {
-    /// Job name.
-    #[serde(default)]
-    pub name: String,
-    /// Pipeline stage.
-    #[serde(default)]
-    pub stage: String,
-    /// Numeric project id.
-    #[serde(default)]
-    pub project_id: i64,
+pub(crate) struct JobInfo {
     /// `group/project`.
     #[serde(default)]
     pub project_full_path: String,
@@ -55,7 +46,7 @@ pub struct JobInfo {
 
 /// `git_info` in the payload.
 #[derive(Debug, Default, Deserialize)]
-pub struct GitInfo {
+pub(crate) struct GitInfo {
     /// Branch or tag name.
     #[serde(rename = "ref", default)]
     pub git_ref: String,
@@ -66,7 +57,7 @@ pub struct GitInfo {
 
 /// `runner_info` in the payload.
 #[derive(Debug, Default, Deserialize)]
-pub struct RunnerInfo {
+pub(crate) struct RunnerInfo {
     /// The job timeout in seconds.
     #[serde(default)]
     pub timeout: Option<u64>,
@@ -74,7 +65,7 @@ pub struct RunnerInfo {
 
 /// One job variable. The value is secret: it may be a masked variable or an ID token.
 #[derive(Debug, Deserialize)]
-pub struct JobVariable {
+pub(crate) struct JobVariable {
     /// The variable name.
     pub key: String,
     /// The value (the file's content for file-type variables).
@@ -94,7 +85,7 @@ fn empty_secret() -> SecretString {
 
 impl JobResponse {
     /// Reads and parses the payload file.
-    pub fn read(path: &Path) -> Result<Self, ProtocolError> {
+    pub(crate) fn read(path: &Path) -> Result<Self, ProtocolError> {
         let bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
             ProtocolError::JobResponse {
                 path: path.to_owned(),
@@ -108,7 +99,7 @@ impl JobResponse {
     }
 
     /// Parses the payload. The error text names the position, never the content.
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, String> {
         serde_json::from_slice(bytes).map_err(|e| {
             format!(
                 "invalid JSON at line {} column {} ({:?})",
@@ -120,24 +111,24 @@ impl JobResponse {
     }
 
     /// The last variable of that name (gitlab-runner's lookup order: later entries win).
-    pub fn variable(&self, key: &str) -> Option<&JobVariable> {
+    pub(crate) fn variable(&self, key: &str) -> Option<&JobVariable> {
         self.variables.iter().rev().find(|v| v.key == key)
     }
 
     /// A non-secret variable's value as plain text (empty values count as absent).
-    pub fn plain_variable(&self, key: &str) -> Option<&str> {
+    pub(crate) fn plain_variable(&self, key: &str) -> Option<&str> {
         self.variable(key)
             .map(|v| v.value.expose_secret())
             .filter(|v| !v.is_empty())
     }
 
     /// Whether a job variable of that name exists.
-    pub fn has_variable(&self, key: &str) -> bool {
+    pub(crate) fn has_variable(&self, key: &str) -> bool {
         self.variable(key).is_some()
     }
 
     /// The job timeout in seconds: `runner_info.timeout`, else `CI_JOB_TIMEOUT`, else one hour.
-    pub fn timeout_secs(&self) -> u64 {
+    pub(crate) fn timeout_secs(&self) -> u64 {
         self.runner_info
             .timeout
             .filter(|t| *t > 0)

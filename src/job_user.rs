@@ -14,7 +14,7 @@ use crate::supervision::UserIds;
 
 /// A resolved local user.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobUser {
+pub(crate) struct JobUser {
     /// Login name.
     pub name: String,
     /// User id.
@@ -29,7 +29,7 @@ pub struct JobUser {
 
 impl JobUser {
     /// The ids a child drops to.
-    pub fn ids(&self) -> UserIds {
+    pub(crate) fn ids(&self) -> UserIds {
         UserIds {
             uid: self.uid,
             gid: self.gid,
@@ -38,7 +38,7 @@ impl JobUser {
     }
 
     /// Looks the user (and optional group) up in the system databases.
-    pub fn lookup(name: &str, group: Option<&str>) -> Result<Self, JobUserError> {
+    pub(crate) fn lookup(name: &str, group: Option<&str>) -> Result<Self, JobUserError> {
         let user = User::from_name(name)
             .map_err(|e| JobUserError::Host(format!("cannot look up the job user {name}: {e}")))?
             .ok_or_else(|| JobUserError::Host(format!("the job user {name} does not exist on this host; create it or fix [executor] user")))?;
@@ -80,7 +80,7 @@ impl JobUser {
 }
 
 /// Picks the job's user from a verified claim value, through `user_map` and the allow-list.
-pub fn user_from_claim(
+pub(crate) fn user_from_claim(
     claim: &str,
     value: Option<&str>,
     map: &std::collections::BTreeMap<String, String>,
@@ -103,7 +103,10 @@ pub fn user_from_claim(
 impl JobUser {
     /// The user this job's processes run as: the one chosen from its verified claims at
     /// prepare (`chosen`), else the configured `[executor] user`; `None`: leasehold's own user.
-    pub fn for_job(run_as: &RunAs, chosen: Option<&str>) -> Result<Option<Self>, JobUserError> {
+    pub(crate) fn for_job(
+        run_as: &RunAs,
+        chosen: Option<&str>,
+    ) -> Result<Option<Self>, JobUserError> {
         let fixed = match run_as {
             RunAs::User { name, .. } => Some(name.as_str()),
             _ => None,
@@ -123,7 +126,7 @@ impl JobUser {
 
 /// The job's local user cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum JobUserError {
+pub(crate) enum JobUserError {
     /// The job may not run as the user it asks for (from its claims): the job's problem.
     #[error("{0}")]
     Job(String),
@@ -134,7 +137,7 @@ pub enum JobUserError {
 
 impl JobUserError {
     /// A user outside the allow-list is the job's fault; the rest is the host's.
-    pub fn failure_kind(&self) -> FailureKind {
+    pub(crate) fn failure_kind(&self) -> FailureKind {
         match self {
             JobUserError::Job(_) => FailureKind::Build,
             JobUserError::Host(_) => FailureKind::System,

@@ -26,33 +26,28 @@ fn emit(line: &str) {
 }
 
 /// A plain informational line.
-pub fn info(message: &str) {
+pub(crate) fn info(message: &str) {
     emit(message);
 }
 
-/// A bold green line, like the runner's "Preparing environment".
-pub fn success(message: &str) {
-    emit(&format!("{BOLD_GREEN}{message}{RESET}"));
-}
-
 /// A warning the job author should read.
-pub fn warning(message: &str) {
+pub(crate) fn warning(message: &str) {
     emit(&format!("{YELLOW}WARNING: leasehold: {message}{RESET}"));
 }
 
 /// The one-line error a failing stage ends with.
-pub fn error(message: &str) {
+pub(crate) fn error(message: &str) {
     emit(&format!("{BOLD_RED}ERROR: leasehold: {message}{RESET}"));
 }
 
 /// A collapsible section of the job log; ends when dropped.
-pub struct Section {
+pub(crate) struct Section {
     name: &'static str,
 }
 
 impl Section {
     /// Starts a section, collapsed by default.
-    pub fn start(name: &'static str, header: &str) -> Self {
+    pub(crate) fn start(name: &'static str, header: &str) -> Self {
         emit(&format!(
             "{ERASE_LINE}section_start:{}:{name}[collapsed=true]\r{ERASE_LINE}{BOLD_GREEN}{header}{RESET}",
             now()

@@ -6,22 +6,23 @@
 //! sub-stage, `cleanup`); [`run`] is the entry point of each. Modules, one concern each, from the
 //! top down (a module imports only from the layers below it; docs/architecture.md has the map):
 //!
-//! - [`stages`]: the four stage entry points and the admin tools (`reap`, `plan`, `check`);
-//!   [`error`]: every error a stage can end with;
-//! - [`planning`]: identity, bindings, policy and declarations combined into one
-//!   [`secret_plan::SecretPlan`]; [`resolution`]: one login per identity, one read per path;
-//!   [`lease`]: renewal while the job runs, revocation at cleanup, the reaper for crashes;
-//! - [`executor`]: the wrapped executors; [`inject`]: what a stage's child receives, and how;
-//!   [`job_user`]: the local account a job runs as; [`supervision`]: every child process,
+//! - `entry`: the process edge (runtime, dispatch, exit status); `stages`: the four stage
+//!   entry points; `tools`: the admin tools `reap`, `plan`, `check`;
+//!   `error`: every error a stage can end with;
+//! - `planning`: identity, bindings, policy and declarations combined into one
+//!   `secret_plan::SecretPlan`; `resolution`: one login per identity, one read per path;
+//!   `lease`: renewal while the job runs, revocation at cleanup, the reaper for crashes;
+//! - `executor`: the wrapped executors; `inject`: what a stage's child receives, and how;
+//!   `job_user`: the local account a job runs as; `supervision`: every child process,
 //!   its signals and output;
-//! - [`identity`]: the ID token, its verification and claims; [`config`]: the checked executor
-//!   config, built from [`config_file`] (the raw TOML); [`bindings`]: the admin's claim-based
-//!   grants; [`policy`]: what jobs may declare themselves; [`secret_plan`]: the plan's data;
-//! - [`vault`]: the HTTP client and the trusted servers; [`state`]: private per-job state;
-//!   [`declarations`]: the job's `secrets:` YAML; [`job_response`]: the job payload;
-//!   [`protocol`]: the runner's environment and stage names;
-//! - at the bottom: [`exit`]: the exit-code table; [`mask`]: the output masker; [`patterns`]:
-//!   compiled globs; [`private_fs`]: private files and directories; [`random`]; [`joblog`]: what
+//! - `identity`: the ID token, its verification and claims; `config`: the checked executor
+//!   config, built from `config_file` (the raw TOML); `bindings`: the admin's claim-based
+//!   grants; `policy`: what jobs may declare themselves; `secret_plan`: the plan's data;
+//! - `vault`: the HTTP client and the trusted servers; [`state`]: private per-job state;
+//!   `declarations`: the job's `secrets:` YAML; `job_response`: the job payload;
+//!   `protocol`: the runner's environment and stage names;
+//! - at the bottom: `exit`: the exit-code table; [`mask`]: the output masker; `patterns`:
+//!   compiled globs; `private_fs`: private files and directories; `random`; `joblog`: what
 //!   the job log shows; [`cli`]: the command line.
 
 pub(crate) mod bindings;
@@ -49,9 +50,9 @@ pub(crate) mod random;
 pub(crate) mod resolution;
 pub(crate) mod secret_plan;
 pub(crate) mod stages;
-pub(crate) mod tools;
 pub mod state;
 pub(crate) mod supervision;
+pub(crate) mod tools;
 pub(crate) mod vault;
 
 use std::ffi::OsString;

@@ -13,14 +13,14 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 /// A compiled list of glob patterns.
 #[derive(Clone)]
-pub struct Patterns {
+pub(crate) struct Patterns {
     texts: Vec<String>,
     set: GlobSet,
 }
 
 impl Patterns {
     /// Compiles `patterns`; the error names the first invalid one.
-    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self, String> {
+    pub(crate) fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self, String> {
         let mut builder = GlobSetBuilder::new();
         for pattern in patterns {
             let pattern = pattern.as_ref();
@@ -40,23 +40,18 @@ impl Patterns {
     }
 
     /// Whether `value` matches one of the patterns (never, for an empty list).
-    pub fn matches(&self, value: &str) -> bool {
+    pub(crate) fn matches(&self, value: &str) -> bool {
         self.set.is_match(value)
     }
 
     /// As an allow-list: an empty list allows everything.
-    pub fn allows(&self, value: &str) -> bool {
+    pub(crate) fn allows(&self, value: &str) -> bool {
         self.texts.is_empty() || self.matches(value)
     }
 
     /// The patterns as written.
-    pub fn texts(&self) -> &[String] {
+    pub(crate) fn texts(&self) -> &[String] {
         &self.texts
-    }
-
-    /// Whether the list is empty.
-    pub fn is_empty(&self) -> bool {
-        self.texts.is_empty()
     }
 }
 

@@ -29,7 +29,7 @@ use crate::secret_plan::{LoginTarget, PlanError, Provenance, SecretPlan};
 
 /// Where the claims leasehold acts on came from.
 #[derive(Debug, Clone)]
-pub enum ClaimsSource {
+pub(crate) enum ClaimsSource {
     /// The job has no ID token.
     NoToken,
     /// No `[gitlab]`: the token is not verified locally and its claims are not used.
@@ -53,7 +53,7 @@ pub enum ClaimsSource {
 
 /// The job's ID token and its claims.
 #[derive(Debug, Clone)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// The variable holding the token (`None`: the job has none).
     pub token_variable: Option<String>,
     /// The claims and their provenance.
@@ -62,7 +62,7 @@ pub struct Identity {
 
 impl Identity {
     /// The claims bindings and the policy may use.
-    pub fn claims(&self) -> Option<&Claims> {
+    pub(crate) fn claims(&self) -> Option<&Claims> {
         match &self.source {
             ClaimsSource::Verified(v) => Some(v.claims()),
             ClaimsSource::ClaimsFile(c) | ClaimsSource::Unverified { claims: c, .. } => Some(c),
@@ -71,7 +71,7 @@ impl Identity {
     }
 
     /// The `--claims` identity of `leasehold plan`.
-    pub fn from_claims_file(claims: Claims, config: &Config) -> Self {
+    pub(crate) fn from_claims_file(claims: Claims, config: &Config) -> Self {
         Identity {
             token_variable: Some(config.job.id_token_variable.clone()),
             source: ClaimsSource::ClaimsFile(claims),
@@ -80,7 +80,7 @@ impl Identity {
 }
 
 /// Decides what a job gets.
-pub struct Planner<'a> {
+pub(crate) struct Planner<'a> {
     /// The executor config.
     pub config: &'a Config,
     /// The verifier (`None` without `[gitlab]`).
@@ -93,7 +93,7 @@ pub struct Planner<'a> {
 
 /// The outcome, with everything `plan` shows.
 #[derive(Debug)]
-pub struct Planned {
+pub(crate) struct Planned {
     /// What would be resolved (as far as planning got, when `error` is set).
     pub plan: SecretPlan,
     /// Every binding rule, in order (empty when they were not evaluated).
@@ -110,7 +110,7 @@ pub struct Planned {
 
 /// The job variable holding its ID token: `[job] id_token_variable`, else (if allowed) the legacy
 /// variables. Empty values count as absent.
-pub fn find_token_variable(job: &JobResponse, config: &Config) -> Option<String> {
+pub(crate) fn find_token_variable(job: &JobResponse, config: &Config) -> Option<String> {
     let present = |name: &str| {
         job.variable(name)
             .is_some_and(|v| !v.value.expose_secret().trim().is_empty())
@@ -133,7 +133,7 @@ impl Planner<'_> {
     /// Finds and (with `[gitlab]`) verifies the job's ID token. In lenient mode a verification
     /// failure yields the claims read without verification, marked as such; a JWKS that cannot
     /// be fetched is an error in both modes.
-    pub async fn identity(&self, job: &JobResponse) -> Result<Identity, IdentityError> {
+    pub(crate) async fn identity(&self, job: &JobResponse) -> Result<Identity, IdentityError> {
         let Some(variable) = find_token_variable(job, self.config) else {
             return Ok(Identity {
                 token_variable: None,
@@ -188,7 +188,7 @@ impl Planner<'_> {
     }
 
     /// Plans the job's secrets.
-    pub async fn plan(&self, job: &JobResponse, identity: &Identity) -> Planned {
+    pub(crate) async fn plan(&self, job: &JobResponse, identity: &Identity) -> Planned {
         let mut planned = Planned {
             plan: SecretPlan::default(),
             rules: Vec::new(),
@@ -405,7 +405,10 @@ fn suggested_audience(config: &Config) -> String {
 
 /// The login a job's own declarations use: the job's `VAULT_SERVER_URL`, `VAULT_NAMESPACE`,
 /// `VAULT_AUTH_PATH` and `VAULT_AUTH_ROLE` over the admin's defaults.
-pub fn login_target_for_job(job: &JobResponse, config: &Config) -> Result<LoginTarget, PlanError> {
+pub(crate) fn login_target_for_job(
+    job: &JobResponse,
+    config: &Config,
+) -> Result<LoginTarget, PlanError> {
     let server = config
         .servers
         .get(job.plain_variable("VAULT_SERVER_URL"))
@@ -453,7 +456,11 @@ fn check_collision(
 
 /// Whether the job's ref is protected: from the verified `ref_protected` claim with `[gitlab]`,
 /// else from the job payload's `git_info.protected`.
-pub fn ref_protection(job: &JobResponse, config: &Config, identity: &Identity) -> RefProtection {
+pub(crate) fn ref_protection(
+    job: &JobResponse,
+    config: &Config,
+    identity: &Identity,
+) -> RefProtection {
     if config.gitlab.is_none() {
         return RefProtection {
             git_ref: job.git_info.git_ref.clone(),

@@ -11,11 +11,11 @@ use crate::declarations::Declaration;
 use crate::exit::FailureKind;
 use crate::patterns::Patterns;
 
-pub use crate::config_file::JobDeclarations;
+pub(crate) use crate::config_file::JobDeclarations;
 
 /// `[policy]`, compiled.
 #[derive(Debug, Clone, Default)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// When a job's own declarations are honoured.
     pub job_declarations: JobDeclarations,
     /// The secret-engine mounts a job may name (empty: any mount).
@@ -26,7 +26,7 @@ pub struct Policy {
 
 /// Whether the job's ref is protected, and who says so.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefProtection {
+pub(crate) struct RefProtection {
     /// The branch or tag.
     pub git_ref: String,
     /// `Some(true)`: protected; `None`: nobody said.
@@ -37,7 +37,7 @@ pub struct RefProtection {
 
 impl Policy {
     /// Compiles the section's globs, once, at config load.
-    pub fn compile(section: &PolicySection) -> Result<Self, String> {
+    pub(crate) fn compile(section: &PolicySection) -> Result<Self, String> {
         let compile = |key: &str, patterns: &[String]| {
             Patterns::new(patterns).map_err(|e| format!("policy.{key}: {e}"))
         };
@@ -49,7 +49,7 @@ impl Policy {
     }
 
     /// Decides whether the job's own declarations may be used at all.
-    pub fn admit_declarations(
+    pub(crate) fn admit_declarations(
         &self,
         variable: &str,
         protection: &RefProtection,
@@ -71,7 +71,7 @@ impl Policy {
 
     /// Checks the mounts the declarations name and the role the job names (`None`: the job named
     /// none, so the admin's default applies and is always allowed).
-    pub fn check_names(
+    pub(crate) fn check_names(
         &self,
         declarations: &[Declaration],
         job_role: Option<&str>,
@@ -100,7 +100,7 @@ impl Policy {
 
 /// A job asked for something the fleet policy does not allow. Always the job's fault.
 #[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
+pub(crate) enum PolicyError {
     /// `job_declarations = "never"`.
     #[error(
         "this runner does not accept secrets declared by the job ([policy] job_declarations = \"never\"): remove {variable} and ask the runner admin for a binding that grants what the job needs"
@@ -150,7 +150,7 @@ pub enum PolicyError {
 
 impl PolicyError {
     /// The job asked for something it may not have.
-    pub fn failure_kind(&self) -> FailureKind {
+    pub(crate) fn failure_kind(&self) -> FailureKind {
         FailureKind::Build
     }
 }

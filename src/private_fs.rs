@@ -50,7 +50,7 @@ impl FsError {
 
 /// Opens (creating it 0700 if needed, with its parents) and checks a private directory: a real
 /// directory, owned by leasehold's effective user, with no access for group or others.
-pub fn open_private_dir(path: &Path) -> Result<(), FsError> {
+pub(crate) fn open_private_dir(path: &Path) -> Result<(), FsError> {
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             fs::DirBuilder::new()
@@ -72,7 +72,7 @@ pub fn open_private_dir(path: &Path) -> Result<(), FsError> {
 }
 
 /// Refuses a directory that is a symlink or not owned by leasehold's user.
-pub fn check_owner(path: &Path) -> Result<(), FsError> {
+pub(crate) fn check_owner(path: &Path) -> Result<(), FsError> {
     let meta = fs::symlink_metadata(path).map_err(FsError::io("inspect", path))?;
     if meta.file_type().is_symlink()
         || !meta.is_dir()
@@ -87,7 +87,7 @@ pub fn check_owner(path: &Path) -> Result<(), FsError> {
 }
 
 /// Refuses a directory that is a symlink, not ours, or open to group/others.
-pub fn check_private_dir(path: &Path) -> Result<(), FsError> {
+pub(crate) fn check_private_dir(path: &Path) -> Result<(), FsError> {
     let meta = fs::symlink_metadata(path).map_err(FsError::io("inspect", path))?;
     let unsafe_because = if meta.file_type().is_symlink() {
         Some("it is a symlink".to_owned())
@@ -114,7 +114,7 @@ pub fn check_private_dir(path: &Path) -> Result<(), FsError> {
 }
 
 /// Writes a 0600 file through a temp file and a rename, so readers see old or new, never half.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
@@ -133,7 +133,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
 }
 
 /// Writes one file secret: 0600, created exclusively, never following a symlink.
-pub fn write_secret_file(path: &Path, value: &[u8]) -> Result<(), FsError> {
+pub(crate) fn write_secret_file(path: &Path, value: &[u8]) -> Result<(), FsError> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -10,13 +10,10 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::exit::FailureKind;
-
 /// Variables gitlab-runner sets for every stage process.
 pub(crate) mod env {
     pub(crate) const JOB_RESPONSE_FILE: &str = "JOB_RESPONSE_FILE";
     pub(crate) use crate::exit::BUILD_EXIT_CODE_FILE;
-    pub(crate) const TMPDIR: &str = "TMPDIR";
     /// Prefix of every job variable the runner copies into a stage's environment.
     pub(crate) const CUSTOM_ENV_PREFIX: &str = "CUSTOM_ENV_";
     /// Set by `config` through `job_env`: which per-job state directory belongs to this attempt.
@@ -31,7 +28,7 @@ pub(crate) mod env {
 /// Unknown names are accepted as [`BuildStage::Other`]: a newer runner may add stages, and
 /// refusing them would fail every job on upgrade. They never receive secrets.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BuildStage {
+pub(crate) enum BuildStage {
     /// Echoes the host name; runs before anything else.
     PrepareScript,
     /// Clones or fetches the repository.
@@ -66,7 +63,7 @@ pub enum BuildStage {
 
 impl BuildStage {
     /// Parses the stage argument; never fails (see [`BuildStage::Other`]).
-    pub fn parse(name: &str) -> Self {
+    pub(crate) fn parse(name: &str) -> Self {
         match name {
             "prepare_script" => BuildStage::PrepareScript,
             "get_sources" => BuildStage::GetSources,
@@ -88,7 +85,7 @@ impl BuildStage {
     }
 
     /// The name as the runner spells it, used for matching `secret_stages` patterns.
-    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+    pub(crate) fn as_str(&self) -> std::borrow::Cow<'_, str> {
         use std::borrow::Cow;
         Cow::Borrowed(match self {
             BuildStage::PrepareScript => "prepare_script",
@@ -107,14 +104,6 @@ impl BuildStage {
             BuildStage::Other(name) => return Cow::Borrowed(name),
         })
     }
-
-    /// Whether a job script of the user runs in this stage (as opposed to runner housekeeping).
-    pub fn is_user_script(&self) -> bool {
-        matches!(
-            self,
-            BuildStage::BuildScript | BuildStage::Step(_) | BuildStage::AfterScript
-        )
-    }
 }
 
 impl fmt::Display for BuildStage {
@@ -125,11 +114,9 @@ impl fmt::Display for BuildStage {
 
 /// The stage environment gitlab-runner provides, read once at start-up.
 #[derive(Debug, Clone)]
-pub struct StageEnv {
+pub(crate) struct StageEnv {
     /// `JOB_RESPONSE_FILE`.
     pub job_response_file: Option<PathBuf>,
-    /// `TMPDIR`, the per-attempt temp dir.
-    pub tmpdir: Option<PathBuf>,
     /// `LEASEHOLD_STATE_ID` from `job_env`.
     pub state_id: Option<String>,
     /// `LEASEHOLD_STATE_KEY` from `job_env` (hex; secret).
@@ -138,7 +125,7 @@ pub struct StageEnv {
 
 impl StageEnv {
     /// Reads the stage environment of this process.
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         let path = |name: &str| {
             std::env::var_os(name)
                 .filter(|v| !v.is_empty())
@@ -146,7 +133,6 @@ impl StageEnv {
         };
         StageEnv {
             job_response_file: path(env::JOB_RESPONSE_FILE),
-            tmpdir: path(env::TMPDIR),
             state_id: std::env::var(env::STATE_ID).ok().filter(|v| !v.is_empty()),
             state_key: std::env::var(env::STATE_KEY)
                 .ok()
@@ -156,7 +142,7 @@ impl StageEnv {
     }
 
     /// The job payload path, or the error naming the missing variable.
-    pub fn require_job_response_file(&self) -> Result<&PathBuf, ProtocolError> {
+    pub(crate) fn require_job_response_file(&self) -> Result<&PathBuf, ProtocolError> {
         self.job_response_file.as_ref().ok_or(ProtocolError::MissingVariable {
             name: env::JOB_RESPONSE_FILE,
             hint: "leasehold must be started by gitlab-runner's custom executor (or an emulator that sets the same variables)",
@@ -167,7 +153,7 @@ impl StageEnv {
 /// Whether an environment variable is one leasehold must never pass to a job's child process:
 /// runner-to-executor plumbing, our own internal variables, and anything that would point a
 /// Vault/OpenBao client at a server or token. See docs/security.md, "The child's environment".
-pub fn is_stripped_from_child(name: &std::ffi::OsStr) -> bool {
+pub(crate) fn is_stripped_from_child(name: &std::ffi::OsStr) -> bool {
     let Some(name) = name.to_str() else {
         return false;
     };
@@ -182,7 +168,7 @@ pub fn is_stripped_from_child(name: &std::ffi::OsStr) -> bool {
 /// The base environment for an inner custom-executor driver: ours minus leasehold's internal
 /// variables and anything that would point a Vault client at a server or token. The driver
 /// keeps `CUSTOM_ENV_*` and the runner's protocol variables: it is an executor, not the job.
-pub fn driver_base_env() -> Vec<(OsString, OsString)> {
+pub(crate) fn driver_base_env() -> Vec<(OsString, OsString)> {
     std::env::vars_os()
         .filter(|(k, _)| {
             k.to_str().is_none_or(|k| {
@@ -193,7 +179,7 @@ pub fn driver_base_env() -> Vec<(OsString, OsString)> {
 }
 
 /// The base environment for a job child: ours minus [`is_stripped_from_child`].
-pub fn child_base_env() -> Vec<(OsString, OsString)> {
+pub(crate) fn child_base_env() -> Vec<(OsString, OsString)> {
     std::env::vars_os()
         .filter(|(k, _)| !is_stripped_from_child(k))
         .collect()
@@ -201,7 +187,7 @@ pub fn child_base_env() -> Vec<(OsString, OsString)> {
 
 /// A violation of the runner protocol.
 #[derive(Debug, thiserror::Error)]
-pub enum ProtocolError {
+pub(crate) enum ProtocolError {
     /// A variable the runner always sets is missing.
     #[error("{name} is not set; {hint}")]
     MissingVariable {
@@ -228,12 +214,7 @@ pub enum ProtocolError {
     },
 }
 
-impl ProtocolError {
-    /// Protocol errors are the host's problem.
-    pub fn failure_kind(&self) -> FailureKind {
-        FailureKind::System
-    }
-}
+impl ProtocolError {}
 
 #[cfg(test)]
 mod tests {

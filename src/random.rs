@@ -4,14 +4,14 @@
 //! CPU-jitter source), so that nothing in leasehold rolls its own.
 
 /// Fills `buf` with random bytes.
-pub fn fill_random(buf: &mut [u8]) {
+pub(crate) fn fill_random(buf: &mut [u8]) {
     // aws-lc's DRBG only fails if the OS entropy source is broken; there is no safe fallback.
     #[allow(clippy::expect_used)]
     aws_lc_rs::rand::fill(buf).expect("the system random number generator failed");
 }
 
 /// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     bytes
         .iter()
@@ -22,7 +22,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// `N` random bytes as hex: an unguessable name part.
-pub fn random_hex<const N: usize>() -> String {
+pub(crate) fn random_hex<const N: usize>() -> String {
     let mut bytes = [0u8; N];
     fill_random(&mut bytes);
     hex(&bytes)

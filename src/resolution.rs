@@ -23,7 +23,7 @@ use crate::state::{Lease, Sealed, Session, StoredSecret, unix_now};
 use crate::vault::{VaultClient, VaultError};
 
 /// Hooks prepare uses to journal progress as it happens.
-pub trait Progress {
+pub(crate) trait Progress {
     /// Called after every login with the sessions obtained so far.
     fn logged_in(&mut self, state: &Sealed);
 }
@@ -31,7 +31,7 @@ pub trait Progress {
 /// What execution produced besides the sealed state: which lease each request created, so that
 /// the job log can name a secret's lease without matching strings.
 #[derive(Debug, Default)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// Per request of the plan: the index of its lease in [`Sealed::leases`], if it has one.
     pub lease_of_request: Vec<Option<usize>>,
 }
@@ -39,7 +39,7 @@ pub struct Resolved {
 /// Executes the plan: logins first (concurrently), then every request concurrently. Tokens and
 /// leases are pushed into `state` as soon as they exist, and the secrets in plan order; on
 /// error, `state` holds what must be revoked.
-pub async fn execute(
+pub(crate) async fn execute(
     plan: &SecretPlan,
     config: &Config,
     state: &mut Sealed,
@@ -295,7 +295,7 @@ fn request_error(
 
 /// The ways Vault refuses a JWT login, each with its own advice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoginRefusal {
+pub(crate) enum LoginRefusal {
     /// `aud` not in the role's `bound_audiences`.
     Audience,
     /// Expired, not yet valid, or issued in the future: clocks.
@@ -312,7 +312,7 @@ pub enum LoginRefusal {
 
 /// Why secrets could not be resolved.
 #[derive(Debug, thiserror::Error)]
-pub enum ResolutionError {
+pub(crate) enum ResolutionError {
     /// The job lacks its ID token.
     #[error(
         "the job has no ID token in ${variable}; add to the job:  id_tokens: {{ {variable}: {{ aud: \"{audience}\" }} }}  (use the audience your Vault role's bound_audiences expects)"
@@ -398,7 +398,7 @@ pub enum ResolutionError {
 
 /// The details of a refused login.
 #[derive(Debug)]
-pub struct LoginDenial {
+pub(crate) struct LoginDenial {
     /// Which refusal.
     pub kind: LoginRefusal,
     /// The server.
@@ -467,7 +467,7 @@ fn describe_login_refusal(denial: &LoginDenial) -> String {
 
 impl ResolutionError {
     /// Refusals are the job's fault; transport and server failures are the system's.
-    pub fn failure_kind(&self) -> FailureKind {
+    pub(crate) fn failure_kind(&self) -> FailureKind {
         match self {
             ResolutionError::Vault { source, .. } => source.failure_kind(),
             _ => FailureKind::Build,
@@ -476,7 +476,7 @@ impl ResolutionError {
 }
 
 /// Shortest remaining lifetime of the job's credentials, for the job-log summary.
-pub fn describe_ttl(seconds: u64) -> String {
+pub(crate) fn describe_ttl(seconds: u64) -> String {
     let d = Duration::from_secs(seconds);
     match d.as_secs() {
         0 => "no expiry".into(),

@@ -16,7 +16,7 @@ use crate::vault::Server;
 
 /// Everything needed to log in once.
 #[derive(Debug, Clone)]
-pub struct LoginPlan {
+pub(crate) struct LoginPlan {
     /// The server (already checked against the admin's allow-list).
     pub server: Server,
     /// The namespace (job's `VAULT_NAMESPACE`, else the server's).
@@ -45,7 +45,7 @@ impl PartialEq for LoginPlan {
 
 /// Who granted a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Provenance {
+pub(crate) enum Provenance {
     /// The job's own declarations, in this variable (`LEASEHOLD_SECRETS`).
     Job {
         /// The declarations variable.
@@ -69,7 +69,7 @@ impl fmt::Display for Provenance {
 
 /// One request to Vault.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RequestPlan {
+pub(crate) struct RequestPlan {
     /// Index into [`SecretPlan::logins`].
     pub login: usize,
     /// What to request.
@@ -78,7 +78,7 @@ pub struct RequestPlan {
 
 /// One secret and where its value comes from.
 #[derive(Debug, Clone)]
-pub struct PlannedSecret {
+pub(crate) struct PlannedSecret {
     /// The declaration.
     pub declaration: Declaration,
     /// Index into [`SecretPlan::requests`].
@@ -91,7 +91,7 @@ pub struct PlannedSecret {
 
 /// The logins and requests a job needs.
 #[derive(Debug, Clone, Default)]
-pub struct SecretPlan {
+pub(crate) struct SecretPlan {
     /// Unique logins.
     pub logins: Vec<LoginPlan>,
     /// Unique requests.
@@ -105,7 +105,7 @@ pub struct SecretPlan {
 
 /// Where a group of secrets logs in, before the ID-token variable is known.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LoginTarget {
+pub(crate) struct LoginTarget {
     /// The server (already checked against the admin's allow-list).
     pub server: Server,
     /// The namespace.
@@ -120,7 +120,7 @@ impl SecretPlan {
     /// Adds declarations that log in at `target` with the ID token in `token_variable` (unless a
     /// declaration names its own), deduplicating logins and requests; a declaration without
     /// `stages:` gets `default_stages`. A name granted twice is an error naming both grants.
-    pub fn add_with(
+    pub(crate) fn add_with(
         &mut self,
         declarations: Vec<Declaration>,
         declared_by: &Provenance,
@@ -175,13 +175,13 @@ impl SecretPlan {
     }
 
     /// Whether there is nothing to resolve.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.secrets.is_empty()
     }
 
     /// Gives every login the ID token its variable holds (`lookup`); the first variable that
     /// holds none is returned.
-    pub fn attach_tokens(
+    pub(crate) fn attach_tokens(
         &mut self,
         lookup: impl Fn(&str) -> Option<SecretString>,
     ) -> Result<(), String> {
@@ -193,7 +193,7 @@ impl SecretPlan {
     }
 
     /// The secrets of one request.
-    pub fn secrets_of(&self, request: usize) -> impl Iterator<Item = &PlannedSecret> {
+    pub(crate) fn secrets_of(&self, request: usize) -> impl Iterator<Item = &PlannedSecret> {
         self.secrets.iter().filter(move |s| s.request == request)
     }
 }
@@ -209,7 +209,7 @@ fn index_of_or_push<T: PartialEq>(items: &mut Vec<T>, item: T) -> usize {
 
 /// What a job asked for cannot be planned. Always the job's (or its binding's) fault.
 #[derive(Debug, thiserror::Error)]
-pub enum PlanError {
+pub(crate) enum PlanError {
     /// The job named a server the admin does not trust.
     #[error("{reason}")]
     ServerNotAllowed {
@@ -230,7 +230,7 @@ pub enum PlanError {
 
 impl PlanError {
     /// The job's declarations or claims do not fit the config.
-    pub fn failure_kind(&self) -> FailureKind {
+    pub(crate) fn failure_kind(&self) -> FailureKind {
         FailureKind::Build
     }
 }

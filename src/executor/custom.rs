@@ -18,7 +18,7 @@ use super::ExecutorError;
 
 /// The inner driver.
 #[derive(Debug, Clone)]
-pub struct CustomExecutor {
+pub(crate) struct CustomExecutor {
     driver: CustomDriver,
 }
 
@@ -35,12 +35,12 @@ fn spawn_error(program: &str) -> impl FnOnce(std::io::Error) -> ExecutorError {
 
 impl CustomExecutor {
     /// Wraps a driver definition.
-    pub fn new(driver: CustomDriver) -> Self {
+    pub(crate) fn new(driver: CustomDriver) -> Self {
         CustomExecutor { driver }
     }
 
     /// Runs the driver's config_exec and parses its JSON (empty output: no config).
-    pub async fn config(&self) -> Result<Option<serde_json::Value>, ExecutorError> {
+    pub(crate) async fn config(&self) -> Result<Option<serde_json::Value>, ExecutorError> {
         let Some(program) = &self.driver.config_exec else {
             return Ok(None);
         };
@@ -67,7 +67,7 @@ impl CustomExecutor {
     }
 
     /// Runs the driver's prepare_exec with its output in the job log; its exit code is passed on.
-    pub async fn prepare(&self) -> Result<Outcome, ExecutorError> {
+    pub(crate) async fn prepare(&self) -> Result<Outcome, ExecutorError> {
         let Some(program) = &self.driver.prepare_exec else {
             return Ok(Outcome::Driver { code: 0 });
         };
@@ -81,13 +81,13 @@ impl CustomExecutor {
 
     /// The driver's cleanup_exec. It does not die with leasehold: cleanup stops waiting for it on
     /// the runner's SIGTERM (to revoke in time), and it must still finish tearing down.
-    pub fn cleanup_child(&self) -> Option<Child> {
+    pub(crate) fn cleanup_child(&self) -> Option<Child> {
         let program = self.driver.cleanup_exec.as_deref()?;
         Some(Child::new(command(program, &self.driver.cleanup_args)))
     }
 
     /// `run_exec [run_args…] <script> <stage>`.
-    pub fn run_command(&self, script: &Path, stage: &BuildStage) -> tokio::process::Command {
+    pub(crate) fn run_command(&self, script: &Path, stage: &BuildStage) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&self.driver.run_exec);
         command
             .args(&self.driver.run_args)

@@ -5,8 +5,8 @@
 //! [`custom`] calls an existing custom-executor driver (libvirt, LXD, docker, SSH…) for every
 //! stage with gitlab-runner's own protocol, and passes its exit codes through unchanged.
 
-pub mod custom;
-pub mod shell;
+pub(crate) mod custom;
+pub(crate) mod shell;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -17,7 +17,7 @@ use crate::protocol::BuildStage;
 
 /// The configured wrapped executor.
 #[derive(Debug, Clone)]
-pub enum WrappedExecutor {
+pub(crate) enum WrappedExecutor {
     /// The built-in local shell.
     Shell(shell::ShellExecutor),
     /// An inner custom-executor driver.
@@ -26,7 +26,7 @@ pub enum WrappedExecutor {
 
 impl WrappedExecutor {
     /// Builds the executor the config selects.
-    pub fn from_config(config: &Config) -> Self {
+    pub(crate) fn from_config(config: &Config) -> Self {
         match &config.executor.kind {
             Executor::Custom(driver) => {
                 WrappedExecutor::Custom(custom::CustomExecutor::new(driver.clone()))
@@ -36,7 +36,7 @@ impl WrappedExecutor {
     }
 
     /// The inner driver's config JSON, if it has a config stage.
-    pub async fn config_json(&self) -> Result<Option<serde_json::Value>, ExecutorError> {
+    pub(crate) async fn config_json(&self) -> Result<Option<serde_json::Value>, ExecutorError> {
         match self {
             WrappedExecutor::Shell(_) => Ok(None),
             WrappedExecutor::Custom(custom) => custom.config().await,
@@ -44,7 +44,7 @@ impl WrappedExecutor {
     }
 
     /// The driver name reported to gitlab-runner.
-    pub fn driver_name(&self, inner: Option<&serde_json::Value>) -> String {
+    pub(crate) fn driver_name(&self, inner: Option<&serde_json::Value>) -> String {
         match self {
             WrappedExecutor::Shell(_) => "leasehold (shell)".to_owned(),
             WrappedExecutor::Custom(_) => {
@@ -58,7 +58,7 @@ impl WrappedExecutor {
     }
 
     /// Prepares the execution environment.
-    pub async fn prepare(&self, config: &Config) -> Result<Outcome, ExecutorError> {
+    pub(crate) async fn prepare(&self, config: &Config) -> Result<Outcome, ExecutorError> {
         match self {
             WrappedExecutor::Shell(shell) => shell.prepare(config).map(|()| Outcome::Success),
             WrappedExecutor::Custom(custom) => custom.prepare().await,
@@ -66,7 +66,7 @@ impl WrappedExecutor {
     }
 
     /// The command that runs one sub-stage script.
-    pub fn run_command(&self, script: &Path, stage: &BuildStage) -> tokio::process::Command {
+    pub(crate) fn run_command(&self, script: &Path, stage: &BuildStage) -> tokio::process::Command {
         match self {
             WrappedExecutor::Shell(shell) => shell.run_command(script),
             WrappedExecutor::Custom(custom) => custom.run_command(script, stage),
@@ -74,7 +74,7 @@ impl WrappedExecutor {
     }
 
     /// The environment the run command starts from, before secrets are added.
-    pub fn base_env(&self) -> Vec<(OsString, OsString)> {
+    pub(crate) fn base_env(&self) -> Vec<(OsString, OsString)> {
         match self {
             WrappedExecutor::Shell(_) => crate::protocol::child_base_env(),
             WrappedExecutor::Custom(_) => crate::protocol::driver_base_env(),
@@ -83,12 +83,12 @@ impl WrappedExecutor {
 
     /// Whether the run command's exit code is already in gitlab-runner's terms (a driver's), or
     /// is a script's exit code that leasehold must map.
-    pub fn passes_exit_codes_through(&self) -> bool {
+    pub(crate) fn passes_exit_codes_through(&self) -> bool {
         matches!(self, WrappedExecutor::Custom(_))
     }
 
     /// The child that tears the execution environment down, if the executor has one.
-    pub fn cleanup_child(&self) -> Option<crate::supervision::Child> {
+    pub(crate) fn cleanup_child(&self) -> Option<crate::supervision::Child> {
         match self {
             WrappedExecutor::Shell(_) => None,
             WrappedExecutor::Custom(custom) => custom.cleanup_child(),
@@ -98,7 +98,7 @@ impl WrappedExecutor {
 
 /// The wrapped executor failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ExecutorError {
+pub(crate) enum ExecutorError {
     /// The child could not be started.
     #[error(
         "cannot start {program}: {source}; check the [executor] section of the executor config"
@@ -137,7 +137,7 @@ pub enum ExecutorError {
 
 impl ExecutorError {
     /// The wrapped executor failing is the host's problem.
-    pub fn failure_kind(&self) -> FailureKind {
+    pub(crate) fn failure_kind(&self) -> FailureKind {
         FailureKind::System
     }
 }

@@ -8,20 +8,20 @@ use super::ExecutorError;
 
 /// Runs scripts with a local shell.
 #[derive(Debug, Clone)]
-pub struct ShellExecutor {
+pub(crate) struct ShellExecutor {
     shell: String,
 }
 
 impl ShellExecutor {
     /// A shell executor using `shell` (default `bash`).
-    pub fn new(shell: &str) -> Self {
+    pub(crate) fn new(shell: &str) -> Self {
         ShellExecutor {
             shell: shell.to_owned(),
         }
     }
 
     /// Makes sure the builds and cache directories exist, as gitlab-runner's shell executor does.
-    pub fn prepare(&self, config: &Config) -> Result<(), ExecutorError> {
+    pub(crate) fn prepare(&self, config: &Config) -> Result<(), ExecutorError> {
         for dir in [&config.builds_dir, &config.cache_dir] {
             std::fs::create_dir_all(dir).map_err(|source| ExecutorError::Directory {
                 path: dir.clone(),
@@ -32,7 +32,7 @@ impl ShellExecutor {
     }
 
     /// `bash <script>`; the stage name is not passed, as in gitlab-runner's reference driver.
-    pub fn run_command(&self, script: &Path) -> tokio::process::Command {
+    pub(crate) fn run_command(&self, script: &Path) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&self.shell);
         command.arg(script);
         command

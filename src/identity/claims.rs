@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer};
 /// The claims of a GitLab ID token that roles and bindings use. GitLab encodes most of them as
 /// strings (`project_id: "42"`, `ref_protected: "true"`); numbers and booleans are accepted too.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct Claims {
+pub(crate) struct Claims {
     /// Issuer.
     #[serde(default)]
     pub iss: String,
@@ -66,7 +66,7 @@ pub struct Claims {
 
 impl Claims {
     /// The claims roles usually bind, as `name=value` pairs for refusal messages.
-    pub fn binding_summary(&self) -> String {
+    pub(crate) fn binding_summary(&self) -> String {
         let pairs = [
             ("project_path", self.project_path.as_deref()),
             ("ref", self.git_ref.as_deref()),
@@ -90,7 +90,7 @@ impl Claims {
     }
 
     /// A claim by its GitLab name, for templates and rule matching.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         match name {
             "iss" => Some(&self.iss),
             "sub" => Some(&self.sub),
@@ -112,7 +112,7 @@ impl Claims {
 }
 
 /// Decodes the claims WITHOUT verifying the signature: for messages only.
-pub fn peek_claims(token: &SecretString) -> Result<Claims, String> {
+pub(crate) fn peek_claims(token: &SecretString) -> Result<Claims, String> {
     let mut parts = token.expose_secret().split('.');
     let (Some(_header), Some(payload), Some(_sig), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())

@@ -22,15 +22,15 @@ use super::IdentityError;
 use crate::private_fs::{open_private_dir, write_atomic};
 
 /// The JWKS path of GitLab 17 and later.
-pub const JWKS_PATH: &str = "/oauth/discovery/keys";
+pub(crate) const JWKS_PATH: &str = "/oauth/discovery/keys";
 /// The JWKS path of GitLab before 17.
-pub const LEGACY_JWKS_PATH: &str = "/-/jwks";
+pub(crate) const LEGACY_JWKS_PATH: &str = "/-/jwks";
 /// A JWKS larger than this is refused.
 const MAX_JWKS_BYTES: usize = 1 << 20;
 
 /// How to reach GitLab and where to cache.
 #[derive(Debug, Clone)]
-pub struct JwksSettings {
+pub(crate) struct JwksSettings {
     /// The GitLab URL, without a trailing slash.
     pub base_url: String,
     /// PEM CA bundle replacing the system roots.
@@ -45,7 +45,7 @@ pub struct JwksSettings {
 
 /// A key set and where it came from.
 #[derive(Debug, Clone)]
-pub struct KeySet {
+pub(crate) struct KeySet {
     keys: Vec<Jwk>,
     /// The URL it was fetched from.
     pub url: String,
@@ -57,14 +57,14 @@ pub struct KeySet {
 
 impl KeySet {
     /// The key with this id.
-    pub fn find(&self, kid: &str) -> Option<&Jwk> {
+    pub(crate) fn find(&self, kid: &str) -> Option<&Jwk> {
         self.keys
             .iter()
             .find(|k| k.common.key_id.as_deref() == Some(kid))
     }
 
     /// Every key id, for messages.
-    pub fn kids(&self) -> Vec<String> {
+    pub(crate) fn kids(&self) -> Vec<String> {
         self.keys
             .iter()
             .filter_map(|k| k.common.key_id.clone())
@@ -72,13 +72,8 @@ impl KeySet {
     }
 
     /// How many keys.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.keys.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 }
 
@@ -92,7 +87,7 @@ struct CacheFile {
 
 /// Fetches and caches one GitLab's JWKS.
 #[derive(Debug, Clone)]
-pub struct Jwks {
+pub(crate) struct Jwks {
     settings: JwksSettings,
     client: reqwest::Client,
     /// The set this process last used, so that verifying several tokens costs one read.
@@ -100,7 +95,7 @@ pub struct Jwks {
 }
 
 /// Creates (0700) and checks a JWKS cache directory like the state directory.
-pub fn open_cache_dir(dir: &Path) -> Result<PathBuf, IdentityError> {
+pub(crate) fn open_cache_dir(dir: &Path) -> Result<PathBuf, IdentityError> {
     open_private_dir(dir)
         .map(|()| dir.to_owned())
         .map_err(IdentityError::JwksCache)
@@ -108,7 +103,7 @@ pub fn open_cache_dir(dir: &Path) -> Result<PathBuf, IdentityError> {
 
 impl Jwks {
     /// Builds the HTTPS client (custom CA, timeout; redirects only to https).
-    pub fn new(settings: JwksSettings) -> Result<Self, IdentityError> {
+    pub(crate) fn new(settings: JwksSettings) -> Result<Self, IdentityError> {
         let mut builder = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
@@ -139,12 +134,12 @@ impl Jwks {
     }
 
     /// The primary JWKS URL.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{}{JWKS_PATH}", self.settings.base_url)
     }
 
     /// The cached set if it is younger than the TTL, else a freshly fetched one.
-    pub async fn keys(&self, now: u64) -> Result<KeySet, IdentityError> {
+    pub(crate) async fn keys(&self, now: u64) -> Result<KeySet, IdentityError> {
         if let Some(memo) = self.memo().filter(|set| self.is_fresh(set.fetched_at, now)) {
             return Ok(memo);
         }
@@ -156,7 +151,7 @@ impl Jwks {
     }
 
     /// Fetches the set from GitLab and caches it.
-    pub async fn refresh(&self, now: u64) -> Result<KeySet, IdentityError> {
+    pub(crate) async fn refresh(&self, now: u64) -> Result<KeySet, IdentityError> {
         let (url, jwks) = self.fetch().await?;
         let set = parse_set(&url, &jwks, now)?;
         self.write_cache(&url, now, jwks);

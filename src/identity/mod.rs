@@ -17,24 +17,24 @@
 //! the only verifier; bindings then cannot be configured.
 
 mod claims;
-pub mod jwks;
+pub(crate) mod jwks;
 #[cfg(test)]
 pub(crate) mod test_issuer;
-pub mod verify;
+pub(crate) mod verify;
 
-pub use claims::{Claims, peek_claims};
-pub use verify::{VerifiedClaims, Verifier};
+pub(crate) use claims::{Claims, peek_claims};
+pub(crate) use verify::{VerifiedClaims, Verifier};
 
 use crate::exit::FailureKind;
 
 /// The ID-token variables of GitLab before 16 (`CI_JOB_JWT_V2`) and 15 (`CI_JOB_JWT`), accepted
 /// only with `[gitlab] allow_legacy_token_variables = true`, in this order.
-pub const LEGACY_TOKEN_VARIABLES: &[&str] = &["CI_JOB_JWT_V2", "CI_JOB_JWT"];
+pub(crate) const LEGACY_TOKEN_VARIABLES: &[&str] = &["CI_JOB_JWT_V2", "CI_JOB_JWT"];
 
 /// Why the job's identity could not be used. No variant carries the token or any part of it:
 /// only claim values (which are not secret), the key id and the configured expectations.
 #[derive(Debug, thiserror::Error)]
-pub enum IdentityError {
+pub(crate) enum IdentityError {
     /// The ID-token variable is not in the job.
     #[error(
         "the job has no ID token in ${variable}; add to the job:  id_tokens: {{ {variable}: {{ aud: \"{audience}\" }} }}  (it is needed for {needed_for})"
@@ -256,7 +256,7 @@ pub(crate) fn utc(secs: i64) -> String {
 impl IdentityError {
     /// A token that fails verification is the job's (or its GitLab's) problem; not reaching
     /// GitLab's keys, or an unusable cache, is the runner host's.
-    pub fn failure_kind(&self) -> FailureKind {
+    pub(crate) fn failure_kind(&self) -> FailureKind {
         match self {
             IdentityError::JwksUnreachable { .. }
             | IdentityError::JwksInvalid { .. }

@@ -16,7 +16,7 @@ use crate::config_file::{GitlabSection, IssuerForms};
 /// Claims of a token whose signature and claims leasehold verified. Only [`Verifier::verify`]
 /// makes one, so a function taking `&VerifiedClaims` cannot be handed unverified claims.
 #[derive(Debug, Clone)]
-pub struct VerifiedClaims {
+pub(crate) struct VerifiedClaims {
     claims: Claims,
     variable: String,
     kid: String,
@@ -25,26 +25,26 @@ pub struct VerifiedClaims {
 
 impl VerifiedClaims {
     /// The claims.
-    pub fn claims(&self) -> &Claims {
+    pub(crate) fn claims(&self) -> &Claims {
         &self.claims
     }
     /// The job variable the token came from.
-    pub fn variable(&self) -> &str {
+    pub(crate) fn variable(&self) -> &str {
         &self.variable
     }
     /// The signing key's id.
-    pub fn kid(&self) -> &str {
+    pub(crate) fn kid(&self) -> &str {
         &self.kid
     }
     /// Where the key came from.
-    pub fn jwks_url(&self) -> &str {
+    pub(crate) fn jwks_url(&self) -> &str {
         &self.jwks_url
     }
 }
 
 /// Verifies ID tokens against one GitLab.
 #[derive(Debug, Clone)]
-pub struct Verifier {
+pub(crate) struct Verifier {
     jwks: Jwks,
     issuers: Vec<String>,
     issuer_forms: IssuerForms,
@@ -55,7 +55,7 @@ pub struct Verifier {
 impl Verifier {
     /// The verifier `[gitlab]` describes, accepting `audiences` and caching keys in its (checked)
     /// cache directory below `state_dir`; `None` without `[gitlab]`.
-    pub fn configured(
+    pub(crate) fn configured(
         gitlab: Option<&GitlabSection>,
         audiences: &[String],
         state_dir: &std::path::Path,
@@ -68,7 +68,7 @@ impl Verifier {
     }
 
     /// A verifier with an explicit cache directory (`None`: no cache).
-    pub fn new(
+    pub(crate) fn new(
         gitlab: &GitlabSection,
         audiences: &[String],
         cache_dir: Option<std::path::PathBuf>,
@@ -90,12 +90,12 @@ impl Verifier {
     }
 
     /// The key source, for `check`.
-    pub fn jwks(&self) -> &Jwks {
+    pub(crate) fn jwks(&self) -> &Jwks {
         &self.jwks
     }
 
     /// Verifies the token found in job variable `variable` at time `now` (unix seconds).
-    pub async fn verify(
+    pub(crate) async fn verify(
         &self,
         variable: &str,
         token: &SecretString,

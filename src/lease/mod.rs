@@ -8,6 +8,6 @@ mod reap;
 mod renew;
 mod revoke;
 
-pub use reap::{ReapItem, ReapReport, is_over, reap};
-pub use renew::{Renewer, warn_short_lived};
-pub use revoke::{Revocation, RevocationOutcome, RevocationReport, revoke_all};
+pub(crate) use reap::reap;
+pub(crate) use renew::{Renewer, warn_short_lived};
+pub(crate) use revoke::{RevocationOutcome, RevocationReport, revoke_all};

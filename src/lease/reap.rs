@@ -20,7 +20,7 @@ use super::RevocationOutcome;
 
 /// One thing the reaper did or would do.
 #[derive(Debug, Clone)]
-pub struct ReapItem {
+pub(crate) struct ReapItem {
     /// The job's state id.
     pub state_id: String,
     /// What: `token <accessor>`, `lease <id>`, or `state`.
@@ -31,7 +31,7 @@ pub struct ReapItem {
 
 /// The reaper's report.
 #[derive(Debug, Default)]
-pub struct ReapReport {
+pub(crate) struct ReapReport {
     /// Job states examined.
     pub examined: usize,
     /// States left alone because their job may still be running.
@@ -42,17 +42,10 @@ pub struct ReapReport {
     pub items: Vec<ReapItem>,
 }
 
-impl ReapReport {
-    /// Whether anything could not be revoked.
-    pub fn has_failures(&self) -> bool {
-        self.items
-            .iter()
-            .any(|i| matches!(i.outcome, RevocationOutcome::Failed(_)))
-    }
-}
+impl ReapReport {}
 
 /// Whether a job's state is over and may be reaped.
-pub fn is_over(journal: &Journal, now: u64, grace: u64) -> bool {
+pub(crate) fn is_over(journal: &Journal, now: u64, grace: u64) -> bool {
     journal.status == JobStatus::CleanupFailed
         || now
             > journal
@@ -171,7 +164,7 @@ async fn keep_token_file_alive(config: &Config) {
 }
 
 /// Reaps every job state under `root` that is over. With `dry_run`, only reports.
-pub async fn reap(
+pub(crate) async fn reap(
     config: &Config,
     root: &StateDir,
     dry_run: bool,

@@ -15,7 +15,7 @@ use crate::state::{JobDir, Sealed, StateKey, unix_now};
 use crate::vault::{VaultClient, VaultError};
 
 /// Renews a job's token and leases on schedule.
-pub struct Renewer {
+pub(crate) struct Renewer {
     config: Config,
     job_dir: JobDir,
     key: StateKey,
@@ -35,7 +35,7 @@ enum Item {
 
 impl Renewer {
     /// A renewer over the job's state; nothing happens until [`Renewer::run`] is polled.
-    pub fn new(config: Config, job_dir: JobDir, key: StateKey, state: Sealed) -> Self {
+    pub(crate) fn new(config: Config, job_dir: JobDir, key: StateKey, state: Sealed) -> Self {
         let clients = state.sessions.iter().map(|_| None).collect();
         Renewer {
             config,
@@ -115,7 +115,7 @@ impl Renewer {
     }
 
     /// Renews on schedule forever; the caller drops this future when the child exits.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         loop {
             let Some(due) = self.next_due() else {
                 std::future::pending::<()>().await;
@@ -258,7 +258,7 @@ impl Renewer {
 }
 
 /// At prepare: warns about credentials that cannot live until the job's timeout.
-pub fn warn_short_lived(state: &Sealed) {
+pub(crate) fn warn_short_lived(state: &Sealed) {
     if state.deadline == 0 {
         return;
     }

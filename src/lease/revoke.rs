@@ -16,7 +16,7 @@ use crate::vault::{VaultClient, VaultError};
 
 /// What happened to one token or lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RevocationOutcome {
+pub(crate) enum RevocationOutcome {
     /// Gone: Vault confirmed this lease's revocation.
     Revoked,
     /// Revoked together with the token that created it (the role's policy does not grant
@@ -31,7 +31,7 @@ pub enum RevocationOutcome {
 
 /// One line of the revocation report.
 #[derive(Debug, Clone)]
-pub struct Revocation {
+pub(crate) struct Revocation {
     /// `lease <id>` or `token <accessor>`.
     pub what: String,
     /// Where it came from.
@@ -42,14 +42,14 @@ pub struct Revocation {
 
 /// The revocation report of a job.
 #[derive(Debug, Clone, Default)]
-pub struct RevocationReport {
+pub(crate) struct RevocationReport {
     /// Every token and lease.
     pub items: Vec<Revocation>,
 }
 
 impl RevocationReport {
     /// Whether anything is still alive.
-    pub fn has_failures(&self) -> bool {
+    pub(crate) fn has_failures(&self) -> bool {
         self.items
             .iter()
             .any(|r| matches!(r.outcome, RevocationOutcome::Failed(_)))
@@ -57,7 +57,7 @@ impl RevocationReport {
 }
 
 /// Revokes every lease, then every token, of the job.
-pub async fn revoke_all(state: &Sealed, config: &Config) -> RevocationReport {
+pub(crate) async fn revoke_all(state: &Sealed, config: &Config) -> RevocationReport {
     let clients: Vec<Result<VaultClient, VaultError>> = state
         .sessions
         .iter()

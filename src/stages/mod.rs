@@ -28,4 +28,3 @@ pub(crate) fn state_handles(env: &StageEnv) -> Result<(StateId, StateKey)> {
     })?;
     Ok((StateId::parse(id)?, StateKey::from_hex(key)?))
 }
-

@@ -16,7 +16,7 @@
 //! exactly) read by a thread that passes everything through the masker before it reaches our
 //! stdout.
 
-pub mod signals;
+pub(crate) mod signals;
 pub(crate) mod sys;
 
 use std::future::Future;
@@ -30,7 +30,7 @@ use nix::unistd::{Gid, Uid};
 
 use crate::mask::MaskSet;
 
-pub use signals::StopSignals;
+pub(crate) use signals::StopSignals;
 
 /// How long output is still drained after the child exited, when a background process it left
 /// behind keeps the pipe open.
@@ -38,7 +38,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// How the child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChildExit {
+pub(crate) struct ChildExit {
     /// The exit code, or 128 + signal number when it was killed by a signal.
     pub code: i32,
     /// The signal that killed it, if any.
@@ -65,7 +65,7 @@ impl From<ExitStatus> for ChildExit {
 /// The ids a child drops to before exec (supplementary groups computed by the caller, before
 /// fork: NSS lookups are not safe in the child).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserIds {
+pub(crate) struct UserIds {
     /// User id.
     pub uid: Uid,
     /// Group id.
@@ -76,7 +76,7 @@ pub struct UserIds {
 
 /// How [`Child::wait_unless_stopped`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Waited {
+pub(crate) enum Waited {
     /// The child exited.
     Exited(ChildExit),
     /// A stop signal arrived first; the child was left running.
@@ -86,32 +86,32 @@ pub enum Waited {
 /// A child process of leasehold: the command, and the hooks it is started with. Every child
 /// goes through here, so none misses its stdin from /dev/null or, when asked, its parent-death
 /// signal and privilege drop.
-pub struct Child {
+pub(crate) struct Child {
     command: tokio::process::Command,
 }
 
 impl Child {
     /// A child with stdin from /dev/null.
-    pub fn new(mut command: tokio::process::Command) -> Self {
+    pub(crate) fn new(mut command: tokio::process::Command) -> Self {
         command.stdin(Stdio::null());
         Child { command }
     }
 
     /// The kernel sends SIGKILL to the child if leasehold dies first, so no job process outlives
     /// its supervisor holding secrets.
-    pub fn die_with_parent(mut self) -> Self {
+    pub(crate) fn die_with_parent(mut self) -> Self {
         sys::kill_child_when_parent_dies(self.command.as_std_mut());
         self
     }
 
     /// Drops to `ids` before exec: supplementary groups, then group, then user.
-    pub fn run_as(mut self, ids: &UserIds) -> Self {
+    pub(crate) fn run_as(mut self, ids: &UserIds) -> Self {
         sys::drop_privileges(self.command.as_std_mut(), ids);
         self
     }
 
     /// The program, for messages.
-    pub fn program(&self) -> String {
+    pub(crate) fn program(&self) -> String {
         self.command
             .as_std()
             .get_program()
@@ -121,12 +121,12 @@ impl Child {
 
     /// Runs the child to its end with its output inherited, forwarding stop signals as
     /// [`Child::supervise`] does.
-    pub async fn run(self) -> std::io::Result<ChildExit> {
+    pub(crate) async fn run(self) -> std::io::Result<ChildExit> {
         self.supervise(None, std::future::pending()).await
     }
 
     /// Runs the child to its end with its stdout captured (stderr inherited).
-    pub async fn output(mut self) -> std::io::Result<(ChildExit, Vec<u8>)> {
+    pub(crate) async fn output(mut self) -> std::io::Result<(ChildExit, Vec<u8>)> {
         self.command.stdout(Stdio::piped()).stderr(Stdio::inherit());
         let output = self.command.output().await?;
         Ok((ChildExit::from(output.status), output.stdout))
@@ -134,7 +134,7 @@ impl Child {
 
     /// Waits for the child unless a stop signal arrives first, in which case the child is left
     /// running (it is in leasehold's process group, so the runner's signal reached it too).
-    pub async fn wait_unless_stopped(
+    pub(crate) async fn wait_unless_stopped(
         mut self,
         signals: &mut StopSignals,
     ) -> std::io::Result<Waited> {
@@ -151,7 +151,7 @@ impl Child {
     /// Spawns the child and supervises it until it exits, masking its output with `mask` when
     /// given, while `background` (lease renewal) runs alongside. `background` is dropped when the
     /// child ends.
-    pub async fn supervise(
+    pub(crate) async fn supervise(
         self,
         mask: Option<Arc<MaskSet>>,
         background: impl Future<Output = ()>,

@@ -12,7 +12,7 @@ use super::sys;
 
 /// SIGTERM, SIGINT, SIGHUP and SIGQUIT, caught from the moment [`StopSignals::listen`] returns:
 /// none of them ends leasehold any more, each is reported by [`StopSignals::recv`].
-pub struct StopSignals {
+pub(crate) struct StopSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
@@ -21,7 +21,7 @@ pub struct StopSignals {
 
 impl StopSignals {
     /// Starts catching the stop signals (and recording their senders).
-    pub fn listen() -> std::io::Result<Self> {
+    pub(crate) fn listen() -> std::io::Result<Self> {
         sys::record_senders(&[
             Signal::SIGTERM,
             Signal::SIGINT,
@@ -37,7 +37,7 @@ impl StopSignals {
     }
 
     /// The next stop signal. SIGTERM wins over the others when several are pending.
-    pub async fn recv(&mut self) -> Signal {
+    pub(crate) async fn recv(&mut self) -> Signal {
         tokio::select! {
             biased;
             _ = self.term.recv() => Signal::SIGTERM,
@@ -51,6 +51,6 @@ impl StopSignals {
 /// Whether the last stop signal came from leasehold's parent (gitlab-runner, which always
 /// signals the whole process group, so the child already has it) or from leasehold's own
 /// forward.
-pub fn came_from_runner_or_self() -> bool {
+pub(crate) fn came_from_runner_or_self() -> bool {
     sys::came_from_runner_or_self()
 }

@@ -7,7 +7,6 @@ use crate::exit::Outcome;
 use crate::lease::{RevocationOutcome, reap};
 use crate::state::StateDir;
 
-
 pub(crate) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
     let config = Config::locate_and_load(cli.config.as_deref())?;
     let root = StateDir::open(&config.state_dir)?;

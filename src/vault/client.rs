@@ -27,8 +27,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
-use super::envelope::{Kv2Data, RawErrors, RawHealth, RawKeys, RawResponse, SecretBuf};
-use super::{AuthInfo, Health, LeaseInfo, SecretEnvelope, SecretFields, TokenLookup, VaultError};
+use super::envelope::{Kv2Data, RawErrors, RawHealth, RawResponse, SecretBuf};
+use super::{AuthInfo, Health, LeaseInfo, SecretEnvelope, SecretFields, VaultError};
+#[cfg(test)]
+use super::{TokenLookup, envelope::RawKeys};
 
 /// How to reach one server.
 #[derive(Debug, Clone)]
@@ -85,7 +87,7 @@ fn invalid(path: &str, detail: impl Into<String>) -> VaultError {
 }
 
 /// Refuses `http://` unless the host is loopback or `allow_http` is set; refuses other schemes.
-pub fn check_address(address: &str, allow_http: bool) -> Result<(), VaultError> {
+pub(crate) fn check_address(address: &str, allow_http: bool) -> Result<(), VaultError> {
     let shown = without_userinfo(address);
     let url = Url::parse(address).map_err(|e| {
         config(format!(
@@ -234,7 +236,7 @@ enum AttemptError {
 
 /// A client for one server (and namespace).
 #[derive(Debug, Clone)]
-pub struct VaultClient {
+pub(crate) struct VaultClient {
     spec: ServerSpec,
     /// `spec.address` without a trailing slash.
     base: String,
@@ -244,7 +246,7 @@ pub struct VaultClient {
 
 impl VaultClient {
     /// Builds the client: checks the address, loads the CA bundle and client certificate.
-    pub fn new(spec: &ServerSpec) -> Result<Self, VaultError> {
+    pub(crate) fn new(spec: &ServerSpec) -> Result<Self, VaultError> {
         check_address(&spec.address, spec.allow_http)?;
         if spec.timeout.is_zero() {
             return Err(config(format!(
@@ -288,21 +290,17 @@ impl VaultClient {
         })
     }
 
+    #[cfg(test)]
     /// Replaces the retry backoff (first delay `base`, doubling up to `cap`, ±50 % jitter); for
     /// tests and for callers with a tight deadline.
     #[must_use]
-    pub fn with_backoff(mut self, base: Duration, cap: Duration) -> Self {
+    pub(crate) fn with_backoff(mut self, base: Duration, cap: Duration) -> Self {
         self.backoff = Backoff { base, cap };
         self
     }
 
-    /// The server's address as configured.
-    pub fn address(&self) -> &str {
-        &self.spec.address
-    }
-
     /// Logs in with a JWT (`auth/<mount>/login`); `role` falls back to the mount's default role.
-    pub async fn jwt_login(
+    pub(crate) async fn jwt_login(
         &self,
         mount: &str,
         role: Option<&str>,
@@ -325,7 +323,7 @@ impl VaultClient {
     }
 
     /// Logs in with AppRole (`auth/<mount>/login`); used only by the reaper's own credential.
-    pub async fn approle_login(
+    pub(crate) async fn approle_login(
         &self,
         mount: &str,
         role_id: &str,
@@ -348,7 +346,7 @@ impl VaultClient {
 
     /// Reads a secret. With `kv2`, `path` must already contain the `data/` segment and the
     /// fields are taken from `data.data`; a deleted or destroyed version is [`VaultError::NotFound`].
-    pub async fn read(
+    pub(crate) async fn read(
         &self,
         token: &SecretString,
         path: &str,
@@ -394,7 +392,7 @@ impl VaultClient {
 
     /// Writes (POSTs) to a path that answers with a secret, such as `pki/issue/<role>`. An empty
     /// (204) answer gives an empty envelope.
-    pub async fn write(
+    pub(crate) async fn write(
         &self,
         token: &SecretString,
         path: &str,
@@ -410,7 +408,7 @@ impl VaultClient {
     }
 
     /// Renews the token itself; `increment` is a request, the server may grant less.
-    pub async fn renew_self(
+    pub(crate) async fn renew_self(
         &self,
         token: &SecretString,
         increment: Option<Duration>,
@@ -431,7 +429,7 @@ impl VaultClient {
     }
 
     /// Renews one lease.
-    pub async fn renew_lease(
+    pub(crate) async fn renew_lease(
         &self,
         token: &SecretString,
         lease_id: &str,
@@ -464,7 +462,7 @@ impl VaultClient {
     }
 
     /// Revokes one lease (immediately; Vault also revokes unknown lease ids without complaint).
-    pub async fn revoke_lease(
+    pub(crate) async fn revoke_lease(
         &self,
         token: &SecretString,
         lease_id: &str,
@@ -491,7 +489,7 @@ impl VaultClient {
     }
 
     /// Revokes the token and, with it, every lease it created.
-    pub async fn revoke_self(&self, token: &SecretString) -> Result<(), VaultError> {
+    pub(crate) async fn revoke_self(&self, token: &SecretString) -> Result<(), VaultError> {
         self.request(&Call::new(
             Method::POST,
             "auth/token/revoke-self",
@@ -503,7 +501,7 @@ impl VaultClient {
 
     /// Revokes the token with this accessor (and its leases); needs a policy on
     /// `auth/token/revoke-accessor`.
-    pub async fn revoke_accessor(
+    pub(crate) async fn revoke_accessor(
         &self,
         token: &SecretString,
         accessor: &str,
@@ -513,8 +511,12 @@ impl VaultClient {
         self.request(&call).await.map(drop)
     }
 
+    #[cfg(test)]
     /// Looks up the token itself; the token's id in the answer is never decoded.
-    pub async fn lookup_self(&self, token: &SecretString) -> Result<TokenLookup, VaultError> {
+    pub(crate) async fn lookup_self(
+        &self,
+        token: &SecretString,
+    ) -> Result<TokenLookup, VaultError> {
         let path = "auth/token/lookup-self";
         let reply = self
             .request(&Call::new(Method::GET, path, Some(token)))
@@ -522,8 +524,9 @@ impl VaultClient {
         lookup_of(&reply, path)
     }
 
+    #[cfg(test)]
     /// Looks up the token with this accessor; needs a policy on `auth/token/lookup-accessor`.
-    pub async fn lookup_accessor(
+    pub(crate) async fn lookup_accessor(
         &self,
         token: &SecretString,
         accessor: &str,
@@ -534,10 +537,11 @@ impl VaultClient {
         lookup_of(&reply, path)
     }
 
+    #[cfg(test)]
     /// Lists lease ids (and sub-prefixes, ending in `/`) below `prefix`, e.g.
     /// `database/creds/app/`; nothing there is an empty list. Needs `sudo` on
     /// `sys/leases/lookup/*`.
-    pub async fn list_leases(
+    pub(crate) async fn list_leases(
         &self,
         token: &SecretString,
         prefix: &str,
@@ -559,7 +563,7 @@ impl VaultClient {
     /// Reads the `data` of a path as plain JSON (`null` when there is none). Only for
     /// configuration that is not secret (auth mount or role configuration), because the values
     /// are not protected in memory.
-    pub async fn read_raw_json(
+    pub(crate) async fn read_raw_json(
         &self,
         token: &SecretString,
         path: &str,
@@ -575,7 +579,7 @@ impl VaultClient {
     }
 
     /// `sys/health`, asked so that sealed, standby and uninitialized servers all answer 200.
-    pub async fn health(&self) -> Result<Health, VaultError> {
+    pub(crate) async fn health(&self) -> Result<Health, VaultError> {
         let call = Call {
             namespace: false,
             ..Call::new(Method::GET, HEALTH_PATH, None)
@@ -1050,6 +1054,7 @@ fn auth_of(reply: &Reply, path: &str) -> Result<AuthInfo, VaultError> {
         .ok_or_else(|| invalid(path, "the response has no auth block"))
 }
 
+#[cfg(test)]
 fn lookup_of(reply: &Reply, path: &str) -> Result<TokenLookup, VaultError> {
     let raw: RawResponse<TokenLookup> = decode(reply, path)?;
     raw.data

@@ -24,15 +24,15 @@ use zeroize::Zeroizing;
 /// The data map of a secret response. String values are kept as they are; any other JSON
 /// value (number, bool, object, array) is kept as its compact JSON text, like `vault read -field`.
 #[derive(Debug, Default)]
-pub struct SecretFields(pub BTreeMap<String, SecretString>);
+pub(crate) struct SecretFields(pub BTreeMap<String, SecretString>);
 
 impl SecretFields {
     /// The value of one field.
-    pub fn get(&self, field: &str) -> Option<&SecretString> {
+    pub(crate) fn get(&self, field: &str) -> Option<&SecretString> {
         self.0.get(field)
     }
     /// The field names that exist (never values), for "field missing" messages.
-    pub fn names(&self) -> Vec<&str> {
+    pub(crate) fn names(&self) -> Vec<&str> {
         self.0.keys().map(String::as_str).collect()
     }
 }
@@ -298,7 +298,7 @@ impl io::Write for SecretBuf {
 
 /// A secret response with its lease metadata.
 #[derive(Debug, Default)]
-pub struct SecretEnvelope {
+pub(crate) struct SecretEnvelope {
     /// Empty when the secret has no lease (KV).
     pub lease_id: String,
     /// Seconds.
@@ -308,12 +308,16 @@ pub struct SecretEnvelope {
     /// The data; for KV v2 this is already the inner `data.data`.
     pub data: SecretFields,
     /// Warnings Vault attached.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "decoded and tested; not acted on yet")
+    )]
     pub warnings: Vec<String>,
 }
 
 /// The `auth` block of a login or token renewal.
 #[derive(Debug)]
-pub struct AuthInfo {
+pub(crate) struct AuthInfo {
     /// The token.
     pub client_token: SecretString,
     /// Its accessor (not secret: it can only look up or revoke with a suitable policy).
@@ -323,13 +327,21 @@ pub struct AuthInfo {
     /// Whether it can be renewed.
     pub renewable: bool,
     /// Policies attached to the token.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "decoded and tested; not acted on yet")
+    )]
     pub policies: Vec<String>,
 }
 
 /// Result of a lease renewal.
 #[derive(Debug, Clone)]
-pub struct LeaseInfo {
+pub(crate) struct LeaseInfo {
     /// The lease id.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "decoded and tested; not acted on yet")
+    )]
     pub lease_id: String,
     /// New TTL in seconds.
     pub lease_duration: u64,
@@ -339,7 +351,7 @@ pub struct LeaseInfo {
 
 /// `sys/health`.
 #[derive(Debug, Clone)]
-pub struct Health {
+pub(crate) struct Health {
     /// Whether the server is initialized.
     pub initialized: bool,
     /// Whether it is sealed.
@@ -350,10 +362,11 @@ pub struct Health {
     pub version: String,
 }
 
+#[cfg(test)]
 /// What a token lookup (`lookup-self`, `lookup-accessor`) says about a token, without the token
 /// itself: lookup-self answers with the token in `data.id`, which is deliberately not decoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct TokenLookup {
+pub(crate) struct TokenLookup {
     /// The token's accessor.
     #[serde(default, deserialize_with = "null_as_default")]
     pub accessor: String,
@@ -444,6 +457,7 @@ impl From<RawAuth> for AuthInfo {
     }
 }
 
+#[cfg(test)]
 /// The `data` of a LIST.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawKeys {

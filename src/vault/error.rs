@@ -12,7 +12,7 @@ use crate::exit::FailureKind;
 
 /// A failed Vault request. Never carries a token or a secret value.
 #[derive(Debug, thiserror::Error)]
-pub enum VaultError {
+pub(crate) enum VaultError {
     /// Connection refused, DNS failure, TLS failure or timeout, after all retries.
     #[error("Vault at {address} is unreachable after {attempts} attempts: {detail}")]
     Unreachable {
@@ -76,7 +76,7 @@ pub enum VaultError {
 
 impl VaultError {
     /// Transport failures and 5xx are the system's fault; refusals are the job's.
-    pub fn failure_kind(&self) -> FailureKind {
+    pub(crate) fn failure_kind(&self) -> FailureKind {
         match self {
             VaultError::Denied { .. } | VaultError::NotFound { .. } => FailureKind::Build,
             _ => FailureKind::System,

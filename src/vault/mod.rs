@@ -12,7 +12,9 @@ mod servers;
 #[cfg(test)]
 mod tests;
 
-pub use client::{ServerSpec, VaultClient, check_address};
-pub use envelope::{AuthInfo, Health, LeaseInfo, SecretEnvelope, SecretFields, TokenLookup};
-pub use error::VaultError;
-pub use servers::{Server, Servers, address_key};
+pub(crate) use client::{ServerSpec, VaultClient, check_address};
+#[cfg(test)]
+pub(crate) use envelope::TokenLookup;
+pub(crate) use envelope::{AuthInfo, Health, LeaseInfo, SecretEnvelope, SecretFields};
+pub(crate) use error::VaultError;
+pub(crate) use servers::{Server, Servers, address_key};

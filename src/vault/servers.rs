@@ -66,19 +66,19 @@ impl Server {
 
 /// Compares server addresses the way an admin means them: scheme and host case-insensitive,
 /// trailing slashes ignored.
-pub fn address_key(address: &str) -> String {
+pub(crate) fn address_key(address: &str) -> String {
     address.trim().trim_end_matches('/').to_ascii_lowercase()
 }
 
 /// The trusted servers, the default (`[vault] address`) first.
 #[derive(Debug, Clone)]
-pub struct Servers {
+pub(crate) struct Servers {
     list: Vec<Server>,
 }
 
 impl Servers {
     /// The default server first, then the others; addresses are trimmed of trailing slashes.
-    pub fn new(default: Server, others: Vec<Server>) -> Self {
+    pub(crate) fn new(default: Server, others: Vec<Server>) -> Self {
         let list = std::iter::once(default)
             .chain(others)
             .map(|mut s| {
@@ -90,24 +90,24 @@ impl Servers {
     }
 
     /// `[vault] address`.
-    pub fn default_server(&self) -> &Server {
+    pub(crate) fn default_server(&self) -> &Server {
         &self.list[0]
     }
 
     /// Every server, the default first.
-    pub fn iter(&self) -> impl Iterator<Item = &Server> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Server> {
         self.list.iter()
     }
 
     /// The listed server with this address.
-    pub fn find(&self, address: &str) -> Option<&Server> {
+    pub(crate) fn find(&self, address: &str) -> Option<&Server> {
         let wanted = address_key(address);
         self.list.iter().find(|s| address_key(&s.address) == wanted)
     }
 
     /// The server a job or binding asked for by URL, if the admin lists it; `None` selects the
     /// default.
-    pub fn get(&self, requested: Option<&str>) -> Result<&Server, String> {
+    pub(crate) fn get(&self, requested: Option<&str>) -> Result<&Server, String> {
         let Some(requested) = requested else {
             return Ok(self.default_server());
         };
@@ -121,7 +121,7 @@ impl Servers {
     }
 
     /// Every distinct address, the default first.
-    pub fn addresses(&self) -> Vec<String> {
+    pub(crate) fn addresses(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for server in &self.list {
             if !out.contains(&server.address) {

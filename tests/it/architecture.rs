@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules of `src/` and their layer (higher imports lower, never the reverse).
 const LAYERS: &[(&str, u8)] = &[
+    ("entry", 10),
     ("stages", 9),
+    ("tools", 9),
     ("planning", 8),
     ("lease", 8),
     ("inject", 7),
