@@ -73,7 +73,9 @@ async fn inner_cleanup(
 
 async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Result<Outcome> {
     let Some(id) = env.state_id.as_deref() else {
-        println!("leasehold: no state for this attempt (config did not run); nothing to clean up");
+        joblog::progress(&format!(
+            "leasehold: no state for this attempt (config did not run); nothing to clean up"
+        ));
         return Ok(Outcome::Success);
     };
     let id = StateId::parse(id)?;
@@ -86,7 +88,7 @@ async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Re
     let root = StateDir::open(&config.state_dir)?;
     let job_dir = root.job(&id);
     if !job_dir.exists() {
-        println!("leasehold: {} already cleaned up", id.as_str());
+        joblog::progress(&format!("leasehold: {} already cleaned up", id.as_str()));
         return Ok(Outcome::Success);
     }
     let mut journal = job_dir.read_journal()?;
@@ -104,17 +106,18 @@ async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Re
 
     for item in &report.items {
         match &item.outcome {
-            RevocationOutcome::Revoked => {
-                println!("leasehold: revoked {} ({})", item.what, item.origin)
-            }
-            RevocationOutcome::RevokedWithToken => println!(
+            RevocationOutcome::Revoked => joblog::progress(&format!(
+                "leasehold: revoked {} ({})",
+                item.what, item.origin
+            )),
+            RevocationOutcome::RevokedWithToken => joblog::progress(&format!(
                 "leasehold: revoked {} ({}) with its token; Vault completes it in the background (grant sys/leases/revoke/<mount>/* for confirmed revocation)",
                 item.what, item.origin
-            ),
-            RevocationOutcome::NotRevocable => println!(
+            )),
+            RevocationOutcome::NotRevocable => joblog::progress(&format!(
                 "leasehold: {} ({}) is not revocable (AWS STS credentials stay valid until they expire)",
                 item.what, item.origin
-            ),
+            )),
             RevocationOutcome::Failed(why) => joblog::warning(&format!(
                 "could not revoke {} ({}): {why}",
                 item.what, item.origin
@@ -134,7 +137,7 @@ async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Re
         return Ok(Outcome::LeftForReaper);
     }
     job_dir.remove()?;
-    println!(
+    joblog::progress(&format!(
         "leasehold: cleaned up {} ({} tokens, {} leases)",
         id.as_str(),
         report
@@ -147,7 +150,7 @@ async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Re
             .iter()
             .filter(|i| i.what.starts_with("lease"))
             .count()
-    );
+    ));
     Ok(Outcome::Success)
 }
 

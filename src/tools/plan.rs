@@ -21,6 +21,7 @@ use crate::exit::Outcome;
 use crate::identity::jwks::JWKS_PATH;
 use crate::identity::{Claims, IdentityError, Verifier, utc};
 use crate::job_response::JobResponse;
+use crate::joblog;
 use crate::planning::{ClaimsSource, Identity, Planned, Planner};
 use crate::private_fs::check_private_dir;
 use crate::secret_plan::{PlannedSecret, SecretPlan};
@@ -35,7 +36,8 @@ pub(crate) async fn run(cli: &Cli, job: Option<&Path>, claims: Option<&Path>) ->
         (None, None) => return Ok(Outcome::Usage),
     };
     let (text, problems) = report(&config, &config_path, input, unix_now()).await?;
-    print!("{text}");
+    joblog::stdout(&text)
+        .map_err(|source| Error::io("write the plan to", "standard output", source))?;
     Ok(Outcome::Findings { problems })
 }
 

@@ -4,6 +4,7 @@ use crate::cli::Cli;
 use crate::config::Config;
 use crate::error::Result;
 use crate::exit::Outcome;
+use crate::joblog;
 use crate::lease::{RevocationOutcome, reap};
 use crate::state::StateDir;
 
@@ -14,24 +15,26 @@ pub(crate) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
     for item in &report.items {
         match &item.outcome {
             RevocationOutcome::Revoked | RevocationOutcome::RevokedWithToken => {
-                println!("{}: revoked {}", item.state_id, item.what)
+                joblog::progress(&format!("{}: revoked {}", item.state_id, item.what))
             }
-            RevocationOutcome::NotRevocable => println!(
+            RevocationOutcome::NotRevocable => joblog::progress(&format!(
                 "{}: {} is not revocable (expires on its own)",
                 item.state_id, item.what
-            ),
-            RevocationOutcome::Failed(why) if dry_run => {
-                println!("{}: would revoke {} ({why})", item.state_id, item.what)
-            }
-            RevocationOutcome::Failed(why) => {
-                eprintln!("{}: could not revoke {}: {why}", item.state_id, item.what)
-            }
+            )),
+            RevocationOutcome::Failed(why) if dry_run => joblog::progress(&format!(
+                "{}: would revoke {} ({why})",
+                item.state_id, item.what
+            )),
+            RevocationOutcome::Failed(why) => joblog::info(&format!(
+                "{}: could not revoke {}: {why}",
+                item.state_id, item.what
+            )),
         }
     }
-    println!(
+    joblog::progress(&format!(
         "leasehold reap: {} job states examined, {} still running (left alone), {} reaped",
         report.examined, report.running, report.reaped
-    );
+    ));
     let failures = report
         .items
         .iter()
