@@ -190,6 +190,9 @@ pub(crate) async fn execute(
                     .collect(),
             });
         };
+        if !secret.declaration.file {
+            check_fits_a_variable(&secret.declaration.name, value)?;
+        }
         state.secrets.push(StoredSecret {
             name: secret.declaration.name.clone(),
             value: value.clone(),
@@ -201,7 +204,65 @@ pub(crate) async fn execute(
     Ok(resolved)
 }
 
+/// Linux's limit on one `NAME=value` string of a process environment (`MAX_ARG_STRLEN`, with its
+/// terminating NUL): a longer one makes `execve` fail with E2BIG.
+pub(crate) const MAX_VARIABLE_BYTES: usize = 128 * 1024;
+
+/// A value delivered as a variable (in the environment or exported by the script) can hold
+/// neither a NUL byte nor more than the kernel passes through `execve`; caught here, it is the
+/// job's input at fault (and named), not a host failure when the child cannot start.
+fn check_fits_a_variable(name: &str, value: &SecretString) -> Result<(), ResolutionError> {
+    let value = secrecy::ExposeSecret::expose_secret(value);
+    let problem = if value.contains('\0') {
+        VariableProblem::NulByte
+    } else if name.len() + 1 + value.len() + 1 > MAX_VARIABLE_BYTES {
+        VariableProblem::TooLong { bytes: value.len() }
+    } else {
+        return Ok(());
+    };
+    Err(ResolutionError::UnfitForVariable {
+        name: name.to_owned(),
+        problem,
+    })
+}
+
+/// Why a value cannot be a variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VariableProblem {
+    /// It holds a NUL byte.
+    NulByte,
+    /// `NAME=value` is over [`MAX_VARIABLE_BYTES`].
+    TooLong {
+        /// The value's length.
+        bytes: usize,
+    },
+}
+
+impl std::fmt::Display for VariableProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VariableProblem::NulByte => {
+                f.write_str("its value contains a NUL byte, which no variable can hold")
+            }
+            VariableProblem::TooLong { bytes } => write!(
+                f,
+                "its value is {bytes} bytes, over the {MAX_VARIABLE_BYTES}-byte limit Linux sets on one environment variable"
+            ),
+        }
+    }
+}
+
 fn login_error(login: &LoginPlan, jwt: &SecretString, source: VaultError) -> ResolutionError {
+    // A bare 404 on a login path: nothing is mounted there (the job's auth mount choice or the
+    // admin's), which no retry fixes.
+    let source = match source {
+        VaultError::NotFound { path } => VaultError::Denied {
+            status: 404,
+            path,
+            errors: "(no reason given)".into(),
+        },
+        other => other,
+    };
     let VaultError::Denied { errors, status, .. } = &source else {
         return ResolutionError::Vault {
             context: format!(
@@ -384,9 +445,20 @@ pub(crate) enum ResolutionError {
         /// Whether this was a write-style request.
         write: bool,
     },
+    /// A value that cannot be delivered as a variable.
+    #[error(
+        "secret {name}: {problem}; deliver it as a file instead (file: true in the declaration)"
+    )]
+    UnfitForVariable {
+        /// The variable.
+        name: String,
+        /// What is wrong with the value.
+        problem: VariableProblem,
+    },
     /// Vault could not be reached or failed.
     #[error(
-        "{context}: {source}; gitlab-runner retries prepare up to 3 times, check the server and the network if this persists"
+        "{context}: {source}{}",
+        if source.failure_kind() == FailureKind::System { "; gitlab-runner retries prepare up to 3 times, check the server and the network if this persists" } else { "" }
     )]
     Vault {
         /// What leasehold was doing.
@@ -483,5 +555,203 @@ pub(crate) fn describe_ttl(seconds: u64) -> String {
         s if s % 3600 == 0 => format!("{}h", s / 3600),
         s if s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::Server;
+
+    fn login() -> LoginPlan {
+        LoginPlan {
+            server: Server::bare("https://vault.example"),
+            namespace: None,
+            auth_mount: "jwt".into(),
+            role: Some("ci".into()),
+            token_variable: "VAULT_ID_TOKEN".into(),
+            token: None,
+        }
+    }
+
+    fn kv(path: &str) -> SecretSource {
+        SecretSource {
+            engine: Engine::KvV2,
+            mount: "kv".into(),
+            path: path.into(),
+            field: "password".into(),
+            data: None,
+            ttl: None,
+        }
+    }
+
+    fn jwt() -> SecretString {
+        SecretString::from("e30.e30.sig")
+    }
+
+    #[test]
+    fn a_variable_holds_no_nul_and_no_more_than_the_kernel_passes() {
+        let fits = "x".repeat(MAX_VARIABLE_BYTES - "NAME=".len() - 1);
+        assert!(check_fits_a_variable("NAME", &SecretString::from(fits.clone())).is_ok());
+        let over = format!("{fits}x");
+        let error =
+            check_fits_a_variable("NAME", &SecretString::from(over)).expect_err("one byte over");
+        assert!(matches!(
+            error,
+            ResolutionError::UnfitForVariable {
+                problem: VariableProblem::TooLong { .. },
+                ..
+            }
+        ));
+        assert_eq!(error.failure_kind(), FailureKind::Build);
+        let error = check_fits_a_variable("NAME", &SecretString::from("a\0b")).expect_err("NUL");
+        assert_eq!(
+            error.to_string(),
+            "secret NAME: its value contains a NUL byte, which no variable can hold; deliver it as a file instead (file: true in the declaration)"
+        );
+        assert!(!error.to_string().contains("a\0b"));
+    }
+
+    #[test]
+    fn a_login_on_a_path_without_an_auth_method_is_the_jobs_failure_without_a_retry_promise() {
+        for source in [
+            VaultError::NotFound {
+                path: "auth/jwt/login".into(),
+            },
+            VaultError::Denied {
+                status: 400,
+                path: "auth/jwt/login".into(),
+                errors: "no handler for route \"auth/jwt/login\"".into(),
+            },
+        ] {
+            let error = login_error(&login(), &jwt(), source);
+            let ResolutionError::LoginDenied(denial) = &error else {
+                panic!("{error:?}");
+            };
+            assert_eq!(denial.kind, LoginRefusal::UnknownMount);
+            assert_eq!(error.failure_kind(), FailureKind::Build);
+            assert!(!error.to_string().contains("retries"), "{error}");
+        }
+    }
+
+    #[test]
+    fn login_refusals_are_told_apart_by_vaults_words() {
+        for (errors, kind) in [
+            (
+                "error validating token: invalid audience (aud) claim",
+                LoginRefusal::Audience,
+            ),
+            ("token is expired (exp)", LoginRefusal::Time),
+            (
+                "error validating claims: claim \"ref\" does not match any associated bound claim values",
+                LoginRefusal::BoundClaims,
+            ),
+            (
+                "role \"nope\" could not be found",
+                LoginRefusal::UnknownRole,
+            ),
+            ("something new", LoginRefusal::Other),
+        ] {
+            let error = login_error(
+                &login(),
+                &jwt(),
+                VaultError::Denied {
+                    status: 400,
+                    path: "auth/jwt/login".into(),
+                    errors: errors.into(),
+                },
+            );
+            let ResolutionError::LoginDenied(denial) = error else {
+                panic!("{errors}");
+            };
+            assert_eq!(denial.kind, kind, "{errors}");
+        }
+    }
+
+    #[test]
+    fn only_a_host_failure_promises_the_runners_retry() {
+        let unreachable = login_error(
+            &login(),
+            &jwt(),
+            VaultError::Unreachable {
+                address: "https://vault.example".into(),
+                attempts: 3,
+                detail: "connection refused".into(),
+            },
+        );
+        assert_eq!(unreachable.failure_kind(), FailureKind::System);
+        assert!(
+            unreachable
+                .to_string()
+                .contains("gitlab-runner retries prepare")
+        );
+        let invalid = request_error(
+            "X",
+            &kv("app/db"),
+            &login(),
+            VaultError::InvalidResponse {
+                path: "kv/data/app/db".into(),
+                detail: "not JSON".into(),
+            },
+        );
+        assert_eq!(invalid.failure_kind(), FailureKind::System);
+    }
+
+    #[test]
+    fn request_failures_name_the_secret_and_what_to_fix() {
+        let source = kv("app/db");
+        let not_found = request_error(
+            "X",
+            &source,
+            &login(),
+            VaultError::NotFound {
+                path: source.api_path(),
+            },
+        );
+        assert!(matches!(not_found, ResolutionError::NotFound { .. }));
+        assert!(
+            not_found
+                .to_string()
+                .starts_with("secret X: nothing at https://vault.example/v1/kv/data/app/db"),
+            "{not_found}"
+        );
+        let no_mount = request_error(
+            "X",
+            &source,
+            &login(),
+            VaultError::Denied {
+                status: 404,
+                path: source.api_path(),
+                errors: "no handler for route".into(),
+            },
+        );
+        assert!(matches!(no_mount, ResolutionError::NoSuchMount { .. }));
+        let denied = request_error(
+            "X",
+            &source,
+            &login(),
+            VaultError::Denied {
+                status: 403,
+                path: source.api_path(),
+                errors: "permission denied".into(),
+            },
+        );
+        assert!(
+            denied
+                .to_string()
+                .contains("add  path \"kv/data/app/db\" { capabilities = [\"read\"] }"),
+            "{denied}"
+        );
+        for error in [not_found, no_mount, denied] {
+            assert_eq!(error.failure_kind(), FailureKind::Build);
+        }
+    }
+
+    #[test]
+    fn ttl_summaries_use_the_largest_whole_unit() {
+        assert_eq!(describe_ttl(0), "no expiry");
+        assert_eq!(describe_ttl(7200), "2h");
+        assert_eq!(describe_ttl(900), "15m");
+        assert_eq!(describe_ttl(61), "61s");
     }
 }

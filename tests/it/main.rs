@@ -10,6 +10,7 @@ mod architecture;
 mod core;
 mod executors;
 mod harness;
+mod hostile;
 mod identity;
 mod leases;
 mod masking;
