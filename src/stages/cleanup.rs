@@ -73,9 +73,9 @@ async fn inner_cleanup(
 
 async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Result<Outcome> {
     let Some(id) = env.state_id.as_deref() else {
-        joblog::progress(&format!(
-            "leasehold: no state for this attempt (config did not run); nothing to clean up"
-        ));
+        joblog::progress(
+            "leasehold: no state for this attempt (config did not run); nothing to clean up",
+        );
         return Ok(Outcome::Success);
     };
     let id = StateId::parse(id)?;
