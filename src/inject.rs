@@ -18,7 +18,7 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Uid};
@@ -83,9 +83,8 @@ impl StageDir {
             Ok(()) => {}
             Err(e) => return Err(FsError::io("create", root)(e).into()),
         }
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))
-            .map_err(FsError::io("chmod", root))?;
         crate::private_fs::check_owner(root)?;
+        crate::private_fs::set_dir_mode_and_owner(root, 0o711, None)?;
         let name = format!(
             "{}-{}-{}",
             job.id().as_str(),
@@ -101,8 +100,7 @@ impl StageDir {
             path,
             owner: Some((uid, gid)),
         };
-        nix::unistd::chown(&dir.path, Some(uid), Some(gid))
-            .map_err(|e| FsError::io("chown", &dir.path)(e.into()))?;
+        crate::private_fs::set_dir_mode_and_owner(&dir.path, 0o700, Some((uid, gid)))?;
         Ok(dir)
     }
 
@@ -114,13 +112,7 @@ impl StageDir {
     /// Writes a private file (0600, or `mode`) owned by the stage's user.
     pub(crate) fn write(&self, name: &str, bytes: &[u8], mode: u32) -> Result<PathBuf, StateError> {
         let path = self.path.join(name);
-        write_secret_file(&path, bytes)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-            .map_err(FsError::io("chmod", &path))?;
-        if let Some((uid, gid)) = self.owner {
-            nix::unistd::chown(&path, Some(uid), Some(gid))
-                .map_err(|e| FsError::io("chown", &path)(e.into()))?;
-        }
+        write_secret_file(&path, bytes, mode, self.owner)?;
         Ok(path)
     }
 }

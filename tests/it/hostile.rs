@@ -86,3 +86,38 @@ fn the_same_values_as_files_reach_the_job() {
     assert!(build.contains("normal-ok"), "{build}");
     assert!(!outcome.raw_log.contains(&normal));
 }
+
+/// Issue 11.5, the attack: a job running as leasehold's own user can write the state dir, and
+/// plants a symlink in place of its job's `files/` directory, pointing at a directory of the
+/// victim's. The next stage that gets file secrets must refuse it and write nothing there.
+#[test]
+fn a_symlink_planted_in_the_jobs_state_is_refused_and_nothing_is_written_through_it() {
+    let (world, normal) = odd_values_world();
+    let victim = world.dir.path().join("victim");
+    std::fs::create_dir(&victim).expect("victim dir");
+    let state = world.state_dir();
+    let job = world
+        .job()
+        .secrets_yaml("NORMAL:\n  vault: app/odd/normal@kv\n  file: true\n")
+        .variable("STATE_ROOT", state.to_str().expect("utf-8"))
+        .variable("VICTIM", victim.to_str().expect("utf-8"))
+        .script([
+            "for d in \"$STATE_ROOT\"/j*; do rm -rf \"$d/files\"; ln -s \"$VICTIM\" \"$d/files\"; done",
+            "ls -ld \"$STATE_ROOT\"/j*/files",
+        ])
+        .after_script(["cat \"$NORMAL\" || true"]);
+    let outcome = world.run(&job);
+    let after = outcome.stage("after_script");
+    assert!(
+        after.output.contains("refusing to use") && after.output.contains("it is a symlink"),
+        "{}",
+        outcome.raw_log
+    );
+    assert_eq!(
+        std::fs::read_dir(&victim).expect("list victim").count(),
+        0,
+        "a file was written through the planted symlink"
+    );
+    assert!(!outcome.raw_log.contains(&normal));
+    assert!(world.leftover_states().is_empty(), "{}", outcome.raw_log);
+}
