@@ -243,7 +243,7 @@ fn report(plan: &SecretPlan, resolved: &Resolved, sealed: &Sealed, config: &Conf
     let _section = joblog::Section::start("leasehold_secrets", "Resolving secrets with leasehold");
     for (login, session) in plan.logins.iter().zip(&sealed.sessions) {
         joblog::info(&format!(
-            "Logged in to {}{} via auth/{} role {} (token accessor {}, TTL {}{})",
+            "Logged in to {}{} via auth/{} role {} (TTL {}{})",
             session.server.address,
             session
                 .namespace
@@ -252,7 +252,6 @@ fn report(plan: &SecretPlan, resolved: &Resolved, sealed: &Sealed, config: &Conf
                 .unwrap_or_default(),
             login.auth_mount,
             login.role.as_deref().unwrap_or("(default)"),
-            session.accessor,
             describe_ttl(session.ttl),
             if session.renewable { ", renewable" } else { "" },
         ));

@@ -322,7 +322,8 @@ fn the_token_is_revoked_after_success_failure_and_cancel() {
             outcome.result,
             outcome.raw_log
         );
-        let accessor = accessor_in(&outcome.raw_log).expect("prepare printed the token accessor");
+        let accessor =
+            accessor_in(&outcome.cleanup_output).expect("cleanup named the token it revoked");
         assert!(
             world.bao.lookup_token_by_accessor(&accessor).is_none(),
             "{script}: token still valid after cleanup"
@@ -586,7 +587,7 @@ fn cleanup_while_a_killed_run_stage_is_still_alive() {
         "{}",
         outcome.cleanup_output
     );
-    world.assert_revoked_and_clean(&outcome);
+    world.assert_revoked_by_and_clean(&outcome, &String::from_utf8_lossy(&early.stdout));
 }
 
 #[test]

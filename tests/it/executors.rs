@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use crate::support::fake_driver::DriverLog;
 use crate::support::issuer::bound_role;
 use crate::support::sshd::{Sshd, TestUser, ensure_group, ensure_user};
+use crate::support::world::accessors_in;
 use crate::support::{
     Bao, Cancel, Issuer, JobBuilder, JobOutcome, JobResult, RunOptions, Runner, fixture,
     leasehold_bin, random_hex, scan, wait_for,
@@ -179,10 +180,10 @@ impl World {
 
     /// Asserts that every Vault token the job's log names is gone, and returns how many.
     fn assert_tokens_revoked(&self, outcome: &JobOutcome) -> usize {
-        let accessors = accessors_in(&outcome.raw_log);
+        let accessors = accessors_in(&outcome.cleanup_output);
         assert!(
             !accessors.is_empty(),
-            "prepare logged no token accessor\n{}",
+            "cleanup named no token\n{}",
             self.show(outcome)
         );
         for accessor in &accessors {
@@ -206,19 +207,6 @@ impl World {
             self.show(outcome)
         );
     }
-}
-
-/// The token accessors prepare names in the job log ("… (token accessor <a>, TTL …)").
-fn accessors_in(log: &str) -> Vec<String> {
-    log.match_indices("token accessor ")
-        .filter_map(|(i, m)| {
-            log[i + m.len()..]
-                .split([',', ')', ' '])
-                .next()
-                .map(str::to_owned)
-        })
-        .filter(|a| !a.is_empty())
-        .collect()
 }
 
 /// What a stage's script printed: its output without the runner's `$ <command>` lines, which
