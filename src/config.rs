@@ -97,6 +97,20 @@ pub(crate) enum Executor {
     Custom(CustomDriver),
 }
 
+impl Executor {
+    /// What `config` reports as `builds_dir_is_shared` when the admin set nothing: the shell
+    /// executor runs every job on this host, in one builds dir, so concurrent jobs of a project
+    /// need their own directories (`<builds_dir>/<runner>/<concurrent id>/<project>`), as
+    /// gitlab-runner's own shell executor arranges; a custom driver knows its own machines
+    /// and says it in its config output (absent: gitlab-runner's default, not shared).
+    pub(crate) fn builds_dir_is_shared_by_default(&self) -> Option<bool> {
+        match self {
+            Executor::Shell { .. } => Some(true),
+            Executor::Custom(_) => None,
+        }
+    }
+}
+
 /// The local user a shell job runs as.
 #[derive(Debug, Clone)]
 pub(crate) enum RunAs {

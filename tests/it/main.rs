@@ -9,6 +9,7 @@ mod support;
 mod architecture;
 mod core;
 mod executors;
+mod fleet;
 mod harness;
 mod hostile;
 mod identity;

@@ -1,0 +1,79 @@
+//! Issue 12: running leasehold on a fleet: concurrent jobs on one host.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::world::World;
+use crate::support::{RunOptions, leasehold_bin};
+
+/// `config`'s JSON for the world's executor config.
+fn config_json(world: &World) -> Value {
+    let output = Command::new(leasehold_bin())
+        .arg("--config")
+        .arg(world.config_path())
+        .arg("config")
+        .output()
+        .expect("leasehold config");
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).expect("config JSON")
+}
+
+#[test]
+fn the_shell_executor_reports_a_shared_builds_dir_unless_the_admin_says_otherwise() {
+    let world = World::start(&[r#"path "kv/*" { capabilities = ["read"] }"#]);
+    assert_eq!(config_json(&world)["builds_dir_is_shared"], true);
+    let text = std::fs::read_to_string(world.config_path()).expect("config");
+    std::fs::write(
+        world.config_path(),
+        format!("builds_dir_is_shared = false\n{text}"),
+    )
+    .expect("config");
+    assert_eq!(config_json(&world)["builds_dir_is_shared"], false);
+}
+
+/// The failure this prevents: two concurrent jobs of one project in one checkout, where one
+/// job's files vanish or change under the other.
+#[test]
+fn concurrent_jobs_of_one_project_get_their_own_build_directories() {
+    let world = World::start(&[r#"path "kv/*" { capabilities = ["read"] }"#]);
+    let outcomes: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|slot| {
+                let world = &world;
+                scope.spawn(move || {
+                    let job = world.job().script([
+                        format!("echo job-{slot} > \"$CI_PROJECT_DIR/owner\""),
+                        "sleep 1".to_owned(),
+                        "echo \"owner=$(cat \"$CI_PROJECT_DIR/owner\")\"".to_owned(),
+                        "echo \"dir=$CI_PROJECT_DIR\"".to_owned(),
+                    ]);
+                    world
+                        .runner()
+                        .run_job(&job, RunOptions::new().concurrent_id(slot))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("job thread"))
+            .collect()
+    });
+    let mut dirs = Vec::new();
+    for (slot, outcome) in outcomes.iter().enumerate() {
+        assert!(outcome.is_success(), "{}", outcome.raw_log);
+        let build = &outcome.stage("build_script").output;
+        let printed = |key: &str| {
+            build
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} line in:\n{build}"))
+                .to_owned()
+        };
+        assert_eq!(printed("owner="), format!("job-{slot}"), "{build}");
+        let dir = printed("dir=");
+        assert!(dir.contains(&format!("/{slot}/")), "{dir}");
+        dirs.push(dir);
+    }
+    assert_ne!(dirs[0], dirs[1]);
+}
