@@ -178,13 +178,45 @@ fn report_identity(identity: &Identity, planned: &Planned) {
     }
 }
 
+/// The providers of GitLab's `secrets:` keyword that gitlab-runner resolves itself.
+const NATIVE_PROVIDERS: &[&str] = &[
+    "vault",
+    "gitlab_secrets_manager",
+    "aws_secrets_manager",
+    "gcp_secret_manager",
+    "azure_key_vault",
+    "akeyless",
+];
+
+/// gitlab-runner resolved the job's own `secrets:` block before any executor ran and passes
+/// each result as `CUSTOM_ENV_<NAME>`: say which variables those are (they are in every stage
+/// script and never revoked), and flag the ones that arrived empty, because a runner that does
+/// not know a provider skips the secret with only a line in its own log.
 fn mention_native_secrets(job: &JobResponse) {
-    if let Some(secrets) = job.secrets.as_ref().filter(|s| !s.is_empty()) {
-        let names: Vec<&str> = secrets.keys().map(String::as_str).collect();
-        joblog::warning(&format!(
-            "this job also has a GitLab secrets: block ({}); gitlab-runner resolved it itself before leasehold ran, so those values are in every stage script and are never revoked. leasehold does not resolve them again; move them into LEASEHOLD_SECRETS to get job-scoped, revoked secrets",
-            names.join(", ")
-        ));
+    let Some(secrets) = job.secrets.as_ref().filter(|s| !s.is_empty()) else {
+        return;
+    };
+    let names: Vec<&str> = secrets.keys().map(String::as_str).collect();
+    joblog::warning(&format!(
+        "this job also has a GitLab secrets: block ({}); gitlab-runner resolved it itself before leasehold ran, so those values are in every stage script and are never revoked. leasehold does not resolve them again; move them into LEASEHOLD_SECRETS to get job-scoped, revoked secrets",
+        names.join(", ")
+    ));
+    for (name, secret) in secrets {
+        let provider = NATIVE_PROVIDERS
+            .iter()
+            .find(|p| secret.get(**p).is_some())
+            .copied()
+            .unwrap_or("an unknown provider");
+        let arrived = std::env::var_os(format!("CUSTOM_ENV_{name}")).is_some_and(|v| !v.is_empty());
+        if arrived {
+            joblog::info(&format!(
+                "leasehold:   {name}: resolved by gitlab-runner ({provider}), in every stage script"
+            ));
+        } else {
+            joblog::warning(&format!(
+                "{name} ({provider}) arrived empty: gitlab-runner did not resolve it (a runner that does not support {provider} skips it silently); upgrade the runner or declare it in LEASEHOLD_SECRETS"
+            ));
+        }
     }
 }
 

@@ -77,3 +77,38 @@ fn concurrent_jobs_of_one_project_get_their_own_build_directories() {
     }
     assert_ne!(dirs[0], dirs[1]);
 }
+
+/// Issue 12.6: gitlab-runner resolves the job's own `secrets:` block; the job log says which
+/// variables came from it, and flags one whose provider this runner does not know (it skips
+/// it with a line in its own log, and the variable is simply missing).
+#[test]
+fn the_job_log_names_natively_resolved_secrets_and_flags_the_ones_that_arrived_empty() {
+    let world = World::start(&[r#"path "kv/*" { capabilities = ["read"] }"#]);
+    world.bao.enable_kv("kv", 2);
+    world.bao.kv_put(
+        "kv",
+        2,
+        "app/api",
+        serde_json::json!({"key": "native-value-1"}),
+    );
+    let job = world.job().native_secrets(serde_json::json!({
+        "NATIVE_KEY": {"vault": {
+            "server": {"url": world.bao.addr(), "auth": {"name": "jwt", "path": "jwt", "data": {"jwt": "$VAULT_ID_TOKEN", "role": crate::support::world::ROLE}}},
+            "engine": {"name": "kv-v2", "path": "kv"}, "path": "app/api", "field": "key"}, "file": false},
+        "AWS_KEY": {"aws_secrets_manager": {"secret_id": "app/key", "server": {"region": "eu-west-1"}}, "file": false},
+    }));
+    let outcome = world.run(&job);
+    assert!(outcome.is_success(), "{}", outcome.raw_log);
+    let prepare = &outcome.stage("prepare_exec").output;
+    assert!(
+        prepare.contains("NATIVE_KEY: resolved by gitlab-runner (vault), in every stage script"),
+        "{prepare}"
+    );
+    assert!(
+        prepare.contains(
+            "AWS_KEY (aws_secrets_manager) arrived empty: gitlab-runner did not resolve it"
+        ),
+        "{prepare}"
+    );
+    assert!(!outcome.raw_log.contains("native-value-1"));
+}
