@@ -11,7 +11,7 @@
 use futures_util::future::join_all;
 
 use crate::config::Config;
-use crate::state::{Sealed, is_sts_lease};
+use crate::state::{Sealed, is_sts_lease, unix_now};
 use crate::vault::{VaultClient, VaultError};
 
 /// What happened to one token or lease.
@@ -25,6 +25,8 @@ pub(crate) enum RevocationOutcome {
     RevokedWithToken,
     /// Vault removed the lease, but the credential stays valid until it expires (AWS STS).
     NotRevocable,
+    /// It had expired before cleanup came to it: nothing was left to revoke.
+    Expired,
     /// Still alive; the journal keeps it for `leasehold reap`.
     Failed(String),
 }
@@ -92,11 +94,14 @@ pub(crate) async fn revoke_all(state: &Sealed, config: &Config) -> RevocationRep
     ))
     .await;
 
+    let now = unix_now();
+    let expired = |since: u64, ttl: u64| ttl > 0 && since + ttl <= now;
     let mut report = RevocationReport::default();
     for (lease, result) in state.leases.iter().zip(lease_results) {
         let token_revoked = matches!(token_results.get(lease.session), Some(Ok(())));
         let outcome = match result {
             _ if is_sts_lease(&lease.lease_id) => RevocationOutcome::NotRevocable,
+            _ if expired(lease.since, lease.ttl) => RevocationOutcome::Expired,
             Ok(()) => RevocationOutcome::Revoked,
             Err(_) if token_revoked => RevocationOutcome::RevokedWithToken,
             Err(e) => RevocationOutcome::Failed(e.to_string()),
@@ -111,6 +116,9 @@ pub(crate) async fn revoke_all(state: &Sealed, config: &Config) -> RevocationRep
         let outcome = match result {
             Ok(()) => RevocationOutcome::Revoked,
             // An expired or already revoked token is refused with 403; its leases died with it.
+            Err(VaultError::Denied { status: 403, .. }) if expired(session.since, session.ttl) => {
+                RevocationOutcome::Expired
+            }
             Err(VaultError::Denied { status: 403, .. }) => RevocationOutcome::Revoked,
             Err(e) => RevocationOutcome::Failed(e.to_string()),
         };

@@ -118,6 +118,10 @@ async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Re
                 "leasehold: {} ({}) is not revocable (AWS STS credentials stay valid until they expire)",
                 item.what, item.origin
             )),
+            RevocationOutcome::Expired => joblog::progress(&format!(
+                "leasehold: {} ({}) had already expired; nothing to revoke",
+                item.what, item.origin
+            )),
             RevocationOutcome::Failed(why) => joblog::warning(&format!(
                 "could not revoke {} ({}): {why}",
                 item.what, item.origin

@@ -17,6 +17,10 @@ pub(crate) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
             RevocationOutcome::Revoked | RevocationOutcome::RevokedWithToken => {
                 joblog::progress(&format!("{}: revoked {}", item.state_id, item.what))
             }
+            RevocationOutcome::Expired => joblog::progress(&format!(
+                "{}: {} had already expired",
+                item.state_id, item.what
+            )),
             RevocationOutcome::NotRevocable => joblog::progress(&format!(
                 "{}: {} is not revocable (expires on its own)",
                 item.state_id, item.what

@@ -1107,3 +1107,56 @@ fn vault_requests_per_job_against_the_per_field_resolver() {
 fn random_value() -> String {
     format!("tok-{}", crate::support::random_hex(16))
 }
+
+/// Issue 12.3: a lease that expired on its own before cleanup is reported as expired, not as
+/// revoked.
+#[test]
+fn cleanup_reports_a_lease_that_expired_before_it_as_expired_not_revoked() {
+    let lab = Lab::start(&[("app", "5m", "1h")], "");
+    let bao = &lab.bao;
+    bao.ok(
+        "POST",
+        "sys/mounts/pki",
+        Some(json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}})),
+    );
+    bao.ok(
+        "POST",
+        "pki/root/generate/internal",
+        Some(json!({"common_name": "leasehold test CA", "ttl": "87600h"})),
+    );
+    bao.ok(
+        "POST",
+        "pki/roles/ci-web",
+        Some(
+            json!({"allowed_domains": ["ci.example.com"], "allow_subdomains": true,
+                    "max_ttl": "2s", "generate_lease": true}),
+        ),
+    );
+    let yaml = "\
+TLS_CERT:
+  vault:
+    engine: {name: generic, path: pki}
+    path: issue/ci-web
+    field: certificate
+    data: {common_name: app.ci.example.com, ttl: 2s}
+";
+    let job = lab
+        .job()
+        .timeout(600)
+        .secrets_yaml(yaml)
+        .script(["sleep 4"]);
+    let outcome = lab.runner().run_job(&job, RunOptions::new());
+    assert!(outcome.is_success(), "{}", outcome.log);
+    assert!(
+        outcome
+            .cleanup_output
+            .contains("(pki/issue/ci-web) had already expired; nothing to revoke"),
+        "{}",
+        outcome.cleanup_output
+    );
+    assert!(
+        !outcome.cleanup_output.contains("revoked lease"),
+        "{}",
+        outcome.cleanup_output
+    );
+}
