@@ -217,9 +217,9 @@ pub(crate) fn reserved_name(name: &str) -> Option<String> {
         ));
     }
     if SHELL_NAMES.contains(&name) {
-        return Some(format!(
-            "the name is reserved: the shell, the runner or the dynamic loader sets or acts on it in every job process; choose another name"
-        ));
+        return Some(
+            "the name is reserved: the shell, the runner or the dynamic loader sets or acts on it in every job process; choose another name".into(),
+        );
     }
     None
 }
