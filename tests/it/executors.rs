@@ -1253,6 +1253,7 @@ fn a_secret_may_not_take_a_name_the_runner_leasehold_or_bash_act_on() {
         let log = DriverLog::new();
         let job = steering_job(&w, &[(name, field, String::new())], 3);
         let outcome = custom_runner.run_job(&job, log.options());
+        steering.assert_untouched(&w, &outcome);
         assert_eq!(
             outcome.result,
             JobResult::BuildFailure { exit_code: 1 },
@@ -1268,7 +1269,6 @@ fn a_secret_may_not_take_a_name_the_runner_leasehold_or_bash_act_on() {
         assert!(line.contains("choose another name"), "{line}");
         // Refused before the driver prepared anything, let alone ran a script.
         assert_eq!(log.commands(), ["config", "cleanup"], "{name}");
-        steering.assert_untouched(&w, &outcome);
     }
 
     // The same names are refused whatever the executor: the built-in shell too.
