@@ -422,6 +422,9 @@ pub(crate) fn compile_all(
             Ok(probed)
         };
         for (name, raw) in &section.secrets {
+            if let Some(reason) = crate::protocol::reserved_name(name) {
+                return Err(format!("{at}: secret {name}: {reason}"));
+            }
             raw.validate(name, &probe, SecretOrigin::Binding)
                 .map_err(|e| format!("{at}: {e}"))?;
         }
@@ -807,7 +810,11 @@ vault = "db/{environment}/password@kv"
         assert!(bad("[[bindings]]\nname = \"b\"\n[bindings.secrets.A]\nvault = \"p/f@kv\"\ntoken = \"$X\"\n").contains("token"));
         assert!(
             bad("[[bindings]]\nname = \"b\"\n[bindings.secrets.PATH]\nvault = \"p/f@kv\"\n")
-                .contains("reserved")
+                .contains("secret PATH: the name is reserved")
+        );
+        assert!(
+            bad("[[bindings]]\nname = \"b\"\n[bindings.secrets.BUILD_EXIT_CODE_FILE]\nvault = \"p/f@kv\"\n")
+                .contains("secret BUILD_EXIT_CODE_FILE: the name is reserved")
         );
         assert!(
             bad(&format!(

@@ -349,9 +349,16 @@ fn check_executor(
             section.files_dir.display()
         ));
     }
+    // A driver's environment is the driver's, and need not reach the job at all (VMs, ssh,
+    // containers): the wrapper script is the delivery that works with any driver and puts no
+    // value in it.
+    let inject = section.inject.unwrap_or(match kind {
+        Executor::Shell { .. } => InjectMode::Env,
+        Executor::Custom(_) => InjectMode::Script,
+    });
     Ok(ExecutorSettings {
         kind,
-        inject: section.inject,
+        inject,
         run_as,
         files_dir: section.files_dir,
     })
@@ -624,6 +631,11 @@ mod tests {
         )
         .expect("valid");
         assert!(matches!(c.executor.kind, Executor::Custom(ref d) if d.run_exec == "/bin/true"));
+        assert_eq!(
+            c.executor.inject,
+            InjectMode::Script,
+            "the default for a driver"
+        );
         assert!(matches!(c.reaper, Some(ReaperCredential::TokenFile(_))));
         let err =
             Config::parse("[vault]\naddress = \"https://v\"\n[executor]\nkind = \"custom\"\n")
@@ -634,5 +646,26 @@ mod tests {
         )
         .expect_err("bad glob");
         assert!(err.contains("allowed_users"), "{err}");
+    }
+
+    #[test]
+    fn inject_defaults_to_env_for_the_shell_and_script_for_a_driver() {
+        let parse = |executor: &str| {
+            Config::parse(&format!("[vault]\naddress = \"https://v\"\n{executor}"))
+                .expect("valid")
+                .executor
+                .inject
+        };
+        let custom = "[executor]\nkind = \"custom\"\n[executor.custom]\nrun_exec = \"/bin/true\"\n";
+        assert_eq!(parse(""), InjectMode::Env);
+        assert_eq!(
+            parse("[executor]\ninject = \"script\"\n"),
+            InjectMode::Script
+        );
+        assert_eq!(parse(custom), InjectMode::Script);
+        assert_eq!(
+            parse(&custom.replace("kind", "inject = \"env\"\nkind")),
+            InjectMode::Env
+        );
     }
 }

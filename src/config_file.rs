@@ -317,8 +317,9 @@ pub(crate) struct ExecutorSection {
     #[serde(default = "default_shell")]
     pub shell: String,
     /// How secrets reach the job: its process environment, or a private wrapper script.
+    /// Unset: `env` for the shell executor, `script` for a custom driver.
     #[serde(default)]
-    pub inject: InjectMode,
+    pub inject: Option<InjectMode>,
     /// `shell` only: run the job as this local user (leasehold must run as root).
     #[serde(default)]
     pub user: Option<String>,
@@ -355,11 +356,11 @@ pub(crate) enum ExecutorKind {
 }
 
 /// How secrets are handed to the job.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum InjectMode {
-    /// In the environment of the process that runs the script (it must pass it on).
-    #[default]
+    /// In the environment of the process that runs the script: the job's shell gets each
+    /// secret under its name, a custom driver as `CUSTOM_ENV_<NAME>` (it must pass them on).
     Env,
     /// In a private wrapper script that exports them and runs the original script unchanged:
     /// for drivers that cross a machine or container boundary.
@@ -472,7 +473,7 @@ impl Default for ExecutorSection {
         ExecutorSection {
             kind: ExecutorKind::default(),
             shell: default_shell(),
-            inject: InjectMode::default(),
+            inject: None,
             user: None,
             group: None,
             user_from_claim: None,

@@ -108,31 +108,6 @@ impl SecretSource {
     }
 }
 
-/// Variable names a secret may not take: the runner or the shell own them.
-const RESERVED_NAMES: &[&str] = &[
-    "PATH",
-    "HOME",
-    "SHELL",
-    "USER",
-    "LOGNAME",
-    "TMPDIR",
-    "IFS",
-    "ENV",
-    "BASH_ENV",
-    "LD_PRELOAD",
-    "LD_LIBRARY_PATH",
-    "PWD",
-    "OLDPWD",
-];
-const RESERVED_PREFIXES: &[&str] = &[
-    "CI_",
-    "GITLAB_",
-    "FF_",
-    "RUNNER_",
-    "CUSTOM_ENV_",
-    "LEASEHOLD_",
-];
-
 /// Context a declaration is validated against.
 pub(crate) struct DeclarationContext<'a> {
     /// The job variable the YAML came from (for messages).
@@ -293,7 +268,9 @@ impl RawSecret {
             name: name.to_owned(),
             reason,
         };
-        validate_name(name).map_err(&invalid)?;
+        // Which names are taken (by the runner, leasehold, the shell) is protocol's list,
+        // checked by planning for every secret; here only the form.
+        validate_env_name(name).map_err(&invalid)?;
         let other_provider = [
             ("gcp_secret_manager", self.gcp_secret_manager.is_some()),
             ("azure_key_vault", self.azure_key_vault.is_some()),
@@ -554,17 +531,6 @@ fn validate_env_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn validate_name(name: &str) -> Result<(), String> {
-    validate_env_name(name)?;
-    if RESERVED_NAMES.contains(&name) || RESERVED_PREFIXES.iter().any(|p| name.starts_with(p)) {
-        return Err(format!(
-            "the name is reserved for the runner or the shell (names like PATH or starting with {}); choose another",
-            RESERVED_PREFIXES.join(", ")
-        ));
-    }
-    Ok(())
-}
-
 /// Why a job's declarations cannot be used. Always the job's fault.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DeclarationError {
@@ -716,8 +682,6 @@ mod tests {
     #[test]
     fn bad_declarations() {
         assert!(parse_err("A:\n  vault: nofield\n").contains("path/field"));
-        assert!(parse_err("PATH:\n  vault: a/b\n").contains("reserved"));
-        assert!(parse_err("CI_X:\n  vault: a/b\n").contains("reserved"));
         assert!(parse_err("1A:\n  vault: a/b\n").contains("valid environment variable"));
         assert!(parse_err("A:\n  vault: ../../sys/b@kv\n").contains(".."));
         assert!(parse_err("A:\n  vault: a?x=1/b@kv\n").contains("'?'"));

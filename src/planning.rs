@@ -227,7 +227,7 @@ impl Planner<'_> {
                 let grant = binding.grant(claims, &config.login_defaults())?;
                 let declared_by = grant.declared_by();
                 for declaration in &grant.declarations {
-                    check_collision(job, &declaration.name, Some(&declared_by.to_string()))?;
+                    check_name(job, &declaration.name, Some(&declared_by.to_string()))?;
                 }
                 out.plan.add_with(
                     grant.declarations.clone(),
@@ -295,7 +295,7 @@ impl Planner<'_> {
                     }
                 ));
                 for declaration in &declarations {
-                    check_collision(job, &declaration.name, None)?;
+                    check_name(job, &declaration.name, None)?;
                 }
                 let target = login_target_for_job(job, config)?;
                 out.plan.add_with(
@@ -436,20 +436,28 @@ pub(crate) fn login_target_for_job(
     })
 }
 
-/// A secret may not shadow a CI/CD variable or a GitLab `secrets:` entry of the job. A binding's
-/// grant is named in the message; the job's own declarations need no such hint.
-fn check_collision(
+/// A secret may not take a name the runner, leasehold or the shell own (whatever the executor:
+/// the one list in [`crate::protocol::reserved_name`]), nor shadow a CI/CD variable or a GitLab
+/// `secrets:` entry of the job. A binding's grant is named in the message; the job's own
+/// declarations need no such hint.
+fn check_name(
     job: &JobResponse,
     name: &str,
     binding: Option<&str>,
 ) -> Result<(), DeclarationError> {
+    let named = || match binding {
+        Some(granted_by) => format!("{name} (granted by {granted_by})"),
+        None => name.to_owned(),
+    };
+    if let Some(reason) = crate::protocol::reserved_name(name) {
+        return Err(DeclarationError::Invalid {
+            name: named(),
+            reason,
+        });
+    }
     let native = job.secrets.as_ref().is_some_and(|s| s.contains_key(name));
     if job.has_variable(name) || native {
-        let name = match binding {
-            Some(granted_by) => format!("{name} (granted by {granted_by})"),
-            None => name.to_owned(),
-        };
-        return Err(DeclarationError::Collision { name });
+        return Err(DeclarationError::Collision { name: named() });
     }
     Ok(())
 }
@@ -658,6 +666,58 @@ vault = "apps/{project_id}/{environment}/config@kv"
             err,
             "secret APP_CONFIG is granted twice (by binding any-env and by LEASEHOLD_SECRETS); remove one of them"
         );
+    }
+
+    #[tokio::test]
+    async fn a_secret_named_like_a_runner_leasehold_or_shell_variable_is_refused() {
+        let config = Config::parse(&format!("[vault]\naddress = \"{AUD}\"\n")).expect("config");
+        for (name, reason) in [
+            (
+                "BUILD_EXIT_CODE_FILE",
+                "one of gitlab-runner's custom-executor variables",
+            ),
+            (
+                "JOB_RESPONSE_FILE",
+                "one of gitlab-runner's custom-executor variables",
+            ),
+            (
+                "SYSTEM_FAILURE_EXIT_CODE",
+                "one of gitlab-runner's custom-executor variables",
+            ),
+            (
+                "LEASEHOLD_STATE_KEY",
+                "names starting with LEASEHOLD_ belong to leasehold",
+            ),
+            (
+                "CUSTOM_ENV_X",
+                "names starting with CUSTOM_ENV_ belong to the job data",
+            ),
+            ("CI_JOB_TOKEN", "GitLab's predefined variables"),
+            ("SHELLOPTS", "the shell, the runner or the dynamic loader"),
+            ("BASH_ENV", "the shell, the runner or the dynamic loader"),
+            ("PATH", "the shell, the runner or the dynamic loader"),
+        ] {
+            let yaml = format!("{name}:\n  vault: x/y@kv\n");
+            let vars = json!([{"key": "LEASEHOLD_SECRETS", "value": yaml}]);
+            let (_, planned) = run(&config, &job(None, vars, true), false).await;
+            let planned = planned.expect("planned");
+            let err = planned.error.expect("refused");
+            assert_eq!(
+                err.failure_kind(),
+                crate::exit::FailureKind::Build,
+                "{name}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("secret {name}: the name is reserved: ")),
+                "{text}"
+            );
+            assert!(
+                text.contains(reason) && text.ends_with("; choose another name"),
+                "{text}"
+            );
+            assert!(planned.plan.is_empty(), "{name}");
+        }
     }
 
     #[tokio::test]
