@@ -49,6 +49,8 @@ pub(crate) struct Config {
     pub leases: LeasesSection,
     /// The credential `leasehold reap` revokes orphaned leases with.
     pub reaper: Option<ReaperCredential>,
+    /// The JSON-lines event file of cleanup and reap (absolute), if any.
+    pub events_file: Option<PathBuf>,
     /// The GitLab instance whose ID tokens leasehold verifies itself (URL checked).
     pub gitlab: Option<GitlabSection>,
     /// The audiences a token's `aud` is checked against (empty without `[gitlab]`).
@@ -213,6 +215,14 @@ impl Config {
         Patterns::new(&file.job.secret_stages).map_err(|e| format!("job.secret_stages: {e}"))?;
         let executor = check_executor(file.executor, file.gitlab.is_some())?;
         let reaper = file.reaper.map(check_reaper).transpose()?;
+        if let Some(path) = &file.events.file
+            && !path.is_absolute()
+        {
+            return Err(format!(
+                "[events] file {} must be an absolute path",
+                path.display()
+            ));
+        }
         if file.mask.text.is_empty() {
             return Err("mask.text must not be empty".into());
         }
@@ -248,6 +258,7 @@ impl Config {
             executor,
             leases: file.leases,
             reaper,
+            events_file: file.events.file,
             gitlab: file.gitlab,
             audiences,
             policy,

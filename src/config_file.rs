@@ -47,6 +47,9 @@ pub(crate) struct File {
     /// The credential `leasehold reap` revokes orphaned leases with.
     #[serde(default)]
     pub reaper: Option<ReaperSection>,
+    /// Where cleanup and reap record what they took back, one JSON line per job.
+    #[serde(default)]
+    pub events: EventsSection,
     /// The GitLab instance whose ID tokens leasehold verifies itself, before any Vault request.
     /// Absent: no local verification (Vault's JWT auth stays the only verifier) and no bindings.
     #[serde(default)]
@@ -158,6 +161,15 @@ impl GitlabSection {
     pub(crate) fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_seconds.max(1))
     }
+}
+
+/// `[events]`: one machine-readable line per job for operators to alert on.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventsSection {
+    /// A JSON-lines file cleanup and reap append to (absent: no events).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
 }
 
 /// `[leases]`: how leases and the token are kept alive while the job runs.

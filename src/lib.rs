@@ -32,6 +32,7 @@ pub(crate) mod config_file;
 pub(crate) mod declarations;
 pub(crate) mod entry;
 pub(crate) mod error;
+pub(crate) mod events;
 pub(crate) mod executor;
 pub(crate) mod exit;
 pub(crate) mod identity;

@@ -40,9 +40,31 @@ pub(crate) struct ReapReport {
     pub reaped: usize,
     /// Every revocation attempted.
     pub items: Vec<ReapItem>,
+    /// Every job the reaper took credentials back from (or tried to), for the event file and
+    /// the exit status.
+    pub jobs: Vec<ReapedJob>,
 }
 
-impl ReapReport {}
+/// One job whose credentials outlived it and the reaper had to take back.
+#[derive(Debug, Clone)]
+pub(crate) struct ReapedJob {
+    /// The attempt's state id.
+    pub state_id: String,
+    /// GitLab's job id.
+    pub job_id: i64,
+    /// The project's path.
+    pub project: String,
+    /// When prepare created the state.
+    pub created_at: u64,
+    /// Whether its cleanup ran and failed (otherwise it never ran: a crash).
+    pub cleanup_failed: bool,
+    /// Its tokens.
+    pub tokens: crate::events::Tally,
+    /// Its leases.
+    pub leases: crate::events::Tally,
+    /// How long the reaper spent on it, in milliseconds.
+    pub duration_ms: u64,
+}
 
 /// Whether a job's state is over and may be reaped.
 pub(crate) fn is_over(journal: &Journal, now: u64, grace: u64) -> bool {
@@ -307,6 +329,39 @@ async fn reap_one(
     credentials: &mut Credentials<'_>,
     report: &mut ReapReport,
 ) -> bool {
+    let started = std::time::Instant::now();
+    let first_item = report.items.len();
+    let reaped = revoke_and_remove(job, &mut journal, credentials, report).await;
+    let mut tokens = crate::events::Tally::default();
+    let mut leases = crate::events::Tally::default();
+    for item in &report.items[first_item..] {
+        if item.what.starts_with("token ") {
+            tokens.count(&item.outcome);
+        } else if item.what.starts_with("lease ") {
+            leases.count(&item.outcome);
+        }
+    }
+    if tokens.obtained + leases.obtained > 0 {
+        report.jobs.push(ReapedJob {
+            state_id: journal.state_id.clone(),
+            job_id: journal.job_id,
+            project: journal.project_path.clone(),
+            created_at: journal.created_at,
+            cleanup_failed: journal.status == JobStatus::CleanupFailed,
+            tokens,
+            leases,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+    reaped
+}
+
+async fn revoke_and_remove(
+    job: &JobDir,
+    journal: &mut Journal,
+    credentials: &mut Credentials<'_>,
+    report: &mut ReapReport,
+) -> bool {
     let remaining_sessions =
         revoke_each(&journal.sessions, &journal.state_id, credentials, report).await;
     let remaining_leases =
@@ -330,8 +385,10 @@ async fn reap_one(
     let _ = job.remove_secrets();
     journal.sessions = remaining_sessions;
     journal.leases = remaining_leases;
-    journal.status = JobStatus::CleanupFailed;
-    let _ = job.write_journal(&journal);
+    let _ = job.write_journal(&Journal {
+        status: JobStatus::CleanupFailed,
+        ..journal.clone()
+    });
     false
 }
 

@@ -11,6 +11,7 @@
 use futures_util::future::join_all;
 
 use crate::config::Config;
+use crate::events::Tally;
 use crate::state::{Sealed, is_sts_lease, unix_now};
 use crate::vault::{VaultClient, VaultError};
 
@@ -29,6 +30,19 @@ pub(crate) enum RevocationOutcome {
     Expired,
     /// Still alive; the journal keeps it for `leasehold reap`.
     Failed(String),
+}
+
+impl Tally {
+    /// Counts one credential with its outcome.
+    pub(crate) fn count(&mut self, outcome: &RevocationOutcome) {
+        self.obtained += 1;
+        match outcome {
+            RevocationOutcome::Revoked | RevocationOutcome::RevokedWithToken => self.revoked += 1,
+            RevocationOutcome::Expired => self.expired += 1,
+            RevocationOutcome::NotRevocable => self.not_revocable += 1,
+            RevocationOutcome::Failed(_) => self.failed += 1,
+        }
+    }
 }
 
 /// One line of the revocation report.
@@ -50,6 +64,21 @@ pub(crate) struct RevocationReport {
 }
 
 impl RevocationReport {
+    /// The report as event counts: `(tokens, leases)`.
+    pub(crate) fn tally(&self) -> (Tally, Tally) {
+        let mut tokens = Tally::default();
+        let mut leases = Tally::default();
+        for item in &self.items {
+            let tally = if item.what.starts_with("token ") {
+                &mut tokens
+            } else {
+                &mut leases
+            };
+            tally.count(&item.outcome);
+        }
+        (tokens, leases)
+    }
+
     /// Whether anything is still alive.
     pub(crate) fn has_failures(&self) -> bool {
         self.items

@@ -3,10 +3,11 @@
 use crate::cli::Cli;
 use crate::config::Config;
 use crate::error::Result;
+use crate::events::{JobEvent, append};
 use crate::exit::Outcome;
 use crate::joblog;
-use crate::lease::{RevocationOutcome, reap};
-use crate::state::StateDir;
+use crate::lease::{ReapedJob, RevocationOutcome, reap};
+use crate::state::{StateDir, unix_now};
 
 pub(crate) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
     let config = Config::locate_and_load(cli.config.as_deref())?;
@@ -39,12 +40,65 @@ pub(crate) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
         "leasehold reap: {} job states examined, {} still running (left alone), {} reaped",
         report.examined, report.running, report.reaped
     ));
+    if dry_run {
+        return Ok(Outcome::Findings { problems: 0 });
+    }
+    // Every job the reaper had to take credentials back from is a problem to alert on: its
+    // own cleanup failed or never ran.
+    for job in &report.jobs {
+        joblog::progress(&format!(
+            "leasehold reap: job {} ({}, {}) still had {} tokens and {} leases after its cleanup {}; {} revoked now, {} still alive",
+            job.job_id,
+            job.state_id,
+            if job.project.is_empty() {
+                "unknown project"
+            } else {
+                &job.project
+            },
+            job.tokens.obtained,
+            job.leases.obtained,
+            if job.cleanup_failed {
+                "failed"
+            } else {
+                "never ran"
+            },
+            job.tokens.revoked + job.leases.revoked,
+            job.tokens.failed + job.leases.failed,
+        ));
+        record_event(&config, job);
+    }
     let failures = report
         .items
         .iter()
         .filter(|item| matches!(item.outcome, RevocationOutcome::Failed(_)))
         .count();
     Ok(Outcome::Findings {
-        problems: if dry_run { 0 } else { failures },
+        problems: failures.max(report.jobs.len()),
     })
+}
+
+/// The reaped job's line in `[events] file`.
+fn record_event(config: &Config, job: &ReapedJob) {
+    let Some(path) = &config.events_file else {
+        return;
+    };
+    let now = unix_now();
+    let event = JobEvent {
+        event: "reap",
+        time: now,
+        state_id: &job.state_id,
+        job_id: job.job_id,
+        project: &job.project,
+        outcome: JobEvent::outcome_of(&job.tokens, &job.leases),
+        tokens: job.tokens,
+        leases: job.leases,
+        job_seconds: now.saturating_sub(job.created_at),
+        duration_ms: job.duration_ms,
+    };
+    if let Err(e) = append(path, &event) {
+        joblog::info(&format!(
+            "leasehold reap: cannot append to the event file {}: {e}",
+            path.display()
+        ));
+    }
 }
