@@ -13,4 +13,5 @@ mod harness;
 mod identity;
 mod leases;
 mod masking;
+mod paths;
 mod tls;
