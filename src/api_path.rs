@@ -12,7 +12,7 @@
 //! structure even if a caller forgot to check.
 //!
 //! The rule, for a mount, a path, a field, an auth mount and a namespace alike: `/` separates
-//! segments (one `/` at either end is tolerated and removed, except in a field); no segment may
+//! segments (any `/` at either end is tolerated and removed, except in a field); no segment may
 //! be empty (`a//b`) or consist of dots only (`.`, `..`, `...`, or the Unicode dots that some
 //! software folds to `.`); and no `\`, `?`, `#`, `%`, whitespace, control character or invisible
 //! formatting character (bidi overrides, zero-width spaces) may appear anywhere. Refusing `%`
@@ -221,8 +221,8 @@ pub(crate) fn request_url(
     Ok(url)
 }
 
-/// One request as the client sends it, for `leasehold plan`: the method and the path (and
-/// query) exactly as they go on the wire.
+/// One request as the client sends it, for `leasehold plan`: the method and the path exactly
+/// as they go on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Shown {
     /// `GET`, `POST`, …
