@@ -28,6 +28,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use crate::api_path;
 use crate::config_file::{BindingSection, MatchRule, MatchValue};
 use crate::declarations::{Declaration, DeclarationError, RawSecret, SecretOrigin};
 use crate::exit::FailureKind;
@@ -295,13 +296,21 @@ impl Binding {
                 server: server_address.clone().unwrap_or_default(),
             })?
             .clone();
+        // Claims are already restricted to `A-Z a-z 0-9 . _ -`; the admin's literal text around
+        // them follows the one path rule like every other piece.
+        let checked = |what: &str, piece, value: String| {
+            api_path::check(piece, &value).map_err(|e| fail(format!("{what}: {e}")))
+        };
         let namespace = render_opt("namespace", &self.namespace)?
+            .filter(|n| !n.is_empty())
+            .map(|n| checked("namespace", api_path::Piece::Namespace, n))
+            .transpose()?
             .or_else(|| server.namespace.clone())
             .filter(|n| !n.is_empty());
-        let auth_mount = render_opt("auth_mount", &self.auth_mount)?
-            .unwrap_or_else(|| defaults.auth_mount.to_owned())
-            .trim_matches('/')
-            .to_owned();
+        let auth_mount = match render_opt("auth_mount", &self.auth_mount)? {
+            Some(mount) => checked("auth_mount", api_path::Piece::AuthMount, mount)?,
+            None => defaults.auth_mount.to_owned(),
+        };
         let role = render_opt("role", &self.role)?.or_else(|| defaults.role.map(str::to_owned));
         let expand = |text: &str| match self.templates.get(text) {
             Some(template) => template.render(claims),

@@ -11,11 +11,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::api_path::{self, Piece};
 use crate::bindings::{self, Binding, LoginDefaults};
 use crate::config_file::{self, ExecutorKind, File};
 use crate::patterns::Patterns;
 use crate::policy::Policy;
-use crate::vault::{Server, ServerSpec, Servers};
+use crate::vault::{RequestLimit, Server, ServerSpec, Servers, address_key};
 
 pub(crate) use crate::config_file::{
     CustomDriver, GitlabSection, InjectMode, JobSection, LeasesSection, MaskSection,
@@ -72,6 +73,11 @@ pub(crate) struct VaultSettings {
     pub timeout: Duration,
     /// How many times a request is retried when Vault is unreachable or answers 5xx.
     pub retries: u32,
+    /// The cap on requests in flight, per server (by [`address_key`]); every client made from
+    /// this config for one server shares it.
+    pub limits: BTreeMap<String, RequestLimit>,
+    /// The cap for a server the config does not list (one a journal names).
+    pub default_limit: usize,
 }
 
 /// `[executor]`, checked.
@@ -205,7 +211,9 @@ impl Config {
     }
 
     fn check(file: File) -> Result<Self, String> {
-        let servers = check_servers(&file.vault)?;
+        let (servers, limits) = check_servers(&file.vault)?;
+        let auth_mount = api_path::check(Piece::AuthMount, &file.vault.auth_mount)
+            .map_err(|e| format!("[vault] auth_mount: {e}"))?;
         if !file.state_dir.is_absolute() {
             return Err(format!(
                 "state_dir {} must be an absolute path",
@@ -231,7 +239,7 @@ impl Config {
         } else if !file.bindings.is_empty() {
             return Err("bindings need [gitlab] so that claims are verified; add [gitlab] url = \"https://gitlab.example.com\"".into());
         }
-        let policy = Policy::compile(&file.policy)?;
+        let policy = Policy::compile(&file.policy, &auth_mount)?;
         let bindings = bindings::compile_all(&file.bindings, &servers)?;
         let audiences = match (
             &file.gitlab,
@@ -248,10 +256,12 @@ impl Config {
             builds_dir_is_shared: file.builds_dir_is_shared,
             servers,
             vault: VaultSettings {
-                auth_mount: file.vault.auth_mount.trim_matches('/').to_owned(),
+                auth_mount,
                 role: file.vault.role,
                 timeout: Duration::from_secs(file.vault.timeout_seconds.max(1)),
                 retries: file.vault.retries,
+                limits,
+                default_limit: file.vault.max_concurrent_requests,
             },
             job: file.job,
             mask: file.mask,
@@ -266,9 +276,16 @@ impl Config {
         })
     }
 
-    /// How to reach `server` in `namespace` with this config's request settings.
+    /// How to reach `server` in `namespace` with this config's request settings; clients of one
+    /// listed server share its request cap.
     pub(crate) fn server_spec(&self, server: &Server, namespace: Option<String>) -> ServerSpec {
-        server.spec(namespace, self.vault.timeout, self.vault.retries)
+        let limit = self
+            .vault
+            .limits
+            .get(&address_key(&server.address))
+            .cloned()
+            .unwrap_or_else(|| RequestLimit::new(self.vault.default_limit));
+        server.spec(namespace, self.vault.timeout, self.vault.retries, limit)
     }
 
     /// Where logins go unless a job or binding says otherwise.
@@ -281,7 +298,12 @@ impl Config {
     }
 }
 
-fn check_servers(vault: &config_file::VaultSection) -> Result<Servers, String> {
+/// The most requests a config may allow in flight to one server.
+const MAX_CONCURRENT_REQUESTS: usize = 1024;
+
+fn check_servers(
+    vault: &config_file::VaultSection,
+) -> Result<(Servers, BTreeMap<String, RequestLimit>), String> {
     let default = config_file::ServerSection {
         address: vault.address.clone(),
         namespace: vault.namespace.clone(),
@@ -289,8 +311,10 @@ fn check_servers(vault: &config_file::VaultSection) -> Result<Servers, String> {
         client_cert: vault.client_cert.clone(),
         client_key: vault.client_key.clone(),
         allow_http: vault.allow_http,
+        max_concurrent_requests: None,
     };
     let mut checked = Vec::with_capacity(vault.servers.len() + 1);
+    let mut limits = BTreeMap::new();
     for server in std::iter::once(&default).chain(&vault.servers) {
         crate::vault::check_address(&server.address, server.allow_http)
             .map_err(|e| e.to_string())?;
@@ -300,9 +324,28 @@ fn check_servers(vault: &config_file::VaultSection) -> Result<Servers, String> {
                 server.address
             ));
         }
+        let namespace = server
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .map(|n| api_path::check(Piece::Namespace, n))
+            .transpose()
+            .map_err(|e| format!("server {}: {e}", server.address))?;
+        let max = server
+            .max_concurrent_requests
+            .unwrap_or(vault.max_concurrent_requests);
+        if !(1..=MAX_CONCURRENT_REQUESTS).contains(&max) {
+            return Err(format!(
+                "server {}: max_concurrent_requests must be between 1 and {MAX_CONCURRENT_REQUESTS}, not {max}",
+                server.address
+            ));
+        }
+        limits
+            .entry(address_key(&server.address))
+            .or_insert_with(|| RequestLimit::new(max));
         checked.push(Server {
             address: server.address.clone(),
-            namespace: server.namespace.clone(),
+            namespace,
             ca_file: server.ca_file.clone(),
             client_cert: server.client_cert.clone(),
             client_key: server.client_key.clone(),
@@ -310,7 +353,7 @@ fn check_servers(vault: &config_file::VaultSection) -> Result<Servers, String> {
         });
     }
     let default = checked.remove(0);
-    Ok(Servers::new(default, checked))
+    Ok((Servers::new(default, checked), limits))
 }
 
 fn check_executor(
@@ -379,7 +422,8 @@ fn check_reaper(section: config_file::ReaperSection) -> Result<ReaperCredential,
     match (section.token_file, section.approle) {
         (Some(path), None) => Ok(ReaperCredential::TokenFile(path)),
         (None, Some(approle)) => Ok(ReaperCredential::AppRole {
-            mount: approle.mount,
+            mount: api_path::check(Piece::AuthMount, &approle.mount)
+                .map_err(|e| format!("[reaper.approle] mount: {e}"))?,
             role_id: approle.role_id,
             secret_id_file: approle.secret_id_file,
         }),
@@ -504,6 +548,70 @@ mod tests {
             ["build_script", "step_*", "after_script"]
         );
         assert_eq!(c.mask.text, "[MASKED]");
+    }
+
+    #[test]
+    fn path_pieces_in_the_config_follow_the_one_rule() {
+        for (extra, message) in [
+            (
+                "auth_mount = \"../other\"\n",
+                "[vault] auth_mount: auth mount \"../other\" has a \".\" or \"..\" segment",
+            ),
+            (
+                "auth_mount = \"jwt?x\"\n",
+                "[vault] auth_mount: auth mount \"jwt?x\" contains '?'",
+            ),
+            (
+                "namespace = \"team\\\\a\"\n",
+                "server https://vault.example.com: namespace \"team\\\\a\" contains '\\'",
+            ),
+        ] {
+            let err = Config::parse(&format!("{MINIMAL}{extra}")).expect_err(extra);
+            assert!(err.contains(message), "{extra}: {err}");
+        }
+        let c = Config::parse(&format!(
+            "{MINIMAL}auth_mount = \"/gitlab/jwt/\"\nnamespace = \"team/\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.vault.auth_mount, "gitlab/jwt");
+        assert_eq!(
+            c.servers.default_server().namespace.as_deref(),
+            Some("team")
+        );
+    }
+
+    #[test]
+    fn every_client_of_one_server_shares_its_request_cap() {
+        let c = Config::parse(MINIMAL).expect("valid");
+        let server = c.servers.default_server();
+        assert_eq!(c.server_spec(server, None).limit.max(), 16);
+        let c = Config::parse(&format!(
+            "{MINIMAL}max_concurrent_requests = 4\n[[vault.servers]]\naddress = \"https://b.example.com\"\nmax_concurrent_requests = 2\n[[vault.servers]]\naddress = \"https://c.example.com\"\n"
+        ))
+        .expect("valid");
+        let caps: Vec<usize> = c
+            .servers
+            .iter()
+            .map(|s| c.server_spec(s, None).limit.max())
+            .collect();
+        assert_eq!(caps, [4, 2, 4]);
+        let server = c.servers.default_server();
+        let (one, two) = (
+            c.server_spec(server, None),
+            c.server_spec(server, Some("ns".into())),
+        );
+        assert!(
+            one.limit.shares_with(&two.limit),
+            "one cap per server, whatever the namespace"
+        );
+        for bad in ["0", "100000"] {
+            let err = Config::parse(&format!("{MINIMAL}max_concurrent_requests = {bad}\n"))
+                .expect_err(bad);
+            assert!(
+                err.contains("max_concurrent_requests must be between 1 and 1024"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -263,6 +263,10 @@ pub(crate) struct VaultSection {
     /// How many times a request is retried when Vault is unreachable or answers 5xx.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// How many requests one leasehold process sends to one server at a time (for the default
+    /// server, and for every `[[vault.servers]]` entry that sets none itself).
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
     /// Further servers a job may select with `VAULT_SERVER_URL`.
     #[serde(default)]
     pub servers: Vec<ServerSection>,
@@ -289,6 +293,9 @@ pub(crate) struct ServerSection {
     /// Allow `http://` to a non-loopback address. Loopback is always allowed.
     #[serde(default)]
     pub allow_http: bool,
+    /// Requests in flight to this server at a time; default `[vault] max_concurrent_requests`.
+    #[serde(default)]
+    pub max_concurrent_requests: Option<usize>,
 }
 
 /// `[job]`: the names jobs use.
@@ -426,6 +433,9 @@ fn default_timeout_seconds() -> u64 {
 fn default_retries() -> u32 {
     3
 }
+fn default_max_concurrent_requests() -> usize {
+    16
+}
 fn default_id_token_variable() -> String {
     "VAULT_ID_TOKEN".into()
 }
@@ -510,6 +520,10 @@ pub(crate) struct PolicySection {
     /// Globs of the JWT roles a job may name with `VAULT_AUTH_ROLE` (empty: any role).
     #[serde(default)]
     pub allowed_roles: Vec<String>,
+    /// Globs of further auth mounts a job may log in at with `VAULT_AUTH_PATH`; `[vault]
+    /// auth_mount` is always allowed. Absent or empty: that one only.
+    #[serde(default)]
+    pub allowed_auth_mounts: Vec<String>,
 }
 
 /// `job_declarations`: when `LEASEHOLD_SECRETS` is honoured.

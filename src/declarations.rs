@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::api_path::{self, Piece};
 use crate::exit::FailureKind;
 
 /// GitLab's default engine path for the short form.
@@ -43,11 +44,11 @@ pub(crate) struct Declaration {
 pub(crate) struct SecretSource {
     /// How the request path and the response are shaped.
     pub engine: Engine,
-    /// The engine's mount path, without slashes at either end.
+    /// The engine's mount path, without slashes at either end, checked by [`api_path::check`].
     pub mount: String,
-    /// The secret's path below the mount, cleaned like Go's `path.Join`.
+    /// The secret's path below the mount, without slashes at either end, checked likewise.
     pub path: String,
-    /// The key picked from the response data.
+    /// The key picked from the response data, checked likewise.
     pub field: String,
     /// Request body for write-style endpoints (`pki/issue/<role>`); `None` means a plain read.
     pub data: Option<serde_json::Map<String, serde_json::Value>>,
@@ -94,7 +95,8 @@ impl fmt::Display for Engine {
 }
 
 impl SecretSource {
-    /// The API path (below `/v1/`) this source is requested at.
+    /// The API path (below `/v1/`) this source is requested at; the client sends it segment by
+    /// segment ([`api_path::request_url`]).
     pub(crate) fn api_path(&self) -> String {
         match self.engine {
             Engine::KvV2 => format!("{}/data/{}", self.mount, self.path),
@@ -323,17 +325,14 @@ impl RawSecret {
                     .map_err(&invalid)?;
                 SecretSource {
                     engine,
-                    mount: clean_path(&expand(&long.engine.path)?).map_err(&invalid)?,
-                    path: clean_path(&expand(&long.path)?).map_err(&invalid)?,
-                    field: expand(&long.field)?,
+                    mount: checked(Piece::Mount, &expand(&long.engine.path)?).map_err(&invalid)?,
+                    path: checked(Piece::Path, &expand(&long.path)?).map_err(&invalid)?,
+                    field: checked(Piece::Field, &expand(&long.field)?).map_err(&invalid)?,
                     data,
                     ttl,
                 }
             }
         };
-        if source.field.is_empty() {
-            return Err(invalid("field is empty".into()));
-        }
         let token_variable = self
             .token
             .as_ref()
@@ -449,36 +448,20 @@ fn parse_short_form(short: &str) -> Result<SecretSource, String> {
         })?;
     Ok(SecretSource {
         engine: Engine::KvV2,
-        mount: clean_path(mount)?,
-        path: clean_path(path)?,
-        field: field.to_owned(),
+        mount: checked(Piece::Mount, mount)?,
+        path: checked(Piece::Path, path)?,
+        field: checked(Piece::Field, field)?,
         data: None,
         ttl: None,
     })
 }
 
-/// Cleans a path like Go's `path.Join` (which gitlab-runner applies), and refuses anything that
-/// could climb out of the mount or smuggle a query.
-fn clean_path(path: &str) -> Result<String, String> {
-    let cleaned: Vec<&str> = path
-        .split('/')
-        .filter(|s| !s.is_empty() && *s != ".")
-        .collect();
-    if cleaned.is_empty() {
-        return Err(format!("path {path:?} is empty"));
-    }
-    if cleaned.contains(&"..") {
-        return Err(format!("path {path:?} must not contain '..'"));
-    }
-    if path
-        .chars()
-        .any(|c| matches!(c, '?' | '#' | '%') || c.is_control() || c == ' ')
-    {
-        return Err(format!(
-            "path {path:?} must not contain '?', '#', '%', spaces or control characters"
-        ));
-    }
-    Ok(cleaned.join("/"))
+/// A piece checked by the one rule for everything that goes into a request path (no `\`, no
+/// dot segments, no `?`, `#`, `%`, whitespace or control characters, no empty segments); see
+/// [`api_path`]. Checked after `$VAR` expansion and `{claim}` substitution, so neither can
+/// splice in a way out of the mount.
+fn checked(piece: Piece, value: &str) -> Result<String, String> {
+    api_path::check(piece, value).map_err(|e| e.to_string())
 }
 
 /// Expands `$NAME` and `${NAME}` from non-secret job variables, as gitlab-runner does in its
@@ -641,7 +624,7 @@ mod tests {
         let decls = parse_ok(
             "CERT:\n  vault:\n    engine: {name: generic, path: pki}\n    path: issue/web\n    field: certificate\n    \
              data: {common_name: \"$CI_ENVIRONMENT_NAME.example.com\", ttl: \"10m\"}\n    ttl: 15m\n\
-             OLD:\n  vault: {engine: {name: kv-v1, path: kv}, path: /team//app/, field: key}\n  stages: [build_script]\n",
+             OLD:\n  vault: {engine: {name: kv-v1, path: kv}, path: /team/app/, field: key}\n  stages: [build_script]\n",
         );
         let cert = &decls[0];
         assert_eq!(cert.source.engine, Engine::Generic);
@@ -683,14 +666,98 @@ mod tests {
     fn bad_declarations() {
         assert!(parse_err("A:\n  vault: nofield\n").contains("path/field"));
         assert!(parse_err("1A:\n  vault: a/b\n").contains("valid environment variable"));
-        assert!(parse_err("A:\n  vault: ../../sys/b@kv\n").contains(".."));
+        assert!(parse_err("A:\n  vault: ../../sys/b@kv\n").contains("\"..\" segment"));
         assert!(parse_err("A:\n  vault: a?x=1/b@kv\n").contains("'?'"));
+        assert!(
+            parse_err("A:\n  vault: {engine: {name: kv-v2, path: kv}, path: a, field: ''}\n")
+                .contains("field \"\" is empty")
+        );
         assert!(
             parse_err("A:\n  vault: {engine: {name: kv-v3, path: kv}, path: a, field: b}\n")
                 .contains("kv-v3")
         );
         assert!(parse_err("A:\n  gcp_secret_manager: {name: x}\n").contains("not supported"));
         assert!(parse_err("A:\n  file: true\n").contains("no `vault:`"));
+    }
+
+    #[test]
+    fn every_piece_follows_the_one_path_rule() {
+        let cases = [
+            (
+                "A:\n  vault: 'x\\..\\..\\..\\secret\\data\\ci\\app/password@kv-ci'\n",
+                "secret A: path \"x\\\\..\\\\..\\\\..\\\\secret\\\\data\\\\ci\\\\app\" contains '\\', which URL parsers read as '/'; separate segments with '/' only",
+            ),
+            (
+                "A:\n  vault: 'a/%2e%2e/b/f@kv'\n",
+                "secret A: path \"a/%2e%2e/b\" contains '%'",
+            ),
+            (
+                "A:\n  vault: 'a//b/f@kv'\n",
+                "secret A: path \"a//b\" has an empty segment",
+            ),
+            (
+                "A:\n  vault: 'a/./b/f@kv'\n",
+                "secret A: path \"a/./b\" has a \".\" or \"..\" segment",
+            ),
+            (
+                "A:\n  vault: 'a/b/f@kv/..'\n",
+                "secret A: mount \"kv/..\" has a \".\" or \"..\" segment",
+            ),
+            (
+                "A:\n  vault: 'a/b/..@kv'\n",
+                "secret A: field \"..\" has a \".\" or \"..\" segment",
+            ),
+            (
+                "A:\n  vault: 'a/b/f\\x@kv'\n",
+                "secret A: field \"f\\\\x\" contains '\\'",
+            ),
+            (
+                "A:\n  vault: 'a/b#/f@kv'\n",
+                "secret A: path \"a/b#\" contains '#'",
+            ),
+            (
+                "A:\n  vault: \"a/b\\e[2J/f@kv\"\n",
+                "contains the control or invisible character U+001B",
+            ),
+            (
+                "A:\n  vault: \"a/\\u202Eb/f@kv\"\n",
+                "contains the control or invisible character U+202E",
+            ),
+            (
+                "A:\n  vault: {engine: {name: kv-v1, path: 'kv\\..'}, path: a, field: b}\n",
+                "secret A: mount \"kv\\\\..\" contains '\\'",
+            ),
+            (
+                "A:\n  vault: {engine: {name: kv-v1, path: kv}, path: a, field: 'b/../c'}\n",
+                "secret A: field \"b/../c\" has a \".\" or \"..\" segment",
+            ),
+        ];
+        for (yaml, message) in cases {
+            let err = parse_err(yaml);
+            assert!(err.contains(message), "{yaml}: {err}");
+            assert!(
+                !err.contains('\u{1b}') && !err.contains('\u{202E}'),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn expanded_variables_follow_the_rule_too() {
+        let lookup = ctx_with(&[("TARGET", "x\\..\\..\\sys\\mounts", true)]);
+        let err = parse(
+            "A:\n  vault: $TARGET/password@kv-ci\n",
+            &DeclarationContext {
+                source_variable: "LEASEHOLD_SECRETS",
+                lookup: &lookup,
+            },
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(
+            err.starts_with("secret A: path \"x\\\\..\\\\..\\\\sys\\\\mounts\" contains '\\'"),
+            "{err}"
+        );
     }
 
     #[test]

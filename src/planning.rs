@@ -16,6 +16,7 @@
 
 use secrecy::ExposeSecret;
 
+use crate::api_path::{self, Piece};
 use crate::bindings::{self, RuleOutcome};
 use crate::config::{Config, RunAs};
 use crate::declarations::{self, DeclarationContext, DeclarationError};
@@ -404,26 +405,51 @@ fn suggested_audience(config: &Config) -> String {
 }
 
 /// The login a job's own declarations use: the job's `VAULT_SERVER_URL`, `VAULT_NAMESPACE`,
-/// `VAULT_AUTH_PATH` and `VAULT_AUTH_ROLE` over the admin's defaults.
+/// `VAULT_AUTH_PATH` and `VAULT_AUTH_ROLE` over the admin's defaults. The namespace and the
+/// auth mount follow the one path rule ([`crate::api_path`]), and the auth mount must be one
+/// the policy allows: the job's ID token is sent there.
 pub(crate) fn login_target_for_job(
     job: &JobResponse,
     config: &Config,
-) -> Result<LoginTarget, PlanError> {
+) -> Result<LoginTarget, Error> {
     let server = config
         .servers
         .get(job.plain_variable("VAULT_SERVER_URL"))
         .map_err(|reason| PlanError::ServerNotAllowed { reason })?
         .clone();
-    let namespace = job
-        .plain_variable("VAULT_NAMESPACE")
-        .map(str::to_owned)
-        .or_else(|| server.namespace.clone())
-        .filter(|n| !n.is_empty());
-    let auth_mount = job
-        .plain_variable("VAULT_AUTH_PATH")
-        .map_or_else(|| config.vault.auth_mount.clone(), str::to_owned)
-        .trim_matches('/')
-        .to_owned();
+    let namespace = match job.plain_variable("VAULT_NAMESPACE").filter(|n| !n.is_empty()) {
+        Some(namespace) => Some(api_path::check(Piece::Namespace, namespace).map_err(|problem| {
+            PlanError::BadVariable {
+                variable: "VAULT_NAMESPACE",
+                problem,
+                fix: format!(
+                    "set it to the Vault namespace of the job's secrets, like team-a or team-a/ci, or remove it to use {}",
+                    server.namespace.as_deref().map_or_else(
+                        || "the root namespace".to_owned(),
+                        |n| format!("the server's namespace {n:?}")
+                    )
+                ),
+            }
+        })?),
+        None => server.namespace.clone().filter(|n| !n.is_empty()),
+    };
+    let auth_mount = match job.plain_variable("VAULT_AUTH_PATH") {
+        Some(requested) => {
+            let mount = api_path::check(Piece::AuthMount, requested).map_err(|problem| {
+                PlanError::BadVariable {
+                    variable: "VAULT_AUTH_PATH",
+                    problem,
+                    fix: format!(
+                        "set it to the path the JWT auth method is mounted at, like jwt, or remove it to log in at the runner's {:?}",
+                        config.vault.auth_mount
+                    ),
+                }
+            })?;
+            config.policy.check_auth_mount(&mount)?;
+            mount
+        }
+        None => config.vault.auth_mount.clone(),
+    };
     let role = job
         .plain_variable("VAULT_AUTH_ROLE")
         .map(str::to_owned)
@@ -784,6 +810,70 @@ vault = "apps/{project_id}/{environment}/config@kv"
                 .to_string()
                 .contains("allowed_mounts")
         );
+    }
+
+    #[tokio::test]
+    async fn auth_path_and_namespace_are_checked_before_any_token_goes_out() {
+        let config = Config::parse(&format!(
+            "[vault]\naddress = \"{AUD}\"\n[policy]\nallowed_auth_mounts = [\"gitlab-*\"]\n"
+        ))
+        .expect("valid");
+        let declare = json!({"key": "LEASEHOLD_SECRETS", "value": "A:\n  vault: x/y@kv\n"});
+        let cases = [
+            (
+                "VAULT_AUTH_PATH",
+                "../../../other-app/api",
+                "VAULT_AUTH_PATH \"../../../other-app/api\" has a \".\" or \"..\" segment, which URL parsers resolve, so the request would leave the place it belongs to; write it without such segments; set it to the path the JWT auth method is mounted at, like jwt, or remove it to log in at the runner's \"jwt\"",
+            ),
+            (
+                "VAULT_AUTH_PATH",
+                "jwt?x=",
+                "VAULT_AUTH_PATH \"jwt?x=\" contains '?'",
+            ),
+            (
+                "VAULT_AUTH_PATH",
+                "..\\x",
+                "VAULT_AUTH_PATH \"..\\\\x\" contains '\\'",
+            ),
+            (
+                "VAULT_AUTH_PATH",
+                "other",
+                "VAULT_AUTH_PATH \"other\" is not an auth mount this runner lets jobs log in at",
+            ),
+            (
+                "VAULT_NAMESPACE",
+                "../../x",
+                "VAULT_NAMESPACE \"../../x\" has a \".\" or \"..\" segment",
+            ),
+            (
+                "VAULT_NAMESPACE",
+                "a\r\nb",
+                "VAULT_NAMESPACE \"a\\r\\nb\" contains the control or invisible character U+000D",
+            ),
+        ];
+        for (variable, value, message) in cases {
+            let vars = json!([declare, {"key": variable, "value": value}]);
+            let (_, planned) = run(&config, &job(Some("t.t.t"), vars, true), false).await;
+            let planned = planned.expect("planned");
+            let err = planned.error.expect("refused");
+            assert_eq!(
+                err.failure_kind(),
+                crate::exit::FailureKind::Build,
+                "{value}"
+            );
+            assert!(err.to_string().starts_with(message), "{value}: {err}");
+            assert!(planned.plan.logins.is_empty(), "{value}: no login planned");
+        }
+        for (variable, value, expected) in [
+            ("VAULT_AUTH_PATH", "/gitlab-ci/", "gitlab-ci"),
+            ("VAULT_AUTH_PATH", "jwt", "jwt"),
+        ] {
+            let vars = json!([declare, {"key": variable, "value": value}]);
+            let (_, planned) = run(&config, &job(Some("t.t.t"), vars, true), false).await;
+            let planned = planned.expect("planned");
+            assert!(planned.error.is_none(), "{value}: {:?}", planned.error);
+            assert_eq!(planned.plan.logins[0].auth_mount, expected);
+        }
     }
 
     #[tokio::test]

@@ -3,8 +3,12 @@
 //! Why: admin bindings grant secrets from verified claims, so the admin decides. Job-declared
 //! secrets are decided by whoever can push to the repository, which on an unprotected branch can
 //! be anyone with developer access. `[policy]` lets a fleet refuse those declarations on
-//! unprotected refs (or entirely), and narrow the mounts and roles a job may name. It never
-//! restricts bindings: they are the admin's own grants.
+//! unprotected refs (or entirely), and narrow the mounts, roles and auth mounts a job may name.
+//! It never restricts bindings: they are the admin's own grants.
+//!
+//! Auth mounts are closed by default (only `[vault] auth_mount`), unlike mounts and roles: the
+//! job's ID token is sent to whatever auth mount the job names, and an auth method the admin
+//! never meant for CI (another team's JWT mount with laxer roles) should not receive it.
 
 use crate::config_file::PolicySection;
 use crate::declarations::Declaration;
@@ -22,6 +26,10 @@ pub(crate) struct Policy {
     pub allowed_mounts: Patterns,
     /// The JWT roles a job may name with `VAULT_AUTH_ROLE` (empty: any role).
     pub allowed_roles: Patterns,
+    /// Further auth mounts a job may log in at with `VAULT_AUTH_PATH` (empty: none).
+    pub allowed_auth_mounts: Patterns,
+    /// `[vault] auth_mount`, always allowed.
+    pub default_auth_mount: String,
 }
 
 /// Whether the job's ref is protected, and who says so.
@@ -36,8 +44,12 @@ pub(crate) struct RefProtection {
 }
 
 impl Policy {
-    /// Compiles the section's globs, once, at config load.
-    pub(crate) fn compile(section: &PolicySection) -> Result<Self, String> {
+    /// Compiles the section's globs, once, at config load; `default_auth_mount` is `[vault]
+    /// auth_mount`, already checked.
+    pub(crate) fn compile(
+        section: &PolicySection,
+        default_auth_mount: &str,
+    ) -> Result<Self, String> {
         let compile = |key: &str, patterns: &[String]| {
             Patterns::new(patterns).map_err(|e| format!("policy.{key}: {e}"))
         };
@@ -45,6 +57,21 @@ impl Policy {
             job_declarations: section.job_declarations,
             allowed_mounts: compile("allowed_mounts", &section.allowed_mounts)?,
             allowed_roles: compile("allowed_roles", &section.allowed_roles)?,
+            allowed_auth_mounts: compile("allowed_auth_mounts", &section.allowed_auth_mounts)?,
+            default_auth_mount: default_auth_mount.to_owned(),
+        })
+    }
+
+    /// Checks the auth mount a job names with `VAULT_AUTH_PATH` (already checked by the path
+    /// rule and normalised): the configured one, or one `allowed_auth_mounts` matches.
+    pub(crate) fn check_auth_mount(&self, mount: &str) -> Result<(), PolicyError> {
+        if mount == self.default_auth_mount || self.allowed_auth_mounts.matches(mount) {
+            return Ok(());
+        }
+        Err(PolicyError::AuthMountNotAllowed {
+            mount: mount.to_owned(),
+            default: self.default_auth_mount.clone(),
+            allowed: self.allowed_auth_mounts.texts().to_vec(),
         })
     }
 
@@ -133,6 +160,19 @@ pub(crate) enum PolicyError {
         name: String,
         /// The mount.
         mount: String,
+        /// The allow-list.
+        allowed: Vec<String>,
+    },
+    /// `VAULT_AUTH_PATH` names an auth mount other than `[vault] auth_mount` that
+    /// `allowed_auth_mounts` does not list.
+    #[error(
+        "VAULT_AUTH_PATH {mount:?} is not an auth mount this runner lets jobs log in at ([policy] allowed_auth_mounts = {allowed:?}, besides [vault] auth_mount {default:?}); remove the variable to log in at {default:?}, or ask the runner admin to add the mount to allowed_auth_mounts"
+    )]
+    AuthMountNotAllowed {
+        /// The auth mount.
+        mount: String,
+        /// `[vault] auth_mount`.
+        default: String,
         /// The allow-list.
         allowed: Vec<String>,
     },
@@ -225,7 +265,7 @@ mod tests {
     #[test]
     fn allow_lists_are_globs_and_empty_means_any() {
         let mut section = PolicySection::default();
-        let policy = Policy::compile(&section).expect("valid");
+        let policy = Policy::compile(&section, "jwt").expect("valid");
         assert!(
             policy
                 .check_names(&[decl("anything")], Some("any-role"))
@@ -233,7 +273,7 @@ mod tests {
         );
         section.allowed_mounts = vec!["kv-ci".into(), "teams/*".into()];
         section.allowed_roles = vec!["ci-*".into()];
-        let policy = Policy::compile(&section).expect("valid globs");
+        let policy = Policy::compile(&section, "jwt").expect("valid globs");
         assert!(
             policy
                 .check_names(&[decl("kv-ci"), decl("teams/a")], None)
@@ -250,9 +290,25 @@ mod tests {
             .expect_err("refused")
             .to_string();
         assert!(err.contains("VAULT_AUTH_ROLE \"admin\""), "{err}");
+        // Auth mounts: the configured one always, others only when listed.
+        assert!(policy.check_auth_mount("jwt").is_ok());
+        let err = policy
+            .check_auth_mount("jwt2")
+            .expect_err("closed by default");
+        assert_eq!(err.failure_kind(), FailureKind::Build);
+        assert_eq!(
+            err.to_string(),
+            "VAULT_AUTH_PATH \"jwt2\" is not an auth mount this runner lets jobs log in at ([policy] allowed_auth_mounts = [], besides [vault] auth_mount \"jwt\"); remove the variable to log in at \"jwt\", or ask the runner admin to add the mount to allowed_auth_mounts"
+        );
+        section.allowed_auth_mounts = vec!["jwt-*".into(), "teams/**".into()];
+        let policy = Policy::compile(&section, "jwt").expect("valid globs");
+        for ok in ["jwt", "jwt-ci", "teams/a/jwt"] {
+            assert!(policy.check_auth_mount(ok).is_ok(), "{ok}");
+        }
+        assert!(policy.check_auth_mount("other").is_err());
         section.allowed_roles = vec!["[".into()];
         assert!(
-            Policy::compile(&section)
+            Policy::compile(&section, "jwt")
                 .expect_err("refused")
                 .contains("allowed_roles")
         );

@@ -20,7 +20,7 @@ use crate::exit::FailureKind;
 use crate::identity::{Claims, peek_claims};
 use crate::secret_plan::{LoginPlan, SecretPlan};
 use crate::state::{Lease, Sealed, Session, StoredSecret, unix_now};
-use crate::vault::{VaultClient, VaultError};
+use crate::vault::{VaultClient, VaultError, printable};
 
 /// Hooks prepare uses to journal progress as it happens.
 pub(crate) trait Progress {
@@ -182,12 +182,8 @@ pub(crate) async fn execute(
                 name: secret.declaration.name.clone(),
                 path: source.display_path(),
                 field: source.field.clone(),
-                available: envelope
-                    .data
-                    .names()
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect(),
+                // Field names are the server's text, and the message reaches the job log.
+                available: envelope.data.names().into_iter().map(printable).collect(),
             });
         };
         if !secret.declaration.file {

@@ -10,6 +10,7 @@ use std::fmt;
 
 use secrecy::SecretString;
 
+use crate::api_path::PieceError;
 use crate::declarations::{Declaration, SecretSource};
 use crate::exit::FailureKind;
 use crate::vault::Server;
@@ -215,6 +216,17 @@ pub(crate) enum PlanError {
     ServerNotAllowed {
         /// The full message.
         reason: String,
+    },
+    /// A job variable that goes into a request (`VAULT_AUTH_PATH`, `VAULT_NAMESPACE`) breaks the
+    /// path rule.
+    #[error("{variable} {}; {fix}", problem.detail())]
+    BadVariable {
+        /// The variable.
+        variable: &'static str,
+        /// What is wrong with its value (the value quoted, escaped).
+        problem: PieceError,
+        /// What to set instead.
+        fix: String,
     },
     /// Two declarations (or a declaration and a binding) target one variable.
     #[error("secret {name} is granted twice (by {first} and by {second}); remove one of them")]

@@ -5,8 +5,10 @@
 //! (`--job response.json`) or on a claim set (`--claims claims.json`), and prints, without reading
 //! any secret or calling Vault: the identity and whether it verified, every binding rule with each
 //! match key that held or failed, what the policy did with the job's own declarations, and each
-//! secret with its grant, server, namespace, auth mount, role, engine, API path, field, delivery
-//! and stages. Exit status: 0 if prepare would plan successfully, 1 if it would fail.
+//! secret with its grant, server, namespace, the login and the request exactly as the client
+//! would send them (method and percent-encoded path, built by the client's own URL builder),
+//! role, engine, field, delivery and stages. Exit status: 0 if prepare would plan successfully,
+//! 1 if it would fail.
 //!
 //! A payload saved from a finished job usually holds an expired token. plan then still explains,
 //! from the claims read without verification, under a loud marker, and exits 1.
@@ -14,6 +16,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::api_path::{Shown, login_path};
 use crate::cli::Cli;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -443,14 +446,23 @@ fn secret_rows(plan: &SecretPlan, secret: &PlannedSecret) -> Vec<String> {
         .filter(|s| s.request == secret.request && s.declaration.name != declared.name)
         .map(|s| s.declaration.name.as_str())
         .collect();
+    // Exactly what the client sends: the same path functions, the same URL builder.
+    let (method, path) = match source.data {
+        Some(_) => ("POST", source.api_path()),
+        None => ("GET", source.api_path()),
+    };
+    let shown = |method, path: &str| {
+        Shown::new(method, &login.server.address, path)
+            .map_or_else(|e| format!("REFUSED: {e}"), |s| s.to_string())
+    };
     let mut request_text = format!(
-        "{} {}  (engine {}, mount {}",
+        "{}  ({}, engine {}, mount {}",
+        shown(method, &path),
         if source.data.is_some() {
             "write"
         } else {
             "read"
         },
-        source.api_path(),
         source.engine,
         source.mount
     );
@@ -485,8 +497,8 @@ fn secret_rows(plan: &SecretPlan, secret: &PlannedSecret) -> Vec<String> {
             login.namespace.as_deref().unwrap_or("none")
         ),
         format!(
-            "    login       auth/{}  role {}  token ${}",
-            login.auth_mount,
+            "    login       {}  role {}  token ${}",
+            shown("POST", &login_path(&login.auth_mount)),
             login
                 .role
                 .as_deref()

@@ -12,9 +12,9 @@ mod servers;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use client::{ServerSpec, VaultClient, check_address};
+pub(crate) use client::{RequestLimit, ServerSpec, VaultClient, check_address};
 #[cfg(test)]
 pub(crate) use envelope::TokenLookup;
 pub(crate) use envelope::{AuthInfo, Health, LeaseInfo, SecretEnvelope, SecretFields};
-pub(crate) use error::VaultError;
+pub(crate) use error::{VaultError, printable};
 pub(crate) use servers::{Server, Servers, address_key};

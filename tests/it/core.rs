@@ -362,6 +362,8 @@ fn each_failure_has_its_own_message_and_exit_code() {
         "app/db",
         json!({"password": planted.db_pass, "user": planted.db_user}),
     );
+    // The job may name another auth mount (here one that does not exist), to see Vault's refusal.
+    world.write_config("[policy]\nallowed_auth_mounts = [\"nojwt\"]\n");
     let yaml = "DB_PASS:\n  vault: app/db/password@kv\n";
     let build = JobResult::BuildFailure { exit_code: 1 };
     let token = |claims: serde_json::Value| world.issuer.mint(claims);

@@ -15,4 +15,5 @@ mod hostile;
 mod identity;
 mod leases;
 mod masking;
+mod paths;
 mod tls;
