@@ -45,17 +45,18 @@ pub(crate) async fn execute(
     state: &mut Sealed,
     progress: &mut dyn Progress,
 ) -> Result<Resolved, ResolutionError> {
-    let clients =
-        plan.logins
-            .iter()
-            .map(|login| {
-                VaultClient::new(&config.server_spec(&login.server, login.namespace.clone()))
-                    .map_err(|source| ResolutionError::Vault {
-                        context: format!("configuring the client for {}", login.server.address),
-                        source: Box::new(source),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+    let clients = plan
+        .logins
+        .iter()
+        .map(|login| {
+            VaultClient::new(&config.server_spec(&login.server, login.namespace.clone()))
+                .map(|client| client.for_job(state.audit.as_ref()))
+                .map_err(|source| ResolutionError::Vault {
+                    context: format!("configuring the client for {}", login.server.address),
+                    source: Box::new(source),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
     let mut tokens = Vec::with_capacity(plan.logins.len());
     for login in &plan.logins {

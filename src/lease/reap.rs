@@ -300,15 +300,22 @@ fn failed_unless_gone(error: VaultError) -> RevocationOutcome {
 /// Revokes each of `entries` and reports it; returns those that could not be revoked.
 async fn revoke_each<T: Journaled>(
     entries: &[T],
-    state_id: &str,
+    journal: &Journal,
     credentials: &mut Credentials<'_>,
     report: &mut ReapReport,
 ) -> Vec<T> {
+    let state_id = journal.state_id.as_str();
+    // The reaper's client is shared by every job on a server; each job's requests still carry
+    // that job's labels in the audit log.
+    let tag = journal.audit_tag();
     let mut remaining = Vec::new();
     for entry in entries {
         let (address, namespace) = entry.server();
         let outcome = match credentials.for_server(address, namespace).await {
-            Ok((client, token)) => entry.revoke(client, token).await,
+            Ok((client, token)) => {
+                let client = client.clone().for_job(Some(&tag));
+                entry.revoke(&client, token).await
+            }
             Err(e) => RevocationOutcome::Failed(e),
         };
         if matches!(outcome, RevocationOutcome::Failed(_)) {
@@ -362,10 +369,8 @@ async fn revoke_and_remove(
     credentials: &mut Credentials<'_>,
     report: &mut ReapReport,
 ) -> bool {
-    let remaining_sessions =
-        revoke_each(&journal.sessions, &journal.state_id, credentials, report).await;
-    let remaining_leases =
-        revoke_each(&journal.leases, &journal.state_id, credentials, report).await;
+    let remaining_sessions = revoke_each(&journal.sessions, journal, credentials, report).await;
+    let remaining_leases = revoke_each(&journal.leases, journal, credentials, report).await;
     let all_ok = remaining_sessions.is_empty() && remaining_leases.is_empty();
     if all_ok {
         // A job running as its own user may have left stage directories (its script copy and
@@ -402,6 +407,7 @@ mod tests {
             state_id: "j1-aa".into(),
             job_id: 1,
             project_path: String::new(),
+            pipeline_id: 0,
             created_at,
             job_timeout_secs: 600,
             status,

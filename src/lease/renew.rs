@@ -104,7 +104,9 @@ impl Renewer {
                 .config
                 .server_spec(&session_state.server, session_state.namespace.clone());
             match VaultClient::new(&spec) {
-                Ok(client) => self.clients[session] = Some(client),
+                Ok(client) => {
+                    self.clients[session] = Some(client.for_job(self.state.audit.as_ref()));
+                }
                 Err(e) => {
                     tracing::warn!("cannot build a Vault client for renewal: {e}");
                     return None;
@@ -355,6 +357,7 @@ mod tests {
             secrets: Vec::new(),
             deadline,
             run_as: None,
+            audit: None,
         };
         Renewer::new(config, job_dir, StateKey::generate(), state)
     }

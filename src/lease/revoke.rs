@@ -92,7 +92,10 @@ pub(crate) async fn revoke_all(state: &Sealed, config: &Config) -> RevocationRep
     let clients: Vec<Result<VaultClient, VaultError>> = state
         .sessions
         .iter()
-        .map(|s| VaultClient::new(&config.server_spec(&s.server, s.namespace.clone())))
+        .map(|s| {
+            VaultClient::new(&config.server_spec(&s.server, s.namespace.clone()))
+                .map(|client| client.for_job(state.audit.as_ref()))
+        })
         .collect();
 
     let lease_results = join_all(state.leases.iter().map(|lease| {

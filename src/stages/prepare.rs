@@ -31,17 +31,13 @@ pub(crate) async fn run(cli: &Cli) -> Result<Outcome> {
     let run_as = job_user_from_claims(&config, &identity)?;
     let job_dir = root.job(&id);
     job_dir.create()?;
-    let mut journal = Journal::new(
-        id.as_str(),
-        job.id,
-        &job.job_info.project_full_path,
-        unix_now(),
-        job.timeout_secs(),
-    );
+    let tag = job.audit_tag();
+    let mut journal = Journal::new(id.as_str(), &tag, unix_now(), job.timeout_secs());
     job_dir.write_journal(&journal)?;
     let mut sealed = Sealed {
         deadline: journal.created_at + journal.job_timeout_secs,
         run_as,
+        audit: Some(tag),
         ..Sealed::default()
     };
     let resolved = resolve(&plan, &config, &mut sealed, &job_dir, &mut journal, &key).await?;
@@ -367,6 +363,7 @@ mod tests {
             state_id: job_dir.id().as_str().to_owned(),
             job_id: 1,
             project_path: String::new(),
+            pipeline_id: 0,
             created_at: 0,
             job_timeout_secs: 60,
             status: JobStatus::Preparing,

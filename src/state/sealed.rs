@@ -70,6 +70,9 @@ pub struct Sealed {
     /// The local user the job runs as, when chosen from its verified claims at prepare.
     #[serde(default)]
     pub run_as: Option<String>,
+    /// The job, as every request made for it is labelled in Vault's audit log.
+    #[serde(default)]
+    pub audit: Option<crate::vault::AuditTag>,
 }
 
 impl Sealed {

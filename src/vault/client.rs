@@ -303,6 +303,8 @@ pub(crate) struct VaultClient {
     base: Url,
     http: reqwest::Client,
     backoff: Backoff,
+    /// The job these requests are for, as the audit log labels them.
+    audit: Option<super::AuditTag>,
 }
 
 impl VaultClient {
@@ -354,7 +356,15 @@ impl VaultClient {
                 base: BACKOFF_BASE,
                 cap: BACKOFF_CAP,
             },
+            audit: None,
         })
+    }
+
+    /// Labels every request with the job it is for ([`super::AuditTag`]).
+    #[must_use]
+    pub(crate) fn for_job(mut self, tag: Option<&super::AuditTag>) -> Self {
+        self.audit = tag.cloned();
+        self
     }
 
     #[cfg(test)]
@@ -783,6 +793,9 @@ impl VaultClient {
     fn headers(&self, call: &Call<'_>) -> Result<HeaderMap, VaultError> {
         let mut headers = HeaderMap::new();
         headers.insert(X_VAULT_REQUEST, HeaderValue::from_static("true"));
+        if let Some(tag) = &self.audit {
+            tag.insert_into(&mut headers);
+        }
         if let Some(token) = call.token {
             let mut value = HeaderValue::from_str(token.expose_secret()).map_err(|_| {
                 config("the Vault token contains characters that cannot be sent in an HTTP header")

@@ -5,6 +5,7 @@
 //! revocation is leasehold's core job. Secret material (tokens, field values) is decoded straight
 //! into `SecretString` and never appears in an error.
 
+mod audit;
 mod client;
 mod envelope;
 mod error;
@@ -12,6 +13,7 @@ mod servers;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use audit::AuditTag;
 pub(crate) use client::{RequestLimit, ServerSpec, VaultClient, check_address};
 #[cfg(test)]
 pub(crate) use envelope::TokenLookup;

@@ -112,3 +112,68 @@ fn the_job_log_names_natively_resolved_secrets_and_flags_the_ones_that_arrived_e
     );
     assert!(!outcome.raw_log.contains("native-value-1"));
 }
+
+/// Issue 12.4: with the headers enabled for auditing, OpenBao's audit log attributes every
+/// request leasehold made for a job (login, read, revocation) to that job.
+#[test]
+fn every_request_of_a_job_carries_its_job_id_into_the_audit_log() {
+    let world = World::start(&[r#"path "kv/*" { capabilities = ["read"] }"#]);
+    world.bao.enable_kv("kv", 2);
+    world.bao.kv_put(
+        "kv",
+        2,
+        "app/db",
+        serde_json::json!({"password": "audited-1"}),
+    );
+    for header in ["X-Correlation-ID", "X-Leasehold-Job"] {
+        world.bao.ok(
+            "POST",
+            &format!("sys/config/auditing/request-headers/{header}"),
+            Some(serde_json::json!({"hmac": false})),
+        );
+    }
+    let job = world
+        .job()
+        .id(424_242)
+        .secrets_yaml("DB_PASS:\n  vault: app/db/password@kv\n  file: false\n");
+    let outcome = world.run(&job);
+    assert!(outcome.is_success(), "{}", outcome.raw_log);
+    let leasehold_paths = ["auth/jwt/login", "kv/data/app/db", "auth/token/revoke-self"];
+    let records: Vec<_> = world
+        .bao
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["type"] == "request")
+        // The test's own set-up (the root token) is not the job's.
+        .filter(|r| {
+            !r["auth"]["policies"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p == "root"))
+        })
+        .filter(|r| {
+            leasehold_paths
+                .iter()
+                .any(|p| r["request"]["path"].as_str() == Some(p))
+        })
+        .collect();
+    for path in leasehold_paths {
+        assert!(
+            records.iter().any(|r| r["request"]["path"] == path),
+            "no {path} request audited"
+        );
+    }
+    for record in &records {
+        let headers = &record["request"]["headers"];
+        assert_eq!(
+            headers["x-correlation-id"],
+            serde_json::json!(["424242"]),
+            "{record}"
+        );
+        let job_header = headers["x-leasehold-job"][0].as_str().unwrap_or_default();
+        assert!(
+            job_header.starts_with(&format!("project={}; pipeline=", job.project_path))
+                && job_header.ends_with("; job=424242"),
+            "{record}"
+        );
+    }
+}
