@@ -190,7 +190,17 @@ pub(crate) fn check(piece: Piece, value: &str) -> Result<String, PieceError> {
 
 /// The API path of a login at an auth mount: `auth/<mount>/login`.
 pub(crate) fn login_path(mount: &str) -> String {
-    format!("auth/{}/login", mount.trim_matches('/'))
+    jwt_login_path(mount, "login")
+}
+
+/// The API path of a JWT login with the configured endpoint: `auth/<mount>/<endpoint>`, where
+/// the endpoint is `login` or, for OpenBao's CEL roles, `cel/login` (checked by the config).
+pub(crate) fn jwt_login_path(mount: &str, endpoint: &str) -> String {
+    format!(
+        "auth/{}/{}",
+        mount.trim_matches('/'),
+        endpoint.trim_matches('/')
+    )
 }
 
 /// The URL of an API request: `base` (the server's address, which may carry a path prefix),

@@ -69,6 +69,8 @@ pub(crate) struct VaultSettings {
     pub auth_mount: String,
     /// The JWT role used when the job sets no `VAULT_AUTH_ROLE`.
     pub role: Option<String>,
+    /// The login endpoint below an auth mount (`login`; `cel/login` for OpenBao's CEL roles).
+    pub jwt_login_path: String,
     /// How long one HTTP request may take.
     pub timeout: Duration,
     /// How many times a request is retried when Vault is unreachable or answers 5xx.
@@ -214,6 +216,14 @@ impl Config {
         let (servers, limits) = check_servers(&file.vault)?;
         let auth_mount = api_path::check(Piece::AuthMount, &file.vault.auth_mount)
             .map_err(|e| format!("[vault] auth_mount: {e}"))?;
+        let jwt_login_path = match file.vault.jwt_login_path.trim_matches('/') {
+            path @ ("login" | "cel/login") => path.to_owned(),
+            other => {
+                return Err(format!(
+                    "[vault] jwt_login_path {other:?} is not \"login\" (a JWT role) or \"cel/login\" (an OpenBao CEL role)"
+                ));
+            }
+        };
         if !file.state_dir.is_absolute() {
             return Err(format!(
                 "state_dir {} must be an absolute path",
@@ -258,6 +268,7 @@ impl Config {
             vault: VaultSettings {
                 auth_mount,
                 role: file.vault.role,
+                jwt_login_path,
                 timeout: Duration::from_secs(file.vault.timeout_seconds.max(1)),
                 retries: file.vault.retries,
                 limits,

@@ -254,6 +254,9 @@ pub(crate) struct VaultSection {
     /// The JWT auth mount used when the job sets no `VAULT_AUTH_PATH`.
     #[serde(default = "default_auth_mount")]
     pub auth_mount: String,
+    /// The login endpoint below the mount: `login`, or `cel/login` for OpenBao's CEL roles.
+    #[serde(default = "default_jwt_login_path")]
+    pub jwt_login_path: String,
     /// The JWT role used when the job sets no `VAULT_AUTH_ROLE` (absent: the mount's default role).
     #[serde(default)]
     pub role: Option<String>,
@@ -426,6 +429,9 @@ fn default_cache_dir() -> PathBuf {
 }
 fn default_auth_mount() -> String {
     "jwt".into()
+}
+fn default_jwt_login_path() -> String {
+    "login".into()
 }
 fn default_timeout_seconds() -> u64 {
     10

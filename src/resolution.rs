@@ -72,7 +72,12 @@ pub(crate) async fn execute(
     let logins = join_all(plan.logins.iter().zip(&clients).zip(&tokens).map(
         |((login, client), jwt)| async move {
             client
-                .jwt_login(&login.auth_mount, login.role.as_deref(), jwt)
+                .jwt_login(
+                    &login.auth_mount,
+                    &config.vault.jwt_login_path,
+                    login.role.as_deref(),
+                    jwt,
+                )
                 .await
         },
     ))

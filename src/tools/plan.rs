@@ -16,7 +16,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::api_path::{Shown, login_path};
+use crate::api_path::{Shown, jwt_login_path};
 use crate::cli::Cli;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -338,7 +338,7 @@ fn render(
         line("  none".into());
     }
     for secret in &plan.secrets {
-        for row in secret_rows(plan, secret) {
+        for row in secret_rows(plan, secret, &config.vault.jwt_login_path) {
             line(row);
         }
     }
@@ -435,7 +435,7 @@ fn claim_rows(claims: &Claims, now: u64) -> Vec<String> {
     rows
 }
 
-fn secret_rows(plan: &SecretPlan, secret: &PlannedSecret) -> Vec<String> {
+fn secret_rows(plan: &SecretPlan, secret: &PlannedSecret, login_endpoint: &str) -> Vec<String> {
     let request = &plan.requests[secret.request];
     let login = &plan.logins[request.login];
     let source = &request.source;
@@ -498,7 +498,7 @@ fn secret_rows(plan: &SecretPlan, secret: &PlannedSecret) -> Vec<String> {
         ),
         format!(
             "    login       {}  role {}  token ${}",
-            shown("POST", &login_path(&login.auth_mount)),
+            shown("POST", &jwt_login_path(&login.auth_mount, login_endpoint)),
             login
                 .role
                 .as_deref()

@@ -380,6 +380,7 @@ impl VaultClient {
     pub(crate) async fn jwt_login(
         &self,
         mount: &str,
+        endpoint: &str,
         role: Option<&str>,
         jwt: &SecretString,
     ) -> Result<AuthInfo, VaultError> {
@@ -389,7 +390,7 @@ impl VaultClient {
             #[serde(skip_serializing_if = "Option::is_none")]
             role: Option<&'a str>,
         }
-        let path = api_path::login_path(mount);
+        let path = api_path::jwt_login_path(mount, endpoint);
         let mut call = Call::new(Method::POST, &path, None).json(&Login {
             jwt: jwt.expose_secret(),
             role,

@@ -487,7 +487,7 @@ async fn jwt_login_sends_role_only_when_given() {
     let client = client(&server, 0);
     let jwt = SecretString::from(JWT);
     let info = client
-        .jwt_login("jwt", Some("ci"), &jwt)
+        .jwt_login("jwt", "login", Some("ci"), &jwt)
         .await
         .expect("login");
     assert_eq!(info.client_token.expose_secret(), TOKEN);
@@ -497,7 +497,7 @@ async fn jwt_login_sends_role_only_when_given() {
     );
     assert_eq!(info.policies, ["default", "ci"]);
     client
-        .jwt_login("/gitlab/", None, &jwt)
+        .jwt_login("/gitlab/", "login", None, &jwt)
         .await
         .expect("login without role");
     let requests = server.received_requests().await.expect("recording");
@@ -519,7 +519,7 @@ async fn login_without_auth_block_is_invalid() {
         .mount(&server)
         .await;
     let err = client(&server, 0)
-        .jwt_login("jwt", None, &SecretString::from(JWT))
+        .jwt_login("jwt", "login", None, &SecretString::from(JWT))
         .await
         .expect_err("no auth");
     assert!(
@@ -550,7 +550,7 @@ async fn echoed_credentials_are_scrubbed_from_vault_errors() {
         .await;
     let client = client(&server, 0);
     let err = client
-        .jwt_login("jwt", None, &SecretString::from(JWT))
+        .jwt_login("jwt", "login", None, &SecretString::from(JWT))
         .await
         .expect_err("refused");
     assert!(
@@ -1217,7 +1217,7 @@ async fn no_path_piece_can_change_the_url() {
         "..\\..\\x",
     ] {
         let err = client
-            .jwt_login(mount, None, &SecretString::from(JWT))
+            .jwt_login(mount, "login", None, &SecretString::from(JWT))
             .await
             .expect_err(mount)
             .to_string();

@@ -177,3 +177,48 @@ fn every_request_of_a_job_carries_its_job_id_into_the_audit_log() {
         );
     }
 }
+
+/// Issue 12.7: with `jwt_login_path = "cel/login"`, jobs log in through an OpenBao CEL role
+/// (the claims are checked by the role's CEL program) and everything else works as before.
+#[test]
+fn jobs_log_in_through_an_openbao_cel_role_with_the_cel_login_path() {
+    let world = World::start(&[r#"path "kv/*" { capabilities = ["read"] }"#]);
+    world.bao.enable_kv("kv", 2);
+    world.bao.kv_put(
+        "kv",
+        2,
+        "app/db",
+        serde_json::json!({"password": "cel-read-1"}),
+    );
+    world.bao.ok(
+        "POST",
+        "auth/jwt/cel/role/ci",
+        Some(serde_json::json!({
+            "bound_audiences": [crate::support::issuer::DEFAULT_AUD],
+            "cel_program": {
+                "expression": "claims.project_path == 'grp/app' ? pb.Auth{display_name: 'cel-' + claims.project_path, policies: ['ci']} : 'project not allowed'"
+            }
+        })),
+    );
+    let text = std::fs::read_to_string(world.config_path()).expect("config");
+    std::fs::write(
+        world.config_path(),
+        text.replace("[vault]\n", "[vault]\njwt_login_path = \"cel/login\"\n"),
+    )
+    .expect("config");
+    let job = world
+        .job()
+        .secrets_yaml("DB_PASS:\n  vault: app/db/password@kv\n  file: false\n")
+        .script(["test \"$DB_PASS\" = cel-read-1 && echo cel-ok"]);
+    let outcome = world.run(&job);
+    assert!(outcome.is_success(), "{}", outcome.raw_log);
+    assert!(outcome.stage("build_script").output.contains("cel-ok"));
+    assert_eq!(
+        world
+            .bao
+            .count_requests("update", |p| p == "auth/jwt/cel/login"),
+        1
+    );
+    assert_eq!(world.bao.count_logins("jwt"), 0);
+    world.assert_revoked_and_clean(&outcome);
+}
