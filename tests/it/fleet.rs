@@ -222,3 +222,119 @@ fn jobs_log_in_through_an_openbao_cel_role_with_the_cel_login_path() {
     assert_eq!(world.bao.count_logins("jwt"), 0);
     world.assert_revoked_and_clean(&outcome);
 }
+
+/// Issue 12.7, namespaces on OpenBao: a job logs in and reads inside namespace `ns1`; its
+/// runner crashes, and the reaper (whose token lives in the root namespace) revokes the job's
+/// token in the token's own namespace, which is the only place OpenBao accepts it.
+#[test]
+fn a_job_in_an_openbao_namespace_is_served_and_its_token_reaped_in_that_namespace() {
+    let world = World::start(&[r#"path "kv/*" { capabilities = ["read"] }"#]);
+    let bao = &world.bao;
+    bao.ok("POST", "sys/namespaces/ns1", None);
+    bao.ok(
+        "POST",
+        "ns1/sys/auth/jwt",
+        Some(serde_json::json!({"type": "jwt"})),
+    );
+    bao.ok(
+        "POST",
+        "ns1/auth/jwt/config",
+        Some(serde_json::json!({"jwks_url": world.issuer.jwks_url(), "bound_issuer": world.issuer.url()})),
+    );
+    bao.ok(
+        "PUT",
+        "ns1/sys/policies/acl/ci-ns",
+        Some(serde_json::json!({"policy": "path \"kv/data/app/*\" { capabilities = [\"read\"] }"})),
+    );
+    bao.ok(
+        "POST",
+        &format!("ns1/auth/jwt/role/{}", crate::support::world::ROLE),
+        Some(serde_json::json!({"role_type": "jwt", "user_claim": "user_login",
+            "bound_audiences": [crate::support::issuer::DEFAULT_AUD], "policies": ["ci-ns"], "token_ttl": "10m"})),
+    );
+    bao.ok(
+        "POST",
+        "ns1/sys/mounts/kv",
+        Some(serde_json::json!({"type": "kv", "options": {"version": "2"}})),
+    );
+    let mut written = false;
+    for _ in 0..50 {
+        let (status, _) = bao.api(
+            "POST",
+            "ns1/kv/data/app/db",
+            Some(serde_json::json!({"data": {"password": "in-ns1"}})),
+        );
+        if status == 200 {
+            written = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(written, "kv in ns1 never became writable");
+    let token_file = world.dir.path().join("reaper-token");
+    std::fs::write(&token_file, bao.root_token()).expect("reaper token");
+    world.write_config(&format!(
+        "[leases]\nreap_grace_seconds = 0\n\n[reaper]\ntoken_file = \"{}\"\n",
+        token_file.display()
+    ));
+    let job = world
+        .job()
+        .variable("VAULT_NAMESPACE", "ns1")
+        .timeout(3)
+        .secrets_yaml("DB_PASS:\n  vault: app/db/password@kv\n  file: false\n")
+        .script(["test \"$DB_PASS\" = in-ns1 && echo ns-ok", "sleep 30"]);
+    let outcome = world.runner().run_job(
+        &job,
+        RunOptions::new()
+            .kill_without_cleanup("build_script", std::time::Duration::from_millis(1500)),
+    );
+    assert!(
+        outcome.stage("build_script").output.contains("ns-ok"),
+        "{}",
+        outcome.raw_log
+    );
+    let accessors: Vec<String> = world
+        .state_dir()
+        .read_dir()
+        .expect("state")
+        .flatten()
+        .filter_map(|d| std::fs::read_to_string(d.path().join("journal.json")).ok())
+        .filter_map(|j| serde_json::from_str::<Value>(&j).ok())
+        .flat_map(|j| {
+            j["sessions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|s| s["accessor"].as_str().map(str::to_owned))
+        })
+        .collect();
+    assert_eq!(accessors.len(), 1, "{accessors:?}");
+    let alive_in_ns1 = |accessor: &str| {
+        bao.api(
+            "POST",
+            "ns1/auth/token/lookup-accessor",
+            Some(serde_json::json!({"accessor": accessor})),
+        )
+        .0 == 200
+    };
+    assert!(alive_in_ns1(&accessors[0]), "the job's token lives in ns1");
+    // Past the job's timeout (3 s) and the grace (0): over, for the reaper.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let reap = Command::new(leasehold_bin())
+        .arg("--config")
+        .arg(world.config_path())
+        .arg("reap")
+        .output()
+        .expect("reap");
+    let stdout = String::from_utf8_lossy(&reap.stdout);
+    assert!(
+        stdout.contains("1 reaped"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&reap.stderr)
+    );
+    assert!(
+        !alive_in_ns1(&accessors[0]),
+        "the reaper left the token alive: {stdout}"
+    );
+}
