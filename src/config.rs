@@ -516,7 +516,7 @@ fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
 pub(crate) enum ConfigError {
     /// The file does not exist.
     #[error(
-        "executor config {path} not found: create it (example: executor-config/config.toml) or point --config / LEASEHOLD_CONFIG at it"
+        "executor config {path} not found: create it (the packages install one; an annotated example is /usr/share/doc/leasehold/executor-config/config.toml) or point --config / LEASEHOLD_CONFIG at it"
     )]
     Missing {
         /// The path tried.

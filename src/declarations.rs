@@ -519,7 +519,7 @@ fn validate_env_name(name: &str) -> Result<(), String> {
 pub(crate) enum DeclarationError {
     /// The YAML does not parse or does not follow the schema.
     #[error(
-        "{variable} is malformed at line {line} column {column}: {message}; see docs/declarations.md"
+        "{variable} is malformed at line {line} column {column}: {message}; see declarations.md in /usr/share/doc/leasehold/docs/"
     )]
     Malformed {
         /// The job variable holding the YAML.

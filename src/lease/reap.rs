@@ -108,7 +108,7 @@ impl Credentials<'_> {
         namespace: Option<&String>,
     ) -> Result<(VaultClient, SecretString), String> {
         let reaper = self.config.reaper.as_ref().ok_or_else(|| {
-            "no [reaper] credential in the executor config; add token_file or [reaper.approle] (see docs/leases.md)".to_owned()
+            "no [reaper] credential in the executor config; add token_file or [reaper.approle] (see /usr/share/doc/leasehold/docs/leases.md)".to_owned()
         })?;
         let server = self
             .config
