@@ -174,6 +174,7 @@ mod tests {
             file: false,
             token_variable: None,
             stages: None,
+            vault_token: None,
         }
     }
 
