@@ -430,6 +430,7 @@ mod tests {
                 file: false,
                 stages: vec![],
                 origin: String::new(),
+                plain: false,
             },
             StoredSecret {
                 name: "F".into(),
@@ -437,6 +438,7 @@ mod tests {
                 file: true,
                 stages: vec![],
                 origin: String::new(),
+                plain: false,
             },
         ];
         let refs: Vec<&StoredSecret> = secrets.iter().collect();

@@ -25,7 +25,10 @@ use crate::identity::{
 };
 use crate::job_response::JobResponse;
 use crate::policy::RefProtection;
-use crate::secret_plan::{LoginTarget, PlanError, Provenance, SecretPlan};
+use crate::secret_plan::{
+    CompanionValue, LoginTarget, PlanError, Provenance, SecretPlan, token_companions,
+};
+use crate::vault::address_key;
 
 /// Where the claims leasehold acts on came from.
 #[derive(Debug, Clone)]
@@ -310,6 +313,9 @@ impl Planner<'_> {
             }
         }
 
+        check_token_companions(job, &out.plan)?;
+        label_token_request(job, &mut out.plan);
+
         // Every login needs its token; with [gitlab], every further token is verified too.
         if !matches!(identity.source, ClaimsSource::ClaimsFile(_)) {
             self.check_login_tokens(job, identity, out).await?;
@@ -452,6 +458,88 @@ fn check_collision(
         return Err(DeclarationError::Collision { name });
     }
     Ok(())
+}
+
+/// The variables set next to the job's Vault token must survive the job script's `export` lines:
+/// a CI/CD variable of the same name may only repeat the value (a group-wide `VAULT_ADDR` for the
+/// same server is common and harmless), never replace the token.
+fn check_token_companions(job: &JobResponse, plan: &SecretPlan) -> Result<(), PlanError> {
+    let Some(token) = plan.token_secret() else {
+        return Ok(());
+    };
+    let login = &plan.logins[plan.requests[token.request].login];
+    let companions = token_companions(
+        &token.declaration.name,
+        &login.server,
+        login.namespace.as_deref(),
+    );
+    for (variable, value) in companions {
+        let native = job
+            .secrets
+            .as_ref()
+            .is_some_and(|s| s.contains_key(variable));
+        let existing = job.variable(variable);
+        if !native && existing.is_none() {
+            continue;
+        }
+        let same = !native
+            && existing.is_some_and(|existing| match &value {
+                CompanionValue::Token => false,
+                CompanionValue::Plain(ours) => {
+                    let theirs = existing.value.expose_secret();
+                    match variable {
+                        "VAULT_ADDR" | "BAO_ADDR" => address_key(theirs) == address_key(ours),
+                        "VAULT_NAMESPACE" | "BAO_NAMESPACE" => {
+                            theirs.trim_matches('/') == ours.trim_matches('/')
+                        }
+                        _ => theirs == ours,
+                    }
+                }
+            });
+        if !same {
+            return Err(companion_variable(token, variable, &value));
+        }
+    }
+    Ok(())
+}
+
+fn companion_variable(
+    token: &crate::secret_plan::PlannedSecret,
+    variable: &str,
+    value: &CompanionValue,
+) -> PlanError {
+    PlanError::CompanionVariable {
+        token: token.declaration.name.clone(),
+        variable: variable.to_owned(),
+        token_itself: *value == CompanionValue::Token,
+    }
+}
+
+/// Names the job on its Vault token (`display_name` `token-leasehold-job-<id>` and metadata),
+/// so that Vault's audit log and token lookups say whose it is.
+fn label_token_request(job: &JobResponse, plan: &mut SecretPlan) {
+    let Some(token) = plan.token_secret() else {
+        return;
+    };
+    let (request, variable) = (token.request, token.declaration.name.clone());
+    let Some(body) = plan.requests[request].source.data.as_mut() else {
+        return;
+    };
+    body.insert(
+        "display_name".into(),
+        format!("leasehold-job-{}", job.id).into(),
+    );
+    let mut meta = serde_json::Map::new();
+    meta.insert("ci_job_id".into(), job.id.to_string().into());
+    meta.insert(
+        "ci_project_path".into(),
+        job.job_info.project_full_path.clone().into(),
+    );
+    if let Some(pipeline) = job.plain_variable("CI_PIPELINE_ID") {
+        meta.insert("ci_pipeline_id".into(), pipeline.into());
+    }
+    meta.insert("leasehold_variable".into(), variable.into());
+    body.insert("meta".into(), meta.into());
 }
 
 /// Whether the job's ref is protected: from the verified `ref_protected` claim with `[gitlab]`,

@@ -199,8 +199,8 @@ impl Renewer {
                     let expires_at = format_time(now + ttl);
                     joblog::warning(&match item {
                         Item::Token(i) => format!(
-                            "the Vault token ({}) reached its max TTL and expires at {expires_at}, before the job's timeout; its leases end with it",
-                            self.state.sessions[i].accessor
+                            "the Vault token {} reached its max TTL and expires at {expires_at}, before the job's timeout; its leases end with it",
+                            token_label(&self.state.sessions[i])
                         ),
                         Item::Lease(i) => format!(
                             "lease of {} reached its max TTL and expires at {expires_at}, before the job's timeout",
@@ -208,6 +208,19 @@ impl Renewer {
                         ),
                     });
                 }
+            }
+            // The job's own token without the default policy may not renew itself; retrying
+            // cannot change that, so say once when it ends and how to avoid it.
+            Err(VaultError::Denied { status: 403, .. }) if matches!(item, Item::Token(i) if self.state.sessions[i].parent.is_some()) =>
+            {
+                let Item::Token(i) = item else { return };
+                let session = &mut self.state.sessions[i];
+                session.exhausted = true;
+                joblog::warning(&format!(
+                    "the Vault token in {} may not renew itself and expires at {}, before the job's timeout; leave no_default_policy off, or add  path \"auth/token/renew-self\" {{ capabilities = [\"update\"] }}  to one of its policies",
+                    session.delivered_as.as_deref().unwrap_or("the job's token"),
+                    format_time(session.since + session.ttl)
+                ));
             }
             Err(e) => {
                 let (since, ttl, _, _) = self.timing_mut(item);
@@ -278,10 +291,19 @@ pub(crate) fn warn_short_lived(state: &Sealed) {
     for session in &state.sessions {
         if let Some(at) = short_lived(session.since, session.ttl, session.renewable) {
             joblog::warning(&format!(
-                "the Vault token ({}) is not renewable and expires at {at}, before the job's timeout; its leases end with it",
-                session.accessor
+                "the Vault token {} is not renewable and expires at {at}, before the job's timeout; its leases end with it",
+                token_label(session)
             ));
         }
+    }
+}
+
+/// How the job log names a token: the job's own by its variable (its accessor stays out of the
+/// public log), a login token as before.
+fn token_label(session: &crate::state::Session) -> String {
+    match &session.delivered_as {
+        Some(name) => format!("in {name}"),
+        None => format!("({})", session.accessor),
     }
 }
 
@@ -317,6 +339,8 @@ mod tests {
                 renewable: true,
                 since: 1000,
                 exhausted: false,
+                parent: None,
+                delivered_as: None,
             }],
             leases: vec![Lease {
                 session: 0,

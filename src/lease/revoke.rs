@@ -7,6 +7,11 @@
 //! report it by id; a role policy that does not grant that path gets 403, which is fine because
 //! `auth/token/revoke-self` (allowed by Vault's default policy) then revokes the token *and every
 //! lease created with it*. A lease counts as revoked when either request succeeded.
+//!
+//! The job's own token (`vault: {token: …}`) is a child of a login token: it revokes itself
+//! first (the `default` policy allows that) so that cleanup can confirm it by accessor, and the
+//! login token's revocation takes it, and every lease the job created through it, along when it
+//! cannot (a token with `no_default_policy`).
 
 use futures_util::future::join_all;
 
@@ -23,6 +28,9 @@ pub(crate) enum RevocationOutcome {
     /// `sys/leases/revoke/<lease>`). Vault guarantees it, but finishes it in the background,
     /// typically within a few hundred milliseconds.
     RevokedWithToken,
+    /// The job's own token, which could not revoke itself, revoked by revoking the login token
+    /// it is a child of (Vault revokes a token's children with it).
+    RevokedWithParent,
     /// Vault removed the lease, but the credential stays valid until it expires (AWS STS).
     NotRevocable,
     /// Still alive; the journal keeps it for `leasehold reap`.
@@ -64,7 +72,8 @@ pub(crate) async fn revoke_all(state: &Sealed, config: &Config) -> RevocationRep
         .map(|s| VaultClient::new(&config.server_spec(&s.server, s.namespace.clone())))
         .collect();
 
-    let lease_results = join_all(state.leases.iter().map(|lease| {
+    let is_child = |i: usize| state.sessions[i].parent.is_some();
+    let lease_revocations = join_all(state.leases.iter().map(|lease| {
         let session = state.sessions.get(lease.session);
         let client = clients.get(lease.session);
         async move {
@@ -77,24 +86,45 @@ pub(crate) async fn revoke_all(state: &Sealed, config: &Config) -> RevocationRep
                 }),
             }
         }
-    }))
-    .await;
-
-    let token_results = join_all(state.sessions.iter().zip(&clients).map(
-        |(session, client)| async move {
+    }));
+    let revoke_token = |i: usize| {
+        let (session, client) = (&state.sessions[i], &clients[i]);
+        async move {
             match client {
                 Ok(client) => client.revoke_self(&session.token).await,
                 Err(e) => Err(VaultError::Config {
                     detail: e.to_string(),
                 }),
             }
-        },
-    ))
+        }
+    };
+    let children: Vec<usize> = (0..state.sessions.len()).filter(|i| is_child(*i)).collect();
+    let (lease_results, child_results) = futures_util::future::join(
+        lease_revocations,
+        join_all(children.iter().map(|i| revoke_token(*i))),
+    )
     .await;
+    let logins: Vec<usize> = (0..state.sessions.len())
+        .filter(|i| !is_child(*i))
+        .collect();
+    let login_results = join_all(logins.iter().map(|i| revoke_token(*i))).await;
+    let mut token_results: Vec<Option<Result<(), VaultError>>> =
+        state.sessions.iter().map(|_| None).collect();
+    for (i, result) in children.iter().zip(child_results) {
+        token_results[*i] = Some(result);
+    }
+    for (i, result) in logins.iter().zip(login_results) {
+        token_results[*i] = Some(result);
+    }
+    let revoked: Vec<bool> = token_results
+        .iter()
+        .map(|r| matches!(r, Some(Ok(()))))
+        .collect();
+    let login_revoked = |i: usize| revoked.get(i).copied().unwrap_or(false);
 
     let mut report = RevocationReport::default();
     for (lease, result) in state.leases.iter().zip(lease_results) {
-        let token_revoked = matches!(token_results.get(lease.session), Some(Ok(())));
+        let token_revoked = login_revoked(lease.session);
         let outcome = match result {
             _ if is_sts_lease(&lease.lease_id) => RevocationOutcome::NotRevocable,
             Ok(()) => RevocationOutcome::Revoked,
@@ -108,15 +138,23 @@ pub(crate) async fn revoke_all(state: &Sealed, config: &Config) -> RevocationRep
         });
     }
     for (session, result) in state.sessions.iter().zip(token_results) {
-        let outcome = match result {
-            Ok(()) => RevocationOutcome::Revoked,
+        let result = result.unwrap_or(Err(VaultError::Config {
+            detail: "not revoked".into(),
+        }));
+        let outcome = match (session.parent, result) {
+            (_, Ok(())) => RevocationOutcome::Revoked,
+            // Refused (no default policy, or already gone) or failed: its parent takes it along.
+            (Some(parent), Err(_)) if login_revoked(parent) => RevocationOutcome::RevokedWithParent,
+            (Some(_), Err(e)) => RevocationOutcome::Failed(format!(
+                "{e}; and the login token it is a child of could not be revoked either"
+            )),
             // An expired or already revoked token is refused with 403; its leases died with it.
-            Err(VaultError::Denied { status: 403, .. }) => RevocationOutcome::Revoked,
-            Err(e) => RevocationOutcome::Failed(e.to_string()),
+            (None, Err(VaultError::Denied { status: 403, .. })) => RevocationOutcome::Revoked,
+            (None, Err(e)) => RevocationOutcome::Failed(e.to_string()),
         };
         report.items.push(Revocation {
             what: format!("token {}", session.accessor),
-            origin: session.server.address.clone(),
+            origin: session.describe(),
             outcome,
         });
     }

@@ -443,18 +443,30 @@ fn secret_rows(plan: &SecretPlan, secret: &PlannedSecret) -> Vec<String> {
         .filter(|s| s.request == secret.request && s.declaration.name != declared.name)
         .map(|s| s.declaration.name.as_str())
         .collect();
-    let mut request_text = format!(
-        "{} {}  (engine {}, mount {}",
-        if source.data.is_some() {
-            "write"
-        } else {
-            "read"
-        },
-        source.api_path(),
-        source.engine,
-        source.mount
-    );
-    if let Some(data) = &source.data {
+    let mut request_text = match &declared.vault_token {
+        Some(token) => format!(
+            "write {}  (a child token of this login; policies {}{}",
+            source.api_path(),
+            token.policies.join(", "),
+            if token.no_default_policy {
+                ", no default policy"
+            } else {
+                " and default"
+            }
+        ),
+        None => format!(
+            "{} {}  (engine {}, mount {}",
+            if source.data.is_some() {
+                "write"
+            } else {
+                "read"
+            },
+            source.api_path(),
+            source.engine,
+            source.mount
+        ),
+    };
+    if let (Some(data), None) = (&source.data, &declared.vault_token) {
         let _ = write!(
             request_text,
             "; data keys: {}",
@@ -497,7 +509,9 @@ fn secret_rows(plan: &SecretPlan, secret: &PlannedSecret) -> Vec<String> {
         format!("    field       {}", declared.source.field),
         format!(
             "    delivery    {}, in stages {}",
-            if declared.file {
+            if declared.vault_token.is_some() {
+                "environment variable, with VAULT_TOKEN, BAO_TOKEN, VAULT_ADDR, BAO_ADDR (and the namespace and CA bundle, when set)"
+            } else if declared.file {
                 "file (the variable holds the path of a 0600 file)"
             } else {
                 "environment variable"
