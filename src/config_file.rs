@@ -497,6 +497,10 @@ pub(crate) struct PolicySection {
     /// Globs of the JWT roles a job may name with `VAULT_AUTH_ROLE` (empty: any role).
     #[serde(default)]
     pub allowed_roles: Vec<String>,
+    /// Globs of the policies a job may put on its own Vault token (empty: any policy its login
+    /// token has, which Vault enforces).
+    #[serde(default)]
+    pub allowed_token_policies: Vec<String>,
 }
 
 /// `job_declarations`: when `LEASEHOLD_SECRETS` is honoured.

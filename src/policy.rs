@@ -3,8 +3,9 @@
 //! Why: admin bindings grant secrets from verified claims, so the admin decides. Job-declared
 //! secrets are decided by whoever can push to the repository, which on an unprotected branch can
 //! be anyone with developer access. `[policy]` lets a fleet refuse those declarations on
-//! unprotected refs (or entirely), and narrow the mounts and roles a job may name. It never
-//! restricts bindings: they are the admin's own grants.
+//! unprotected refs (or entirely), and narrow the mounts and roles a job may name and the
+//! policies it may put on a Vault token for its own tools. It never restricts bindings: they are
+//! the admin's own grants.
 
 use crate::config_file::PolicySection;
 use crate::declarations::Declaration;
@@ -22,6 +23,9 @@ pub(crate) struct Policy {
     pub allowed_mounts: Patterns,
     /// The JWT roles a job may name with `VAULT_AUTH_ROLE` (empty: any role).
     pub allowed_roles: Patterns,
+    /// The policies a job may ask for on its own Vault token (empty: any; Vault still allows a
+    /// child token only a subset of its login token's policies).
+    pub allowed_token_policies: Patterns,
 }
 
 /// Whether the job's ref is protected, and who says so.
@@ -45,6 +49,10 @@ impl Policy {
             job_declarations: section.job_declarations,
             allowed_mounts: compile("allowed_mounts", &section.allowed_mounts)?,
             allowed_roles: compile("allowed_roles", &section.allowed_roles)?,
+            allowed_token_policies: compile(
+                "allowed_token_policies",
+                &section.allowed_token_policies,
+            )?,
         })
     }
 
@@ -85,6 +93,21 @@ impl Policy {
             });
         }
         for declaration in declarations {
+            // A token names no mount: the policies on it are what the admin narrows.
+            if let Some(token) = &declaration.vault_token {
+                if let Some(policy) = token
+                    .policies
+                    .iter()
+                    .find(|p| !self.allowed_token_policies.allows(p))
+                {
+                    return Err(PolicyError::TokenPolicyNotAllowed {
+                        name: declaration.name.clone(),
+                        policy: policy.clone(),
+                        allowed: self.allowed_token_policies.texts().to_vec(),
+                    });
+                }
+                continue;
+            }
             let mount = &declaration.source.mount;
             if !self.allowed_mounts.allows(mount) {
                 return Err(PolicyError::MountNotAllowed {
@@ -133,6 +156,18 @@ pub(crate) enum PolicyError {
         name: String,
         /// The mount.
         mount: String,
+        /// The allow-list.
+        allowed: Vec<String>,
+    },
+    /// A job's token asks for a policy outside `allowed_token_policies`.
+    #[error(
+        "secret {name}: policy {policy:?} is not one this runner lets jobs put on their Vault token ([policy] allowed_token_policies = {allowed:?}); remove it from vault.token.policies or ask the runner admin to allow it"
+    )]
+    TokenPolicyNotAllowed {
+        /// The variable.
+        name: String,
+        /// The first policy refused.
+        policy: String,
         /// The allow-list.
         allowed: Vec<String>,
     },
@@ -251,6 +286,29 @@ mod tests {
             .expect_err("refused")
             .to_string();
         assert!(err.contains("VAULT_AUTH_ROLE \"admin\""), "{err}");
+        let mut token = decl("auth/token");
+        token.vault_token = Some(crate::declarations::TokenRequest {
+            policies: vec!["app-read".into(), "pki-issue".into()],
+            no_default_policy: false,
+        });
+        section.allowed_mounts = vec!["kv-ci".into()];
+        let policy = Policy::compile(&section).expect("valid globs");
+        assert!(
+            policy
+                .check_names(std::slice::from_ref(&token), None)
+                .is_ok(),
+            "an empty allowed_token_policies allows any policy, and a token names no mount"
+        );
+        section.allowed_token_policies = vec!["app-*".into()];
+        let policy = Policy::compile(&section).expect("valid globs");
+        let err = policy
+            .check_names(&[token], None)
+            .expect_err("refused")
+            .to_string();
+        assert_eq!(
+            err,
+            "secret A: policy \"pki-issue\" is not one this runner lets jobs put on their Vault token ([policy] allowed_token_policies = [\"app-*\"]); remove it from vault.token.policies or ask the runner admin to allow it"
+        );
         section.allowed_roles = vec!["[".into()];
         assert!(
             Policy::compile(&section)

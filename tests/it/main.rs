@@ -15,3 +15,4 @@ mod identity;
 mod leases;
 mod masking;
 mod tls;
+mod tokens;
