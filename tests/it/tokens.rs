@@ -164,6 +164,7 @@ fn token_accessors(world: &World) -> BTreeSet<String> {
 struct Seen {
     accessor: Option<String>,
     policies: Vec<String>,
+    ttl: u64,
     leases: usize,
 }
 
@@ -194,6 +195,11 @@ fn observe(
         };
         let mut seen = seen.borrow_mut();
         seen.policies = policies_of(&world, &accessor);
+        seen.ttl = world
+            .bao
+            .lookup_token_by_accessor(&accessor)
+            .and_then(|t| t["ttl"].as_u64())
+            .unwrap_or_default();
         seen.accessor = Some(accessor);
         seen.leases = leases;
         std::fs::write(&stop, "go").expect("write stop file");
@@ -285,7 +291,8 @@ fn the_token_has_exactly_the_policies_asked_for_and_the_admin_decides_which() {
     let seen = Rc::new(std::cell::RefCell::new(Seen::default()));
     let job = world
         .job()
-        .secrets_yaml("VAULT_TOKEN:\n  vault:\n    token:\n      policies: [pki-issue, app-rw]\n      no_default_policy: true\n")
+        .timeout(120)
+        .secrets_yaml("VAULT_TOKEN:\n  vault:\n    token:\n      policies: [pki-issue, app-rw]\n      ttl: 2h\n      no_default_policy: true\n")
         .script([wait_for_file(&stop)]);
     let opts = RunOptions::new().while_stage_runs(
         "build_script",
@@ -300,6 +307,11 @@ fn the_token_has_exactly_the_policies_asked_for_and_the_admin_decides_which() {
         outcome.raw_log
     );
     assert_eq!(seen.borrow().policies, ["app-rw", "pki-issue"]);
+    let ttl = seen.borrow().ttl;
+    assert!(
+        (60..=120).contains(&ttl),
+        "the 2 h asked for is capped by the job's 120 s timeout: {ttl}"
+    );
     let accessor = seen.borrow().accessor.clone().expect("observed");
     assert!(
         outcome.cleanup_output.contains(&format!(
@@ -528,6 +540,70 @@ fn a_job_cancelled_mid_script_loses_its_token_and_what_it_created() {
             .is_empty()
             .then_some(())
     });
+    world.assert_revoked_and_clean(&outcome);
+}
+
+#[test]
+fn the_token_is_renewed_while_the_job_runs_unless_it_may_not_renew_itself() {
+    let world = token_world();
+    let b = bao();
+    let script = |marker: &str| {
+        [
+            format!("{b} kv put -mount=kv app/config greeting=hello-{marker} >/dev/null"),
+            "sleep 9".to_owned(),
+            format!(
+                "if {b} kv get -mount=kv -field=greeting app/config >/dev/null 2>&1; then echo \"{marker}-still-$((1 + 1))-valid\"; else echo \"{marker}-token-$((0))-expired\"; fi"
+            ),
+        ]
+    };
+    // A 5 s token outlives a 9 s pause: renewed with the job's other credentials.
+    let job = world
+        .job()
+        .secrets_yaml("VAULT_TOKEN:\n  vault: {token: {policies: [app-rw], ttl: 5s}}\n")
+        .script(script("renewed"));
+    let outcome = world.run(&job);
+    assert!(outcome.is_success(), "{}", outcome.raw_log);
+    assert!(
+        outcome.raw_log.contains("renewed-still-2-valid"),
+        "{}",
+        outcome.raw_log
+    );
+    assert!(
+        world
+            .bao
+            .count_requests("update", |p| p == "auth/token/renew-self")
+            >= 1,
+        "the job's token was renewed (the 10-minute login token was not due): {:?}",
+        world.bao.audited_requests()
+    );
+    world.assert_revoked_and_clean(&outcome);
+
+    // Without the default policy it may not renew itself: one warning that says when it ends
+    // and what to change, and it does end then.
+    let job = world
+        .job()
+        .secrets_yaml("VAULT_TOKEN:\n  vault: {token: {policies: [app-rw], ttl: 5s, no_default_policy: true}}\n")
+        .script(script("unrenewed"));
+    let outcome = world.run(&job);
+    assert!(outcome.is_success(), "{}", outcome.raw_log);
+    assert!(
+        outcome.raw_log.contains("unrenewed-token-0-expired"),
+        "{}",
+        outcome.raw_log
+    );
+    let warning =
+        "WARNING: leasehold: the Vault token in VAULT_TOKEN may not renew itself and expires at ";
+    assert_eq!(
+        outcome.raw_log.matches(warning).count(),
+        1,
+        "{}",
+        outcome.raw_log
+    );
+    assert!(
+        outcome.raw_log.contains("leave no_default_policy off, or add  path \"auth/token/renew-self\" { capabilities = [\"update\"] }  to one of its policies"),
+        "{}",
+        outcome.raw_log
+    );
     world.assert_revoked_and_clean(&outcome);
 }
 
