@@ -777,6 +777,79 @@ vault = "apps/{project_id}/{environment}/config@kv"
         assert_eq!(planned.plan.secrets.len(), 1);
     }
 
+    /// Plans `yaml` (plus `extra_vars`) without `[gitlab]`.
+    async fn plan_plain(yaml: &str, extra_vars: serde_json::Value) -> Planned {
+        let config = Config::parse(&format!(
+            "[vault]\naddress = \"{AUD}\"\nrole = \"ci\"\n[leases]\nmax_increment_seconds = 600\n"
+        ))
+        .expect("valid");
+        let mut vars = vec![json!({"key": "LEASEHOLD_SECRETS", "value": yaml})];
+        if let serde_json::Value::Array(extra) = extra_vars {
+            vars.extend(extra);
+        }
+        let (_, planned) = run(&config, &job(Some("t.t.t"), json!(vars), true), false).await;
+        planned.expect("planned")
+    }
+
+    const TOKEN: &str = "VAULT_TOKEN:\n  vault: {token: {policies: [app-read]}}\n";
+
+    #[tokio::test]
+    async fn a_job_token_is_labelled_with_the_job_and_capped() {
+        let planned = plan_plain(TOKEN, json!([{"key": "CI_PIPELINE_ID", "value": "77"}])).await;
+        assert!(planned.error.is_none(), "{:?}", planned.error);
+        let plan = &planned.plan;
+        let token = plan.token_secret().expect("a token");
+        let body = plan.requests[token.request]
+            .source
+            .data
+            .as_ref()
+            .expect("body");
+        assert_eq!(body["display_name"], "leasehold-job-1001");
+        assert_eq!(
+            body["meta"],
+            json!({"ci_job_id": "1001", "ci_project_path": "", "ci_pipeline_id": "77", "leasehold_variable": "VAULT_TOKEN"})
+        );
+        assert_eq!(body["policies"], json!(["app-read"]));
+        assert_eq!(plan.ttl_cap, 600);
+    }
+
+    #[tokio::test]
+    async fn a_job_gets_one_token_and_its_companions_keep_their_meaning() {
+        let second = format!("{TOKEN}OTHER:\n  vault: {{token: {{policies: [x]}}}}\n");
+        let err = plan_plain(&second, json!([])).await.error.expect("refused");
+        assert_eq!(
+            err.to_string(),
+            "secret VAULT_TOKEN asks for a second Vault token, but OTHER (from LEASEHOLD_SECRETS) is one already; a job gets one token: ask for one with every policy it needs"
+        );
+        assert_eq!(err.failure_kind(), crate::exit::FailureKind::Build);
+        let clash = format!("{TOKEN}BAO_TOKEN:\n  vault: a/b@kv\n  file: false\n");
+        let err = plan_plain(&clash, json!([]))
+            .await
+            .error
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.starts_with("secret BAO_TOKEN (from LEASEHOLD_SECRETS) has a name leasehold sets itself next to the Vault token in VAULT_TOKEN"),
+            "{err}"
+        );
+        // A CI/CD variable naming the same server is harmless; another server, or a token, is not.
+        let same = json!([{"key": "VAULT_ADDR", "value": format!("{AUD}/")}]);
+        assert!(plan_plain(TOKEN, same).await.error.is_none());
+        let other = json!([{"key": "BAO_ADDR", "value": "https://elsewhere.example.com"}]);
+        let err = plan_plain(TOKEN, other).await.error.expect("refused");
+        assert_eq!(
+            err.to_string(),
+            "the Vault token in VAULT_TOKEN comes with BAO_ADDR set by leasehold to the token's server, but the job has a CI/CD variable BAO_ADDR with another value, which the job script would export over it; remove the variable"
+        );
+        let token = json!([{"key": "BAO_TOKEN", "value": "s.mine"}]);
+        let err = plan_plain(TOKEN, token).await.error.expect("refused");
+        assert_eq!(
+            err.to_string(),
+            "the Vault token in VAULT_TOKEN comes with BAO_TOKEN set by leasehold, but the job has a CI/CD variable BAO_TOKEN, which the job script would export over it; remove the variable"
+        );
+        assert!(!err.to_string().contains("s.mine"));
+    }
+
     #[tokio::test]
     async fn without_gitlab_the_payload_decides_protection() {
         let config = Config::parse(&format!(

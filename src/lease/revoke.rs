@@ -121,6 +121,17 @@ pub(crate) async fn revoke_all(state: &Sealed, config: &Config) -> RevocationRep
         .map(|r| matches!(r, Some(Ok(()))))
         .collect();
     let login_revoked = |i: usize| revoked.get(i).copied().unwrap_or(false);
+    // A login token refused with 403 is expired or revoked already, and its children with it.
+    let gone: Vec<bool> = token_results
+        .iter()
+        .map(|r| {
+            matches!(
+                r,
+                Some(Ok(()) | Err(VaultError::Denied { status: 403, .. }))
+            )
+        })
+        .collect();
+    let parent_gone = |i: usize| gone.get(i).copied().unwrap_or(false);
 
     let mut report = RevocationReport::default();
     for (lease, result) in state.leases.iter().zip(lease_results) {
@@ -144,7 +155,7 @@ pub(crate) async fn revoke_all(state: &Sealed, config: &Config) -> RevocationRep
         let outcome = match (session.parent, result) {
             (_, Ok(())) => RevocationOutcome::Revoked,
             // Refused (no default policy, or already gone) or failed: its parent takes it along.
-            (Some(parent), Err(_)) if login_revoked(parent) => RevocationOutcome::RevokedWithParent,
+            (Some(parent), Err(_)) if parent_gone(parent) => RevocationOutcome::RevokedWithParent,
             (Some(_), Err(e)) => RevocationOutcome::Failed(format!(
                 "{e}; and the login token it is a child of could not be revoked either"
             )),
@@ -164,6 +175,138 @@ pub(crate) async fn revoke_all(state: &Sealed, config: &Config) -> RevocationRep
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Session;
+    use secrecy::SecretString;
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn session(config: &Config, token: &str, parent: Option<usize>) -> Session {
+        Session {
+            server: config.servers.default_server().clone(),
+            namespace: None,
+            token: SecretString::from(token),
+            accessor: format!("acc-{token}"),
+            ttl: 60,
+            renewable: true,
+            since: 0,
+            exhausted: false,
+            parent,
+            delivered_as: parent.map(|_| "VAULT_TOKEN".to_owned()),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_jobs_token_is_revoked_before_its_parent_or_with_it() {
+        let server = MockServer::start().await;
+        let config = Config::parse(&format!(
+            "[vault]\naddress = \"{}\"\nretries = 0\n",
+            server.uri()
+        ))
+        .expect("config");
+        let revoke = |token: &str, status: u16| {
+            Mock::given(method("POST"))
+                .and(path("/v1/auth/token/revoke-self"))
+                .and(header("x-vault-token", token))
+                .respond_with(ResponseTemplate::new(status).set_body_json(
+                    serde_json::json!({"errors": if status == 403 { vec!["permission denied"] } else { vec![] }}),
+                ))
+        };
+        revoke("login", 204).mount(&server).await;
+        revoke("child-default", 204).mount(&server).await;
+        revoke("child-nodefault", 403).mount(&server).await;
+        for child in ["child-default", "child-nodefault"] {
+            let state = Sealed {
+                sessions: vec![
+                    session(&config, "login", None),
+                    session(&config, child, Some(0)),
+                ],
+                ..Sealed::default()
+            };
+            let report = revoke_all(&state, &config).await;
+            let outcomes: Vec<_> = report.items.iter().map(|i| i.outcome.clone()).collect();
+            let expected = if child == "child-default" {
+                RevocationOutcome::Revoked
+            } else {
+                RevocationOutcome::RevokedWithParent
+            };
+            assert_eq!(outcomes, [RevocationOutcome::Revoked, expected], "{child}");
+            assert_eq!(
+                report.items[1].origin,
+                "job token for VAULT_TOKEN; with the leases created through it"
+            );
+            assert!(!report.has_failures());
+        }
+        // The child asked first: once its parent is gone it could not confirm anything.
+        let order: Vec<String> = server
+            .received_requests()
+            .await
+            .expect("recorded")
+            .iter()
+            .filter_map(|r| {
+                r.headers
+                    .get("x-vault-token")?
+                    .to_str()
+                    .ok()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(
+            order,
+            ["child-default", "login", "child-nodefault", "login"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_child_whose_parent_survives_is_a_failure_for_the_reaper() {
+        let server = MockServer::start().await;
+        let config = Config::parse(&format!(
+            "[vault]\naddress = \"{}\"\nretries = 0\n",
+            server.uri()
+        ))
+        .expect("config");
+        Mock::given(method("POST"))
+            .and(path("/v1/auth/token/revoke-self"))
+            .respond_with(
+                ResponseTemplate::new(403)
+                    .set_body_json(serde_json::json!({"errors": ["permission denied"]})),
+            )
+            .mount(&server)
+            .await;
+        let state = Sealed {
+            sessions: vec![
+                session(&config, "login", None),
+                session(&config, "child", Some(0)),
+            ],
+            ..Sealed::default()
+        };
+        // A login token refused with 403 is taken as already gone (expired); its child with it.
+        let report = revoke_all(&state, &config).await;
+        assert!(!report.has_failures(), "{:?}", report.items);
+        // But a login token that could not be reached keeps the child alive: both are reported.
+        let unreachable = Config::parse(
+            "[vault]\naddress = \"http://127.0.0.1:1\"\nretries = 0\ntimeout_seconds = 1\n",
+        )
+        .expect("config");
+        let state = Sealed {
+            sessions: vec![
+                session(&unreachable, "login", None),
+                session(&unreachable, "child", Some(0)),
+            ],
+            ..Sealed::default()
+        };
+        let report = revoke_all(&state, &unreachable).await;
+        assert!(matches!(
+            report.items[0].outcome,
+            RevocationOutcome::Failed(_)
+        ));
+        let RevocationOutcome::Failed(why) = &report.items[1].outcome else {
+            panic!("{:?}", report.items[1]);
+        };
+        assert!(
+            why.contains("the login token it is a child of could not be revoked either"),
+            "{why}"
+        );
+    }
 
     #[test]
     fn sts_leases_are_recognised() {
