@@ -607,6 +607,91 @@ fn the_token_is_renewed_while_the_job_runs_unless_it_may_not_renew_itself() {
     world.assert_revoked_and_clean(&outcome);
 }
 
+#[test]
+fn the_reaper_revokes_and_names_the_token_of_a_crashed_job() {
+    let world = token_world();
+    let token_file = world.dir.path().join("reaper-token");
+    world.write_config(&format!(
+        "[reaper]\ntoken_file = \"{}\"\n",
+        token_file.display()
+    ));
+    world.bao.write_policy(
+        "leasehold-reaper",
+        "path \"auth/token/revoke-accessor\" { capabilities = [\"update\"] }\n\
+         path \"sys/leases/revoke/*\" { capabilities = [\"update\"] }\n",
+    );
+    let created = world.bao.ok(
+        "POST",
+        "auth/token/create-orphan",
+        Some(json!({"policies": ["leasehold-reaper"], "ttl": "1h"})),
+    );
+    let reaper_token = created["auth"]["client_token"].as_str().expect("token");
+    std::fs::write(&token_file, reaper_token).expect("token file");
+
+    // The run stage is SIGKILLed with no cleanup once the job's certificate exists (the callback
+    // returns then, the kill is due at 200 ms), and the journal says what a cleanup that could not
+    // reach Vault writes: the reaper acts at once, while the token still lives.
+    let seen = Rc::new(std::cell::RefCell::new(Seen::default()));
+    let mut script = cli_work("crash");
+    script.push("sleep 60".into());
+    let job = world.job().secrets_yaml(TOKEN_YAML).script(script);
+    let opts = RunOptions::new()
+        .while_stage_runs(
+            "build_script",
+            Duration::from_millis(100),
+            observe(
+                &world,
+                Some("pki/issue/ci-web"),
+                world.dir.path().join("never"),
+                &seen,
+            ),
+        )
+        .kill_without_cleanup("build_script", Duration::from_millis(200));
+    let outcome = world.runner().run_job(&job, opts);
+    assert_eq!(outcome.result, JobResult::Crashed, "{}", outcome.raw_log);
+    let accessor = seen.borrow().accessor.clone().expect("observed");
+    let state = world
+        .leftover_states()
+        .pop()
+        .expect("the crashed job's state");
+    let mut journal = journal(&world).expect("journal");
+    journal["status"] = json!("cleanup_failed");
+    std::fs::write(state.join("journal.json"), journal.to_string()).expect("journal");
+    assert!(
+        world.bao.lookup_token_by_accessor(&accessor).is_some(),
+        "the job's token is alive before the reaper runs"
+    );
+
+    let out = std::process::Command::new(crate::support::leasehold_bin())
+        .arg("--config")
+        .arg(world.config_path())
+        .arg("reap")
+        .output()
+        .expect("run leasehold reap");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "revoked token {accessor} (job token for VAULT_TOKEN)"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 reaped"), "{stdout}");
+    assert!(world.bao.lookup_token_by_accessor(&accessor).is_none());
+    wait_for("the certificate's lease revoked", REVOKE_GRACE, || {
+        world
+            .bao
+            .list_leases("pki/issue/ci-web")
+            .is_empty()
+            .then_some(())
+    });
+    assert!(world.leftover_states().is_empty());
+}
+
 /// `(operation, path)` of every audited request after `mark` not made by the test (root).
 fn requests_since(world: &World, mark: usize) -> Vec<(String, String)> {
     world
