@@ -367,6 +367,28 @@ fn the_token_has_exactly_the_policies_asked_for_and_the_admin_decides_which() {
         tokens_before,
         "the login token was revoked"
     );
+
+    // A role whose policy does not allow token creation: the message names the grant to add.
+    world
+        .bao
+        .write_policy("ci", r#"path "kv/data/none" { capabilities = ["read"] }"#);
+    let outcome = world.run(&world.job().secrets_yaml(TOKEN_YAML));
+    assert_eq!(
+        outcome.result,
+        JobResult::BuildFailure { exit_code: 1 },
+        "{}",
+        outcome.raw_log
+    );
+    assert!(
+        outcome.raw_log.contains("secret VAULT_TOKEN: permission denied (403) on auth/token/create: the role's policy does not grant it; add  path \"auth/token/create\" { capabilities = [\"update\"] }  to the policy of the role the job logs in with (Vault says: permission denied)"),
+        "{}",
+        outcome.raw_log
+    );
+    assert_eq!(
+        token_accessors(&world),
+        tokens_before,
+        "the login token was revoked"
+    );
 }
 
 #[test]
