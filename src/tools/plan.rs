@@ -731,6 +731,24 @@ vault = "review/{environment}/url@kv"
     }
 
     #[tokio::test]
+    async fn plan_shows_a_jobs_own_token() {
+        let fx = Fixture::new().await;
+        let job = fx.job(
+            Some(claims(NOW, json!({}))),
+            Some("VAULT_TOKEN:\n  vault: {token: {policies: [app-read, pki-issue], ttl: 15m}}\n"),
+        );
+        let (text, code) = fx.plan(Input::Job(&job)).await;
+        assert_eq!(code, 0, "{text}");
+        for wanted in [
+            "    request     write auth/token/create  (a child token of this login; policies app-read, pki-issue and default; ttl 15m)",
+            "    field       client_token",
+            "    delivery    environment variable, with VAULT_TOKEN, BAO_TOKEN, VAULT_ADDR, BAO_ADDR (and the namespace and CA bundle, when set), in stages build_script step_* after_script",
+        ] {
+            assert!(text.contains(wanted), "{wanted}\n{text}");
+        }
+    }
+
+    #[tokio::test]
     async fn plan_never_prints_the_token() {
         let fx = Fixture::new().await;
         for c in [
