@@ -681,6 +681,26 @@ file = false
     }
 
     #[test]
+    fn a_binding_grants_a_token_with_templated_policies() {
+        let config = config(
+            r#"
+[[bindings]]
+name = "tools"
+match = { project_path = "grp/*" }
+[bindings.secrets.VAULT_TOKEN]
+vault = { token = { policies = ["{project_id}-read", "pki-issue"], ttl = "15m" } }
+"#,
+        );
+        let c = claims(&[("project_id", "365"), ("project_path", "grp/app")]);
+        let grant = config.bindings[0]
+            .grant(&c, &config.login_defaults())
+            .expect("renders");
+        let token = grant.declarations[0].vault_token.as_ref().expect("token");
+        assert_eq!(token.policies, ["365-read", "pki-issue"]);
+        assert!(!grant.declarations[0].file);
+    }
+
+    #[test]
     fn claim_values_can_never_change_a_path() {
         let config = config(ENV_BINDING);
         for evil in [

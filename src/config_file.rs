@@ -530,6 +530,10 @@ pub(crate) struct PolicySection {
     /// auth_mount` is always allowed. Absent or empty: that one only.
     #[serde(default)]
     pub allowed_auth_mounts: Vec<String>,
+    /// Globs of the policies a job may put on its own Vault token (empty: any policy its login
+    /// token has, which Vault enforces).
+    #[serde(default)]
+    pub allowed_token_policies: Vec<String>,
 }
 
 /// `job_declarations`: when `LEASEHOLD_SECRETS` is honoured.

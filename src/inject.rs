@@ -473,6 +473,7 @@ mod tests {
                 file: false,
                 stages: vec![],
                 origin: String::new(),
+                plain: false,
             },
             StoredSecret {
                 name: "F".into(),
@@ -480,6 +481,7 @@ mod tests {
                 file: true,
                 stages: vec![],
                 origin: String::new(),
+                plain: false,
             },
         ];
         let refs: Vec<&StoredSecret> = secrets.iter().collect();
@@ -548,6 +550,7 @@ mod tests {
             file,
             stages: vec!["build_script".into()],
             origin: String::new(),
+            plain: false,
         }
     }
 

@@ -26,7 +26,10 @@ use crate::identity::{
 };
 use crate::job_response::JobResponse;
 use crate::policy::RefProtection;
-use crate::secret_plan::{LoginTarget, PlanError, Provenance, SecretPlan};
+use crate::secret_plan::{
+    CompanionValue, LoginTarget, PlanError, Provenance, SecretPlan, token_companions,
+};
+use crate::vault::address_key;
 
 /// Where the claims leasehold acts on came from.
 #[derive(Debug, Clone)]
@@ -311,6 +314,9 @@ impl Planner<'_> {
             }
         }
 
+        check_token_companions(job, &out.plan)?;
+        label_token_request(job, &mut out.plan);
+
         // Every login needs its token; with [gitlab], every further token is verified too.
         if !matches!(identity.source, ClaimsSource::ClaimsFile(_)) {
             self.check_login_tokens(job, identity, out).await?;
@@ -486,6 +492,88 @@ fn check_name(
         return Err(DeclarationError::Collision { name: named() });
     }
     Ok(())
+}
+
+/// The variables set next to the job's Vault token must survive the job script's `export` lines:
+/// a CI/CD variable of the same name may only repeat the value (a group-wide `VAULT_ADDR` for the
+/// same server is common and harmless), never replace the token.
+fn check_token_companions(job: &JobResponse, plan: &SecretPlan) -> Result<(), PlanError> {
+    let Some(token) = plan.token_secret() else {
+        return Ok(());
+    };
+    let login = &plan.logins[plan.requests[token.request].login];
+    let companions = token_companions(
+        &token.declaration.name,
+        &login.server,
+        login.namespace.as_deref(),
+    );
+    for (variable, value) in companions {
+        let native = job
+            .secrets
+            .as_ref()
+            .is_some_and(|s| s.contains_key(variable));
+        let existing = job.variable(variable);
+        if !native && existing.is_none() {
+            continue;
+        }
+        let same = !native
+            && existing.is_some_and(|existing| match &value {
+                CompanionValue::Token => false,
+                CompanionValue::Plain(ours) => {
+                    let theirs = existing.value.expose_secret();
+                    match variable {
+                        "VAULT_ADDR" | "BAO_ADDR" => address_key(theirs) == address_key(ours),
+                        "VAULT_NAMESPACE" | "BAO_NAMESPACE" => {
+                            theirs.trim_matches('/') == ours.trim_matches('/')
+                        }
+                        _ => theirs == ours,
+                    }
+                }
+            });
+        if !same {
+            return Err(companion_variable(token, variable, &value));
+        }
+    }
+    Ok(())
+}
+
+fn companion_variable(
+    token: &crate::secret_plan::PlannedSecret,
+    variable: &str,
+    value: &CompanionValue,
+) -> PlanError {
+    PlanError::CompanionVariable {
+        token: token.declaration.name.clone(),
+        variable: variable.to_owned(),
+        token_itself: *value == CompanionValue::Token,
+    }
+}
+
+/// Names the job on its Vault token (`display_name` `token-leasehold-job-<id>` and metadata),
+/// so that Vault's audit log and token lookups say whose it is.
+fn label_token_request(job: &JobResponse, plan: &mut SecretPlan) {
+    let Some(token) = plan.token_secret() else {
+        return;
+    };
+    let (request, variable) = (token.request, token.declaration.name.clone());
+    let Some(body) = plan.requests[request].source.data.as_mut() else {
+        return;
+    };
+    body.insert(
+        "display_name".into(),
+        format!("leasehold-job-{}", job.id).into(),
+    );
+    let mut meta = serde_json::Map::new();
+    meta.insert("ci_job_id".into(), job.id.to_string().into());
+    meta.insert(
+        "ci_project_path".into(),
+        job.job_info.project_full_path.clone().into(),
+    );
+    if let Some(pipeline) = job.plain_variable("CI_PIPELINE_ID") {
+        meta.insert("ci_pipeline_id".into(), pipeline.into());
+    }
+    meta.insert("leasehold_variable".into(), variable.into());
+    body.insert("meta".into(), meta.into());
 }
 
 /// Whether the job's ref is protected: from the verified `ref_protected` claim with `[gitlab]`,
@@ -773,6 +861,79 @@ vault = "apps/{project_id}/{environment}/config@kv"
         let planned = planned.expect("planned");
         assert!(planned.error.is_none(), "{:?}", planned.error);
         assert_eq!(planned.plan.secrets.len(), 1);
+    }
+
+    /// Plans `yaml` (plus `extra_vars`) without `[gitlab]`.
+    async fn plan_plain(yaml: &str, extra_vars: serde_json::Value) -> Planned {
+        let config = Config::parse(&format!(
+            "[vault]\naddress = \"{AUD}\"\nrole = \"ci\"\n[leases]\nmax_increment_seconds = 600\n"
+        ))
+        .expect("valid");
+        let mut vars = vec![json!({"key": "LEASEHOLD_SECRETS", "value": yaml})];
+        if let serde_json::Value::Array(extra) = extra_vars {
+            vars.extend(extra);
+        }
+        let (_, planned) = run(&config, &job(Some("t.t.t"), json!(vars), true), false).await;
+        planned.expect("planned")
+    }
+
+    const TOKEN: &str = "VAULT_TOKEN:\n  vault: {token: {policies: [app-read]}}\n";
+
+    #[tokio::test]
+    async fn a_job_token_is_labelled_with_the_job_and_capped() {
+        let planned = plan_plain(TOKEN, json!([{"key": "CI_PIPELINE_ID", "value": "77"}])).await;
+        assert!(planned.error.is_none(), "{:?}", planned.error);
+        let plan = &planned.plan;
+        let token = plan.token_secret().expect("a token");
+        let body = plan.requests[token.request]
+            .source
+            .data
+            .as_ref()
+            .expect("body");
+        assert_eq!(body["display_name"], "leasehold-job-1001");
+        assert_eq!(
+            body["meta"],
+            json!({"ci_job_id": "1001", "ci_project_path": "", "ci_pipeline_id": "77", "leasehold_variable": "VAULT_TOKEN"})
+        );
+        assert_eq!(body["policies"], json!(["app-read"]));
+        assert_eq!(plan.ttl_cap, 600);
+    }
+
+    #[tokio::test]
+    async fn a_job_gets_one_token_and_its_companions_keep_their_meaning() {
+        let second = format!("{TOKEN}OTHER:\n  vault: {{token: {{policies: [x]}}}}\n");
+        let err = plan_plain(&second, json!([])).await.error.expect("refused");
+        assert_eq!(
+            err.to_string(),
+            "secret VAULT_TOKEN asks for a second Vault token, but OTHER (from LEASEHOLD_SECRETS) is one already; a job gets one token: ask for one with every policy it needs"
+        );
+        assert_eq!(err.failure_kind(), crate::exit::FailureKind::Build);
+        let clash = format!("{TOKEN}BAO_TOKEN:\n  vault: a/b@kv\n  file: false\n");
+        let err = plan_plain(&clash, json!([]))
+            .await
+            .error
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.starts_with("secret BAO_TOKEN (from LEASEHOLD_SECRETS) has a name leasehold sets itself next to the Vault token in VAULT_TOKEN"),
+            "{err}"
+        );
+        // A CI/CD variable naming the same server is harmless; another server, or a token, is not.
+        let same = json!([{"key": "VAULT_ADDR", "value": format!("{AUD}/")}]);
+        assert!(plan_plain(TOKEN, same).await.error.is_none());
+        let other = json!([{"key": "BAO_ADDR", "value": "https://elsewhere.example.com"}]);
+        let err = plan_plain(TOKEN, other).await.error.expect("refused");
+        assert_eq!(
+            err.to_string(),
+            "the Vault token in VAULT_TOKEN comes with BAO_ADDR set by leasehold to the token's server, but the job has a CI/CD variable BAO_ADDR with another value, which the job script would export over it; remove the variable"
+        );
+        let token = json!([{"key": "BAO_TOKEN", "value": "s.mine"}]);
+        let err = plan_plain(TOKEN, token).await.error.expect("refused");
+        assert_eq!(
+            err.to_string(),
+            "the Vault token in VAULT_TOKEN comes with BAO_TOKEN set by leasehold, but the job has a CI/CD variable BAO_TOKEN, which the job script would export over it; remove the variable"
+        );
+        assert!(!err.to_string().contains("s.mine"));
     }
 
     #[tokio::test]

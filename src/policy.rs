@@ -3,8 +3,9 @@
 //! Why: admin bindings grant secrets from verified claims, so the admin decides. Job-declared
 //! secrets are decided by whoever can push to the repository, which on an unprotected branch can
 //! be anyone with developer access. `[policy]` lets a fleet refuse those declarations on
-//! unprotected refs (or entirely), and narrow the mounts, roles and auth mounts a job may name.
-//! It never restricts bindings: they are the admin's own grants.
+//! unprotected refs (or entirely), and narrow the mounts, roles and auth mounts a job may name
+//! and the policies it may put on a Vault token for its own tools. It never restricts bindings:
+//! they are the admin's own grants.
 //!
 //! Auth mounts are closed by default (only `[vault] auth_mount`), unlike mounts and roles: the
 //! job's ID token is sent to whatever auth mount the job names, and an auth method the admin
@@ -30,6 +31,9 @@ pub(crate) struct Policy {
     pub allowed_auth_mounts: Patterns,
     /// `[vault] auth_mount`, always allowed.
     pub default_auth_mount: String,
+    /// The policies a job may ask for on its own Vault token (empty: any; Vault still allows a
+    /// child token only a subset of its login token's policies).
+    pub allowed_token_policies: Patterns,
 }
 
 /// Whether the job's ref is protected, and who says so.
@@ -59,6 +63,10 @@ impl Policy {
             allowed_roles: compile("allowed_roles", &section.allowed_roles)?,
             allowed_auth_mounts: compile("allowed_auth_mounts", &section.allowed_auth_mounts)?,
             default_auth_mount: default_auth_mount.to_owned(),
+            allowed_token_policies: compile(
+                "allowed_token_policies",
+                &section.allowed_token_policies,
+            )?,
         })
     }
 
@@ -112,6 +120,21 @@ impl Policy {
             });
         }
         for declaration in declarations {
+            // A token names no mount: the policies on it are what the admin narrows.
+            if let Some(token) = &declaration.vault_token {
+                if let Some(policy) = token
+                    .policies
+                    .iter()
+                    .find(|p| !self.allowed_token_policies.allows(p))
+                {
+                    return Err(PolicyError::TokenPolicyNotAllowed {
+                        name: declaration.name.clone(),
+                        policy: policy.clone(),
+                        allowed: self.allowed_token_policies.texts().to_vec(),
+                    });
+                }
+                continue;
+            }
             let mount = &declaration.source.mount;
             if !self.allowed_mounts.allows(mount) {
                 return Err(PolicyError::MountNotAllowed {
@@ -176,6 +199,18 @@ pub(crate) enum PolicyError {
         /// The allow-list.
         allowed: Vec<String>,
     },
+    /// A job's token asks for a policy outside `allowed_token_policies`.
+    #[error(
+        "secret {name}: policy {policy:?} is not one this runner lets jobs put on their Vault token ([policy] allowed_token_policies = {allowed:?}); remove it from vault.token.policies or ask the runner admin to allow it"
+    )]
+    TokenPolicyNotAllowed {
+        /// The variable.
+        name: String,
+        /// The first policy refused.
+        policy: String,
+        /// The allow-list.
+        allowed: Vec<String>,
+    },
     /// `VAULT_AUTH_ROLE` names a role outside `allowed_roles`.
     #[error(
         "VAULT_AUTH_ROLE {role:?} is not a role this runner lets jobs name ([policy] allowed_roles = {allowed:?}); remove the variable to use the runner's default role, or use an allowed one"
@@ -214,6 +249,7 @@ mod tests {
             file: false,
             token_variable: None,
             stages: None,
+            vault_token: None,
         }
     }
 
@@ -306,6 +342,29 @@ mod tests {
             assert!(policy.check_auth_mount(ok).is_ok(), "{ok}");
         }
         assert!(policy.check_auth_mount("other").is_err());
+        let mut token = decl("auth/token");
+        token.vault_token = Some(crate::declarations::TokenRequest {
+            policies: vec!["app-read".into(), "pki-issue".into()],
+            no_default_policy: false,
+        });
+        section.allowed_mounts = vec!["kv-ci".into()];
+        let policy = Policy::compile(&section, "jwt").expect("valid globs");
+        assert!(
+            policy
+                .check_names(std::slice::from_ref(&token), None)
+                .is_ok(),
+            "an empty allowed_token_policies allows any policy, and a token names no mount"
+        );
+        section.allowed_token_policies = vec!["app-*".into()];
+        let policy = Policy::compile(&section, "jwt").expect("valid globs");
+        let err = policy
+            .check_names(&[token], None)
+            .expect_err("refused")
+            .to_string();
+        assert_eq!(
+            err,
+            "secret A: policy \"pki-issue\" is not one this runner lets jobs put on their Vault token ([policy] allowed_token_policies = [\"app-*\"]); remove it from vault.token.policies or ask the runner admin to allow it"
+        );
         section.allowed_roles = vec!["[".into()];
         assert!(
             Policy::compile(&section, "jwt")

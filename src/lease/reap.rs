@@ -260,7 +260,10 @@ impl Journaled for JournalSession {
     }
 
     fn what(&self) -> String {
-        format!("token {}", self.accessor)
+        match &self.delivered_as {
+            Some(name) => format!("token {} (job token for {name})", self.accessor),
+            None => format!("token {}", self.accessor),
+        }
     }
 
     async fn revoke(&self, client: &VaultClient, token: &SecretString) -> RevocationOutcome {

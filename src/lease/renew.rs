@@ -215,6 +215,19 @@ impl Renewer {
                     });
                 }
             }
+            // The job's own token without the default policy may not renew itself; retrying
+            // cannot change that, so say once when it ends and how to avoid it.
+            Err(VaultError::Denied { status: 403, .. }) if matches!(item, Item::Token(i) if self.state.sessions[i].parent.is_some()) =>
+            {
+                let Item::Token(i) = item else { return };
+                let session = &mut self.state.sessions[i];
+                session.exhausted = true;
+                joblog::warning(&format!(
+                    "the Vault token in {} may not renew itself and expires at {}, before the job's timeout; leave no_default_policy off, or add  path \"auth/token/renew-self\" {{ capabilities = [\"update\"] }}  to one of its policies",
+                    session.delivered_as.as_deref().unwrap_or("the job's token"),
+                    format_time(session.since + session.ttl)
+                ));
+            }
             Err(e) => {
                 let (since, ttl, _, _) = self.timing_mut(item);
                 let (ttl, expires) = (*ttl, *since + *ttl);
@@ -298,9 +311,12 @@ pub(crate) fn warn_short_lived(state: &Sealed) {
 /// How much shorter than asked a renewed TTL may be before it counts as capped.
 const TTL_SLACK_SECONDS: u64 = 2;
 
-/// A job's Vault token as the public job log names it: by server (and namespace), never by
-/// accessor (docs/security.md).
+/// A Vault token as the public job log names it: the job's own by the variable it is in, a
+/// login token by its server (and namespace); never by accessor (docs/security.md).
 fn token_name(session: &crate::state::Session) -> String {
+    if let Some(name) = &session.delivered_as {
+        return format!("the job's Vault token in {name}");
+    }
     format!(
         "the Vault token for {}{}",
         session.server.address,
@@ -344,6 +360,8 @@ mod tests {
                 renewable: true,
                 since: 1000,
                 exhausted: false,
+                parent: None,
+                delivered_as: None,
             }],
             leases: vec![Lease {
                 session: 0,

@@ -115,6 +115,10 @@ async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Re
                 "leasehold: revoked {} ({}) with its token; Vault completes it in the background (grant sys/leases/revoke/<mount>/* for confirmed revocation)",
                 item.what, item.origin
             )),
+            RevocationOutcome::RevokedWithParent => joblog::progress(&format!(
+                "leasehold: revoked {} ({}) together with the login token it was created from",
+                item.what, item.origin
+            )),
             RevocationOutcome::NotRevocable => joblog::progress(&format!(
                 "leasehold: {} ({}) is not revocable (AWS STS credentials stay valid until they expire)",
                 item.what, item.origin

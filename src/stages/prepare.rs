@@ -292,16 +292,23 @@ fn report(plan: &SecretPlan, resolved: &Resolved, sealed: &Sealed, config: &Conf
             .copied()
             .flatten()
             .and_then(|i| sealed.leases.get(i));
-        let lease_text = lease.map_or_else(
-            || "no lease".to_owned(),
-            |l| {
-                format!(
-                    "lease TTL {}{}",
-                    describe_ttl(l.ttl),
-                    if l.renewable { " renewable" } else { "" }
-                )
-            },
-        );
+        let child = sealed
+            .sessions
+            .iter()
+            .find(|s| s.delivered_as.as_deref() == Some(secret.name.as_str()));
+        let lease_text = match (child, lease) {
+            (Some(token), _) => format!(
+                "child of the login, TTL {}{}",
+                describe_ttl(token.ttl),
+                if token.renewable { " renewable" } else { "" }
+            ),
+            (None, Some(l)) => format!(
+                "lease TTL {}{}",
+                describe_ttl(l.ttl),
+                if l.renewable { " renewable" } else { "" }
+            ),
+            (None, None) => "no lease".to_owned(),
+        };
         joblog::info(&format!(
             "  {:<24} <- {} ({}, {}, {}; stages: {}; from {})",
             secret.name,
@@ -312,10 +319,23 @@ fn report(plan: &SecretPlan, resolved: &Resolved, sealed: &Sealed, config: &Conf
             secret.stages.join(" "),
             planned.declared_by,
         ));
+        if child.is_some() {
+            let beside: Vec<&str> = sealed
+                .secrets
+                .iter()
+                .skip(plan.secrets.len())
+                .map(|s| s.name.as_str())
+                .collect();
+            joblog::info(&format!(
+                "  {:<24}    with {} in the same stages",
+                "",
+                beside.join(", ")
+            ));
+        }
     }
     joblog::info(&format!(
         "{} secrets from {} requests and {} login{}",
-        sealed.secrets.len(),
+        plan.secrets.len(),
         plan.requests.len(),
         plan.logins.len(),
         if plan.logins.len() == 1 { "" } else { "s" }
@@ -384,6 +404,8 @@ mod tests {
                 renewable: true,
                 since: 0,
                 exhausted: false,
+                parent: None,
+                delivered_as: None,
             }],
             ..Sealed::default()
         };

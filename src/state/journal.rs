@@ -60,6 +60,9 @@ pub struct JournalSession {
     pub namespace: Option<String>,
     /// The token's accessor.
     pub accessor: String,
+    /// For the job's own token (a child of a login token): the variable it was delivered in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_as: Option<String>,
 }
 
 /// A lease, by id.
@@ -116,6 +119,7 @@ impl Journal {
                 address: s.server.address.clone(),
                 namespace: s.namespace.clone(),
                 accessor: s.accessor.clone(),
+                delivered_as: s.delivered_as.clone(),
             })
             .collect();
         self.leases = sealed

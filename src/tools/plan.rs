@@ -455,18 +455,30 @@ fn secret_rows(plan: &SecretPlan, secret: &PlannedSecret, login_endpoint: &str) 
         Shown::new(method, &login.server.address, path)
             .map_or_else(|e| format!("REFUSED: {e}"), |s| s.to_string())
     };
-    let mut request_text = format!(
-        "{}  ({}, engine {}, mount {}",
-        shown(method, &path),
-        if source.data.is_some() {
-            "write"
-        } else {
-            "read"
-        },
-        source.engine,
-        source.mount
-    );
-    if let Some(data) = &source.data {
+    let mut request_text = match &declared.vault_token {
+        Some(token) => format!(
+            "{}  (a child token of this login; policies {}{}",
+            shown(method, &path),
+            token.policies.join(", "),
+            if token.no_default_policy {
+                ", no default policy"
+            } else {
+                " and default"
+            }
+        ),
+        None => format!(
+            "{}  ({}, engine {}, mount {}",
+            shown(method, &path),
+            if source.data.is_some() {
+                "write"
+            } else {
+                "read"
+            },
+            source.engine,
+            source.mount
+        ),
+    };
+    if let (Some(data), None) = (&source.data, &declared.vault_token) {
         let _ = write!(
             request_text,
             "; data keys: {}",
@@ -509,7 +521,9 @@ fn secret_rows(plan: &SecretPlan, secret: &PlannedSecret, login_endpoint: &str) 
         format!("    field       {}", declared.source.field),
         format!(
             "    delivery    {}, in stages {}",
-            if declared.file {
+            if declared.vault_token.is_some() {
+                "environment variable, with VAULT_TOKEN, BAO_TOKEN, VAULT_ADDR, BAO_ADDR (and the namespace and CA bundle, when set)"
+            } else if declared.file {
                 "file (the variable holds the path of a 0600 file)"
             } else {
                 "environment variable"
@@ -726,6 +740,24 @@ vault = "review/{environment}/url@kv"
         assert_eq!(code, 0, "{text}");
         fx.settings()
             .bind(|| insta::assert_snapshot!("plan_job_without_token", text));
+    }
+
+    #[tokio::test]
+    async fn plan_shows_a_jobs_own_token() {
+        let fx = Fixture::new().await;
+        let job = fx.job(
+            Some(claims(NOW, json!({}))),
+            Some("VAULT_TOKEN:\n  vault: {token: {policies: [app-read, pki-issue], ttl: 15m}}\n"),
+        );
+        let (text, code) = fx.plan(Input::Job(&job)).await;
+        assert_eq!(code, 0, "{text}");
+        for wanted in [
+            "    request     write auth/token/create  (a child token of this login; policies app-read, pki-issue and default; ttl 15m)",
+            "    field       client_token",
+            "    delivery    environment variable, with VAULT_TOKEN, BAO_TOKEN, VAULT_ADDR, BAO_ADDR (and the namespace and CA bundle, when set), in stages build_script step_* after_script",
+        ] {
+            assert!(text.contains(wanted), "{wanted}\n{text}");
+        }
     }
 
     #[tokio::test]

@@ -15,7 +15,9 @@ pub(crate) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
     let report = reap(&config, &root, dry_run).await?;
     for item in &report.items {
         match &item.outcome {
-            RevocationOutcome::Revoked | RevocationOutcome::RevokedWithToken => {
+            RevocationOutcome::Revoked
+            | RevocationOutcome::RevokedWithToken
+            | RevocationOutcome::RevokedWithParent => {
                 joblog::progress(&format!("{}: revoked {}", item.state_id, item.what))
             }
             RevocationOutcome::Expired => joblog::progress(&format!(

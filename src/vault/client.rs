@@ -506,6 +506,20 @@ impl VaultClient {
         auth_of(&reply, path)
     }
 
+    /// Creates a child token of `token` (`auth/token/create`) with the request `body` (policies,
+    /// ttl…); revoking `token` revokes it and everything created with it.
+    pub(crate) async fn create_child_token(
+        &self,
+        token: &SecretString,
+        body: &serde_json::Value,
+    ) -> Result<AuthInfo, VaultError> {
+        let path = "auth/token/create";
+        let reply = self
+            .request(&Call::new(Method::POST, path, Some(token)).json(body)?)
+            .await?;
+        auth_of(&reply, path)
+    }
+
     /// Renews one lease.
     pub(crate) async fn renew_lease(
         &self,

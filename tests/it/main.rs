@@ -17,3 +17,4 @@ mod leases;
 mod masking;
 mod paths;
 mod tls;
+mod tokens;
