@@ -59,24 +59,7 @@ fn token_world() -> Rc<World> {
         r#"path "kv/data/other/*" { capabilities = ["read"] }"#,
     );
     bao.enable_kv("kv", 2);
-    bao.ok(
-        "POST",
-        "sys/mounts/pki",
-        Some(json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}})),
-    );
-    bao.ok(
-        "POST",
-        "pki/root/generate/internal",
-        Some(json!({"common_name": "leasehold test CA", "ttl": "87600h"})),
-    );
-    bao.ok(
-        "POST",
-        "pki/roles/ci-web",
-        Some(
-            json!({"allowed_domains": ["ci.example.com"], "allow_subdomains": true,
-                    "max_ttl": "1h", "generate_lease": true}),
-        ),
-    );
+    bao.enable_pki("1h");
     Rc::new(world)
 }
 
