@@ -271,7 +271,7 @@ impl MaskSet {
             pending: Vec::new(),
             emitted: 0,
             pending_abs: 0,
-            text: TextHash::default(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -287,7 +287,7 @@ impl MaskSet {
                     0,
                     0,
                     true,
-                    &mut TextHash::default(),
+                    &mut Scratch::default(),
                     &mut out,
                 );
             }
@@ -338,7 +338,7 @@ impl Matcher {
                 members.push((elements::index(j), forms.get(j).len()));
                 j += 1;
             }
-            let group = long.add_group(members);
+            let group = long.add_group(anchor, members);
             let same = refs
                 .last()
                 .is_some_and(|&(f, l)| forms.get(f as usize)[..l as usize] == *anchor);
@@ -425,7 +425,7 @@ impl Matcher {
         buf_abs: u64,
         from: usize,
         eof: bool,
-        text: &mut TextHash,
+        scratch: &mut Scratch,
         out: &mut Vec<u8>,
     ) -> usize {
         let end = buf.len();
@@ -448,31 +448,72 @@ impl Matcher {
                 return end;
             };
             let matched = match self.elems.kind.get(elem) {
-                Some(Kind::Short) | None => Some(len),
+                Some(Kind::Short) | None => Ok(len),
                 Some(&Kind::Anchor { group, fallback }) => {
+                    let text = &mut scratch.text;
                     match self
                         .long
                         .resolve(&self.forms, group, text, buf, buf_abs, start, eof)
                     {
-                        Resolve::Match(n) => Some(n),
+                        Resolve::Match(n) => Ok(n),
                         Resolve::Undecided => {
                             out.extend_from_slice(&buf[pos..start]);
                             return start;
                         }
-                        Resolve::NoMatch => (fallback > 0).then_some(fallback as usize),
+                        Resolve::NoMatch if fallback > 0 => Ok(fallback as usize),
+                        Resolve::NoMatch => Err(group),
                     }
                 }
             };
             match matched {
-                Some(n) => {
+                Ok(n) => {
                     out.extend_from_slice(&buf[pos..start]);
                     out.extend_from_slice(mask);
                     pos = start + n;
                     at = pos;
                 }
-                None => at = start + 1,
+                Err(group) => at = self.after_miss(group, buf, buf_abs, start, eof, scratch),
             }
         }
+    }
+
+    /// Where to search on after nothing matched at `start`, where `group`'s anchor is and no whole
+    /// form is a prefix of it: `start + 1`, unless the anchor is periodic. Then a long run of
+    /// its period (`xxxx…` against a secret of a million `x`) would find the anchor again at
+    /// every period and hash-check every form each time; instead the run is measured once and
+    /// the search skips to the first place where anything can start: where one of the group's
+    /// forms could ([`LongForms::next_candidate`]), where another element occurs in the first
+    /// period (elements in a periodic run recur with it), or where an element could cross the
+    /// end of the run. At the anchor's own offsets there is nothing else: any element there is a
+    /// prefix of the anchor, and there is none (no fallback).
+    fn after_miss(
+        &self,
+        group: u32,
+        buf: &[u8],
+        buf_abs: u64,
+        start: usize,
+        eof: bool,
+        scratch: &mut Scratch,
+    ) -> usize {
+        let q = self.long.period(group);
+        let end = buf.len();
+        if q == 0 || start + q >= end {
+            return start + 1;
+        }
+        let e = scratch.run_end(buf, buf_abs, start, q);
+        let mut to = (e + 1).saturating_sub(self.elems.max_len).max(start + 1);
+        if let Some(c) = self
+            .long
+            .next_candidate(&self.forms, group, q, buf, start, e, eof)
+        {
+            to = to.min(c);
+        }
+        if let Some(r) = (start + 1..(start + q).min(to))
+            .find(|&p| self.elems.longest_at(&self.forms, &buf[p..]).is_some())
+        {
+            to = r;
+        }
+        to.max(start + 1)
     }
 
     /// The first `j` in `[lo, limit]` (and before the end) from which the rest of `buf` is a
@@ -501,6 +542,44 @@ impl Matcher {
     }
 }
 
+/// Per-stream memory of the scan: the output's hashes and the last periodic run measured.
+#[derive(Default)]
+struct Scratch {
+    text: TextHash,
+    /// `(period, start, end)` in stream offsets: the output keeps `period` from `start` to
+    /// `end`, where it breaks.
+    run: Option<(usize, u64, u64)>,
+}
+
+impl Scratch {
+    /// Index of the end of the stretch of `buf` from `start` on that keeps period `q`.
+    fn run_end(&mut self, buf: &[u8], buf_abs: u64, start: usize, q: usize) -> usize {
+        let (abs, end_abs) = (buf_abs + start as u64, buf_abs + buf.len() as u64);
+        if let Some((p, s, e)) = self.run
+            && p == q
+            && s <= abs
+            && abs < e
+            && e < end_abs
+        {
+            return (e - buf_abs) as usize;
+        }
+        let e = start + q + long::common_prefix(&buf[start + q..], &buf[start..]);
+        if e < buf.len() {
+            self.run = Some((q, abs, buf_abs + e as u64));
+        }
+        e
+    }
+
+    fn retain_from(&mut self, buf_abs: u64, keep: usize) -> usize {
+        self.text.retain_from(buf_abs, keep)
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.run = None;
+    }
+}
+
 #[derive(Default)]
 struct HoldMemo {
     from: Option<usize>,
@@ -520,7 +599,7 @@ pub struct StreamMasker<'a> {
     emitted: usize,
     /// Stream offset of `pending[0]`.
     pending_abs: u64,
-    text: TextHash,
+    scratch: Scratch,
 }
 
 impl StreamMasker<'_> {
@@ -537,8 +616,16 @@ impl StreamMasker<'_> {
         let mask = &self.set.mask;
         if self.pending.is_empty() {
             // Common case for large reads: mask the chunk in place and keep only its tail.
-            let keep = m.scan(mask, chunk, self.pending_abs, 0, false, &mut self.text, out);
-            let from = self.text.retain_from(self.pending_abs, keep);
+            let keep = m.scan(
+                mask,
+                chunk,
+                self.pending_abs,
+                0,
+                false,
+                &mut self.scratch,
+                out,
+            );
+            let from = self.scratch.retain_from(self.pending_abs, keep);
             self.pending.extend_from_slice(&chunk[from..]);
             self.pending_abs += from as u64;
             self.emitted = keep - from;
@@ -550,10 +637,10 @@ impl StreamMasker<'_> {
                 self.pending_abs,
                 self.emitted,
                 false,
-                &mut self.text,
+                &mut self.scratch,
                 out,
             );
-            let from = self.text.retain_from(self.pending_abs, keep);
+            let from = self.scratch.retain_from(self.pending_abs, keep);
             self.pending.drain(..from);
             self.pending_abs += from as u64;
             self.emitted = keep - from;
@@ -562,7 +649,7 @@ impl StreamMasker<'_> {
             self.pending_abs += self.pending.len() as u64;
             self.pending.clear();
             self.emitted = 0;
-            self.text.clear();
+            self.scratch.clear();
         }
     }
 
@@ -575,14 +662,14 @@ impl StreamMasker<'_> {
                 self.pending_abs,
                 self.emitted,
                 true,
-                &mut self.text,
+                &mut self.scratch,
                 out,
             );
         }
         self.pending.zeroize();
         self.pending_abs = 0;
         self.emitted = 0;
-        self.text.clear();
+        self.scratch.clear();
     }
 
     /// Number of bytes currently held back because they could be the start of a secret.
@@ -1165,6 +1252,43 @@ mod tests {
             };
             let (a, b) = (build(Engine::Automaton), build(Engine::Scanner));
             prop_assert_eq!(a.mask_all(&input), b.mask_all(&input));
+        }
+    }
+
+    /// A periodic run, optionally followed by a tail that breaks the period.
+    fn periodic_word() -> impl Strategy<Value = Vec<u8>> {
+        (
+            small_word(b"ab", 1..=3),
+            1usize..=24,
+            small_word(b"abc", 0..=3),
+        )
+            .prop_map(|(unit, len, tail)| {
+                let mut w = periodic(&unit, len);
+                w.extend_from_slice(&tail);
+                w
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3_000))]
+
+        /// Periodic forms (and forms that keep a period for a while, then break it) against
+        /// output made of periodic runs: the run skipping after a miss never skips a match or
+        /// a byte that must be held.
+        #[test]
+        fn prop_periodic_long_forms_match_oracle(
+            patterns in proptest::collection::vec(periodic_word(), 1..5),
+            runs in proptest::collection::vec(periodic_word(), 0..8),
+            sizes in chunking(),
+            anchor_len in 1usize..=6,
+            engine in engine(),
+        ) {
+            let input: Vec<u8> = runs.concat();
+            let refs: Vec<&[u8]> = patterns.iter().map(Vec::as_slice).collect();
+            let s = raw_set_tuned(&refs, "#", Tuning { anchor_len, engine });
+            let one_shot = s.mask_all(&input);
+            prop_assert_eq!(&one_shot, &oracle(&patterns, b"#", &input));
+            prop_assert_eq!(stream_with(&s, &patterns, &input, &sizes), one_shot);
         }
     }
 
