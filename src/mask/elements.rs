@@ -180,7 +180,9 @@ pub(super) fn index(i: usize) -> u32 {
 pub(super) struct Scanner {
     m: usize,
     q: usize,
-    shift: Box<[u8; 1 << 16]>,
+    /// Index bits of the shift table.
+    bits: u32,
+    shift: Vec<u8>,
     /// Bit set of [`window_hash`] over every element's first `m` bytes.
     filter: Vec<u64>,
     filter_mask: u64,
@@ -189,18 +191,27 @@ pub(super) struct Scanner {
 impl Scanner {
     pub(super) fn new(forms: &Forms, elems: &Elements) -> Scanner {
         let m = elems.min_len.min(16);
-        let q = m.min(3);
+        // Grams of four bytes once there are enough elements to crowd a table of three-byte
+        // ones; the table grows with the elements so that most of its entries still allow a
+        // long jump (a CA bundle has tens of thousands of lines).
+        let q = if m >= 8 && elems.len() * (m - 2) > 1 << 14 {
+            4
+        } else {
+            m.min(3)
+        };
+        let entries = (elems.len() * (m - q + 1) * 8).next_power_of_two();
+        let bits = entries.clamp(1 << 16, 1 << 22).trailing_zeros();
         let default = u8::try_from(m - q + 1).unwrap_or(1);
-        let mut shift = Box::new([default; 1 << 16]);
-        let bits = (elems.len() * 16)
+        let mut shift = vec![default; 1 << bits];
+        let filter_bits = (elems.len() * 16)
             .next_power_of_two()
             .clamp(1 << 12, 1 << 24);
-        let mut filter = vec![0u64; bits / 64];
-        let filter_mask = (bits - 1) as u64;
+        let mut filter = vec![0u64; filter_bits / 64];
+        let filter_mask = (filter_bits - 1) as u64;
         for i in 0..elems.len() {
             let head = &elems.bytes(forms, i)[..m];
             for t in q - 1..m {
-                let g = gram(head, t, q);
+                let g = gram(head, t, q, bits);
                 let s = u8::try_from(m - 1 - t).unwrap_or(0);
                 if shift[g] > s {
                     shift[g] = s;
@@ -212,6 +223,7 @@ impl Scanner {
         Scanner {
             m,
             q,
+            bits,
             shift,
             filter,
             filter_mask,
@@ -228,13 +240,13 @@ impl Scanner {
         from: usize,
         end: usize,
     ) -> Option<(usize, usize, usize)> {
-        let (m, q) = (self.m, self.q);
+        let (m, q, bits) = (self.m, self.q, self.bits);
         if end < from + m {
             return None;
         }
         let mut j = from + m - 1;
         while j < end {
-            let s = self.shift[gram(buf, j, q)];
+            let s = self.shift[gram(buf, j, q, bits)];
             if s != 0 {
                 j += usize::from(s);
                 continue;
@@ -252,21 +264,20 @@ impl Scanner {
     }
 
     pub(super) fn memory_usage(&self) -> usize {
-        (1 << 16) + self.filter.capacity() * 8
+        self.shift.capacity() + self.filter.capacity() * 8
     }
 }
 
-/// The `q`-gram (`q` <= 3) of `b` ending at `t`, as a shift-table index.
+/// The `q`-gram (`q` <= 4) of `b` ending at `t`, hashed to `bits` bits.
 #[inline]
-fn gram(b: &[u8], t: usize, q: usize) -> usize {
-    match q {
-        3 => {
-            let x = u32::from(b[t - 2]) | u32::from(b[t - 1]) << 8 | u32::from(b[t]) << 16;
-            (x.wrapping_mul(0x9e37_79b1) >> 16) as usize
-        }
-        2 => usize::from(b[t - 1]) << 8 | usize::from(b[t]),
-        _ => usize::from(b[t]),
-    }
+fn gram(b: &[u8], t: usize, q: usize, bits: u32) -> usize {
+    let x = match q {
+        4 => u32::from_le_bytes([b[t - 3], b[t - 2], b[t - 1], b[t]]),
+        3 => u32::from(b[t - 2]) | u32::from(b[t - 1]) << 8 | u32::from(b[t]) << 16,
+        2 => u32::from(b[t - 1]) | u32::from(b[t]) << 8,
+        _ => u32::from(b[t]),
+    };
+    (x.wrapping_mul(0x9e37_79b1) >> (32 - bits)) as usize
 }
 
 /// A hash of up to 16 bytes (a scanner window).

@@ -141,97 +141,93 @@ pub(super) fn add_forms(patterns: &mut Collected, value: &[u8], min: usize) -> b
         }
     }
 
-    for style in [
-        Percent {
-            upper: true,
-            space_plus: false,
-            keep_slash: false,
-        },
-        Percent {
-            upper: false,
-            space_plus: false,
-            keep_slash: false,
-        },
-        Percent {
-            upper: true,
-            space_plus: true,
-            keep_slash: false,
-        },
-        Percent {
-            upper: true,
-            space_plus: false,
-            keep_slash: true,
-        },
-    ] {
-        patterns.add(style.encode(value), min);
+    for form in percent_forms(value) {
+        patterns.add(form, min);
     }
-
-    patterns.add(json_escape(value, false), min);
-    patterns.add(json_escape(value, true), min);
+    for form in json_forms(value) {
+        patterns.add(form, min);
+    }
     short_line
 }
 
-/// One flavour of percent-encoding; all of them leave RFC 3986's unreserved bytes alone.
-#[derive(Clone, Copy)]
-struct Percent {
-    upper: bool,
-    /// Form encoding (`application/x-www-form-urlencoded`, Python's `quote_plus`).
-    space_plus: bool,
-    /// Python's `urllib.parse.quote()` default `safe='/'`.
-    keep_slash: bool,
-}
-
-impl Percent {
-    fn encode(self, value: &[u8]) -> Vec<u8> {
-        let digits: &[u8; 16] = if self.upper {
-            b"0123456789ABCDEF"
-        } else {
-            b"0123456789abcdef"
-        };
-        let mut out = Vec::with_capacity(value.len() * 3);
-        for &b in value {
-            match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b),
-                b' ' if self.space_plus => out.push(b'+'),
-                b'/' if self.keep_slash => out.push(b'/'),
-                _ => out.extend_from_slice(&[
-                    b'%',
-                    digits[usize::from(b >> 4)],
-                    digits[usize::from(b & 0xf)],
-                ]),
-            }
-        }
-        out
-    }
-}
-
-/// The inside of a JSON string as `serde_json` writes it, optionally with `/` as `\/` (PHP's
-/// `json_encode`, some Java serialisers).
-fn json_escape(value: &[u8], escape_slash: bool) -> Vec<u8> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(value.len() + value.len() / 4);
+/// The four percent-encodings, in one pass: RFC 3986 with upper- and lower-case hex, form
+/// encoding (space as `+`, Python's `quote_plus`), and Python's `urllib.parse.quote()` default
+/// (`/` left alone). All of them leave RFC 3986's unreserved bytes alone.
+fn percent_forms(value: &[u8]) -> [Vec<u8>; 4] {
+    const UPPER: &[u8; 16] = b"0123456789ABCDEF";
+    const LOWER: &[u8; 16] = b"0123456789abcdef";
+    let unreserved =
+        |b: u8| matches!(b, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~');
+    let escaped = value.iter().filter(|&&b| !unreserved(b)).count();
+    let mut out: [Vec<u8>; 4] =
+        std::array::from_fn(|_| Vec::with_capacity(value.len() + 2 * escaped));
+    let [upper, lower, form, quote] = &mut out;
     for &b in value {
+        if unreserved(b) {
+            for o in [&mut *upper, &mut *lower, &mut *form, &mut *quote] {
+                o.push(b);
+            }
+            continue;
+        }
+        let (hi, lo) = (usize::from(b >> 4), usize::from(b & 0xf));
+        let up = [b'%', UPPER[hi], UPPER[lo]];
+        upper.extend_from_slice(&up);
+        lower.extend_from_slice(&[b'%', LOWER[hi], LOWER[lo]]);
         match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            b'/' if escape_slash => out.extend_from_slice(b"\\/"),
-            0x00..=0x1f => out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ]),
-            _ => out.push(b),
+            b' ' => form.push(b'+'),
+            _ => form.extend_from_slice(&up),
+        }
+        match b {
+            b'/' => quote.push(b'/'),
+            _ => quote.extend_from_slice(&up),
         }
     }
     out
+}
+
+/// The inside of a JSON string as `serde_json` writes it, and the same with `/` as `\/` (PHP's
+/// `json_encode`, some Java serialisers), in one pass.
+fn json_forms(value: &[u8]) -> [Vec<u8>; 2] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut plain = Vec::with_capacity(value.len() + value.len() / 8);
+    let mut slashed = Vec::with_capacity(value.len() + value.len() / 8);
+    for &b in value {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'/' => {
+                plain.push(b'/');
+                slashed.extend_from_slice(b"\\/");
+                continue;
+            }
+            0x00..=0x1f => {
+                let u = [
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xf)],
+                ];
+                plain.extend_from_slice(&u);
+                slashed.extend_from_slice(&u);
+                continue;
+            }
+            _ => {
+                plain.push(b);
+                slashed.push(b);
+                continue;
+            }
+        };
+        plain.extend_from_slice(esc);
+        slashed.extend_from_slice(esc);
+    }
+    [plain, slashed]
 }
 
 #[cfg(test)]
