@@ -95,6 +95,8 @@ pub(crate) enum Executor {
     },
     /// Call an inner custom-executor driver for every stage.
     Custom(CustomDriver),
+    /// Run each job in its own container of a Docker engine.
+    Docker(crate::docker::DockerSettings),
 }
 
 /// The local user a shell job runs as.
@@ -292,7 +294,24 @@ fn check_executor(
     section: config_file::ExecutorSection,
     has_gitlab: bool,
 ) -> Result<ExecutorSettings, String> {
+    if section.kind != ExecutorKind::Docker && section.docker.is_some() {
+        return Err("[executor.docker] applies to kind = \"docker\" only".into());
+    }
     let kind = match (section.kind, section.custom) {
+        (ExecutorKind::Docker, _)
+            if section.user.is_some() || section.user_from_claim.is_some() =>
+        {
+            return Err("[executor] user / user_from_claim apply to kind = \"shell\" only; set the container's user in [executor.docker] user".into());
+        }
+        (ExecutorKind::Docker, _) if section.inject != InjectMode::Env => {
+            return Err("[executor] inject applies to kind = \"shell\" and \"custom\"; the docker executor always hands secrets over the exec's stdin".into());
+        }
+        (ExecutorKind::Docker, _) => match section.docker {
+            Some(docker) => Executor::Docker(crate::docker::settings::check(docker)?),
+            None => {
+                return Err("[executor] kind = \"docker\" needs an [executor.docker] table with at least helper_image".into());
+            }
+        },
         (ExecutorKind::Custom, None) => {
             return Err("[executor] kind = \"custom\" needs an [executor.custom] table with at least run_exec".into());
         }

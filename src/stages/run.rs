@@ -9,7 +9,7 @@ use crate::cli::Cli;
 use crate::error::Result;
 use crate::executor::{ExecutorError, WrappedExecutor};
 use crate::exit::Outcome;
-use crate::inject::{Delivery, Stage};
+use crate::inject::{Delivery, Stage, exposed_secrets};
 use crate::job_user::JobUser;
 use crate::lease::Renewer;
 use crate::mask::MaskSet;
@@ -27,6 +27,15 @@ pub(crate) async fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Ou
         path: job_dir.dir().to_owned(),
     })?;
     let executor = WrappedExecutor::from_config(&config);
+    if let WrappedExecutor::Docker(docker) = &executor {
+        let exposed = exposed_secrets(&sealed, &stage);
+        let prepared = docker.prepare_stage(id.as_str(), &stage, script, &exposed)?;
+        drop(exposed);
+        let mask = stage_mask(&sealed, &config.mask);
+        let renewer = Renewer::new(config.clone(), job_dir, key, sealed);
+        let code = docker.run_stage(prepared, mask, renewer.run()).await?;
+        return Ok(script_outcome(code));
+    }
     let user = JobUser::for_job(&config.executor.run_as, sealed.run_as.as_deref())?;
     let at = Stage {
         stage: &stage,
@@ -36,7 +45,12 @@ pub(crate) async fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Ou
     };
     let delivery = Delivery::for_stage(&sealed, at, config.executor.inject, user)?;
     let mask = stage_mask(&sealed, &config.mask);
-    let command = executor.run_command(delivery.script(), &stage);
+    let command = executor
+        .run_command(delivery.script(), &stage)
+        .ok_or_else(|| ExecutorError::Spawn {
+            program: "the wrapped executor".into(),
+            source: std::io::Error::other("it has no run command"),
+        })?;
     let child = delivery.apply(command, executor.base_env());
     let program = child.program();
     let renewer = Renewer::new(config.clone(), job_dir, key, sealed);
@@ -48,11 +62,18 @@ pub(crate) async fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Ou
 
     Ok(if executor.passes_exit_codes_through() {
         Outcome::Driver { code: exit.code }
-    } else if exit.code == 0 {
+    } else {
+        script_outcome(exit.code)
+    })
+}
+
+/// A script's own exit code, as the job's verdict.
+fn script_outcome(code: i32) -> Outcome {
+    if code == 0 {
         Outcome::Success
     } else {
-        Outcome::ScriptFailed { code: exit.code }
-    })
+        Outcome::ScriptFailed { code }
+    }
 }
 
 /// Every stage of a job with secrets is masked, not only the exposed ones: a value written to a

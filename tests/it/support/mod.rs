@@ -43,6 +43,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod bao;
+pub(crate) mod docker;
 pub(crate) mod fake_driver;
 pub(crate) mod issuer;
 pub(crate) mod job;
