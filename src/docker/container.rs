@@ -333,16 +333,14 @@ pub(crate) async fn list(
         .collect())
 }
 
-/// Force-removes `containers` with their anonymous volumes (and so their tmpfs), the job
-/// container last (the others use its network namespace). Returns the names removed; one
-/// that is already gone counts as removed.
+/// Force-removes `containers` with their anonymous volumes (and so their tmpfs), all at once
+/// (each removal waits for its container's processes to be killed). Returns the names removed;
+/// one that is already gone counts as removed.
 pub(crate) async fn remove(
     engine: &Engine,
-    mut containers: Vec<Labelled>,
+    containers: Vec<Labelled>,
 ) -> Result<Vec<String>, DockerError> {
-    containers.sort_by_key(|c| c.role == Role::Job.label());
-    let mut removed = Vec::new();
-    for container in containers {
+    let removals = containers.iter().map(|container| async move {
         let options = RemoveContainerOptions {
             force: true,
             v: true,
@@ -353,18 +351,18 @@ pub(crate) async fn remove(
             .remove_container(&container.id, Some(options))
             .await
         {
-            Ok(()) => {}
-            Err(e) if super::engine::is_not_found(&e) => {}
-            Err(e) => {
-                return Err(engine.error(
-                    format!("remove container {}", container.name),
-                    FailureKind::System,
-                )(e));
-            }
+            Ok(()) => Ok(container.name.clone()),
+            Err(e) if super::engine::is_not_found(&e) => Ok(container.name.clone()),
+            Err(e) => Err(engine.error(
+                format!("remove container {}", container.name),
+                FailureKind::System,
+            )(e)),
         }
-        removed.push(container.name);
-    }
-    Ok(removed)
+    });
+    futures_util::future::join_all(removals)
+        .await
+        .into_iter()
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! run_exec: run one sub-stage script through the wrapped executor, with the secrets this
 //! sub-stage is entitled to in the child's environment (or 0600 files, or a private wrapper
 //! script), its output masked, leases renewed, signals forwarded, and the exit code reported.
+//! With the docker executor the stage is an exec in the job's (or the helper) container, and
+//! the secrets travel with the script over its stdin instead ([`crate::executor::docker`]).
 
 use std::path::Path;
 use std::sync::Arc;

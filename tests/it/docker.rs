@@ -140,7 +140,12 @@ fn docker_job_gets_its_secrets_in_its_container_only_in_the_user_stages() {
             "echo in-container=$(cat /proc/1/cmdline | tr '\\0' ' ')".into(),
             "sleep 2".into(),
         ]))
-        .after_script(CHECK_SECRETS);
+        .after_script(
+            CHECK_SECRETS
+                .iter()
+                .map(|s| s.to_string())
+                .chain(["echo stage-dirs=$(ls /run/leasehold | wc -l)".into()]),
+        );
     let secret = lab.secret.clone();
     let file_token = lab.file_token.clone();
     let state_dir = lab.world.state_dir();
@@ -217,6 +222,12 @@ fn docker_job_gets_its_secrets_in_its_container_only_in_the_user_stages() {
             );
         }
     }
+    let after = &outcome.stage("after_script").output;
+    assert!(
+        after.contains("stage-dirs=1"),
+        "build_script's directory (its file secret) is gone by after_script: {}",
+        outcome.log
+    );
     let build = &outcome.stage("build_script").output;
     assert!(build.contains("cloned-in-the-helper"), "{}", outcome.log);
     assert!(
@@ -550,7 +561,9 @@ fn two_concurrent_jobs_cannot_read_each_others_secrets() {
                 "echo {name}-in-environ=$(cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c '^{name}=')"
             ),
             format!("echo {name}-as-file=$(find / -name {name} 2>/dev/null | grep -vc '^/proc/')"),
-            format!("echo own-environ=$(cat /proc/self/environ | tr '\\0' '\\n' | grep -cE '^{own}(_FILE)?=')"),
+            format!(
+                "echo own-environ=$(cat /proc/self/environ | tr '\\0' '\\n' | grep -cE '^{own}(_FILE)?=')"
+            ),
             "sleep 3".to_owned(),
         ]
     };
