@@ -290,8 +290,6 @@ pub(crate) struct Labelled {
     pub name: String,
     /// The job attempt it belongs to.
     pub state_id: String,
-    /// `job`, `helper` or `service`.
-    pub role: String,
 }
 
 /// Every container made by the installation with `state_dir`, or only those of `state_id`.
@@ -327,7 +325,6 @@ pub(crate) async fn list(
                     .trim_start_matches('/')
                     .to_owned(),
                 state_id: labels.get(LABEL_STATE_ID)?.clone(),
-                role: labels.get(LABEL_ROLE).cloned().unwrap_or_default(),
             })
         })
         .collect())
