@@ -25,6 +25,20 @@ fn emit(line: &str) {
     let _ = err.flush();
 }
 
+/// Writes a tool's or `config`'s output to stdout. A full disk or a closed pipe is an ordinary
+/// error for the caller to report, never a panic (as `print!` would make it).
+pub(crate) fn stdout(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+/// An informational line on stdout (cleanup's and reap's progress): best effort, because a
+/// reader that went away must not stop a revocation.
+pub(crate) fn progress(message: &str) {
+    let _ = stdout(&format!("{message}\n"));
+}
+
 /// A plain informational line.
 pub(crate) fn info(message: &str) {
     emit(message);

@@ -132,8 +132,18 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     Ok(())
 }
 
-/// Writes one file secret: 0600, created exclusively, never following a symlink.
-pub(crate) fn write_secret_file(path: &Path, value: &[u8]) -> Result<(), FsError> {
+/// Who a file or directory is handed to: a job user's uid and gid.
+pub(crate) type Owner = (nix::unistd::Uid, nix::unistd::Gid);
+
+/// Writes one file secret: created exclusively, never following a symlink, then given `mode`
+/// and `owner` through its open descriptor. Path-based chmod/chown would follow a symlink that
+/// a job user swapped in after the create, inside a directory that user can write.
+pub(crate) fn write_secret_file(
+    path: &Path,
+    value: &[u8],
+    mode: u32,
+    owner: Option<Owner>,
+) -> Result<(), FsError> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -141,7 +151,33 @@ pub(crate) fn write_secret_file(path: &Path, value: &[u8]) -> Result<(), FsError
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
         .map_err(FsError::io("create", path))?;
+    hand_over(&file, path, mode, owner)?;
     file.write_all(value).map_err(FsError::io("write", path))
+}
+
+/// Opens a directory without following a symlink at its last component, gives it `mode` and
+/// `owner` through the descriptor, and returns nothing else: the descriptor closes here.
+pub(crate) fn set_dir_mode_and_owner(
+    path: &Path,
+    mode: u32,
+    owner: Option<Owner>,
+) -> Result<(), FsError> {
+    let dir = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(FsError::io("open directory", path))?;
+    hand_over(&dir, path, mode, owner)
+}
+
+fn hand_over(file: &fs::File, path: &Path, mode: u32, owner: Option<Owner>) -> Result<(), FsError> {
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(FsError::io("chmod", path))?;
+    if let Some((uid, gid)) = owner {
+        nix::unistd::fchown(file, Some(uid), Some(gid))
+            .map_err(|e| FsError::io("chown", path)(e.into()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -174,10 +210,28 @@ mod tests {
         fs::write(&victim, "untouched").expect("write");
         let link = dir.path().join("SECRET");
         std::os::unix::fs::symlink(&victim, &link).expect("symlink");
-        assert!(write_secret_file(&link, b"value").is_err());
+        assert!(write_secret_file(&link, b"value", 0o600, None).is_err());
         assert_eq!(fs::read_to_string(&victim).expect("read"), "untouched");
+        assert_eq!(fs::metadata(&victim).expect("meta").mode() & 0o777, 0o644);
         let file = dir.path().join("NEW");
-        write_secret_file(&file, b"value").expect("write");
+        write_secret_file(&file, b"value", 0o600, None).expect("write");
         assert_eq!(fs::metadata(&file).expect("meta").mode() & 0o777, 0o600);
+        let script = dir.path().join("SCRIPT");
+        write_secret_file(&script, b"echo", 0o700, None).expect("write");
+        assert_eq!(fs::metadata(&script).expect("meta").mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_directory_handed_over_is_never_reached_through_a_symlink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        fs::create_dir(&victim).expect("mkdir");
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let link = dir.path().join("stage");
+        std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+        assert!(set_dir_mode_and_owner(&link, 0o700, None).is_err());
+        assert_eq!(fs::metadata(&victim).expect("meta").mode() & 0o777, 0o755);
+        set_dir_mode_and_owner(&victim, 0o711, None).expect("real dir");
+        assert_eq!(fs::metadata(&victim).expect("meta").mode() & 0o777, 0o711);
     }
 }

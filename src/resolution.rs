@@ -15,12 +15,12 @@ use futures_util::future::join_all;
 use secrecy::SecretString;
 
 use crate::config::Config;
-use crate::declarations::{Engine, SecretSource};
+use crate::declarations::{Engine, SecretSource, TOKEN_FIELD};
 use crate::exit::FailureKind;
 use crate::identity::{Claims, peek_claims};
-use crate::secret_plan::{LoginPlan, SecretPlan};
+use crate::secret_plan::{CompanionValue, LoginPlan, SecretPlan, token_companions};
 use crate::state::{Lease, Sealed, Session, StoredSecret, unix_now};
-use crate::vault::{VaultClient, VaultError};
+use crate::vault::{AuthInfo, SecretEnvelope, SecretFields, VaultClient, VaultError, printable};
 
 /// Hooks prepare uses to journal progress as it happens.
 pub(crate) trait Progress {
@@ -45,17 +45,18 @@ pub(crate) async fn execute(
     state: &mut Sealed,
     progress: &mut dyn Progress,
 ) -> Result<Resolved, ResolutionError> {
-    let clients =
-        plan.logins
-            .iter()
-            .map(|login| {
-                VaultClient::new(&config.server_spec(&login.server, login.namespace.clone()))
-                    .map_err(|source| ResolutionError::Vault {
-                        context: format!("configuring the client for {}", login.server.address),
-                        source: Box::new(source),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+    let clients = plan
+        .logins
+        .iter()
+        .map(|login| {
+            VaultClient::new(&config.server_spec(&login.server, login.namespace.clone()))
+                .map(|client| client.for_job(state.audit.as_ref()))
+                .map_err(|source| ResolutionError::Vault {
+                    context: format!("configuring the client for {}", login.server.address),
+                    source: Box::new(source),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
     let mut tokens = Vec::with_capacity(plan.logins.len());
     for login in &plan.logins {
@@ -71,7 +72,12 @@ pub(crate) async fn execute(
     let logins = join_all(plan.logins.iter().zip(&clients).zip(&tokens).map(
         |((login, client), jwt)| async move {
             client
-                .jwt_login(&login.auth_mount, login.role.as_deref(), jwt)
+                .jwt_login(
+                    &login.auth_mount,
+                    &config.vault.jwt_login_path,
+                    login.role.as_deref(),
+                    jwt,
+                )
                 .await
         },
     ))
@@ -91,6 +97,8 @@ pub(crate) async fn execute(
                     renewable: auth.renewable,
                     since: now,
                     exhausted: false,
+                    parent: None,
+                    delivered_as: None,
                 });
                 session_of_login.push(state.sessions.len() - 1);
             }
@@ -112,6 +120,20 @@ pub(crate) async fn execute(
         async move {
             let path = request.source.api_path();
             match &request.source.data {
+                Some(data) if request.source.engine == Engine::Token => {
+                    // Without a ttl the token lives as long as a lease may: the same cap.
+                    let mut body = data.clone();
+                    let ttl = request
+                        .source
+                        .ttl
+                        .map_or(ttl_cap, |t| t.as_secs().min(ttl_cap))
+                        .max(1);
+                    body.insert("ttl".into(), format!("{ttl}s").into());
+                    client
+                        .create_child_token(&session.token, &serde_json::Value::Object(body))
+                        .await
+                        .map(Answer::Token)
+                }
                 Some(data) => {
                     let mut body = data.clone();
                     if let Some(ttl) = request.source.ttl {
@@ -122,12 +144,12 @@ pub(crate) async fn execute(
                     client
                         .write(&session.token, &path, &serde_json::Value::Object(body))
                         .await
+                        .map(Answer::Secret)
                 }
-                None => {
-                    client
-                        .read(&session.token, &path, request.source.engine == Engine::KvV2)
-                        .await
-                }
+                None => client
+                    .read(&session.token, &path, request.source.engine == Engine::KvV2)
+                    .await
+                    .map(Answer::Secret),
             }
         }
     }))
@@ -136,10 +158,41 @@ pub(crate) async fn execute(
     let now = unix_now();
     let mut envelopes = Vec::with_capacity(responses.len());
     let mut resolved = Resolved::default();
+    let mut created_tokens = false;
     for (index, (request, response)) in plan.requests.iter().zip(responses).enumerate() {
         let mut lease = None;
+        let name = || {
+            plan.secrets_of(index)
+                .next()
+                .map(|s| s.declaration.name.clone())
+                .unwrap_or_default()
+        };
         match response {
-            Ok(envelope) => {
+            Ok(Answer::Token(auth)) => {
+                let parent = session_of_login[request.login];
+                let login = &state.sessions[parent];
+                let child = Session {
+                    server: login.server.clone(),
+                    namespace: login.namespace.clone(),
+                    token: auth.client_token.clone(),
+                    accessor: auth.accessor,
+                    ttl: auth.lease_duration,
+                    renewable: auth.renewable,
+                    since: now,
+                    exhausted: false,
+                    parent: Some(parent),
+                    delivered_as: Some(name()),
+                };
+                state.sessions.push(child);
+                created_tokens = true;
+                let mut data = std::collections::BTreeMap::new();
+                data.insert(TOKEN_FIELD.to_owned(), auth.client_token);
+                envelopes.push(Some(SecretEnvelope {
+                    data: SecretFields(data),
+                    ..SecretEnvelope::default()
+                }));
+            }
+            Ok(Answer::Secret(envelope)) => {
                 if !envelope.lease_id.is_empty() {
                     lease = Some(state.leases.len());
                     state.leases.push(Lease {
@@ -156,17 +209,18 @@ pub(crate) async fn execute(
             }
             Err(source) => {
                 envelopes.push(None);
-                let name = plan
-                    .secrets_of(index)
-                    .next()
-                    .map(|s| s.declaration.name.clone())
-                    .unwrap_or_default();
+                let name = name();
                 first_error.get_or_insert_with(|| {
                     request_error(&name, &request.source, &plan.logins[request.login], source)
                 });
             }
         }
         resolved.lease_of_request.push(lease);
+    }
+    if created_tokens {
+        // Journaled (and sealed) now, so that cleanup or the reaper can name it even if
+        // prepare dies before the end; its login token, journaled already, takes it along anyway.
+        progress.logged_in(state);
     }
     if let Some(error) = first_error {
         return Err(error);
@@ -182,26 +236,122 @@ pub(crate) async fn execute(
                 name: secret.declaration.name.clone(),
                 path: source.display_path(),
                 field: source.field.clone(),
-                available: envelope
-                    .data
-                    .names()
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect(),
+                // Field names are the server's text, and the message reaches the job log.
+                available: envelope.data.names().into_iter().map(printable).collect(),
             });
         };
+        if !secret.declaration.file {
+            check_fits_a_variable(&secret.declaration.name, value)?;
+        }
         state.secrets.push(StoredSecret {
             name: secret.declaration.name.clone(),
             value: value.clone(),
             file: secret.declaration.file,
             stages: secret.stages.clone(),
-            origin: format!("{}#{}", source.display_path(), source.field),
+            origin: match &secret.declaration.vault_token {
+                Some(token) => format!("a Vault token ({})", token.policies.join(", ")),
+                None => format!("{}#{}", source.display_path(), source.field),
+            },
+            plain: false,
         });
+    }
+    // After every planned secret, so that `secrets` starts in plan order.
+    if let Some(token) = plan.token_secret()
+        && let Some(value) = state
+            .secrets
+            .iter()
+            .find(|s| s.name == token.declaration.name)
+            .map(|s| s.value.clone())
+    {
+        let login = &plan.logins[plan.requests[token.request].login];
+        let companions = token_companions(
+            &token.declaration.name,
+            &login.server,
+            login.namespace.as_deref(),
+        );
+        for (name, companion) in companions {
+            let (value, plain) = match companion {
+                CompanionValue::Token => (value.clone(), false),
+                CompanionValue::Plain(text) => (SecretString::from(text), true),
+            };
+            state.secrets.push(StoredSecret {
+                name: name.to_owned(),
+                value,
+                file: false,
+                stages: token.stages.clone(),
+                origin: format!("beside {}", token.declaration.name),
+                plain,
+            });
+        }
     }
     Ok(resolved)
 }
 
+/// A request's answer: a secret's envelope, or (for `auth/token/create`) a token.
+enum Answer {
+    Secret(SecretEnvelope),
+    Token(AuthInfo),
+}
+
+/// Linux's limit on one `NAME=value` string of a process environment (`MAX_ARG_STRLEN`, with its
+/// terminating NUL): a longer one makes `execve` fail with E2BIG.
+pub(crate) const MAX_VARIABLE_BYTES: usize = 128 * 1024;
+
+/// A value delivered as a variable (in the environment or exported by the script) can hold
+/// neither a NUL byte nor more than the kernel passes through `execve`; caught here, it is the
+/// job's input at fault (and named), not a host failure when the child cannot start.
+fn check_fits_a_variable(name: &str, value: &SecretString) -> Result<(), ResolutionError> {
+    let value = secrecy::ExposeSecret::expose_secret(value);
+    let problem = if value.contains('\0') {
+        VariableProblem::NulByte
+    } else if name.len() + 1 + value.len() + 1 > MAX_VARIABLE_BYTES {
+        VariableProblem::TooLong { bytes: value.len() }
+    } else {
+        return Ok(());
+    };
+    Err(ResolutionError::UnfitForVariable {
+        name: name.to_owned(),
+        problem,
+    })
+}
+
+/// Why a value cannot be a variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VariableProblem {
+    /// It holds a NUL byte.
+    NulByte,
+    /// `NAME=value` is over [`MAX_VARIABLE_BYTES`].
+    TooLong {
+        /// The value's length.
+        bytes: usize,
+    },
+}
+
+impl std::fmt::Display for VariableProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VariableProblem::NulByte => {
+                f.write_str("its value contains a NUL byte, which no variable can hold")
+            }
+            VariableProblem::TooLong { bytes } => write!(
+                f,
+                "its value is {bytes} bytes, over the {MAX_VARIABLE_BYTES}-byte limit Linux sets on one environment variable"
+            ),
+        }
+    }
+}
+
 fn login_error(login: &LoginPlan, jwt: &SecretString, source: VaultError) -> ResolutionError {
+    // A bare 404 on a login path: nothing is mounted there (the job's auth mount choice or the
+    // admin's), which no retry fixes.
+    let source = match source {
+        VaultError::NotFound { path } => VaultError::Denied {
+            status: 404,
+            path,
+            errors: "(no reason given)".into(),
+        },
+        other => other,
+    };
     let VaultError::Denied { errors, status, .. } = &source else {
         return ResolutionError::Vault {
             context: format!(
@@ -263,6 +413,19 @@ fn request_error(
     error: VaultError,
 ) -> ResolutionError {
     match error {
+        // Vault answers 400 when the policies asked for are not a subset of the login token's.
+        VaultError::Denied {
+            status: 400,
+            errors,
+            ..
+        } if source.engine == Engine::Token => ResolutionError::TokenRefused {
+            name: name.to_owned(),
+            role: login
+                .role
+                .clone()
+                .unwrap_or_else(|| "(the mount's default role)".into()),
+            vault_says: errors,
+        },
         VaultError::NotFound { .. } => ResolutionError::NotFound {
             name: name.to_owned(),
             address: login.server.address.clone(),
@@ -384,9 +547,32 @@ pub(crate) enum ResolutionError {
         /// Whether this was a write-style request.
         write: bool,
     },
+    /// Vault would not create the job's token with the policies asked for.
+    #[error(
+        "secret {name}: Vault refused to create the job's token (Vault says: {vault_says}); a job's token can have only policies its login token has, so ask for policies that role {role} grants, or ask the Vault admin to add them to the role's token_policies"
+    )]
+    TokenRefused {
+        /// The variable.
+        name: String,
+        /// The role the job logged in with.
+        role: String,
+        /// Vault's own words.
+        vault_says: String,
+    },
+    /// A value that cannot be delivered as a variable.
+    #[error(
+        "secret {name}: {problem}; deliver it as a file instead (file: true in the declaration)"
+    )]
+    UnfitForVariable {
+        /// The variable.
+        name: String,
+        /// What is wrong with the value.
+        problem: VariableProblem,
+    },
     /// Vault could not be reached or failed.
     #[error(
-        "{context}: {source}; gitlab-runner retries prepare up to 3 times, check the server and the network if this persists"
+        "{context}: {source}{}",
+        if source.failure_kind() == FailureKind::System { "; gitlab-runner retries prepare up to 3 times, check the server and the network if this persists" } else { "" }
     )]
     Vault {
         /// What leasehold was doing.
@@ -483,5 +669,203 @@ pub(crate) fn describe_ttl(seconds: u64) -> String {
         s if s % 3600 == 0 => format!("{}h", s / 3600),
         s if s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vault::Server;
+
+    fn login() -> LoginPlan {
+        LoginPlan {
+            server: Server::bare("https://vault.example"),
+            namespace: None,
+            auth_mount: "jwt".into(),
+            role: Some("ci".into()),
+            token_variable: "VAULT_ID_TOKEN".into(),
+            token: None,
+        }
+    }
+
+    fn kv(path: &str) -> SecretSource {
+        SecretSource {
+            engine: Engine::KvV2,
+            mount: "kv".into(),
+            path: path.into(),
+            field: "password".into(),
+            data: None,
+            ttl: None,
+        }
+    }
+
+    fn jwt() -> SecretString {
+        SecretString::from("e30.e30.sig")
+    }
+
+    #[test]
+    fn a_variable_holds_no_nul_and_no_more_than_the_kernel_passes() {
+        let fits = "x".repeat(MAX_VARIABLE_BYTES - "NAME=".len() - 1);
+        assert!(check_fits_a_variable("NAME", &SecretString::from(fits.clone())).is_ok());
+        let over = format!("{fits}x");
+        let error =
+            check_fits_a_variable("NAME", &SecretString::from(over)).expect_err("one byte over");
+        assert!(matches!(
+            error,
+            ResolutionError::UnfitForVariable {
+                problem: VariableProblem::TooLong { .. },
+                ..
+            }
+        ));
+        assert_eq!(error.failure_kind(), FailureKind::Build);
+        let error = check_fits_a_variable("NAME", &SecretString::from("a\0b")).expect_err("NUL");
+        assert_eq!(
+            error.to_string(),
+            "secret NAME: its value contains a NUL byte, which no variable can hold; deliver it as a file instead (file: true in the declaration)"
+        );
+        assert!(!error.to_string().contains("a\0b"));
+    }
+
+    #[test]
+    fn a_login_on_a_path_without_an_auth_method_is_the_jobs_failure_without_a_retry_promise() {
+        for source in [
+            VaultError::NotFound {
+                path: "auth/jwt/login".into(),
+            },
+            VaultError::Denied {
+                status: 400,
+                path: "auth/jwt/login".into(),
+                errors: "no handler for route \"auth/jwt/login\"".into(),
+            },
+        ] {
+            let error = login_error(&login(), &jwt(), source);
+            let ResolutionError::LoginDenied(denial) = &error else {
+                panic!("{error:?}");
+            };
+            assert_eq!(denial.kind, LoginRefusal::UnknownMount);
+            assert_eq!(error.failure_kind(), FailureKind::Build);
+            assert!(!error.to_string().contains("retries"), "{error}");
+        }
+    }
+
+    #[test]
+    fn login_refusals_are_told_apart_by_vaults_words() {
+        for (errors, kind) in [
+            (
+                "error validating token: invalid audience (aud) claim",
+                LoginRefusal::Audience,
+            ),
+            ("token is expired (exp)", LoginRefusal::Time),
+            (
+                "error validating claims: claim \"ref\" does not match any associated bound claim values",
+                LoginRefusal::BoundClaims,
+            ),
+            (
+                "role \"nope\" could not be found",
+                LoginRefusal::UnknownRole,
+            ),
+            ("something new", LoginRefusal::Other),
+        ] {
+            let error = login_error(
+                &login(),
+                &jwt(),
+                VaultError::Denied {
+                    status: 400,
+                    path: "auth/jwt/login".into(),
+                    errors: errors.into(),
+                },
+            );
+            let ResolutionError::LoginDenied(denial) = error else {
+                panic!("{errors}");
+            };
+            assert_eq!(denial.kind, kind, "{errors}");
+        }
+    }
+
+    #[test]
+    fn only_a_host_failure_promises_the_runners_retry() {
+        let unreachable = login_error(
+            &login(),
+            &jwt(),
+            VaultError::Unreachable {
+                address: "https://vault.example".into(),
+                attempts: 3,
+                detail: "connection refused".into(),
+            },
+        );
+        assert_eq!(unreachable.failure_kind(), FailureKind::System);
+        assert!(
+            unreachable
+                .to_string()
+                .contains("gitlab-runner retries prepare")
+        );
+        let invalid = request_error(
+            "X",
+            &kv("app/db"),
+            &login(),
+            VaultError::InvalidResponse {
+                path: "kv/data/app/db".into(),
+                detail: "not JSON".into(),
+            },
+        );
+        assert_eq!(invalid.failure_kind(), FailureKind::System);
+    }
+
+    #[test]
+    fn request_failures_name_the_secret_and_what_to_fix() {
+        let source = kv("app/db");
+        let not_found = request_error(
+            "X",
+            &source,
+            &login(),
+            VaultError::NotFound {
+                path: source.api_path(),
+            },
+        );
+        assert!(matches!(not_found, ResolutionError::NotFound { .. }));
+        assert!(
+            not_found
+                .to_string()
+                .starts_with("secret X: nothing at https://vault.example/v1/kv/data/app/db"),
+            "{not_found}"
+        );
+        let no_mount = request_error(
+            "X",
+            &source,
+            &login(),
+            VaultError::Denied {
+                status: 404,
+                path: source.api_path(),
+                errors: "no handler for route".into(),
+            },
+        );
+        assert!(matches!(no_mount, ResolutionError::NoSuchMount { .. }));
+        let denied = request_error(
+            "X",
+            &source,
+            &login(),
+            VaultError::Denied {
+                status: 403,
+                path: source.api_path(),
+                errors: "permission denied".into(),
+            },
+        );
+        assert!(
+            denied
+                .to_string()
+                .contains("add  path \"kv/data/app/db\" { capabilities = [\"read\"] }"),
+            "{denied}"
+        );
+        for error in [not_found, no_mount, denied] {
+            assert_eq!(error.failure_kind(), FailureKind::Build);
+        }
+    }
+
+    #[test]
+    fn ttl_summaries_use_the_largest_whole_unit() {
+        assert_eq!(describe_ttl(0), "no expiry");
+        assert_eq!(describe_ttl(7200), "2h");
+        assert_eq!(describe_ttl(900), "15m");
+        assert_eq!(describe_ttl(61), "61s");
     }
 }

@@ -349,6 +349,7 @@ mod tests {
             file,
             stages: vec![],
             origin: String::new(),
+            plain: false,
         }
     }
 

@@ -92,8 +92,11 @@ async fn inner_cleanup(
 }
 
 async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Result<Outcome> {
+    let started = std::time::Instant::now();
     let Some(id) = env.state_id.as_deref() else {
-        println!("leasehold: no state for this attempt (config did not run); nothing to clean up");
+        joblog::progress(
+            "leasehold: no state for this attempt (config did not run); nothing to clean up",
+        );
         return Ok(Outcome::Success);
     };
     let id = StateId::parse(id)?;
@@ -106,7 +109,7 @@ async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Re
     let root = StateDir::open(&config.state_dir)?;
     let job_dir = root.job(&id);
     if !job_dir.exists() {
-        println!("leasehold: {} already cleaned up", id.as_str());
+        joblog::progress(&format!("leasehold: {} already cleaned up", id.as_str()));
         return Ok(Outcome::Success);
     }
     let mut journal = job_dir.read_journal()?;
@@ -124,17 +127,26 @@ async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Re
 
     for item in &report.items {
         match &item.outcome {
-            RevocationOutcome::Revoked => {
-                println!("leasehold: revoked {} ({})", item.what, item.origin)
-            }
-            RevocationOutcome::RevokedWithToken => println!(
+            RevocationOutcome::Revoked => joblog::progress(&format!(
+                "leasehold: revoked {} ({})",
+                item.what, item.origin
+            )),
+            RevocationOutcome::RevokedWithToken => joblog::progress(&format!(
                 "leasehold: revoked {} ({}) with its token; Vault completes it in the background (grant sys/leases/revoke/<mount>/* for confirmed revocation)",
                 item.what, item.origin
-            ),
-            RevocationOutcome::NotRevocable => println!(
+            )),
+            RevocationOutcome::RevokedWithParent => joblog::progress(&format!(
+                "leasehold: revoked {} ({}) together with the login token it was created from",
+                item.what, item.origin
+            )),
+            RevocationOutcome::NotRevocable => joblog::progress(&format!(
                 "leasehold: {} ({}) is not revocable (AWS STS credentials stay valid until they expire)",
                 item.what, item.origin
-            ),
+            )),
+            RevocationOutcome::Expired => joblog::progress(&format!(
+                "leasehold: {} ({}) had already expired; nothing to revoke",
+                item.what, item.origin
+            )),
             RevocationOutcome::Failed(why) => joblog::warning(&format!(
                 "could not revoke {} ({}): {why}",
                 item.what, item.origin
@@ -151,24 +163,64 @@ async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Re
             id.as_str(),
             job_dir.dir().display()
         ));
+        record_event(config, &journal, &report, orphaned, started);
         return Ok(Outcome::LeftForReaper);
     }
     job_dir.remove()?;
-    println!(
+    let (tokens, leases) = report.tally();
+    joblog::progress(&format!(
         "leasehold: cleaned up {} ({} tokens, {} leases)",
         id.as_str(),
-        report
-            .items
-            .iter()
-            .filter(|i| i.what.starts_with("token"))
-            .count(),
-        report
-            .items
-            .iter()
-            .filter(|i| i.what.starts_with("lease"))
-            .count()
-    );
+        tokens.obtained,
+        leases.obtained
+    ));
+    record_event(config, &journal, &report, false, started);
     Ok(Outcome::Success)
+}
+
+/// The job's line in `[events] file`; failing to write it is a warning, never a lost
+/// revocation.
+fn record_event(
+    config: &crate::config::Config,
+    journal: &crate::state::Journal,
+    report: &RevocationReport,
+    orphaned: bool,
+    started: std::time::Instant,
+) {
+    let Some(path) = &config.events_file else {
+        return;
+    };
+    let (mut tokens, mut leases) = report.tally();
+    if orphaned {
+        // prepare crashed before storing the tokens: what the journal lists is still alive.
+        tokens.obtained = journal.sessions.len();
+        tokens.failed = journal.sessions.len();
+        leases.obtained = journal.leases.len();
+        leases.failed = journal.leases.len();
+    }
+    let now = crate::state::unix_now();
+    let outcome = match crate::events::JobEvent::outcome_of(&tokens, &leases) {
+        "clean" => "clean",
+        _ => "left_for_reaper",
+    };
+    let event = crate::events::JobEvent {
+        event: "cleanup",
+        time: now,
+        state_id: &journal.state_id,
+        job_id: journal.job_id,
+        project: &journal.project_path,
+        outcome,
+        tokens,
+        leases,
+        job_seconds: now.saturating_sub(journal.created_at),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    if let Err(e) = crate::events::append(path, &event) {
+        joblog::warning(&format!(
+            "cannot append to the event file {}: {e}",
+            path.display()
+        ));
+    }
 }
 
 fn private_missing_but_journaled(journal: &crate::state::Journal, nothing_revoked: bool) -> bool {

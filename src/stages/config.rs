@@ -6,9 +6,10 @@
 use serde_json::{Value, json};
 
 use crate::cli::Cli;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::executor::WrappedExecutor;
 use crate::exit::Outcome;
+use crate::joblog;
 use crate::protocol::env;
 use crate::state::{StateId, StateKey};
 
@@ -34,7 +35,9 @@ pub(crate) async fn run(cli: &Cli) -> Result<Outcome> {
     }
     if let (None, Some(shared)) = (
         output.get("builds_dir_is_shared"),
-        config.builds_dir_is_shared,
+        config
+            .builds_dir_is_shared
+            .or(config.executor.kind.builds_dir_is_shared_by_default()),
     ) {
         output["builds_dir_is_shared"] = shared.into();
     }
@@ -47,6 +50,9 @@ pub(crate) async fn run(cli: &Cli) -> Result<Outcome> {
 
     let text = zeroize::Zeroizing::new(output.to_string());
     drop(output);
-    println!("{}", *text);
+    let mut text = text;
+    text.push('\n');
+    joblog::stdout(&text)
+        .map_err(|source| Error::io("write the config JSON to", "standard output", source))?;
     Ok(Outcome::Success)
 }

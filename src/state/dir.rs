@@ -124,9 +124,20 @@ impl JobDir {
         &self.id
     }
 
-    /// Whether the directory exists.
+    /// Whether the directory exists (a symlink in its place does not count: it is refused).
     pub fn exists(&self) -> bool {
-        self.dir.is_dir()
+        fs::symlink_metadata(&self.dir).is_ok()
+    }
+
+    /// The directory, checked like the state dir before anything in it is used: a job that runs
+    /// as leasehold's user can write the state dir, so a symlink planted in place of the job dir
+    /// or its `files/` would otherwise be followed. A missing directory passes (nothing to
+    /// follow; the caller finds it missing).
+    fn checked(&self, path: &Path) -> Result<(), StateError> {
+        match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            _ => Ok(private_fs::check_private_dir(path)?),
+        }
     }
 
     /// Creates the directory (0700). A leftover directory of the same id is an error.
@@ -140,6 +151,7 @@ impl JobDir {
 
     /// Writes the journal atomically.
     pub fn write_journal(&self, journal: &Journal) -> Result<(), StateError> {
+        self.checked(&self.dir)?;
         let bytes = serde_json::to_vec_pretty(journal).map_err(|e| StateError::Corrupt {
             path: self.dir.join(JOURNAL),
             detail: e.to_string(),
@@ -149,6 +161,7 @@ impl JobDir {
 
     /// Reads the journal.
     pub fn read_journal(&self) -> Result<Journal, StateError> {
+        self.checked(&self.dir)?;
         let path = self.dir.join(JOURNAL);
         let bytes = fs::read(&path).map_err(FsError::io("read", &path))?;
         serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
@@ -159,6 +172,7 @@ impl JobDir {
 
     /// Seals the tokens, values and leases with `key` and writes them atomically.
     pub fn seal(&self, sealed: &Sealed, key: &StateKey) -> Result<(), StateError> {
+        self.checked(&self.dir)?;
         let path = self.dir.join(SEALED);
         let bytes = sealed.seal(key, self.id.as_str(), &path)?;
         Ok(private_fs::write_atomic(&path, &bytes)?)
@@ -166,6 +180,7 @@ impl JobDir {
 
     /// Reads and opens the sealed state; `None` when prepare never wrote it.
     pub fn unseal(&self, key: &StateKey) -> Result<Option<Sealed>, StateError> {
+        self.checked(&self.dir)?;
         let path = self.dir.join(SEALED);
         match fs::read(&path) {
             Ok(bytes) => Sealed::unseal(&bytes, key, self.id.as_str(), &path).map(Some),
@@ -204,6 +219,7 @@ impl JobDir {
 
     /// Creates a fresh private directory for one stage's file secrets.
     pub fn stage_files_dir(&self, stage: &str) -> Result<PathBuf, StateError> {
+        self.checked(&self.dir)?;
         let files = self.dir.join(FILES);
         match fs::DirBuilder::new().mode(0o700).create(&files) {
             Ok(()) => {}
@@ -217,6 +233,7 @@ impl JobDir {
                 .into());
             }
         }
+        self.checked(&files)?;
         let safe_stage: String = stage
             .chars()
             .map(|c| {
@@ -271,6 +288,7 @@ mod tests {
                 file: false,
                 stages: vec!["build_script".into()],
                 origin: "kv/a#b".into(),
+                plain: false,
             }],
             ..Sealed::default()
         };
@@ -290,6 +308,38 @@ mod tests {
             job.unseal(&StateKey::generate()),
             Err(StateError::Crypto { .. })
         ));
+    }
+
+    #[test]
+    fn planted_symlinks_in_place_of_a_job_dir_or_its_files_dir_are_refused() {
+        let root_dir = tempfile::tempdir().expect("tempdir");
+        fs::set_permissions(root_dir.path(), fs::Permissions::from_mode(0o700)).expect("chmod");
+        let root = StateDir::open(&root_dir.path().join("state")).expect("root");
+        let victim = root_dir.path().join("victim");
+        fs::create_dir(&victim).expect("victim");
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o700)).expect("chmod");
+
+        let planted = root.job(&StateId::generate("1"));
+        std::os::unix::fs::symlink(&victim, planted.dir()).expect("plant job dir");
+        let key = StateKey::generate();
+        for refused in [
+            planted.seal(&Sealed::default(), &key).map(|_| ()),
+            planted.unseal(&key).map(|_| ()),
+            planted.read_journal().map(|_| ()),
+            planted.stage_files_dir("build_script").map(|_| ()),
+        ] {
+            let error = refused.expect_err("symlinked job dir");
+            assert!(error.to_string().contains("it is a symlink"), "{error}");
+        }
+
+        let job = root.job(&StateId::generate("2"));
+        job.create().expect("create");
+        std::os::unix::fs::symlink(&victim, job.dir().join(FILES)).expect("plant files");
+        let error = job
+            .stage_files_dir("build_script")
+            .expect_err("symlinked files");
+        assert!(error.to_string().contains("it is a symlink"), "{error}");
+        assert_eq!(fs::read_dir(&victim).expect("list").count(), 0);
     }
 
     #[test]

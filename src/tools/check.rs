@@ -17,10 +17,11 @@ use serde_json::Value;
 use crate::bindings::FixedLogin;
 use crate::cli::Cli;
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::exit::Outcome;
 use crate::identity::Verifier;
 use crate::identity::jwks::LEGACY_JWKS_PATH;
+use crate::joblog;
 use crate::private_fs::check_private_dir;
 use crate::state::unix_now;
 use crate::vault::{Server, VaultClient, VaultError, address_key};
@@ -32,12 +33,13 @@ pub(crate) async fn run(cli: &Cli, token_file: Option<&Path>) -> Result<Outcome>
     let token = match read_token(token_file) {
         Ok(token) => token,
         Err(message) => {
-            eprintln!("leasehold check: {message}");
+            joblog::info(&format!("leasehold check: {message}"));
             return Ok(Outcome::Usage);
         }
     };
     let report = check(&path, token.as_ref(), unix_now()).await;
-    print!("{}", report.render());
+    joblog::stdout(&report.render())
+        .map_err(|source| Error::io("write the report to", "standard output", source))?;
     Ok(Outcome::Findings {
         problems: report.problems(),
     })

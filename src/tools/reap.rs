@@ -3,9 +3,11 @@
 use crate::cli::Cli;
 use crate::config::{Config, Executor};
 use crate::error::Result;
+use crate::events::{JobEvent, append};
 use crate::executor::docker::DockerExecutor;
 use crate::exit::Outcome;
-use crate::lease::{RevocationOutcome, is_over, reap};
+use crate::joblog;
+use crate::lease::{ReapedJob, RevocationOutcome, is_over, reap};
 use crate::state::{StateDir, StateId, unix_now};
 
 pub(crate) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
@@ -15,37 +17,94 @@ pub(crate) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
     let container_problems = reap_containers(&config, &root, dry_run).await;
     for item in &report.items {
         match &item.outcome {
-            RevocationOutcome::Revoked | RevocationOutcome::RevokedWithToken => {
-                println!("{}: revoked {}", item.state_id, item.what)
+            RevocationOutcome::Revoked
+            | RevocationOutcome::RevokedWithToken
+            | RevocationOutcome::RevokedWithParent => {
+                joblog::progress(&format!("{}: revoked {}", item.state_id, item.what))
             }
-            RevocationOutcome::NotRevocable => println!(
+            RevocationOutcome::Expired => joblog::progress(&format!(
+                "{}: {} had already expired",
+                item.state_id, item.what
+            )),
+            RevocationOutcome::NotRevocable => joblog::progress(&format!(
                 "{}: {} is not revocable (expires on its own)",
                 item.state_id, item.what
-            ),
-            RevocationOutcome::Failed(why) if dry_run => {
-                println!("{}: would revoke {} ({why})", item.state_id, item.what)
-            }
-            RevocationOutcome::Failed(why) => {
-                eprintln!("{}: could not revoke {}: {why}", item.state_id, item.what)
-            }
+            )),
+            RevocationOutcome::Failed(why) if dry_run => joblog::progress(&format!(
+                "{}: would revoke {} ({why})",
+                item.state_id, item.what
+            )),
+            RevocationOutcome::Failed(why) => joblog::info(&format!(
+                "{}: could not revoke {}: {why}",
+                item.state_id, item.what
+            )),
         }
     }
-    println!(
+    joblog::progress(&format!(
         "leasehold reap: {} job states examined, {} still running (left alone), {} reaped",
         report.examined, report.running, report.reaped
-    );
+    ));
+    if dry_run {
+        return Ok(Outcome::Findings { problems: 0 });
+    }
+    // Every job the reaper had to take credentials back from is a problem to alert on: its
+    // own cleanup failed or never ran.
+    for job in &report.jobs {
+        joblog::progress(&format!(
+            "leasehold reap: job {} ({}, {}) still had {} tokens and {} leases after its cleanup {}; {} revoked now, {} still alive",
+            job.job_id,
+            job.state_id,
+            if job.project.is_empty() {
+                "unknown project"
+            } else {
+                &job.project
+            },
+            job.tokens.obtained,
+            job.leases.obtained,
+            if job.cleanup_failed {
+                "failed"
+            } else {
+                "never ran"
+            },
+            job.tokens.revoked + job.leases.revoked,
+            job.tokens.failed + job.leases.failed,
+        ));
+        record_event(&config, job);
+    }
     let failures = report
         .items
         .iter()
         .filter(|item| matches!(item.outcome, RevocationOutcome::Failed(_)))
         .count();
     Ok(Outcome::Findings {
-        problems: if dry_run {
-            0
-        } else {
-            failures + container_problems
-        },
+        problems: failures.max(report.jobs.len()) + container_problems,
     })
+}
+
+/// The reaped job's line in `[events] file`.
+fn record_event(config: &Config, job: &ReapedJob) {
+    let Some(path) = &config.events_file else {
+        return;
+    };
+    let now = unix_now();
+    let event = JobEvent {
+        event: "reap",
+        time: now,
+        state_id: &job.state_id,
+        job_id: job.job_id,
+        project: &job.project,
+        outcome: JobEvent::outcome_of(&job.tokens, &job.leases),
+        tokens: job.tokens,
+        leases: job.leases,
+        job_seconds: now.saturating_sub(job.created_at),
+        duration_ms: job.duration_ms,
+    };
+    if let Err(e) = append(path, &event) {
+        joblog::info(&format!(
+            "leasehold reap: cannot append to the event file {}: {e}",
+            path.display()
+        ));
+    }
 }
 
 /// With the docker executor: removes this installation's containers whose job state is gone
@@ -71,12 +130,12 @@ async fn reap_containers(config: &Config, root: &StateDir, dry_run: bool) -> usi
         Ok(containers) => {
             for (state_id, name) in containers {
                 let verb = if dry_run { "would remove" } else { "removed" };
-                println!("{state_id}: {verb} container {name}");
+                joblog::progress(&format!("{state_id}: {verb} container {name}"));
             }
             0
         }
         Err(e) => {
-            eprintln!("leasehold reap: {e}");
+            joblog::info(&format!("leasehold reap: {e}"));
             1
         }
     }

@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::support::docker::{
     self, BUSYBOX_IMAGE, JOB_IMAGE, containers_of, docker_ok, executor_config, git_repo,
 };
-use crate::support::world::{World, accessor_in};
+use crate::support::world::World;
 use crate::support::{Cancel, JobOutcome, JobResult, RunOptions, leasehold_bin, random_hex, scan};
 
 const POLICY: &str = r#"path "kv/data/app/*" { capabilities = ["read"] }"#;
@@ -513,7 +513,15 @@ path "sys/leases/revoke/*" { capabilities = ["update"] }"#,
     assert_eq!(outcome.result, JobResult::Crashed, "{}", outcome.log);
     let left = containers_of(&lab.world.state_dir());
     assert_eq!(left.len(), 2, "the crash left its containers: {left:?}");
-    let accessor = accessor_in(&outcome.raw_log).expect("accessor");
+    let states = lab.world.leftover_states();
+    assert_eq!(states.len(), 1, "{states:?}");
+    let journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(states[0].join("journal.json")).expect("journal"))
+            .expect("journal JSON");
+    let accessor = journal["sessions"][0]["accessor"]
+        .as_str()
+        .expect("accessor journaled")
+        .to_owned();
     std::thread::sleep(Duration::from_secs(2));
     let out = std::process::Command::new(leasehold_bin())
         .args([
@@ -524,8 +532,10 @@ path "sys/leases/revoke/*" { capabilities = ["update"] }"#,
         .output()
         .expect("reap");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
+    // Exit 1: reap names every job whose credentials it had to take back.
+    assert_eq!(
+        out.status.code(),
+        Some(1),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );

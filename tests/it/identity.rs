@@ -457,7 +457,8 @@ fn plan_explains_a_saved_job_payload() {
         "verified  yes: RS256 signature",
         "[1] per-env                  MATCH",
         "granted by  binding per-env",
-        "request     read kv/data/envs/365-dev  (engine kv-v2, mount kv)",
+        "login       POST /v1/auth/jwt/login  role ",
+        "request     GET /v1/kv/data/envs/365-dev  (read, engine kv-v2, mount kv)",
         "granted by  LEASEHOLD_SECRETS",
         "RESULT  prepare would succeed: 1 login, 2 requests",
     ] {
@@ -548,4 +549,39 @@ fn check_reports_missing_mount_wrong_issuer_and_unreachable_server() {
             .any(|p| p.contains(&dead) && p.contains("unreachable")),
         "{report}"
     );
+}
+
+/// Issue 11.5: `config`, `plan` and `check` writing to a full disk end with one error line and
+/// the system-failure code, never a panic ("internal error at …stdio.rs").
+#[test]
+fn output_to_a_full_device_is_an_error_not_a_panic() {
+    let world = gitlab_world("", ENV_BINDING);
+    let claims = world.dir.path().join("claims.json");
+    std::fs::write(&claims, r#"{"project_id": "365", "environment": "dev"}"#).expect("claims");
+    for args in [
+        vec!["config"],
+        vec!["plan", "--claims", claims.to_str().expect("utf-8")],
+        vec!["check"],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("open /dev/full");
+        let output = Command::new(leasehold_bin())
+            .arg("--config")
+            .arg(world.config_path())
+            .args(&args)
+            .env("VAULT_TOKEN", world.bao.root_token())
+            .env("SYSTEM_FAILURE_EXIT_CODE", "77")
+            .stdout(full)
+            .output()
+            .expect("run leasehold");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(77), "{args:?}: {stderr}");
+        assert!(!stderr.contains("internal error"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("to standard output: No space left on device"),
+            "{args:?}: {stderr}"
+        );
+    }
 }

@@ -115,10 +115,25 @@ impl World {
         self.runner().run_job(job, RunOptions::new())
     }
 
-    /// The job's Vault token (found through the accessor prepare printed) no longer exists, and
-    /// no job state is left: what every cleanup must achieve.
+    /// The job's Vault token (found through the accessor cleanup named) no longer exists, the
+    /// public job log does not show its accessor, and no job state is left: what every cleanup
+    /// must achieve.
     pub(crate) fn assert_revoked_and_clean(&self, outcome: &super::JobOutcome) {
-        let accessor = accessor_in(&outcome.raw_log).expect("prepare printed the token accessor");
+        self.assert_revoked_by_and_clean(outcome, &outcome.cleanup_output);
+    }
+
+    /// [`World::assert_revoked_and_clean`] for a cleanup that ran outside the emulated runner
+    /// and printed `cleanup_output`.
+    pub(crate) fn assert_revoked_by_and_clean(
+        &self,
+        outcome: &super::JobOutcome,
+        cleanup_output: &str,
+    ) {
+        let accessor = accessor_in(cleanup_output).expect("cleanup named the token it revoked");
+        assert!(
+            !outcome.raw_log.contains(&accessor),
+            "the token accessor is in the public job log"
+        );
         assert!(
             self.bao.lookup_token_by_accessor(&accessor).is_none(),
             "cleanup revoked the job token"
@@ -142,10 +157,19 @@ fn list(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// The token accessor prepare printed in the job log (`token accessor <id>`).
-pub(crate) fn accessor_in(log: &str) -> Option<String> {
-    let start = log.find("token accessor ")? + "token accessor ".len();
-    let rest = &log[start..];
-    let end = rest.find([',', ')', ' '])?;
-    Some(rest[..end].to_owned())
+/// The first token accessor cleanup named (see [`accessors_in`]).
+pub(crate) fn accessor_in(cleanup_output: &str) -> Option<String> {
+    accessors_in(cleanup_output).into_iter().next()
+}
+
+/// The token accessors cleanup names in the runner's log ("revoked token <a> (…)", or "could
+/// not revoke token <a> (…)"). The public job log does not show them (docs/security.md).
+pub(crate) fn accessors_in(cleanup_output: &str) -> Vec<String> {
+    cleanup_output
+        .match_indices("revoked token ")
+        .chain(cleanup_output.match_indices("revoke token "))
+        .filter_map(|(i, m)| cleanup_output[i + m.len()..].split([' ', ':']).next())
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
