@@ -55,6 +55,31 @@ impl Tally {
     }
 }
 
+impl RevocationOutcome {
+    /// The report's sentence for `what` (`token <accessor>`, `lease <id>`) and where it came
+    /// from, as cleanup and `reap` print it.
+    pub(crate) fn describe(&self, what: &str, origin: Option<&str>) -> String {
+        let what = match origin {
+            Some(origin) => format!("{what} ({origin})"),
+            None => what.to_owned(),
+        };
+        match self {
+            RevocationOutcome::Revoked => format!("revoked {what}"),
+            RevocationOutcome::RevokedWithToken => format!(
+                "revoked {what} with its token; Vault completes it in the background (grant sys/leases/revoke/<mount>/* for confirmed revocation)"
+            ),
+            RevocationOutcome::RevokedWithParent => {
+                format!("revoked {what} together with the login token it was created from")
+            }
+            RevocationOutcome::NotRevocable => format!(
+                "{what} is not revocable (AWS STS credentials stay valid until they expire)"
+            ),
+            RevocationOutcome::Expired => format!("{what} had already expired; nothing to revoke"),
+            RevocationOutcome::Failed(why) => format!("could not revoke {what}: {why}"),
+        }
+    }
+}
+
 /// One line of the revocation report.
 #[derive(Debug, Clone)]
 pub(crate) struct Revocation {

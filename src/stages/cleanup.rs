@@ -126,31 +126,10 @@ async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Re
     job_dir.remove_secrets()?;
 
     for item in &report.items {
+        let line = item.outcome.describe(&item.what, Some(&item.origin));
         match &item.outcome {
-            RevocationOutcome::Revoked => joblog::progress(&format!(
-                "leasehold: revoked {} ({})",
-                item.what, item.origin
-            )),
-            RevocationOutcome::RevokedWithToken => joblog::progress(&format!(
-                "leasehold: revoked {} ({}) with its token; Vault completes it in the background (grant sys/leases/revoke/<mount>/* for confirmed revocation)",
-                item.what, item.origin
-            )),
-            RevocationOutcome::RevokedWithParent => joblog::progress(&format!(
-                "leasehold: revoked {} ({}) together with the login token it was created from",
-                item.what, item.origin
-            )),
-            RevocationOutcome::NotRevocable => joblog::progress(&format!(
-                "leasehold: {} ({}) is not revocable (AWS STS credentials stay valid until they expire)",
-                item.what, item.origin
-            )),
-            RevocationOutcome::Expired => joblog::progress(&format!(
-                "leasehold: {} ({}) had already expired; nothing to revoke",
-                item.what, item.origin
-            )),
-            RevocationOutcome::Failed(why) => joblog::warning(&format!(
-                "could not revoke {} ({}): {why}",
-                item.what, item.origin
-            )),
+            RevocationOutcome::Failed(_) => joblog::warning(&line),
+            _ => joblog::progress(&format!("leasehold: {line}")),
         }
     }
     // Without the tokens (prepare crashed before storing them) only the reaper can revoke.

@@ -752,7 +752,7 @@ vault = "review/{environment}/url@kv"
         let (text, code) = fx.plan(Input::Job(&job)).await;
         assert_eq!(code, 0, "{text}");
         for wanted in [
-            "    request     write auth/token/create  (a child token of this login; policies app-read, pki-issue and default; ttl 15m)",
+            "    request     POST /v1/auth/token/create  (a child token of this login; policies app-read, pki-issue and default; ttl 15m)",
             "    field       client_token",
             "    delivery    environment variable, with VAULT_TOKEN, BAO_TOKEN, VAULT_ADDR, BAO_ADDR (and the namespace and CA bundle, when set), in stages build_script step_* after_script",
         ] {

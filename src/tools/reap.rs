@@ -16,28 +16,17 @@ pub(crate) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
     let report = reap(&config, &root, dry_run).await?;
     let container_problems = reap_containers(&config, &root, dry_run).await;
     for item in &report.items {
-        match &item.outcome {
-            RevocationOutcome::Revoked
-            | RevocationOutcome::RevokedWithToken
-            | RevocationOutcome::RevokedWithParent => {
-                joblog::progress(&format!("{}: revoked {}", item.state_id, item.what))
+        let line = match &item.outcome {
+            RevocationOutcome::Failed(why) if dry_run => {
+                format!("would revoke {} ({why})", item.what)
             }
-            RevocationOutcome::Expired => joblog::progress(&format!(
-                "{}: {} had already expired",
-                item.state_id, item.what
-            )),
-            RevocationOutcome::NotRevocable => joblog::progress(&format!(
-                "{}: {} is not revocable (expires on its own)",
-                item.state_id, item.what
-            )),
-            RevocationOutcome::Failed(why) if dry_run => joblog::progress(&format!(
-                "{}: would revoke {} ({why})",
-                item.state_id, item.what
-            )),
-            RevocationOutcome::Failed(why) => joblog::info(&format!(
-                "{}: could not revoke {}: {why}",
-                item.state_id, item.what
-            )),
+            outcome => outcome.describe(&item.what, None),
+        };
+        match &item.outcome {
+            RevocationOutcome::Failed(_) if !dry_run => {
+                joblog::info(&format!("{}: {line}", item.state_id))
+            }
+            _ => joblog::progress(&format!("{}: {line}", item.state_id)),
         }
     }
     joblog::progress(&format!(

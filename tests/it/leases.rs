@@ -724,24 +724,7 @@ fn twenty_concurrent_jobs_get_their_own_credentials_and_leave_nothing() {
 fn pki_certificate_issued_through_data_arrives_as_a_file_and_is_revoked() {
     let lab = Lab::start(&[("app", "5m", "1h")], "");
     let bao = &lab.bao;
-    bao.ok(
-        "POST",
-        "sys/mounts/pki",
-        Some(json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}})),
-    );
-    bao.ok(
-        "POST",
-        "pki/root/generate/internal",
-        Some(json!({"common_name": "leasehold test CA", "ttl": "87600h"})),
-    );
-    bao.ok(
-        "POST",
-        "pki/roles/ci-web",
-        Some(
-            json!({"allowed_domains": ["ci.example.com"], "allow_subdomains": true,
-                    "max_ttl": "1h", "generate_lease": true}),
-        ),
-    );
+    bao.enable_pki("1h");
     let tokens_before = lab.token_accessors();
     let yaml = "\
 TLS_CERT:
@@ -1147,24 +1130,7 @@ fn random_value() -> String {
 fn cleanup_reports_a_lease_that_expired_before_it_as_expired_not_revoked() {
     let lab = Lab::start(&[("app", "5m", "1h")], "");
     let bao = &lab.bao;
-    bao.ok(
-        "POST",
-        "sys/mounts/pki",
-        Some(json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}})),
-    );
-    bao.ok(
-        "POST",
-        "pki/root/generate/internal",
-        Some(json!({"common_name": "leasehold test CA", "ttl": "87600h"})),
-    );
-    bao.ok(
-        "POST",
-        "pki/roles/ci-web",
-        Some(
-            json!({"allowed_domains": ["ci.example.com"], "allow_subdomains": true,
-                    "max_ttl": "2s", "generate_lease": true}),
-        ),
-    );
+    bao.enable_pki("2s");
     let yaml = "\
 TLS_CERT:
   vault:

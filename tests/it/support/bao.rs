@@ -307,6 +307,29 @@ impl Bao {
         );
     }
 
+    /// Mounts PKI at `pki/` with a root CA and the role `ci-web` (certificates for
+    /// `*.ci.example.com`, with leases), its `max_ttl` as given.
+    pub(crate) fn enable_pki(&self, max_ttl: &str) {
+        self.ok(
+            "POST",
+            "sys/mounts/pki",
+            Some(json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}})),
+        );
+        self.ok(
+            "POST",
+            "pki/root/generate/internal",
+            Some(json!({"common_name": "leasehold test CA", "ttl": "87600h"})),
+        );
+        self.ok(
+            "POST",
+            "pki/roles/ci-web",
+            Some(
+                json!({"allowed_domains": ["ci.example.com"], "allow_subdomains": true,
+                        "max_ttl": max_ttl, "generate_lease": true}),
+            ),
+        );
+    }
+
     /// Enables JWT auth at `mount` and points it at a JWKS URL (e.g. [`super::Issuer::jwks_url`]),
     /// with `bound_issuer` (e.g. [`super::Issuer::url`]).
     pub(crate) fn enable_jwt(&self, mount: &str, jwks_url: &str, bound_issuer: &str) {
