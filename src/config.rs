@@ -105,6 +105,8 @@ pub(crate) enum Executor {
     },
     /// Call an inner custom-executor driver for every stage.
     Custom(CustomDriver),
+    /// Run each job in its own container of a Docker engine.
+    Docker(crate::docker::DockerSettings),
 }
 
 impl Executor {
@@ -115,7 +117,9 @@ impl Executor {
     /// and says it in its config output (absent: gitlab-runner's default, not shared).
     pub(crate) fn builds_dir_is_shared_by_default(&self) -> Option<bool> {
         match self {
-            Executor::Shell { .. } => Some(true),
+            // The docker executor bind-mounts the same host builds dir into every job's
+            // containers, so it is shared exactly like the shell executor's.
+            Executor::Shell { .. } | Executor::Docker(_) => Some(true),
             Executor::Custom(_) => None,
         }
     }
@@ -371,7 +375,24 @@ fn check_executor(
     section: config_file::ExecutorSection,
     has_gitlab: bool,
 ) -> Result<ExecutorSettings, String> {
+    if section.kind != ExecutorKind::Docker && section.docker.is_some() {
+        return Err("[executor.docker] applies to kind = \"docker\" only".into());
+    }
     let kind = match (section.kind, section.custom) {
+        (ExecutorKind::Docker, _)
+            if section.user.is_some() || section.user_from_claim.is_some() =>
+        {
+            return Err("[executor] user / user_from_claim apply to kind = \"shell\" only; set the container's user in [executor.docker] user".into());
+        }
+        (ExecutorKind::Docker, _) if section.inject.is_some_and(|i| i != InjectMode::Env) => {
+            return Err("[executor] inject applies to kind = \"shell\" and \"custom\"; the docker executor always hands secrets over the exec's stdin".into());
+        }
+        (ExecutorKind::Docker, _) => match section.docker {
+            Some(docker) => Executor::Docker(crate::docker::settings::check(docker)?),
+            None => {
+                return Err("[executor] kind = \"docker\" needs an [executor.docker] table with at least helper_image".into());
+            }
+        },
         (ExecutorKind::Custom, None) => {
             return Err("[executor] kind = \"custom\" needs an [executor.custom] table with at least run_exec".into());
         }
@@ -418,7 +439,8 @@ fn check_executor(
     // containers): the wrapper script is the delivery that works with any driver and puts no
     // value in it.
     let inject = section.inject.unwrap_or(match kind {
-        Executor::Shell { .. } => InjectMode::Env,
+        // Unused by the docker executor, whose stage file carries the secrets over stdin.
+        Executor::Shell { .. } | Executor::Docker(_) => InjectMode::Env,
         Executor::Custom(_) => InjectMode::Script,
     });
     Ok(ExecutorSettings {

@@ -364,6 +364,9 @@ pub(crate) struct ExecutorSection {
     /// `custom` only: the inner driver, exactly as in gitlab-runner's `[runners.custom]`.
     #[serde(default)]
     pub custom: Option<CustomDriver>,
+    /// `docker` only: the engine, the images and what the job's container may do.
+    #[serde(default)]
+    pub docker: Option<DockerSection>,
 }
 
 /// The wrapped executors.
@@ -375,6 +378,8 @@ pub(crate) enum ExecutorKind {
     Shell,
     /// Call an existing custom-executor driver (VM, container, SSH) for every stage.
     Custom,
+    /// Run each job in its own container of a Docker engine.
+    Docker,
 }
 
 /// How secrets are handed to the job.
@@ -416,6 +421,72 @@ pub(crate) struct CustomDriver {
     /// Its arguments.
     #[serde(default)]
     pub cleanup_args: Vec<String>,
+}
+
+/// `[executor.docker]`: the docker executor's engine, images and container settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DockerSection {
+    /// The engine's address, `unix:///path` or `tcp://host:port` (default: `DOCKER_HOST`, else
+    /// `unix:///var/run/docker.sock`).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The image of a job that names none.
+    #[serde(default)]
+    pub default_image: Option<String>,
+    /// The image the non-user stages run in (git, the runner's helper commands, bash). Required.
+    #[serde(default)]
+    pub helper_image: Option<String>,
+    /// `never`, `if-not-present` (the default) or `always`.
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+    /// The images a job may name (globs; empty: any).
+    #[serde(default)]
+    pub allowed_images: Vec<String>,
+    /// The images a job's services may use (globs; default: `allowed_images`).
+    #[serde(default)]
+    pub allowed_services: Option<Vec<String>>,
+    /// The job container's network (`none`, `host`, `bridge`, a network name); the helper and
+    /// the services share it. Default: the engine's own default.
+    #[serde(default)]
+    pub network_mode: Option<String>,
+    /// Run the job container privileged (it can then escape to the host).
+    #[serde(default)]
+    pub privileged: bool,
+    /// Capabilities removed from the job container (`ALL`, `NET_RAW`, …).
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// Capabilities added to the job container.
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    /// Memory limit of the job container (`512m`, `2g`, bytes).
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// CPU limit of the job container, in CPUs (`1.5`).
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    /// Process limit of the job container.
+    #[serde(default)]
+    pub pids_limit: Option<i64>,
+    /// Extra mounts of the job and helper containers, as `docker run -v` takes them.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// The user the job's stages run as in its container (default: the image's).
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// When the docker executor pulls an image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum PullPolicy {
+    /// Never: the image must be on the engine already.
+    Never,
+    /// Only when the engine does not have it.
+    #[default]
+    IfNotPresent,
+    /// Before every job.
+    Always,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -509,6 +580,7 @@ impl Default for ExecutorSection {
             user_map: std::collections::BTreeMap::new(),
             files_dir: default_files_dir(),
             custom: None,
+            docker: None,
         }
     }
 }

@@ -200,7 +200,9 @@ impl Recipient {
     /// Who `executor`'s run command is.
     pub(crate) fn of(executor: &WrappedExecutor) -> Self {
         match executor {
-            WrappedExecutor::Shell(_) => Recipient::Job,
+            // The docker executor does not use a Delivery (its stages are execs); its job's
+            // shell is the recipient all the same.
+            WrappedExecutor::Shell(_) | WrappedExecutor::Docker(_) => Recipient::Job,
             WrappedExecutor::Custom(_) => Recipient::Driver,
         }
     }

@@ -12,7 +12,7 @@
 //! - `planning`: identity, bindings, policy and declarations combined into one
 //!   `secret_plan::SecretPlan`; `resolution`: one login per identity, one read per path;
 //!   `lease`: renewal while the job runs, revocation at cleanup, the reaper for crashes;
-//! - `executor`: the wrapped executors; `inject`: what a stage's child receives, and how;
+//! - `executor`: the wrapped executors (`docker`: the Docker engine behind the docker one); `inject`: what a stage's child receives, and how;
 //!   `job_user`: the local account a job runs as; `supervision`: every child process,
 //!   its signals and output;
 //! - `identity`: the ID token, its verification and claims; `config`: the checked executor
@@ -32,6 +32,7 @@ pub mod cli;
 pub(crate) mod config;
 pub(crate) mod config_file;
 pub(crate) mod declarations;
+pub(crate) mod docker;
 pub(crate) mod entry;
 pub(crate) mod error;
 pub(crate) mod events;

@@ -3,9 +3,11 @@
 //! leasehold adds secrets around an executor; it does not decide where a job runs. The built-in
 //! [`shell`] executor runs each script locally with `bash <script>`, optionally as another user;
 //! [`custom`] calls an existing custom-executor driver (libvirt, LXD, docker, SSH…) for every
-//! stage with gitlab-runner's own protocol, and passes its exit codes through unchanged.
+//! stage with gitlab-runner's own protocol, and passes its exit codes through unchanged;
+//! [`docker`] runs each job in its own container on a Docker engine.
 
 pub(crate) mod custom;
+pub(crate) mod docker;
 pub(crate) mod shell;
 
 use std::ffi::OsString;
@@ -22,7 +24,14 @@ pub(crate) enum WrappedExecutor {
     Shell(shell::ShellExecutor),
     /// An inner custom-executor driver.
     Custom(custom::CustomExecutor),
+    /// A container per job on a Docker engine.
+    Docker(docker::DockerExecutor),
 }
+
+/// What prepare checked about the job before any Vault login (the docker executor: its image
+/// and services are allowed, the engine answers).
+#[derive(Debug)]
+pub(crate) struct Checked(Option<docker::CheckedJob>);
 
 impl WrappedExecutor {
     /// Builds the executor the config selects.
@@ -32,13 +41,25 @@ impl WrappedExecutor {
                 WrappedExecutor::Custom(custom::CustomExecutor::new(driver.clone()))
             }
             Executor::Shell { shell } => WrappedExecutor::Shell(shell::ShellExecutor::new(shell)),
+            Executor::Docker(settings) => {
+                WrappedExecutor::Docker(docker::DockerExecutor::new(settings.clone()))
+            }
+        }
+    }
+
+    /// Checks what can be checked before the job gets any secret (the docker executor: the
+    /// job's image and services, and the engine).
+    pub(crate) async fn check_job(&self) -> Result<Checked, ExecutorError> {
+        match self {
+            WrappedExecutor::Docker(docker) => Ok(Checked(Some(docker.check_job().await?))),
+            _ => Ok(Checked(None)),
         }
     }
 
     /// The inner driver's config JSON, if it has a config stage.
     pub(crate) async fn config_json(&self) -> Result<Option<serde_json::Value>, ExecutorError> {
         match self {
-            WrappedExecutor::Shell(_) => Ok(None),
+            WrappedExecutor::Shell(_) | WrappedExecutor::Docker(_) => Ok(None),
             WrappedExecutor::Custom(custom) => custom.config().await,
         }
     }
@@ -47,6 +68,7 @@ impl WrappedExecutor {
     pub(crate) fn driver_name(&self, inner: Option<&serde_json::Value>) -> String {
         match self {
             WrappedExecutor::Shell(_) => "leasehold (shell)".to_owned(),
+            WrappedExecutor::Docker(_) => "leasehold (docker)".to_owned(),
             WrappedExecutor::Custom(_) => {
                 let name = inner
                     .and_then(|j| j.pointer("/driver/name"))
@@ -57,19 +79,42 @@ impl WrappedExecutor {
         }
     }
 
-    /// Prepares the execution environment.
-    pub(crate) async fn prepare(&self, config: &Config) -> Result<Outcome, ExecutorError> {
-        match self {
-            WrappedExecutor::Shell(shell) => shell.prepare(config).map(|()| Outcome::Success),
-            WrappedExecutor::Custom(custom) => custom.prepare().await,
+    /// Prepares the execution environment for the job `owner` names, with what
+    /// [`WrappedExecutor::check_job`] found.
+    pub(crate) async fn prepare(
+        &self,
+        config: &Config,
+        checked: Checked,
+        owner: crate::docker::container::Owner<'_>,
+    ) -> Result<Outcome, ExecutorError> {
+        match (self, checked.0) {
+            (WrappedExecutor::Shell(shell), _) => shell.prepare(config).map(|()| Outcome::Success),
+            (WrappedExecutor::Custom(custom), _) => custom.prepare().await,
+            (WrappedExecutor::Docker(docker), Some(job)) => docker
+                .prepare(job, owner, &config.builds_dir, &config.cache_dir)
+                .await
+                .map(|()| Outcome::Success),
+            (WrappedExecutor::Docker(docker), None) => {
+                let job = docker.check_job().await?;
+                docker
+                    .prepare(job, owner, &config.builds_dir, &config.cache_dir)
+                    .await
+                    .map(|()| Outcome::Success)
+            }
         }
     }
 
-    /// The command that runs one sub-stage script.
-    pub(crate) fn run_command(&self, script: &Path, stage: &BuildStage) -> tokio::process::Command {
+    /// The command that runs one sub-stage script (`None` for the docker executor, whose
+    /// stages are execs in a container: [`docker::DockerExecutor::run_stage`]).
+    pub(crate) fn run_command(
+        &self,
+        script: &Path,
+        stage: &BuildStage,
+    ) -> Option<tokio::process::Command> {
         match self {
-            WrappedExecutor::Shell(shell) => shell.run_command(script),
-            WrappedExecutor::Custom(custom) => custom.run_command(script, stage),
+            WrappedExecutor::Shell(shell) => Some(shell.run_command(script)),
+            WrappedExecutor::Custom(custom) => Some(custom.run_command(script, stage)),
+            WrappedExecutor::Docker(_) => None,
         }
     }
 
@@ -78,6 +123,7 @@ impl WrappedExecutor {
         match self {
             WrappedExecutor::Shell(_) => crate::protocol::child_base_env(),
             WrappedExecutor::Custom(_) => crate::protocol::driver_base_env(),
+            WrappedExecutor::Docker(_) => Vec::new(),
         }
     }
 
@@ -90,7 +136,7 @@ impl WrappedExecutor {
     /// The child that tears the execution environment down, if the executor has one.
     pub(crate) fn cleanup_child(&self) -> Option<crate::supervision::Child> {
         match self {
-            WrappedExecutor::Shell(_) => None,
+            WrappedExecutor::Shell(_) | WrappedExecutor::Docker(_) => None,
             WrappedExecutor::Custom(custom) => custom.cleanup_child(),
         }
     }
@@ -125,6 +171,17 @@ pub(crate) enum ExecutorError {
         /// The parser's message.
         detail: String,
     },
+    /// The runner's stage script could not be read.
+    #[error("cannot read the stage script {path}: {source}")]
+    Script {
+        /// The script.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The Docker engine failed, or refused the job.
+    #[error(transparent)]
+    Docker(#[from] crate::docker::DockerError),
     /// The inner driver's config stage failed.
     #[error("the inner driver's config_exec ({program}) exited with {code}")]
     ConfigFailed {
@@ -136,8 +193,12 @@ pub(crate) enum ExecutorError {
 }
 
 impl ExecutorError {
-    /// The wrapped executor failing is the host's problem.
+    /// The wrapped executor failing is the host's problem, except a job the docker executor
+    /// refuses (its image, its services).
     pub(crate) fn failure_kind(&self) -> FailureKind {
-        FailureKind::System
+        match self {
+            ExecutorError::Docker(e) => e.failure_kind(),
+            _ => FailureKind::System,
+        }
     }
 }

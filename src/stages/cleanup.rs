@@ -20,7 +20,7 @@ use super::load_config;
 pub(crate) async fn run(cli: &Cli) -> Result<Outcome> {
     let config = load_config(cli)?;
     let env = StageEnv::from_env();
-    let inner = inner_cleanup(&WrappedExecutor::from_config(&config)).await;
+    let inner = inner_cleanup(&WrappedExecutor::from_config(&config), &config, &env).await;
     match &inner {
         Ok(Outcome::Success | Outcome::Driver { code: 0 }) => {}
         Ok(Outcome::Driver { code }) => {
@@ -44,6 +44,8 @@ pub(crate) async fn run(cli: &Cli) -> Result<Outcome> {
 /// in the same process group, got the signal too.
 async fn inner_cleanup(
     executor: &WrappedExecutor,
+    config: &crate::config::Config,
+    env: &StageEnv,
 ) -> std::result::Result<Outcome, crate::executor::ExecutorError> {
     let spawn_error = |source| crate::executor::ExecutorError::Spawn {
         program: "the inner driver's cleanup_exec".into(),
@@ -51,6 +53,24 @@ async fn inner_cleanup(
     };
     // From here on no stop signal ends leasehold before it has revoked, driver or not.
     let mut signals = StopSignals::listen().map_err(spawn_error)?;
+    if let (WrappedExecutor::Docker(docker), Some(id)) = (executor, env.state_id.as_deref()) {
+        // The job's containers go first (with them their tmpfs and anonymous volumes): a
+        // stage that outlived its `leasehold run` stops here, before its secrets are revoked.
+        return tokio::select! {
+            biased;
+            signal = signals.recv() => {
+                joblog::warning("cleanup was told to stop: revoking now; `leasehold reap` removes the job's containers");
+                Ok(Outcome::Interrupted { signal: signal as i32 })
+            }
+            removed = docker.cleanup(&config.state_dir, id) => {
+                let removed = removed?;
+                if !removed.is_empty() {
+                    println!("leasehold: removed containers {}", removed.join(", "));
+                }
+                Ok(Outcome::Success)
+            }
+        };
+    }
     let Some(child) = executor.cleanup_child() else {
         return Ok(Outcome::Success);
     };

@@ -27,6 +27,10 @@ pub(crate) async fn run(cli: &Cli) -> Result<Outcome> {
     let job = JobResponse::read(env.require_job_response_file()?)?;
 
     mention_native_secrets(&job);
+    // Before any Vault login: a job the executor cannot run (a disallowed image, an engine
+    // that is down) gets no token.
+    let executor = WrappedExecutor::from_config(&config);
+    let checked = executor.check_job().await?;
     let (plan, identity) = plan_job(&job, &config).await?;
     let run_as = job_user_from_claims(&config, &identity)?;
     let job_dir = root.job(&id);
@@ -50,9 +54,13 @@ pub(crate) async fn run(cli: &Cli) -> Result<Outcome> {
     verify_key_round_trip(&job_dir, &key)?;
     // The wrapped executor prepares last: a VM is not started for a job whose secrets fail.
     // If it fails, gitlab-runner runs cleanup, which revokes what was just obtained.
-    Ok(WrappedExecutor::from_config(&config)
-        .prepare(&config)
-        .await?)
+    let owner = crate::docker::container::Owner {
+        state_id: id.as_str(),
+        state_dir: &config.state_dir,
+        job_id: job.id,
+        project: &job.job_info.project_full_path,
+    };
+    Ok(executor.prepare(&config, checked, owner).await?)
 }
 
 /// Logs in and resolves the plan into `sealed`, journaling every token as it is obtained; if

@@ -1,6 +1,8 @@
 //! run_exec: run one sub-stage script through the wrapped executor, with the secrets this
 //! sub-stage is entitled to in the child's environment (or 0600 files, or a private wrapper
 //! script), its output masked, leases renewed, signals forwarded, and the exit code reported.
+//! With the docker executor the stage is an exec in the job's (or the helper) container, and
+//! the secrets travel with the script over its stdin instead ([`crate::executor::docker`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use crate::cli::Cli;
 use crate::error::Result;
 use crate::executor::{ExecutorError, WrappedExecutor};
 use crate::exit::Outcome;
-use crate::inject::{Delivery, Recipient, Stage};
+use crate::inject::{Delivery, Recipient, Stage, exposed_secrets};
 use crate::job_user::JobUser;
 use crate::lease::Renewer;
 use crate::mask::MaskSet;
@@ -27,6 +29,15 @@ pub(crate) async fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Ou
         path: job_dir.dir().to_owned(),
     })?;
     let executor = WrappedExecutor::from_config(&config);
+    if let WrappedExecutor::Docker(docker) = &executor {
+        let exposed = exposed_secrets(&sealed, &stage);
+        let prepared = docker.prepare_stage(id.as_str(), &stage, script, &exposed)?;
+        drop(exposed);
+        let mask = stage_mask(&sealed, &config.mask);
+        let renewer = Renewer::new(config.clone(), job_dir, key, sealed);
+        let code = docker.run_stage(prepared, mask, renewer.run()).await?;
+        return Ok(script_outcome(code));
+    }
     let user = JobUser::for_job(&config.executor.run_as, sealed.run_as.as_deref())?;
     let at = Stage {
         stage: &stage,
@@ -37,7 +48,12 @@ pub(crate) async fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Ou
     };
     let delivery = Delivery::for_stage(&sealed, at, config.executor.inject, user)?;
     let mask = stage_mask(&sealed, &config.mask);
-    let command = executor.run_command(delivery.script(), &stage);
+    let command = executor
+        .run_command(delivery.script(), &stage)
+        .ok_or_else(|| ExecutorError::Spawn {
+            program: "the wrapped executor".into(),
+            source: std::io::Error::other("it has no run command"),
+        })?;
     let child = delivery.apply(command, executor.base_env());
     let program = child.program();
     let renewer = Renewer::new(config.clone(), job_dir, key, sealed);
@@ -49,11 +65,18 @@ pub(crate) async fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Ou
 
     Ok(if executor.passes_exit_codes_through() {
         Outcome::Driver { code: exit.code }
-    } else if exit.code == 0 {
+    } else {
+        script_outcome(exit.code)
+    })
+}
+
+/// A script's own exit code, as the job's verdict.
+fn script_outcome(code: i32) -> Outcome {
+    if code == 0 {
         Outcome::Success
     } else {
-        Outcome::ScriptFailed { code: exit.code }
-    })
+        Outcome::ScriptFailed { code }
+    }
 }
 
 /// Every stage of a job with secrets is masked, not only the exposed ones: a value written to a

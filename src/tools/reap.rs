@@ -1,18 +1,20 @@
 //! `leasehold reap`: the fallback for jobs whose own cleanup never ran or failed.
 
 use crate::cli::Cli;
-use crate::config::Config;
+use crate::config::{Config, Executor};
 use crate::error::Result;
 use crate::events::{JobEvent, append};
+use crate::executor::docker::DockerExecutor;
 use crate::exit::Outcome;
 use crate::joblog;
-use crate::lease::{ReapedJob, RevocationOutcome, reap};
-use crate::state::{StateDir, unix_now};
+use crate::lease::{ReapedJob, RevocationOutcome, is_over, reap};
+use crate::state::{StateDir, StateId, unix_now};
 
 pub(crate) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
     let config = Config::locate_and_load(cli.config.as_deref())?;
     let root = StateDir::open(&config.state_dir)?;
     let report = reap(&config, &root, dry_run).await?;
+    let container_problems = reap_containers(&config, &root, dry_run).await;
     for item in &report.items {
         let line = match &item.outcome {
             RevocationOutcome::Failed(why) if dry_run => {
@@ -64,7 +66,7 @@ pub(crate) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
         .filter(|item| matches!(item.outcome, RevocationOutcome::Failed(_)))
         .count();
     Ok(Outcome::Findings {
-        problems: failures.max(report.jobs.len()),
+        problems: failures.max(report.jobs.len()) + container_problems,
     })
 }
 
@@ -91,5 +93,39 @@ fn record_event(config: &Config, job: &ReapedJob) {
             "leasehold reap: cannot append to the event file {}: {e}",
             path.display()
         ));
+    }
+}
+
+/// With the docker executor: removes this installation's containers whose job state is gone
+/// (cleaned up, or reaped just now) or over, so that a crashed runner leaves no container.
+/// Returns the number of problems (0 or 1).
+async fn reap_containers(config: &Config, root: &StateDir, dry_run: bool) -> usize {
+    let Executor::Docker(settings) = &config.executor.kind else {
+        return 0;
+    };
+    let now = unix_now();
+    let over = |state_id: &str| {
+        let Ok(id) = StateId::parse(state_id) else {
+            return true;
+        };
+        let job = root.job(&id);
+        !job.exists()
+            || job
+                .read_journal()
+                .is_ok_and(|j| is_over(&j, now, config.leases.reap_grace_seconds))
+    };
+    let docker = DockerExecutor::new(settings.clone());
+    match docker.reap(&config.state_dir, over, dry_run).await {
+        Ok(containers) => {
+            for (state_id, name) in containers {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                joblog::progress(&format!("{state_id}: {verb} container {name}"));
+            }
+            0
+        }
+        Err(e) => {
+            joblog::info(&format!("leasehold reap: {e}"));
+            1
+        }
     }
 }

@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 5),
     ("bindings", 4),
     ("supervision", 4),
+    ("docker", 4),
     ("mask", 3),
     ("policy", 3),
     ("identity", 3),

@@ -8,6 +8,7 @@ mod support;
 
 mod architecture;
 mod core;
+mod docker;
 mod executors;
 mod fleet;
 mod harness;

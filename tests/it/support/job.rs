@@ -113,6 +113,17 @@ pub(crate) struct JobBuilder {
     /// GitLab's native `secrets:` block, as the API sends it (`$VAR` references and `token`
     /// keys included; the emulator expands and drops them as the runner does).
     pub(crate) native_secrets: Option<Value>,
+    /// `image:` (its name; `CI_JOB_IMAGE`).
+    pub(crate) image: Option<String>,
+    /// `services:` as the runner passes them in `CUSTOM_ENV_CI_JOB_SERVICES`
+    /// (`{name, alias, entrypoint, command, variables}`).
+    pub(crate) services: Vec<Value>,
+    /// `git_info.repo_url` when set (else a URL on gitlab.example.com): get_sources then
+    /// really clones it with git (a local path, for the docker tests' helper container).
+    pub(crate) repo_url: Option<String>,
+    /// Test-only: lines the emulator appends to every non-user stage's script (get_sources,
+    /// caches, artifacts, cleanup_file_variables), to observe what those stages receive.
+    pub(crate) probe: Vec<String>,
 }
 
 impl Default for JobBuilder {
@@ -146,7 +157,35 @@ impl JobBuilder {
             artifacts: None,
             dependency_artifacts: false,
             native_secrets: None,
+            image: None,
+            services: Vec::new(),
+            repo_url: None,
+            probe: Vec::new(),
         }
+    }
+
+    /// Sets [`JobBuilder::probe`].
+    pub(crate) fn probe<S: Into<String>>(mut self, lines: impl IntoIterator<Item = S>) -> Self {
+        self.probe = lines.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets `image:`.
+    pub(crate) fn image(mut self, name: &str) -> Self {
+        self.image = Some(name.into());
+        self
+    }
+
+    /// Adds a service (`{name, alias, entrypoint, command, variables}`).
+    pub(crate) fn service(mut self, service: Value) -> Self {
+        self.services.push(service);
+        self
+    }
+
+    /// Makes get_sources clone `url` with git.
+    pub(crate) fn repo_url(mut self, url: &str) -> Self {
+        self.repo_url = Some(url.into());
+        self
     }
 
     /// Sets the job id.
@@ -365,6 +404,12 @@ impl JobBuilder {
             Variable::public("CI", "true"),
             Variable::public("GITLAB_CI", "true"),
         ];
+        if let Some(image) = &self.image {
+            vars.push(Variable::public("CI_JOB_IMAGE", image));
+        }
+        if let Some(url) = &self.repo_url {
+            vars.push(Variable::public("CI_REPOSITORY_URL", url));
+        }
         if self.ref_type == "tag" {
             vars.push(Variable::public("CI_COMMIT_TAG", &self.git_ref));
         } else {
@@ -431,7 +476,7 @@ impl JobBuilder {
                 "organization_id": 1, "instance_id": 1, "user_id": 5, "time_in_queue_seconds": 0,
             },
             "git_info": {
-                "repo_url": format!("https://gitlab-ci-token:{}@gitlab.example.com/{}.git", self.token, self.project_path),
+                "repo_url": self.repo_url.clone().unwrap_or_else(|| format!("https://gitlab-ci-token:{}@gitlab.example.com/{}.git", self.token, self.project_path)),
                 "repo_object_format": "sha1", "ref": self.git_ref, "sha": self.sha,
                 "before_sha": "0000000000000000000000000000000000000000", "ref_type": self.ref_type,
                 "refspecs": [format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.git_ref)],
@@ -440,8 +485,8 @@ impl JobBuilder {
             "runner_info": {"uuid": "0123abcd", "timeout": self.timeout},
             "variables": self.all_variables().iter().map(Variable::to_json).collect::<Vec<_>>(),
             "steps": steps,
-            "image": {"name": "", "entrypoint": null},
-            "services": [],
+            "image": {"name": self.image.clone().unwrap_or_default(), "entrypoint": null},
+            "services": self.services,
             "artifacts": artifacts,
             "cache": cache,
             "credentials": [],

@@ -42,7 +42,8 @@
 //!   [`Runner::pipe_drain_timeout`] (the real runner would hang) and flagged in
 //!   [`StageRecord::pipes_held_open`];
 //! - the stage bodies of non-user stages only echo what they would do (get_sources creates the
-//!   project dir), there is no git, cache or artifact transfer; there is no token-prefix masking.
+//!   project dir, or clones [`super::JobBuilder::repo_url`] with git when set), there is no
+//!   cache or artifact transfer; there is no token-prefix masking.
 //!
 //! ```ignore
 //! // leasehold itself, or any driver (`Runner::with_driver`, `Runner::empty().run_exec(…)`):
@@ -794,7 +795,12 @@ impl<'a> JobRun<'a> {
         for var in self.all_variables() {
             env.push((format!("CUSTOM_ENV_{}", var.key), var.value));
         }
-        env.push(("CUSTOM_ENV_CI_JOB_SERVICES".to_owned(), String::new()));
+        let services = if self.job.services.is_empty() {
+            String::new()
+        } else {
+            Value::Array(self.job.services.clone()).to_string()
+        };
+        env.push(("CUSTOM_ENV_CI_JOB_SERVICES".to_owned(), services));
         env
     }
 
@@ -1223,13 +1229,25 @@ impl<'a> JobRun<'a> {
                 "rm -f \"{}/.gitlab-build-uid-gid\"",
                 self.builds_dir
             ));
+            for line in &self.job.probe {
+                body.line(line.clone());
+            }
             return body;
         }
         body.exports(&vars, &tmp);
         match stage {
             "get_sources" => {
                 body.notice("Fetching changes with git depth set to 20...");
-                body.line(format!("mkdir -p {}", super::shell::shell_escape(&project)));
+                if let Some(url) = &self.job.repo_url {
+                    let project = super::shell::shell_escape(&project);
+                    body.line(format!("rm -rf {project}"));
+                    body.line(format!(
+                        "git clone -q {} {project}",
+                        super::shell::shell_escape(url)
+                    ));
+                } else {
+                    body.line(format!("mkdir -p {}", super::shell::shell_escape(&project)));
+                }
                 body.cd(&project);
                 body.line("echo \"Checking out a1b2c3d4 as detached HEAD (ref is main)...\"");
             }
@@ -1255,6 +1273,9 @@ impl<'a> JobRun<'a> {
             _ => {
                 body.line(format!("echo {}", super::shell::shell_escape(stage)));
             }
+        }
+        for line in &self.job.probe {
+            body.line(line.clone());
         }
         body
     }
