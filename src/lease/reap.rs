@@ -40,18 +40,15 @@ pub(crate) struct ReapReport {
     pub reaped: usize,
     /// Every revocation attempted.
     pub items: Vec<ReapItem>,
+    /// Pool uids given back: (state id, uid).
+    pub released: Vec<(String, u32)>,
 }
 
 impl ReapReport {}
 
 /// Whether a job's state is over and may be reaped.
 pub(crate) fn is_over(journal: &Journal, now: u64, grace: u64) -> bool {
-    journal.status == JobStatus::CleanupFailed
-        || now
-            > journal
-                .created_at
-                .saturating_add(journal.job_timeout_secs)
-                .saturating_add(grace)
+    journal.is_over(now, grace)
 }
 
 /// A reaper client and token for one (server, namespace), or why there is none.
@@ -307,6 +304,20 @@ async fn reap_one(
     credentials: &mut Credentials<'_>,
     report: &mut ReapReport,
 ) -> bool {
+    // The job is over: its pool uid (processes ended, dirs removed) goes back whatever Vault says.
+    match crate::job_user::pool::release_attempt(
+        credentials.config,
+        job.id(),
+        journal.seat.as_ref(),
+    ) {
+        Ok(Some(uid)) => report.released.push((journal.state_id.clone(), uid)),
+        Ok(None) => {}
+        Err(e) => report.items.push(ReapItem {
+            state_id: journal.state_id.clone(),
+            what: "pool uid".into(),
+            outcome: RevocationOutcome::Failed(e.to_string()),
+        }),
+    }
     let remaining_sessions =
         revoke_each(&journal.sessions, &journal.state_id, credentials, report).await;
     let remaining_leases =
@@ -350,6 +361,7 @@ mod tests {
             status,
             sessions: Vec::new(),
             leases: Vec::new(),
+            seat: None,
         }
     }
 

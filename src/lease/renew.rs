@@ -330,6 +330,7 @@ mod tests {
             secrets: Vec::new(),
             deadline,
             run_as: None,
+            seat: None,
         };
         Renewer::new(config, job_dir, StateKey::generate(), state)
     }

@@ -31,6 +31,9 @@ pub(crate) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
             )),
         }
     }
+    for (state_id, uid) in &report.released {
+        joblog::progress(&format!("{state_id}: gave back pool uid {uid}"));
+    }
     joblog::progress(&format!(
         "leasehold reap: {} job states examined, {} still running (left alone), {} reaped",
         report.examined, report.running, report.reaped
