@@ -105,17 +105,22 @@ pub(crate) fn create_owned(
 /// Removes `path` (strictly below `root`) and everything in it, when it is there and, with
 /// `owner`, owned by that uid (a directory someone else holds now is left alone). The directory
 /// is first given to leasehold's user with mode 0700, so that nothing in it stays reachable for
-/// its former owner even if the removal stops halfway. Returns whether something was removed.
+/// its former owner even if the removal stops halfway (that is then only a warning). A path
+/// whose way down is not safe to walk (a symlink, a directory someone else may write) leads to
+/// nothing [`create_owned`] made, which never walks such a way: there is nothing to remove.
+/// Returns whether something was removed.
 pub(crate) fn remove_owned(
     root: &Path,
     path: &Path,
     owner: Option<Uid>,
 ) -> Result<bool, JobUserError> {
-    let parts = components_below(root, path)?;
+    let Ok(parts) = components_below(root, path) else {
+        return Ok(false);
+    };
     let Some((name, parents)) = parts.split_last() else {
         return Ok(false);
     };
-    let Some(parent) = walk(root, parents, false)? else {
+    let Ok(Some(parent)) = walk(root, parents, false) else {
         return Ok(false);
     };
     let stat = match fstatat(
@@ -140,7 +145,12 @@ pub(crate) fn remove_owned(
         .map_err(io("chown", path))?;
         fchmod(&dir, Mode::from_bits_truncate(0o700)).map_err(io("chmod", path))?;
     }
-    remove_entry(parent.as_fd(), name).map_err(io("remove", path))?;
+    if let Err(e) = remove_entry(parent.as_fd(), name) {
+        crate::joblog::warning(&format!(
+            "could not remove all of {} ({e}); what is left belongs to root (0700) now",
+            path.display()
+        ));
+    }
     Ok(true)
 }
 
