@@ -12,6 +12,7 @@ mod executors;
 mod harness;
 mod hostile;
 mod identity;
+mod isolation;
 mod leases;
 mod masking;
 mod tls;
