@@ -616,3 +616,86 @@ fn a_project_dir_outside_builds_dir_is_refused_and_nothing_outside_is_touched() 
     assert_eq!((keep.uid(), keep.gid()), (0, 0));
     assert_eq!(seats(&lab), Vec::<String>::new());
 }
+
+#[test]
+fn the_uid_of_a_crashed_job_comes_back_through_reap_or_a_later_prepare_with_nothing_of_it_left() {
+    let lab = Lab::new();
+    let token_file = lab.path("reaper-token");
+    std::fs::write(&token_file, lab.world.bao.root_token()).expect("token file");
+    // One uid only; a job is over one second after its (1 s) timeout.
+    let config = lab.config(&format!(
+        "{}[executor]\nuser_pool = \"61030-61030\"\nfiles_dir = {:?}\n\n[leases]\nreap_grace_seconds = 0\n\n[reaper]\ntoken_file = {token_file:?}\n",
+        lab.base(),
+        lab.path("files")
+    ));
+    let crash = |id: i64, project: &str| {
+        let job = lab
+            .world
+            .job()
+            .id(id)
+            .project(id, project)
+            .timeout(1)
+            .secrets_yaml("A_SECRET:\n  vault: ci/app/password@secret\n  file: false\n")
+            .script([
+                r#"printf '%s' "$A_SECRET" > "$CI_PROJECT_DIR/leftover.txt""#,
+                "setsid sleep 300 < /dev/null > /dev/null 2>&1 &",
+                "sleep 60",
+            ]);
+        let outcome = Runner::new(leasehold_bin(), &config).run_job(
+            &job,
+            RunOptions::new()
+                .job_timeout(Duration::from_secs(60))
+                .kill_without_cleanup("build_script", Duration::from_millis(1500)),
+        );
+        assert_eq!(outcome.result, JobResult::Crashed, "{}", outcome.raw_log);
+        let project = lab.path("builds").join(SHORT_TOKEN).join("0").join(project);
+        assert!(project.join("leftover.txt").exists(), "{}", outcome.raw_log);
+        assert_eq!(processes_of(61030).len(), 1, "the background process runs");
+        assert_eq!(seats(&lab), ["61030"]);
+        project
+    };
+    let reap = || {
+        let out = std::process::Command::new(leasehold_bin())
+            .args(["--config".as_ref(), config.as_os_str(), "reap".as_ref()])
+            .output()
+            .expect("reap");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    // The reaper gives the uid of a job that is over back: processes ended, dirs removed.
+    let project = crash(7401, "grp/crashed");
+    std::thread::sleep(Duration::from_millis(2100));
+    let report = reap();
+    assert!(report.contains("gave back pool uid 61030"), "{report}");
+    assert!(report.contains("1 reaped"), "{report}");
+    assert!(!project.exists(), "the crashed job's project dir is left");
+    assert_eq!(processes_of(61030), Vec::<u32>::new());
+    assert_eq!(seats(&lab), Vec::<String>::new());
+
+    // A later prepare takes over the uid of a crashed job that is over, the same way.
+    let project = crash(7402, "grp/crashed-again");
+    std::thread::sleep(Duration::from_millis(2100));
+    let next = lab
+        .world
+        .job()
+        .id(7403)
+        .project(7403, "grp/next")
+        .script(["id -u", "ls ~ | wc -l"]);
+    let outcome = Runner::new(leasehold_bin(), &config).run_job(&next, RunOptions::new());
+    assert!(outcome.is_success(), "{}", outcome.raw_log);
+    assert!(
+        outcome.raw_log.contains(
+            "the job runs as uid 61030 of the user pool, taken back from a job that is over"
+        ),
+        "{}",
+        outcome.raw_log
+    );
+    assert!(!project.exists(), "the crashed job's project dir is left");
+    assert_eq!(processes_of(61030), Vec::<u32>::new());
+    // The crashed job's state is still there for the reaper, which revokes its token.
+    let report = reap();
+    assert!(report.contains("1 reaped"), "{report}");
+    assert!(!report.contains("gave back"), "{report}");
+    assert_eq!(seats(&lab), Vec::<String>::new());
+}
