@@ -320,6 +320,7 @@ pub(crate) fn seat_attempt(
         .map_err(|e| JobUserError::Host(e.to_string()))?;
 
     ensure_files_dir(&config.executor.files_dir)?;
+    create_builds_dir(&config.builds_dir)?;
     build_dir::create_owned(&config.executor.files_dir, &home, owner, 0o700, |_| Ok(()))?;
     for dir in [project, tmp.as_path()] {
         build_dir::create_owned(&config.builds_dir, dir, owner, 0o700, |existing| {
@@ -362,6 +363,17 @@ pub(crate) fn release_attempt(
         },
     };
     Ok(pool.give_back(uid, id, &dirs)?.then_some(uid.as_raw()))
+}
+
+/// builds_dir as gitlab-runner's shell executor makes it (0755); an existing one is checked on
+/// the way down by [`build_dir::create_owned`].
+fn create_builds_dir(dir: &Path) -> Result<(), JobUserError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| JobUserError::Host(format!("cannot create builds_dir {}: {e}", dir.display())))
 }
 
 /// `files_dir` as [`crate::inject`] makes it: 0711, owned by leasehold's user.

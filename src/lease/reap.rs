@@ -42,6 +42,8 @@ pub(crate) struct ReapReport {
     pub items: Vec<ReapItem>,
     /// Pool uids given back: (state id, uid).
     pub released: Vec<(String, u32)>,
+    /// Pool uids that could not be given back: (state id, why).
+    pub unreleased: Vec<(String, String)>,
 }
 
 impl ReapReport {}
@@ -312,11 +314,9 @@ async fn reap_one(
     ) {
         Ok(Some(uid)) => report.released.push((journal.state_id.clone(), uid)),
         Ok(None) => {}
-        Err(e) => report.items.push(ReapItem {
-            state_id: journal.state_id.clone(),
-            what: "pool uid".into(),
-            outcome: RevocationOutcome::Failed(e.to_string()),
-        }),
+        Err(e) => report
+            .unreleased
+            .push((journal.state_id.clone(), e.to_string())),
     }
     let remaining_sessions =
         revoke_each(&journal.sessions, &journal.state_id, credentials, report).await;

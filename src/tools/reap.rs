@@ -34,6 +34,11 @@ pub(crate) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
     for (state_id, uid) in &report.released {
         joblog::progress(&format!("{state_id}: gave back pool uid {uid}"));
     }
+    for (state_id, why) in &report.unreleased {
+        joblog::info(&format!(
+            "{state_id}: could not give back its pool uid: {why}"
+        ));
+    }
     joblog::progress(&format!(
         "leasehold reap: {} job states examined, {} still running (left alone), {} reaped",
         report.examined, report.running, report.reaped
@@ -42,7 +47,8 @@ pub(crate) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
         .items
         .iter()
         .filter(|item| matches!(item.outcome, RevocationOutcome::Failed(_)))
-        .count();
+        .count()
+        + report.unreleased.len();
     Ok(Outcome::Findings {
         problems: if dry_run { 0 } else { failures },
     })
