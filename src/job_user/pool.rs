@@ -295,6 +295,12 @@ pub(crate) fn seat_attempt(
     let Some(pool) = Pool::of(config)? else {
         return Ok(None);
     };
+    if !nix::unistd::geteuid().is_root() {
+        return Err(JobUserError::Host(format!(
+            "[executor] user_pool needs leasehold to run as root (it runs as uid {})",
+            nix::unistd::geteuid()
+        )));
+    }
     let id = job_dir.id();
     let project = project_dir.filter(|p| !p.as_os_str().is_empty()).ok_or_else(|| {
         JobUserError::Host(
@@ -409,11 +415,11 @@ fn read_holder(file: &mut File) -> String {
     text
 }
 
+/// Not synced: a seat whose content a crash lost names no attempt, so it counts as stale.
 fn write_holder(file: &mut File, id: &StateId, path: &Path) -> Result<(), JobUserError> {
     file.set_len(0)
         .and_then(|()| file.rewind())
         .and_then(|()| file.write_all(format!("{}\n", id.as_str()).as_bytes()))
-        .and_then(|()| file.sync_data())
         .map_err(|e| JobUserError::Host(format!("cannot write the seat {}: {e}", path.display())))
 }
 

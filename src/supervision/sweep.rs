@@ -66,7 +66,7 @@ pub(crate) fn processes_of(uid: Uid) -> Vec<u32> {
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            let Some(status) = status_head(*pid) else {
                 return false;
             };
             let zombie = status
@@ -79,4 +79,14 @@ pub(crate) fn processes_of(uid: Uid) -> Vec<u32> {
             ours && !zombie
         })
         .collect()
+}
+
+/// The start of `/proc/<pid>/status`, which holds `State:` and `Uid:`, in one read: this runs
+/// for every process on the host at every prepare and cleanup of a pool job.
+fn status_head(pid: u32) -> Option<String> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(format!("/proc/{pid}/status")).ok()?;
+    let mut buffer = [0u8; 1024];
+    let n = file.read(&mut buffer).ok()?;
+    Some(String::from_utf8_lossy(&buffer[..n]).into_owned())
 }
