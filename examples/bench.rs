@@ -89,10 +89,22 @@ fn main() {
     let _ = writeln!(md, "- OpenBao: {bao_version}, on loopback");
     let _ = writeln!(md, "- leasehold: {}\n", env!("CARGO_PKG_VERSION"));
 
-    prepare_section(&world, &mut md);
-    startup_section(&world, &mut md);
-    concurrency_section(&world, &mut md);
-    masking_section(&world, &mut md);
+    // LEASEHOLD_BENCH_SECTIONS=startup (comma-separated: prepare, startup, concurrency,
+    // masking) runs only those, e.g. to compare two builds with LEASEHOLD_BIN=<other binary>.
+    let only = std::env::var("LEASEHOLD_BENCH_SECTIONS").unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|s| s.trim() == name);
+    if wanted("prepare") {
+        prepare_section(&world, &mut md);
+    }
+    if wanted("startup") {
+        startup_section(&world, &mut md);
+    }
+    if wanted("concurrency") {
+        concurrency_section(&world, &mut md);
+    }
+    if wanted("masking") {
+        masking_section(&world, &mut md);
+    }
     let _ = writeln!(
         md,
         "\n## Note: start-up cost and aws-lc's entropy source\n\nEvery stage is a fresh process, about ten per job. aws-lc (the crypto behind rustls and the state encryption) by default seeds its DRBG from a CPU-jitter entropy source whose initialisation cost about 35 ms of CPU in every process that touches randomness (found with `perf record leasehold config`: `tree_jitter_initialize_once`; `leasehold config` took 40.5 ms, median of 20). leasehold is built with `AWS_LC_SYS_NO_JITTER_ENTROPY=1` ([.cargo/config.toml](../.cargo/config.toml)), so aws-lc seeds from the kernel (`getrandom`) plus RDRAND; `leasehold config` then took 0.6 ms. That one-off measurement is not repeated by this script, which can only build one variant."

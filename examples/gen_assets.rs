@@ -39,8 +39,16 @@ Run \fBleasehold reap\fR every 15 minutes.
 \fI/usr/share/doc/leasehold/\fR
 README.md and docs/*.md: configuration, leases, bindings, masking, security.
 .SH EXIT STATUS
-A failing job script exits with \fBBUILD_FAILURE_EXIT_CODE\fR; leasehold's own failures exit with
-\fBSYSTEM_FAILURE_EXIT_CODE\fR, so that gitlab\-runner can tell them apart.
+The stages (\fBconfig\fR, \fBprepare\fR, \fBrun\fR, \fBcleanup\fR) exit 0 on success;
+\fBBUILD_FAILURE_EXIT_CODE\fR (default 1) when the job's script failed (its own code is written to
+\fBBUILD_EXIT_CODE_FILE\fR) or the job's input is at fault (a declaration, its ID token, a policy
+refusal); \fBSYSTEM_FAILURE_EXIT_CODE\fR (default 2) when the host is at fault (the executor
+config, Vault unreachable, the state directory), and from \fBcleanup\fR when something could
+not be revoked and is left for \fBleasehold reap\fR; 128+N after signal N. With a wrapped custom
+driver, \fBrun\fR passes the driver's exit code through.
+The admin tools \fBplan\fR, \fBcheck\fR and \fBreap\fR exit 0 when all is well, 1 when they
+found problems (\fBreap\fR: it had to take back credentials that outlived their job, or could
+not), 2 on a usage error.
 .SH SEE ALSO
 \fBgitlab\-runner\fR(1), \fBsystemd.timer\fR(5), \fBtmpfiles.d\fR(5)
 "#;

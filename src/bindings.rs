@@ -28,6 +28,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use crate::api_path;
 use crate::config_file::{BindingSection, MatchRule, MatchValue};
 use crate::declarations::{Declaration, DeclarationError, RawSecret, SecretOrigin};
 use crate::exit::FailureKind;
@@ -295,13 +296,21 @@ impl Binding {
                 server: server_address.clone().unwrap_or_default(),
             })?
             .clone();
+        // Claims are already restricted to `A-Z a-z 0-9 . _ -`; the admin's literal text around
+        // them follows the one path rule like every other piece.
+        let checked = |what: &str, piece, value: String| {
+            api_path::check(piece, &value).map_err(|e| fail(format!("{what}: {e}")))
+        };
         let namespace = render_opt("namespace", &self.namespace)?
+            .filter(|n| !n.is_empty())
+            .map(|n| checked("namespace", api_path::Piece::Namespace, n))
+            .transpose()?
             .or_else(|| server.namespace.clone())
             .filter(|n| !n.is_empty());
-        let auth_mount = render_opt("auth_mount", &self.auth_mount)?
-            .unwrap_or_else(|| defaults.auth_mount.to_owned())
-            .trim_matches('/')
-            .to_owned();
+        let auth_mount = match render_opt("auth_mount", &self.auth_mount)? {
+            Some(mount) => checked("auth_mount", api_path::Piece::AuthMount, mount)?,
+            None => defaults.auth_mount.to_owned(),
+        };
         let role = render_opt("role", &self.role)?.or_else(|| defaults.role.map(str::to_owned));
         let expand = |text: &str| match self.templates.get(text) {
             Some(template) => template.render(claims),
@@ -422,6 +431,9 @@ pub(crate) fn compile_all(
             Ok(probed)
         };
         for (name, raw) in &section.secrets {
+            if let Some(reason) = crate::protocol::reserved_name(name) {
+                return Err(format!("{at}: secret {name}: {reason}"));
+            }
             raw.validate(name, &probe, SecretOrigin::Binding)
                 .map_err(|e| format!("{at}: {e}"))?;
         }
@@ -669,6 +681,26 @@ file = false
     }
 
     #[test]
+    fn a_binding_grants_a_token_with_templated_policies() {
+        let config = config(
+            r#"
+[[bindings]]
+name = "tools"
+match = { project_path = "grp/*" }
+[bindings.secrets.VAULT_TOKEN]
+vault = { token = { policies = ["{project_id}-read", "pki-issue"], ttl = "15m" } }
+"#,
+        );
+        let c = claims(&[("project_id", "365"), ("project_path", "grp/app")]);
+        let grant = config.bindings[0]
+            .grant(&c, &config.login_defaults())
+            .expect("renders");
+        let token = grant.declarations[0].vault_token.as_ref().expect("token");
+        assert_eq!(token.policies, ["365-read", "pki-issue"]);
+        assert!(!grant.declarations[0].file);
+    }
+
+    #[test]
     fn claim_values_can_never_change_a_path() {
         let config = config(ENV_BINDING);
         for evil in [
@@ -807,7 +839,11 @@ vault = "db/{environment}/password@kv"
         assert!(bad("[[bindings]]\nname = \"b\"\n[bindings.secrets.A]\nvault = \"p/f@kv\"\ntoken = \"$X\"\n").contains("token"));
         assert!(
             bad("[[bindings]]\nname = \"b\"\n[bindings.secrets.PATH]\nvault = \"p/f@kv\"\n")
-                .contains("reserved")
+                .contains("secret PATH: the name is reserved")
+        );
+        assert!(
+            bad("[[bindings]]\nname = \"b\"\n[bindings.secrets.BUILD_EXIT_CODE_FILE]\nvault = \"p/f@kv\"\n")
+                .contains("secret BUILD_EXIT_CODE_FILE: the name is reserved")
         );
         assert!(
             bad(&format!(

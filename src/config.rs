@@ -11,11 +11,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::api_path::{self, Piece};
 use crate::bindings::{self, Binding, LoginDefaults};
 use crate::config_file::{self, ExecutorKind, File};
 use crate::patterns::Patterns;
 use crate::policy::Policy;
-use crate::vault::{Server, ServerSpec, Servers};
+use crate::vault::{RequestLimit, Server, ServerSpec, Servers, address_key};
 
 pub(crate) use crate::config_file::{
     CustomDriver, GitlabSection, InjectMode, JobSection, LeasesSection, MaskSection,
@@ -49,6 +50,8 @@ pub(crate) struct Config {
     pub leases: LeasesSection,
     /// The credential `leasehold reap` revokes orphaned leases with.
     pub reaper: Option<ReaperCredential>,
+    /// The JSON-lines event file of cleanup and reap (absolute), if any.
+    pub events_file: Option<PathBuf>,
     /// The GitLab instance whose ID tokens leasehold verifies itself (URL checked).
     pub gitlab: Option<GitlabSection>,
     /// The audiences a token's `aud` is checked against (empty without `[gitlab]`).
@@ -66,10 +69,17 @@ pub(crate) struct VaultSettings {
     pub auth_mount: String,
     /// The JWT role used when the job sets no `VAULT_AUTH_ROLE`.
     pub role: Option<String>,
+    /// The login endpoint below an auth mount (`login`; `cel/login` for OpenBao's CEL roles).
+    pub jwt_login_path: String,
     /// How long one HTTP request may take.
     pub timeout: Duration,
     /// How many times a request is retried when Vault is unreachable or answers 5xx.
     pub retries: u32,
+    /// The cap on requests in flight, per server (by [`address_key`]); every client made from
+    /// this config for one server shares it.
+    pub limits: BTreeMap<String, RequestLimit>,
+    /// The cap for a server the config does not list (one a journal names).
+    pub default_limit: usize,
 }
 
 /// `[executor]`, checked.
@@ -98,6 +108,20 @@ pub(crate) enum Executor {
     },
     /// Call an inner custom-executor driver for every stage.
     Custom(CustomDriver),
+}
+
+impl Executor {
+    /// What `config` reports as `builds_dir_is_shared` when the admin set nothing: the shell
+    /// executor runs every job on this host, in one builds dir, so concurrent jobs of a project
+    /// need their own directories (`<builds_dir>/<runner>/<concurrent id>/<project>`), as
+    /// gitlab-runner's own shell executor arranges; a custom driver knows its own machines
+    /// and says it in its config output (absent: gitlab-runner's default, not shared).
+    pub(crate) fn builds_dir_is_shared_by_default(&self) -> Option<bool> {
+        match self {
+            Executor::Shell { .. } => Some(true),
+            Executor::Custom(_) => None,
+        }
+    }
 }
 
 /// The local user a shell job runs as.
@@ -255,7 +279,17 @@ impl Config {
     }
 
     fn check(file: File) -> Result<Self, String> {
-        let servers = check_servers(&file.vault)?;
+        let (servers, limits) = check_servers(&file.vault)?;
+        let auth_mount = api_path::check(Piece::AuthMount, &file.vault.auth_mount)
+            .map_err(|e| format!("[vault] auth_mount: {e}"))?;
+        let jwt_login_path = match file.vault.jwt_login_path.trim_matches('/') {
+            path @ ("login" | "cel/login") => path.to_owned(),
+            other => {
+                return Err(format!(
+                    "[vault] jwt_login_path {other:?} is not \"login\" (a JWT role) or \"cel/login\" (an OpenBao CEL role)"
+                ));
+            }
+        };
         if !file.state_dir.is_absolute() {
             return Err(format!(
                 "state_dir {} must be an absolute path",
@@ -265,6 +299,14 @@ impl Config {
         Patterns::new(&file.job.secret_stages).map_err(|e| format!("job.secret_stages: {e}"))?;
         let executor = check_executor(file.executor, file.gitlab.is_some())?;
         let reaper = file.reaper.map(check_reaper).transpose()?;
+        if let Some(path) = &file.events.file
+            && !path.is_absolute()
+        {
+            return Err(format!(
+                "[events] file {} must be an absolute path",
+                path.display()
+            ));
+        }
         if file.mask.text.is_empty() {
             return Err("mask.text must not be empty".into());
         }
@@ -280,10 +322,7 @@ impl Config {
                 file.builds_dir.display()
             ));
         }
-        // Concurrent jobs of one project then get distinct project dirs (the runner adds its
-        // token and the job's concurrency slot), so no job waits for another's dir.
-        let builds_dir_is_shared = file.builds_dir_is_shared.or(pool.then_some(true));
-        let policy = Policy::compile(&file.policy)?;
+        let policy = Policy::compile(&file.policy, &auth_mount)?;
         let bindings = bindings::compile_all(&file.bindings, &servers)?;
         let audiences = match (
             &file.gitlab,
@@ -297,19 +336,23 @@ impl Config {
             state_dir: file.state_dir,
             builds_dir: file.builds_dir,
             cache_dir: file.cache_dir,
-            builds_dir_is_shared,
+            builds_dir_is_shared: file.builds_dir_is_shared,
             servers,
             vault: VaultSettings {
-                auth_mount: file.vault.auth_mount.trim_matches('/').to_owned(),
+                auth_mount,
                 role: file.vault.role,
+                jwt_login_path,
                 timeout: Duration::from_secs(file.vault.timeout_seconds.max(1)),
                 retries: file.vault.retries,
+                limits,
+                default_limit: file.vault.max_concurrent_requests,
             },
             job: file.job,
             mask: file.mask,
             executor,
             leases: file.leases,
             reaper,
+            events_file: file.events.file,
             gitlab: file.gitlab,
             audiences,
             policy,
@@ -317,9 +360,16 @@ impl Config {
         })
     }
 
-    /// How to reach `server` in `namespace` with this config's request settings.
+    /// How to reach `server` in `namespace` with this config's request settings; clients of one
+    /// listed server share its request cap.
     pub(crate) fn server_spec(&self, server: &Server, namespace: Option<String>) -> ServerSpec {
-        server.spec(namespace, self.vault.timeout, self.vault.retries)
+        let limit = self
+            .vault
+            .limits
+            .get(&address_key(&server.address))
+            .cloned()
+            .unwrap_or_else(|| RequestLimit::new(self.vault.default_limit));
+        server.spec(namespace, self.vault.timeout, self.vault.retries, limit)
     }
 
     /// Where logins go unless a job or binding says otherwise.
@@ -332,7 +382,12 @@ impl Config {
     }
 }
 
-fn check_servers(vault: &config_file::VaultSection) -> Result<Servers, String> {
+/// The most requests a config may allow in flight to one server.
+const MAX_CONCURRENT_REQUESTS: usize = 1024;
+
+fn check_servers(
+    vault: &config_file::VaultSection,
+) -> Result<(Servers, BTreeMap<String, RequestLimit>), String> {
     let default = config_file::ServerSection {
         address: vault.address.clone(),
         namespace: vault.namespace.clone(),
@@ -340,8 +395,10 @@ fn check_servers(vault: &config_file::VaultSection) -> Result<Servers, String> {
         client_cert: vault.client_cert.clone(),
         client_key: vault.client_key.clone(),
         allow_http: vault.allow_http,
+        max_concurrent_requests: None,
     };
     let mut checked = Vec::with_capacity(vault.servers.len() + 1);
+    let mut limits = BTreeMap::new();
     for server in std::iter::once(&default).chain(&vault.servers) {
         crate::vault::check_address(&server.address, server.allow_http)
             .map_err(|e| e.to_string())?;
@@ -351,9 +408,28 @@ fn check_servers(vault: &config_file::VaultSection) -> Result<Servers, String> {
                 server.address
             ));
         }
+        let namespace = server
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .map(|n| api_path::check(Piece::Namespace, n))
+            .transpose()
+            .map_err(|e| format!("server {}: {e}", server.address))?;
+        let max = server
+            .max_concurrent_requests
+            .unwrap_or(vault.max_concurrent_requests);
+        if !(1..=MAX_CONCURRENT_REQUESTS).contains(&max) {
+            return Err(format!(
+                "server {}: max_concurrent_requests must be between 1 and {MAX_CONCURRENT_REQUESTS}, not {max}",
+                server.address
+            ));
+        }
+        limits
+            .entry(address_key(&server.address))
+            .or_insert_with(|| RequestLimit::new(max));
         checked.push(Server {
             address: server.address.clone(),
-            namespace: server.namespace.clone(),
+            namespace,
             ca_file: server.ca_file.clone(),
             client_cert: server.client_cert.clone(),
             client_key: server.client_key.clone(),
@@ -361,7 +437,7 @@ fn check_servers(vault: &config_file::VaultSection) -> Result<Servers, String> {
         });
     }
     let default = checked.remove(0);
-    Ok(Servers::new(default, checked))
+    Ok((Servers::new(default, checked), limits))
 }
 
 fn check_executor(
@@ -435,7 +511,7 @@ fn check_executor(
 
 fn finish_executor(
     kind: Executor,
-    inject: InjectMode,
+    inject: Option<InjectMode>,
     run_as: RunAs,
     allow_root: bool,
     files_dir: PathBuf,
@@ -446,6 +522,13 @@ fn finish_executor(
             files_dir.display()
         ));
     }
+    // A driver's environment is the driver's, and need not reach the job at all (VMs, ssh,
+    // containers): the wrapper script is the delivery that works with any driver and puts no
+    // value in it.
+    let inject = inject.unwrap_or(match kind {
+        Executor::Shell { .. } => InjectMode::Env,
+        Executor::Custom(_) => InjectMode::Script,
+    });
     Ok(ExecutorSettings {
         kind,
         inject,
@@ -459,7 +542,8 @@ fn check_reaper(section: config_file::ReaperSection) -> Result<ReaperCredential,
     match (section.token_file, section.approle) {
         (Some(path), None) => Ok(ReaperCredential::TokenFile(path)),
         (None, Some(approle)) => Ok(ReaperCredential::AppRole {
-            mount: approle.mount,
+            mount: api_path::check(Piece::AuthMount, &approle.mount)
+                .map_err(|e| format!("[reaper.approle] mount: {e}"))?,
             role_id: approle.role_id,
             secret_id_file: approle.secret_id_file,
         }),
@@ -541,7 +625,7 @@ fn describe_toml_error(text: &str, err: &toml::de::Error) -> String {
 pub(crate) enum ConfigError {
     /// The file does not exist.
     #[error(
-        "executor config {path} not found: create it (example: executor-config/config.toml) or point --config / LEASEHOLD_CONFIG at it"
+        "executor config {path} not found: create it (the packages install one; an annotated example is /usr/share/doc/leasehold/executor-config/config.toml) or point --config / LEASEHOLD_CONFIG at it"
     )]
     Missing {
         /// The path tried.
@@ -584,6 +668,70 @@ mod tests {
             ["build_script", "step_*", "after_script"]
         );
         assert_eq!(c.mask.text, "[MASKED]");
+    }
+
+    #[test]
+    fn path_pieces_in_the_config_follow_the_one_rule() {
+        for (extra, message) in [
+            (
+                "auth_mount = \"../other\"\n",
+                "[vault] auth_mount: auth mount \"../other\" has a \".\" or \"..\" segment",
+            ),
+            (
+                "auth_mount = \"jwt?x\"\n",
+                "[vault] auth_mount: auth mount \"jwt?x\" contains '?'",
+            ),
+            (
+                "namespace = \"team\\\\a\"\n",
+                "server https://vault.example.com: namespace \"team\\\\a\" contains '\\'",
+            ),
+        ] {
+            let err = Config::parse(&format!("{MINIMAL}{extra}")).expect_err(extra);
+            assert!(err.contains(message), "{extra}: {err}");
+        }
+        let c = Config::parse(&format!(
+            "{MINIMAL}auth_mount = \"/gitlab/jwt/\"\nnamespace = \"team/\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.vault.auth_mount, "gitlab/jwt");
+        assert_eq!(
+            c.servers.default_server().namespace.as_deref(),
+            Some("team")
+        );
+    }
+
+    #[test]
+    fn every_client_of_one_server_shares_its_request_cap() {
+        let c = Config::parse(MINIMAL).expect("valid");
+        let server = c.servers.default_server();
+        assert_eq!(c.server_spec(server, None).limit.max(), 16);
+        let c = Config::parse(&format!(
+            "{MINIMAL}max_concurrent_requests = 4\n[[vault.servers]]\naddress = \"https://b.example.com\"\nmax_concurrent_requests = 2\n[[vault.servers]]\naddress = \"https://c.example.com\"\n"
+        ))
+        .expect("valid");
+        let caps: Vec<usize> = c
+            .servers
+            .iter()
+            .map(|s| c.server_spec(s, None).limit.max())
+            .collect();
+        assert_eq!(caps, [4, 2, 4]);
+        let server = c.servers.default_server();
+        let (one, two) = (
+            c.server_spec(server, None),
+            c.server_spec(server, Some("ns".into())),
+        );
+        assert!(
+            one.limit.shares_with(&two.limit),
+            "one cap per server, whatever the namespace"
+        );
+        for bad in ["0", "100000"] {
+            let err = Config::parse(&format!("{MINIMAL}max_concurrent_requests = {bad}\n"))
+                .expect_err(bad);
+            assert!(
+                err.contains("max_concurrent_requests must be between 1 and 1024"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -728,17 +876,6 @@ mod tests {
         };
         assert_eq!((range.first, range.last, range.len()), (20000, 20049, 50));
         assert_eq!(c.executor.run_as.group(), Some("ci-pool"));
-        assert_eq!(
-            c.builds_dir_is_shared,
-            Some(true),
-            "a pool gets per-slot dirs"
-        );
-        assert_eq!(
-            parse("user_pool = \"20000-20001\"")
-                .map(|c| c.builds_dir_is_shared)
-                .expect("valid"),
-            Some(true)
-        );
         for (bad, says) in [
             ("user_pool = \"20000\"", "write it like"),
             ("user_pool = \"20049-20000\"", "write it like"),
@@ -771,6 +908,11 @@ mod tests {
         )
         .expect("valid");
         assert!(matches!(c.executor.kind, Executor::Custom(ref d) if d.run_exec == "/bin/true"));
+        assert_eq!(
+            c.executor.inject,
+            InjectMode::Script,
+            "the default for a driver"
+        );
         assert!(matches!(c.reaper, Some(ReaperCredential::TokenFile(_))));
         let err =
             Config::parse("[vault]\naddress = \"https://v\"\n[executor]\nkind = \"custom\"\n")
@@ -781,5 +923,26 @@ mod tests {
         )
         .expect_err("bad glob");
         assert!(err.contains("allowed_users"), "{err}");
+    }
+
+    #[test]
+    fn inject_defaults_to_env_for_the_shell_and_script_for_a_driver() {
+        let parse = |executor: &str| {
+            Config::parse(&format!("[vault]\naddress = \"https://v\"\n{executor}"))
+                .expect("valid")
+                .executor
+                .inject
+        };
+        let custom = "[executor]\nkind = \"custom\"\n[executor.custom]\nrun_exec = \"/bin/true\"\n";
+        assert_eq!(parse(""), InjectMode::Env);
+        assert_eq!(
+            parse("[executor]\ninject = \"script\"\n"),
+            InjectMode::Script
+        );
+        assert_eq!(parse(custom), InjectMode::Script);
+        assert_eq!(
+            parse(&custom.replace("kind", "inject = \"env\"\nkind")),
+            InjectMode::Env
+        );
     }
 }

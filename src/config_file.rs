@@ -47,6 +47,9 @@ pub(crate) struct File {
     /// The credential `leasehold reap` revokes orphaned leases with.
     #[serde(default)]
     pub reaper: Option<ReaperSection>,
+    /// Where cleanup and reap record what they took back, one JSON line per job.
+    #[serde(default)]
+    pub events: EventsSection,
     /// The GitLab instance whose ID tokens leasehold verifies itself, before any Vault request.
     /// Absent: no local verification (Vault's JWT auth stays the only verifier) and no bindings.
     #[serde(default)]
@@ -160,6 +163,15 @@ impl GitlabSection {
     }
 }
 
+/// `[events]`: one machine-readable line per job for operators to alert on.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventsSection {
+    /// A JSON-lines file cleanup and reap append to (absent: no events).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
 /// `[leases]`: how leases and the token are kept alive while the job runs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -242,6 +254,9 @@ pub(crate) struct VaultSection {
     /// The JWT auth mount used when the job sets no `VAULT_AUTH_PATH`.
     #[serde(default = "default_auth_mount")]
     pub auth_mount: String,
+    /// The login endpoint below the mount: `login`, or `cel/login` for OpenBao's CEL roles.
+    #[serde(default = "default_jwt_login_path")]
+    pub jwt_login_path: String,
     /// The JWT role used when the job sets no `VAULT_AUTH_ROLE` (absent: the mount's default role).
     #[serde(default)]
     pub role: Option<String>,
@@ -251,6 +266,10 @@ pub(crate) struct VaultSection {
     /// How many times a request is retried when Vault is unreachable or answers 5xx.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// How many requests one leasehold process sends to one server at a time (for the default
+    /// server, and for every `[[vault.servers]]` entry that sets none itself).
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
     /// Further servers a job may select with `VAULT_SERVER_URL`.
     #[serde(default)]
     pub servers: Vec<ServerSection>,
@@ -277,6 +296,9 @@ pub(crate) struct ServerSection {
     /// Allow `http://` to a non-loopback address. Loopback is always allowed.
     #[serde(default)]
     pub allow_http: bool,
+    /// Requests in flight to this server at a time; default `[vault] max_concurrent_requests`.
+    #[serde(default)]
+    pub max_concurrent_requests: Option<usize>,
 }
 
 /// `[job]`: the names jobs use.
@@ -317,8 +339,9 @@ pub(crate) struct ExecutorSection {
     #[serde(default = "default_shell")]
     pub shell: String,
     /// How secrets reach the job: its process environment, or a private wrapper script.
+    /// Unset: `env` for the shell executor, `script` for a custom driver.
     #[serde(default)]
-    pub inject: InjectMode,
+    pub inject: Option<InjectMode>,
     /// `shell` only: run the job as this local user (leasehold must run as root).
     #[serde(default)]
     pub user: Option<String>,
@@ -363,11 +386,11 @@ pub(crate) enum ExecutorKind {
 }
 
 /// How secrets are handed to the job.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum InjectMode {
-    /// In the environment of the process that runs the script (it must pass it on).
-    #[default]
+    /// In the environment of the process that runs the script: the job's shell gets each
+    /// secret under its name, a custom driver as `CUSTOM_ENV_<NAME>` (it must pass them on).
     Env,
     /// In a private wrapper script that exports them and runs the original script unchanged:
     /// for drivers that cross a machine or container boundary.
@@ -415,11 +438,17 @@ fn default_cache_dir() -> PathBuf {
 fn default_auth_mount() -> String {
     "jwt".into()
 }
+fn default_jwt_login_path() -> String {
+    "login".into()
+}
 fn default_timeout_seconds() -> u64 {
     10
 }
 fn default_retries() -> u32 {
     3
+}
+fn default_max_concurrent_requests() -> usize {
+    16
 }
 fn default_id_token_variable() -> String {
     "VAULT_ID_TOKEN".into()
@@ -480,7 +509,7 @@ impl Default for ExecutorSection {
         ExecutorSection {
             kind: ExecutorKind::default(),
             shell: default_shell(),
-            inject: InjectMode::default(),
+            inject: None,
             user: None,
             group: None,
             user_from_claim: None,
@@ -507,6 +536,14 @@ pub(crate) struct PolicySection {
     /// Globs of the JWT roles a job may name with `VAULT_AUTH_ROLE` (empty: any role).
     #[serde(default)]
     pub allowed_roles: Vec<String>,
+    /// Globs of further auth mounts a job may log in at with `VAULT_AUTH_PATH`; `[vault]
+    /// auth_mount` is always allowed. Absent or empty: that one only.
+    #[serde(default)]
+    pub allowed_auth_mounts: Vec<String>,
+    /// Globs of the policies a job may put on its own Vault token (empty: any policy its login
+    /// token has, which Vault enforces).
+    #[serde(default)]
+    pub allowed_token_policies: Vec<String>,
 }
 
 /// `job_declarations`: when `LEASEHOLD_SECRETS` is honoured.

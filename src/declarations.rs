@@ -10,7 +10,12 @@
 //! - long: `vault: {engine: {name: kv-v2|kv-v1|generic, path: mount}, path, field}`;
 //! - `file:` (default true, as in GitLab), `token: $VAR` (the ID-token variable);
 //! - leasehold extensions: `vault.data` (a request body; turns the read into a write),
-//!   `vault.ttl` (the lease lifetime to ask for) and `stages:` (which sub-stages receive it).
+//!   `vault.ttl` (the lease lifetime to ask for) and `stages:` (which sub-stages receive it);
+//! - leasehold extension `vault: {token: {policies, ttl, no_default_policy}}`: not a secret at a
+//!   path but a Vault token for the job's own tools, a child of the job's login token. Spelled
+//!   inside `vault:` because it comes from Vault like any source; the entry-level `token:` keeps
+//!   GitLab's meaning (which ID token to log in with), and each refuses the other's shape with a
+//!   message pointing at the right one.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +23,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::api_path::{self, Piece};
 use crate::exit::FailureKind;
 
 /// GitLab's default engine path for the short form.
@@ -36,18 +42,46 @@ pub(crate) struct Declaration {
     pub token_variable: Option<String>,
     /// Sub-stage patterns overriding the executor config's `secret_stages`.
     pub stages: Option<Vec<String>>,
+    /// `vault: {token: …}`: a child token rather than a value; `source` is then the
+    /// `auth/token/create` request that makes it.
+    pub vault_token: Option<TokenRequest>,
 }
+
+/// A Vault token for the job's own tools (`vault: {token: {…}}`), validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TokenRequest {
+    /// The policies, lowercased (as Vault stores them), in the order written, without repeats.
+    pub policies: Vec<String>,
+    /// Leave Vault's `default` policy off the token.
+    pub no_default_policy: bool,
+}
+
+/// The variables a job receives next to its Vault token, so that `vault` and `bao` work
+/// unchanged: the token under both CLIs' names, the server's address, namespace and CA bundle.
+pub(crate) const TOKEN_COMPANIONS: &[&str] = &[
+    "VAULT_TOKEN",
+    "BAO_TOKEN",
+    "VAULT_ADDR",
+    "BAO_ADDR",
+    "VAULT_NAMESPACE",
+    "BAO_NAMESPACE",
+    "VAULT_CACERT",
+    "BAO_CACERT",
+];
+
+/// The companions that carry the token itself (masked like it).
+pub(crate) const TOKEN_VARIABLES: &[&str] = &["VAULT_TOKEN", "BAO_TOKEN"];
 
 /// Where a secret's value is read from.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SecretSource {
     /// How the request path and the response are shaped.
     pub engine: Engine,
-    /// The engine's mount path, without slashes at either end.
+    /// The engine's mount path, without slashes at either end, checked by [`api_path::check`].
     pub mount: String,
-    /// The secret's path below the mount, cleaned like Go's `path.Join`.
+    /// The secret's path below the mount, without slashes at either end, checked likewise.
     pub path: String,
-    /// The key picked from the response data.
+    /// The key picked from the response data, checked likewise.
     pub field: String,
     /// Request body for write-style endpoints (`pki/issue/<role>`); `None` means a plain read.
     pub data: Option<serde_json::Map<String, serde_json::Value>>,
@@ -65,6 +99,10 @@ pub(crate) enum Engine {
     /// Any other engine (database, aws, pki…): `GET <mount>/<path>` (or a write when `data` is
     /// set), fields under `data`.
     Generic,
+    /// Not one of GitLab's: a child token of the job's login (`POST auth/token/create`, the
+    /// token taken from the response's `auth`). Only `vault: {token: …}` makes it; no
+    /// `engine.name` names it.
+    Token,
 }
 
 impl Engine {
@@ -83,6 +121,7 @@ impl Engine {
             Engine::KvV2 => "kv-v2",
             Engine::KvV1 => "kv-v1",
             Engine::Generic => "generic",
+            Engine::Token => "token",
         }
     }
 }
@@ -94,11 +133,14 @@ impl fmt::Display for Engine {
 }
 
 impl SecretSource {
-    /// The API path (below `/v1/`) this source is requested at.
+    /// The API path (below `/v1/`) this source is requested at; the client sends it segment by
+    /// segment ([`api_path::request_url`]).
     pub(crate) fn api_path(&self) -> String {
         match self.engine {
             Engine::KvV2 => format!("{}/data/{}", self.mount, self.path),
-            Engine::KvV1 | Engine::Generic => format!("{}/{}", self.mount, self.path),
+            Engine::KvV1 | Engine::Generic | Engine::Token => {
+                format!("{}/{}", self.mount, self.path)
+            }
         }
     }
 
@@ -107,31 +149,6 @@ impl SecretSource {
         format!("{}/{}", self.mount, self.path)
     }
 }
-
-/// Variable names a secret may not take: the runner or the shell own them.
-const RESERVED_NAMES: &[&str] = &[
-    "PATH",
-    "HOME",
-    "SHELL",
-    "USER",
-    "LOGNAME",
-    "TMPDIR",
-    "IFS",
-    "ENV",
-    "BASH_ENV",
-    "LD_PRELOAD",
-    "LD_LIBRARY_PATH",
-    "PWD",
-    "OLDPWD",
-];
-const RESERVED_PREFIXES: &[&str] = &[
-    "CI_",
-    "GITLAB_",
-    "FF_",
-    "RUNNER_",
-    "CUSTOM_ENV_",
-    "LEASEHOLD_",
-];
 
 /// Context a declaration is validated against.
 pub(crate) struct DeclarationContext<'a> {
@@ -199,7 +216,7 @@ pub(crate) struct RawSecret {
     vault: Option<RawVault>,
     #[serde(default)]
     file: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "id_token_variable")]
     token: Option<String>,
     #[serde(default)]
     stages: Option<Vec<String>>,
@@ -217,6 +234,7 @@ pub(crate) struct RawSecret {
 enum RawVault {
     Short(String),
     Long(RawVaultLong),
+    Token(RawTokenRequest),
 }
 
 /// By hand rather than `#[serde(untagged)]`: an untagged enum swallows the inner error, so a
@@ -235,24 +253,146 @@ impl<'de> Deserialize<'de> for RawVault {
                 Ok(RawVault::Short(v.to_owned()))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawVault, A::Error> {
-                RawVaultLong::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(RawVault::Long)
+                RawVaultMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))?
+                    .into_form()
             }
         }
         deserializer.deserialize_any(Form)
     }
 }
 
+/// Every key a `vault:` mapping may have, sorted into the long form or the token form by
+/// [`RawVaultMap::into_form`] while the deserializer can still place an error.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawVaultLong {
-    engine: RawEngine,
-    path: String,
-    field: String,
+struct RawVaultMap {
+    #[serde(default)]
+    engine: Option<RawEngine>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    field: Option<String>,
     #[serde(default)]
     data: Option<BTreeMap<String, RawData>>,
     #[serde(default)]
     ttl: Option<RawTtl>,
+    #[serde(default)]
+    token: Option<RawTokenRequest>,
+}
+
+impl RawVaultMap {
+    fn into_form<E: serde::de::Error>(self) -> Result<RawVault, E> {
+        let RawVaultMap {
+            engine,
+            path,
+            field,
+            data,
+            ttl,
+            token,
+        } = self;
+        if let Some(token) = token {
+            let others = [
+                ("engine", engine.is_some()),
+                ("path", path.is_some()),
+                ("field", field.is_some()),
+                ("data", data.is_some()),
+                ("ttl", ttl.is_some()),
+            ];
+            if let Some((key, _)) = others.iter().find(|(_, present)| *present) {
+                return Err(E::custom(format!(
+                    "`vault: {{token: …}}` asks for a Vault token and takes no `{key}:` beside it (a token's ttl goes inside token:)"
+                )));
+            }
+            return Ok(RawVault::Token(token));
+        }
+        Ok(RawVault::Long(RawVaultLong {
+            engine: engine.ok_or_else(|| E::missing_field("engine"))?,
+            path: path.ok_or_else(|| E::missing_field("path"))?,
+            field: field.ok_or_else(|| E::missing_field("field"))?,
+            data,
+            ttl,
+        }))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RawVaultLong {
+    engine: RawEngine,
+    path: String,
+    field: String,
+    data: Option<BTreeMap<String, RawData>>,
+    ttl: Option<RawTtl>,
+}
+
+/// `vault: {token: {policies, ttl, no_default_policy}}`.
+#[derive(Debug, Clone)]
+struct RawTokenRequest {
+    policies: Vec<String>,
+    ttl: Option<RawTtl>,
+    no_default_policy: bool,
+}
+
+/// By hand, so that a string here (the entry-level `token:`'s shape) gets a message saying which
+/// key is which instead of "invalid type".
+impl<'de> Deserialize<'de> for RawTokenRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields {
+            policies: Vec<String>,
+            #[serde(default)]
+            ttl: Option<RawTtl>,
+            #[serde(default)]
+            no_default_policy: bool,
+        }
+        struct Form;
+        impl<'de> serde::de::Visitor<'de> for Form {
+            type Value = RawTokenRequest;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping like {policies: [app-read], ttl: 15m}")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<RawTokenRequest, E> {
+                Err(E::custom(
+                    "`vault: {token: …}` asks for a Vault token and takes a mapping like {policies: [app-read], ttl: 15m}; the ID token to log in with is the entry-level `token: $VAULT_ID_TOKEN`, beside `vault:`",
+                ))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawTokenRequest, A::Error> {
+                let fields =
+                    Fields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawTokenRequest {
+                    policies: fields.policies,
+                    ttl: fields.ttl,
+                    no_default_policy: fields.no_default_policy,
+                })
+            }
+        }
+        deserializer.deserialize_any(Form)
+    }
+}
+
+/// The entry-level `token:`: GitLab's name for the ID-token variable to log in with.
+fn id_token_variable<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    struct Form;
+    impl<'de> serde::de::Visitor<'de> for Form {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("the ID-token variable to log in with, like $VAULT_ID_TOKEN")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Option<String>, E> {
+            Ok(Some(v.to_owned()))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Option<String>, A::Error> {
+            Err(serde::de::Error::custom(
+                "the entry-level `token:` names the ID-token variable to log in with (token: $VAULT_ID_TOKEN); to ask for a Vault token for the job's tools, write it inside vault: as `vault: {token: {policies: [...]}}`",
+            ))
+        }
+    }
+    deserializer.deserialize_any(Form)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -293,7 +433,9 @@ impl RawSecret {
             name: name.to_owned(),
             reason,
         };
-        validate_name(name).map_err(&invalid)?;
+        // Which names are taken (by the runner, leasehold, the shell) is protocol's list,
+        // checked by planning for every secret; here only the form.
+        validate_env_name(name).map_err(&invalid)?;
         let other_provider = [
             ("gcp_secret_manager", self.gcp_secret_manager.is_some()),
             ("azure_key_vault", self.azure_key_vault.is_some()),
@@ -320,7 +462,23 @@ impl RawSecret {
             .as_ref()
             .ok_or_else(|| invalid("has no `vault:` source".into()))?;
         let expand = |text: &str| expand(text).map_err(&invalid);
+        let mut vault_token = None;
         let source = match vault {
+            RawVault::Token(request) => {
+                let (source, token) = token_source(request, &expand).map_err(&invalid)?;
+                if self.file == Some(true) {
+                    return Err(invalid(
+                        "a Vault token is delivered in the environment (VAULT_TOKEN and BAO_TOKEN must hold the token itself); remove `file: true`".into(),
+                    ));
+                }
+                if TOKEN_COMPANIONS.contains(&name) && !TOKEN_VARIABLES.contains(&name) {
+                    return Err(invalid(format!(
+                        "leasehold sets {name} itself next to a Vault token; name the token VAULT_TOKEN"
+                    )));
+                }
+                vault_token = Some(token);
+                source
+            }
             RawVault::Short(short) => parse_short_form(&expand(short)?).map_err(&invalid)?,
             RawVault::Long(long) => {
                 let engine = Engine::parse(&long.engine.name).ok_or_else(|| {
@@ -346,17 +504,14 @@ impl RawSecret {
                     .map_err(&invalid)?;
                 SecretSource {
                     engine,
-                    mount: clean_path(&expand(&long.engine.path)?).map_err(&invalid)?,
-                    path: clean_path(&expand(&long.path)?).map_err(&invalid)?,
-                    field: expand(&long.field)?,
+                    mount: checked(Piece::Mount, &expand(&long.engine.path)?).map_err(&invalid)?,
+                    path: checked(Piece::Path, &expand(&long.path)?).map_err(&invalid)?,
+                    field: checked(Piece::Field, &expand(&long.field)?).map_err(&invalid)?,
                     data,
                     ttl,
                 }
             }
         };
-        if source.field.is_empty() {
-            return Err(invalid("field is empty".into()));
-        }
         let token_variable = self
             .token
             .as_ref()
@@ -381,12 +536,84 @@ impl RawSecret {
         Ok(Declaration {
             name: name.to_owned(),
             source,
-            file: self.file.unwrap_or(true),
+            // A token is never a file (see above); everything else defaults to a file, as in GitLab.
+            file: vault_token.is_none() && self.file.unwrap_or(true),
             token_variable,
             stages: self.stages.clone(),
+            vault_token,
         })
     }
 }
+
+/// The policy names a job's token may never ask for.
+const FORBIDDEN_TOKEN_POLICIES: &[&str] = &["root"];
+
+/// Validates a token request into the `auth/token/create` request that makes it. `expand` applies
+/// to policy names, like every other string a request carries.
+fn token_source(
+    request: &RawTokenRequest,
+    expand: &dyn Fn(&str) -> Result<String, DeclarationError>,
+) -> Result<(SecretSource, TokenRequest), String> {
+    let mut policies: Vec<String> = Vec::with_capacity(request.policies.len());
+    for written in &request.policies {
+        let policy = expand(written)
+            .map_err(|e| match e {
+                DeclarationError::Invalid { reason, .. } => reason,
+                other => other.to_string(),
+            })?
+            .trim()
+            .to_ascii_lowercase();
+        if policy.is_empty()
+            || !policy
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(format!(
+                "vault.token.policies: {written:?} is not a policy name (letters, digits, '.', '_' and '-')"
+            ));
+        }
+        if FORBIDDEN_TOKEN_POLICIES.contains(&policy.as_str()) {
+            return Err(format!(
+                "vault.token.policies: a job's token cannot have the {policy} policy; list the policies it needs"
+            ));
+        }
+        if !policies.contains(&policy) {
+            policies.push(policy);
+        }
+    }
+    if policies.is_empty() {
+        return Err(
+            "vault.token.policies is empty; list the Vault policies the token should have, like [app-read]".into(),
+        );
+    }
+    let ttl = request.ttl.as_ref().map(RawTtl::parse).transpose()?;
+    if ttl.is_some_and(|t| t.is_zero()) {
+        return Err("vault.token.ttl must be at least 1s".into());
+    }
+    let mut body = serde_json::Map::new();
+    body.insert("policies".into(), policies.clone().into());
+    body.insert("no_default_policy".into(), request.no_default_policy.into());
+    // leasehold renews it while the job runs; the parent's revocation ends it at cleanup.
+    body.insert("renewable".into(), true.into());
+    let source = SecretSource {
+        engine: Engine::Token,
+        mount: "auth/token".into(),
+        path: "create".into(),
+        field: TOKEN_FIELD.into(),
+        data: Some(body),
+        ttl,
+    };
+    Ok((
+        source,
+        TokenRequest {
+            policies,
+            no_default_policy: request.no_default_policy,
+        },
+    ))
+}
+
+/// The field a token's value is stored under, as in the `auth` block of Vault's answer.
+pub(crate) const TOKEN_FIELD: &str = "client_token";
 
 impl RawData {
     fn to_json(
@@ -472,36 +699,20 @@ fn parse_short_form(short: &str) -> Result<SecretSource, String> {
         })?;
     Ok(SecretSource {
         engine: Engine::KvV2,
-        mount: clean_path(mount)?,
-        path: clean_path(path)?,
-        field: field.to_owned(),
+        mount: checked(Piece::Mount, mount)?,
+        path: checked(Piece::Path, path)?,
+        field: checked(Piece::Field, field)?,
         data: None,
         ttl: None,
     })
 }
 
-/// Cleans a path like Go's `path.Join` (which gitlab-runner applies), and refuses anything that
-/// could climb out of the mount or smuggle a query.
-fn clean_path(path: &str) -> Result<String, String> {
-    let cleaned: Vec<&str> = path
-        .split('/')
-        .filter(|s| !s.is_empty() && *s != ".")
-        .collect();
-    if cleaned.is_empty() {
-        return Err(format!("path {path:?} is empty"));
-    }
-    if cleaned.contains(&"..") {
-        return Err(format!("path {path:?} must not contain '..'"));
-    }
-    if path
-        .chars()
-        .any(|c| matches!(c, '?' | '#' | '%') || c.is_control() || c == ' ')
-    {
-        return Err(format!(
-            "path {path:?} must not contain '?', '#', '%', spaces or control characters"
-        ));
-    }
-    Ok(cleaned.join("/"))
+/// A piece checked by the one rule for everything that goes into a request path (no `\`, no
+/// dot segments, no `?`, `#`, `%`, whitespace or control characters, no empty segments); see
+/// [`api_path`]. Checked after `$VAR` expansion and `{claim}` substitution, so neither can
+/// splice in a way out of the mount.
+fn checked(piece: Piece, value: &str) -> Result<String, String> {
+    api_path::check(piece, value).map_err(|e| e.to_string())
 }
 
 /// Expands `$NAME` and `${NAME}` from non-secret job variables, as gitlab-runner does in its
@@ -554,23 +765,12 @@ fn validate_env_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn validate_name(name: &str) -> Result<(), String> {
-    validate_env_name(name)?;
-    if RESERVED_NAMES.contains(&name) || RESERVED_PREFIXES.iter().any(|p| name.starts_with(p)) {
-        return Err(format!(
-            "the name is reserved for the runner or the shell (names like PATH or starting with {}); choose another",
-            RESERVED_PREFIXES.join(", ")
-        ));
-    }
-    Ok(())
-}
-
 /// Why a job's declarations cannot be used. Always the job's fault.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DeclarationError {
     /// The YAML does not parse or does not follow the schema.
     #[error(
-        "{variable} is malformed at line {line} column {column}: {message}; see docs/declarations.md"
+        "{variable} is malformed at line {line} column {column}: {message}; see declarations.md in /usr/share/doc/leasehold/docs/"
     )]
     Malformed {
         /// The job variable holding the YAML.
@@ -675,7 +875,7 @@ mod tests {
         let decls = parse_ok(
             "CERT:\n  vault:\n    engine: {name: generic, path: pki}\n    path: issue/web\n    field: certificate\n    \
              data: {common_name: \"$CI_ENVIRONMENT_NAME.example.com\", ttl: \"10m\"}\n    ttl: 15m\n\
-             OLD:\n  vault: {engine: {name: kv-v1, path: kv}, path: /team//app/, field: key}\n  stages: [build_script]\n",
+             OLD:\n  vault: {engine: {name: kv-v1, path: kv}, path: /team/app/, field: key}\n  stages: [build_script]\n",
         );
         let cert = &decls[0];
         assert_eq!(cert.source.engine, Engine::Generic);
@@ -716,11 +916,13 @@ mod tests {
     #[test]
     fn bad_declarations() {
         assert!(parse_err("A:\n  vault: nofield\n").contains("path/field"));
-        assert!(parse_err("PATH:\n  vault: a/b\n").contains("reserved"));
-        assert!(parse_err("CI_X:\n  vault: a/b\n").contains("reserved"));
         assert!(parse_err("1A:\n  vault: a/b\n").contains("valid environment variable"));
-        assert!(parse_err("A:\n  vault: ../../sys/b@kv\n").contains(".."));
+        assert!(parse_err("A:\n  vault: ../../sys/b@kv\n").contains("\"..\" segment"));
         assert!(parse_err("A:\n  vault: a?x=1/b@kv\n").contains("'?'"));
+        assert!(
+            parse_err("A:\n  vault: {engine: {name: kv-v2, path: kv}, path: a, field: ''}\n")
+                .contains("field \"\" is empty")
+        );
         assert!(
             parse_err("A:\n  vault: {engine: {name: kv-v3, path: kv}, path: a, field: b}\n")
                 .contains("kv-v3")
@@ -730,10 +932,199 @@ mod tests {
     }
 
     #[test]
+    fn every_piece_follows_the_one_path_rule() {
+        let cases = [
+            (
+                "A:\n  vault: 'x\\..\\..\\..\\secret\\data\\ci\\app/password@kv-ci'\n",
+                "secret A: path \"x\\\\..\\\\..\\\\..\\\\secret\\\\data\\\\ci\\\\app\" contains '\\', which URL parsers read as '/'; separate segments with '/' only",
+            ),
+            (
+                "A:\n  vault: 'a/%2e%2e/b/f@kv'\n",
+                "secret A: path \"a/%2e%2e/b\" contains '%'",
+            ),
+            (
+                "A:\n  vault: 'a//b/f@kv'\n",
+                "secret A: path \"a//b\" has an empty segment",
+            ),
+            (
+                "A:\n  vault: 'a/./b/f@kv'\n",
+                "secret A: path \"a/./b\" has a \".\" or \"..\" segment",
+            ),
+            (
+                "A:\n  vault: 'a/b/f@kv/..'\n",
+                "secret A: mount \"kv/..\" has a \".\" or \"..\" segment",
+            ),
+            (
+                "A:\n  vault: 'a/b/..@kv'\n",
+                "secret A: field \"..\" has a \".\" or \"..\" segment",
+            ),
+            (
+                "A:\n  vault: 'a/b/f\\x@kv'\n",
+                "secret A: field \"f\\\\x\" contains '\\'",
+            ),
+            (
+                "A:\n  vault: 'a/b#/f@kv'\n",
+                "secret A: path \"a/b#\" contains '#'",
+            ),
+            (
+                "A:\n  vault: \"a/b\\e[2J/f@kv\"\n",
+                "contains the control or invisible character U+001B",
+            ),
+            (
+                "A:\n  vault: \"a/\\u202Eb/f@kv\"\n",
+                "contains the control or invisible character U+202E",
+            ),
+            (
+                "A:\n  vault: {engine: {name: kv-v1, path: 'kv\\..'}, path: a, field: b}\n",
+                "secret A: mount \"kv\\\\..\" contains '\\'",
+            ),
+            (
+                "A:\n  vault: {engine: {name: kv-v1, path: kv}, path: a, field: 'b/../c'}\n",
+                "secret A: field \"b/../c\" has a \".\" or \"..\" segment",
+            ),
+        ];
+        for (yaml, message) in cases {
+            let err = parse_err(yaml);
+            assert!(err.contains(message), "{yaml}: {err}");
+            assert!(
+                !err.contains('\u{1b}') && !err.contains('\u{202E}'),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn expanded_variables_follow_the_rule_too() {
+        let lookup = ctx_with(&[("TARGET", "x\\..\\..\\sys\\mounts", true)]);
+        let err = parse(
+            "A:\n  vault: $TARGET/password@kv-ci\n",
+            &DeclarationContext {
+                source_variable: "LEASEHOLD_SECRETS",
+                lookup: &lookup,
+            },
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(
+            err.starts_with("secret A: path \"x\\\\..\\\\..\\\\sys\\\\mounts\" contains '\\'"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn masked_variables_are_never_expanded() {
         let err = parse_err("A:\n  vault: $VAULT_ID_TOKEN/x@kv\n");
         assert!(err.contains("masked"), "{err}");
         assert!(!err.contains("eyJ.secret"), "{err}");
+    }
+
+    #[test]
+    fn a_token_for_the_jobs_tools() {
+        let decls = parse_ok(
+            "VAULT_TOKEN:\n  vault:\n    token:\n      policies: [App-Read, pki-issue, app-read, \"$CI_ENVIRONMENT_NAME-deploy\"]\n      ttl: 15m\n      no_default_policy: true\n  token: $VAULT_ID_TOKEN\n  stages: [build_script]\n",
+        );
+        let token = &decls[0];
+        let request = token.vault_token.as_ref().expect("a token request");
+        assert_eq!(
+            request.policies,
+            ["app-read", "pki-issue", "staging-deploy"],
+            "lowercased as Vault stores them, repeats dropped, $VAR expanded"
+        );
+        assert!(request.no_default_policy);
+        assert!(!token.file, "a token is never a file");
+        assert_eq!(token.token_variable.as_deref(), Some("VAULT_ID_TOKEN"));
+        assert_eq!(token.source.engine, Engine::Token);
+        assert_eq!(token.source.api_path(), "auth/token/create");
+        assert_eq!(token.source.field, TOKEN_FIELD);
+        assert_eq!(token.source.ttl, Some(Duration::from_secs(900)));
+        let body = token.source.data.as_ref().expect("body");
+        assert_eq!(
+            body["policies"],
+            serde_json::json!(["app-read", "pki-issue", "staging-deploy"])
+        );
+        assert_eq!(body["no_default_policy"], true);
+        assert_eq!(body["renewable"], true);
+        let plain = &parse_ok("T:\n  vault: {token: {policies: [a]}}\n")[0];
+        assert!(!plain.vault_token.as_ref().expect("token").no_default_policy);
+        assert_eq!(plain.source.ttl, None);
+    }
+
+    #[test]
+    fn a_token_request_and_the_id_token_key_are_told_apart() {
+        let err = parse_err("T:\n  vault:\n    token: $VAULT_ID_TOKEN\n");
+        assert!(
+            err.contains("asks for a Vault token and takes a mapping")
+                && err.contains("entry-level `token: $VAULT_ID_TOKEN`"),
+            "{err}"
+        );
+        assert!(err.contains("line 3"), "{err}");
+        let err = parse_err("T:\n  vault: a/b@kv\n  token:\n    policies: [x]\n");
+        assert!(
+            err.contains("names the ID-token variable") && err.contains("vault: {token:"),
+            "{err}"
+        );
+        let err = parse_err(
+            "T:\n  vault:\n    engine: {name: generic, path: x}\n    token: {policies: [a]}\n",
+        );
+        assert!(err.contains("takes no `engine:`"), "{err}");
+        let err = parse_err("T:\n  vault: {token: {policies: [a], polices: [b]}}\n");
+        assert!(err.contains("polices"), "{err}");
+        let err = parse_err("T:\n  vault: {path: a, field: b}\n");
+        assert!(
+            err.contains("engine"),
+            "the long form still names what is missing: {err}"
+        );
+    }
+
+    #[test]
+    fn bad_token_requests() {
+        for (yaml, wanted) in [
+            (
+                "T:\n  vault: {token: {policies: []}}\n",
+                "policies is empty",
+            ),
+            (
+                "T:\n  vault: {token: {policies: [root]}}\n",
+                "cannot have the root policy",
+            ),
+            (
+                "T:\n  vault: {token: {policies: [\"a b\"]}}\n",
+                "is not a policy name",
+            ),
+            (
+                "T:\n  vault: {token: {policies: [\"a/b\"]}}\n",
+                "is not a policy name",
+            ),
+            (
+                "T:\n  vault: {token: {policies: [a], ttl: 5x}}\n",
+                "not a duration",
+            ),
+            (
+                "T:\n  vault: {token: {policies: [a], ttl: 0}}\n",
+                "at least 1s",
+            ),
+            (
+                "T:\n  vault: {token: {policies: [a]}}\n  file: true\n",
+                "remove `file: true`",
+            ),
+            (
+                "VAULT_ADDR:\n  vault: {token: {policies: [a]}}\n",
+                "name the token VAULT_TOKEN",
+            ),
+            (
+                "T:\n  vault: {token: {policies: [\"$VAULT_ID_TOKEN\"]}}\n",
+                "masked",
+            ),
+        ] {
+            let err = parse_err(yaml);
+            assert!(err.contains(wanted), "{yaml}: {err}");
+            assert!(!err.contains("eyJ.secret"), "{err}");
+        }
+        assert!(
+            parse_ok("BAO_TOKEN:\n  vault: {token: {policies: [a]}}\n")[0]
+                .vault_token
+                .is_some()
+        );
     }
 
     #[test]
@@ -770,6 +1161,8 @@ mod proptests {
             ),
             Just("    data: {a: 1, b: [x, y]}\n".to_owned()),
             Just("    ttl: 1h\n".to_owned()),
+            Just("  vault:\n    token: {policies: [a, b], ttl: 15m}\n".to_owned()),
+            Just("    token:\n      policies: [x]\n".to_owned()),
             Just("  stages: [build_script, 'step_*']\n".to_owned()),
             Just("&a ".to_owned()),
             Just("*a".to_owned()),

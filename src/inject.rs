@@ -1,17 +1,25 @@
 //! What a sub-stage's job process receives, and how.
 //!
-//! **Environment delivery** (`inject = "env"`, the default). The child's environment is
-//! leasehold's own environment (which gitlab-runner built) minus every `CUSTOM_ENV_*`, every
-//! `LEASEHOLD_*`, `VAULT_*` and `BAO_*` variable, `JOB_RESPONSE_FILE` and `BUILD_EXIT_CODE_FILE`,
-//! plus the secrets this sub-stage is entitled to. (A wrapped custom driver keeps `CUSTOM_ENV_*`
-//! and the runner's variables: it is an executor, not the job.) A `file: true` secret is written
-//! to a 0600 file in a 0700 directory private to this stage, and the variable holds its path.
+//! **Environment delivery** (`inject = "env"`, the default for the shell executor). The child's
+//! environment is leasehold's own environment (which gitlab-runner built) minus every
+//! `CUSTOM_ENV_*`, every `LEASEHOLD_*`, `VAULT_*` and `BAO_*` variable, `JOB_RESPONSE_FILE` and
+//! `BUILD_EXIT_CODE_FILE`, plus the secrets this sub-stage is entitled to, under their own names:
+//! the child is the job's own shell. A `file: true` secret is written to a 0600 file in a 0700
+//! directory private to this stage, and the variable holds its path.
 //!
-//! **Script delivery** (`inject = "script"`), for drivers whose environment does not reach the
-//! job (SSH, VMs, containers): leasehold hands the driver a private wrapper script instead of
-//! the runner's. It exports the secrets, materialises file secrets in a private `mktemp -d`
-//! directory on the far side (removed when the wrapper exits), and then runs the runner's script
-//! content unchanged.
+//! A wrapped custom driver is an executor, not the job: it keeps `CUSTOM_ENV_*` and the runner's
+//! variables, and usually runs as root on the host. It gets each secret as `CUSTOM_ENV_<NAME>`
+//! ([`Recipient::Driver`]), gitlab-runner's namespace for job data reaching a driver, and hands
+//! them to the job's process under their own names. A job-chosen name thus never sets or replaces
+//! a variable the driver itself acts on (`BUILD_EXIT_CODE_FILE`, `LD_AUDIT`, `PS4`, its own
+//! settings). Names the runner, leasehold and the shell own are refused at plan time for every
+//! executor ([`crate::protocol::reserved_name`]).
+//!
+//! **Script delivery** (`inject = "script"`, the default for custom drivers, whose environment
+//! need not reach the job: SSH, VMs, containers): leasehold hands the driver a private wrapper
+//! script instead of the runner's. It exports the secrets, materialises file secrets in a private
+//! `mktemp -d` directory on the far side (removed when the wrapper exits), and then runs the
+//! runner's script content unchanged. No value is in the driver's environment at all.
 //!
 //! Either way the stage directory (file secrets, wrapper, the job user's copy of the script) is
 //! deleted when the stage ends, and nothing is ever added to the runner's on-disk script.
@@ -25,10 +33,11 @@ use nix::unistd::{Gid, Uid};
 use secrecy::ExposeSecret;
 
 use crate::config::InjectMode;
+use crate::executor::WrappedExecutor;
 use crate::job_user::JobUser;
 use crate::patterns::Patterns;
 use crate::private_fs::{FsError, write_secret_file};
-use crate::protocol::BuildStage;
+use crate::protocol::{BuildStage, env::CUSTOM_ENV_PREFIX};
 use crate::state::{JobDir, Sealed, StateError, StoredSecret};
 use crate::supervision::Child;
 
@@ -176,6 +185,35 @@ pub(crate) struct Delivery {
     stage_dir: Option<StageDir>,
 }
 
+/// Who the stage's child is, which decides the names its secrets take in its environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recipient {
+    /// The job's own shell (the built-in shell executor): each secret under its own name. The
+    /// job owns that process, so what a name does to its bash is the job's business.
+    Job,
+    /// An inner custom-executor driver: each secret as `CUSTOM_ENV_<NAME>`, so that no
+    /// job-chosen name can reach the driver's own environment; the driver passes them on.
+    Driver,
+}
+
+impl Recipient {
+    /// Who `executor`'s run command is.
+    pub(crate) fn of(executor: &WrappedExecutor) -> Self {
+        match executor {
+            WrappedExecutor::Shell(_) => Recipient::Job,
+            WrappedExecutor::Custom(_) => Recipient::Driver,
+        }
+    }
+
+    /// The variable that carries the secret `name` in this recipient's environment.
+    fn env_name(self, name: &str) -> OsString {
+        match self {
+            Recipient::Job => OsString::from(name),
+            Recipient::Driver => OsString::from(format!("{CUSTOM_ENV_PREFIX}{name}")),
+        }
+    }
+}
+
 /// Where a stage's delivery happens.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Stage<'a> {
@@ -187,6 +225,8 @@ pub(crate) struct Stage<'a> {
     pub job_dir: &'a JobDir,
     /// `[executor] files_dir`, for a job user's stage directories.
     pub files_dir: &'a Path,
+    /// Who the child is.
+    pub recipient: Recipient,
 }
 
 impl Delivery {
@@ -219,7 +259,7 @@ impl Delivery {
         if !exposed.is_empty() {
             match (&stage_dir, script_delivery) {
                 (Some(dir), true) => script = Some(wrapper(&exposed, at.script, at.stage, dir)?),
-                (dir, _) => secret_env = env_values(&exposed, dir.as_ref())?,
+                (dir, _) => secret_env = env_values(&exposed, dir.as_ref(), at.recipient)?,
             }
         }
         // A job user cannot read the runner's script (it lives in the runner's private temp dir).
@@ -241,9 +281,10 @@ impl Delivery {
         &self.script
     }
 
-    /// The child for `command`: its environment is `base` with this stage's secrets added
-    /// (replacing same names); for a job user, also its `HOME`, `USER`, `LOGNAME`, `TMPDIR` and
-    /// working directory, and the privilege drop.
+    /// The child for `command`: its environment is `base` with this stage's secrets added under
+    /// the recipient's names (replacing same names: for a driver only `CUSTOM_ENV_*`); for a job
+    /// user, also its `HOME`, `USER`, `LOGNAME`, `TMPDIR` and working directory, and the
+    /// privilege drop.
     pub(crate) fn apply(
         &self,
         mut command: tokio::process::Command,
@@ -279,10 +320,12 @@ fn needs_stage_dir(secrets: &[&StoredSecret], script_delivery: bool) -> bool {
     !secrets.is_empty() && (script_delivery || secrets.iter().any(|s| s.file))
 }
 
-/// Environment delivery: values in the environment, file secrets as files in `dir`.
+/// Environment delivery: values in the environment under `recipient`'s names, file secrets as
+/// files in `dir`.
 fn env_values(
     secrets: &[&StoredSecret],
     dir: Option<&StageDir>,
+    recipient: Recipient,
 ) -> Result<Vec<(OsString, OsString)>, StateError> {
     let mut env = Vec::new();
     for secret in secrets {
@@ -295,7 +338,7 @@ fn env_values(
         } else {
             OsString::from(secret.value.expose_secret())
         };
-        env.push((OsString::from(&secret.name), value));
+        env.push((recipient.env_name(&secret.name), value));
     }
     Ok(env)
 }
@@ -430,6 +473,7 @@ mod tests {
                 file: false,
                 stages: vec![],
                 origin: String::new(),
+                plain: false,
             },
             StoredSecret {
                 name: "F".into(),
@@ -437,6 +481,7 @@ mod tests {
                 file: true,
                 stages: vec![],
                 origin: String::new(),
+                plain: false,
             },
         ];
         let refs: Vec<&StoredSecret> = secrets.iter().collect();
@@ -496,6 +541,159 @@ mod tests {
             remove_user_stage_dirs(&root.path().join("missing"), &id).expect("missing root"),
             0
         );
+    }
+
+    fn secret(name: &str, value: &str, file: bool) -> StoredSecret {
+        StoredSecret {
+            name: name.into(),
+            value: SecretString::from(value),
+            file,
+            stages: vec!["build_script".into()],
+            origin: String::new(),
+            plain: false,
+        }
+    }
+
+    /// The environment the child of `recipient` gets for build_script, from `base`, with the
+    /// secrets `secrets` delivered by `mode`; and the script it runs.
+    async fn delivered(
+        recipient: Recipient,
+        mode: InjectMode,
+        secrets: Vec<StoredSecret>,
+        base: &[(&str, &str)],
+    ) -> (Vec<(String, String)>, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = crate::state::StateDir::open(&tmp.path().join("state")).expect("state dir");
+        let job = root.job(&crate::state::StateId::generate("1"));
+        job.create().expect("job dir");
+        let script = tmp.path().join("script");
+        std::fs::write(&script, "true\n").expect("script");
+        let sealed = Sealed {
+            secrets,
+            ..Sealed::default()
+        };
+        let at = Stage {
+            stage: &BuildStage::BuildScript,
+            script: &script,
+            job_dir: &job,
+            files_dir: tmp.path(),
+            recipient,
+        };
+        let delivery = Delivery::for_stage(&sealed, at, mode, None).expect("delivery");
+        let base = base
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect();
+        let mut command = tokio::process::Command::new("/usr/bin/env");
+        command.arg("-0");
+        let (exit, out) = delivery.apply(command, base).output().await.expect("env");
+        assert_eq!(exit.code, 0);
+        let env = out
+            .split(|b| *b == 0)
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let e = String::from_utf8_lossy(e);
+                let (k, v) = e.split_once('=').expect("k=v");
+                (k.to_owned(), v.to_owned())
+            })
+            .collect();
+        let used = delivery.script().to_owned();
+        drop(delivery);
+        (env, used, script)
+    }
+
+    /// What a driver's own environment holds before any secret: the runner's protocol variables,
+    /// a job variable, and variables of the driver's own.
+    const DRIVER_BASE: [(&str, &str); 6] = [
+        ("BUILD_EXIT_CODE_FILE", "/tmp/runner/build_exit_code"),
+        ("JOB_RESPONSE_FILE", "/tmp/runner/response.json"),
+        ("CUSTOM_ENV_CI_JOB_ID", "1001"),
+        ("PS4", "+ "),
+        ("DOCKER_HOST", "unix:///run/docker.sock"),
+        ("PATH", "/usr/bin:/bin"),
+    ];
+
+    #[tokio::test]
+    async fn a_driver_gets_env_secrets_only_as_custom_env() {
+        let secrets = vec![
+            secret("PS4", "$(touch /tmp/pwned)", false),
+            secret("LD_AUDIT", "/tmp/evil.so", false),
+            secret("DOCKER_HOST", "tcp://attacker:2375", false),
+            secret("BUILD_EXIT_CODE_FILE", "/etc/shadow", false),
+            secret("CERT", "file-content", true),
+        ];
+        let (env, script, original) =
+            delivered(Recipient::Driver, InjectMode::Env, secrets, &DRIVER_BASE).await;
+        assert_eq!(script, original, "env delivery runs the runner's script");
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        // The driver's own variables are as they were; none was added.
+        for (k, v) in DRIVER_BASE {
+            assert_eq!(get(k), Some(v), "{k}");
+        }
+        assert_eq!(get("LD_AUDIT"), None);
+        assert_eq!(get("CERT"), None);
+        // The secrets are there, each under CUSTOM_ENV_<NAME>.
+        assert_eq!(get("CUSTOM_ENV_PS4"), Some("$(touch /tmp/pwned)"));
+        assert_eq!(get("CUSTOM_ENV_LD_AUDIT"), Some("/tmp/evil.so"));
+        assert_eq!(get("CUSTOM_ENV_DOCKER_HOST"), Some("tcp://attacker:2375"));
+        assert_eq!(get("CUSTOM_ENV_BUILD_EXIT_CODE_FILE"), Some("/etc/shadow"));
+        let cert = get("CUSTOM_ENV_CERT").expect("file secret's path");
+        assert!(cert.ends_with("/CERT"), "{cert}");
+        assert_eq!(
+            env.len(),
+            DRIVER_BASE.len() + 5,
+            "{:?}",
+            env.iter().map(|(k, _)| k).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_jobs_own_shell_gets_env_secrets_under_their_names() {
+        let (env, _, _) = delivered(
+            Recipient::Job,
+            InjectMode::Env,
+            vec![
+                secret("PS4", "> ", false),
+                secret("APP_TOKEN", "t0ken", false),
+            ],
+            &[("PATH", "/usr/bin:/bin"), ("PS4", "+ ")],
+        )
+        .await;
+        let mut env = env;
+        env.sort();
+        assert_eq!(
+            env,
+            [
+                ("APP_TOKEN", "t0ken"),
+                ("PATH", "/usr/bin:/bin"),
+                ("PS4", "> ")
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+    }
+
+    #[tokio::test]
+    async fn script_delivery_puts_no_value_in_the_drivers_environment() {
+        let (env, script, original) = delivered(
+            Recipient::Driver,
+            InjectMode::Script,
+            vec![
+                secret("LD_AUDIT", "/tmp/evil.so", false),
+                secret("CERT", "pem", true),
+            ],
+            &DRIVER_BASE,
+        )
+        .await;
+        assert_ne!(script, original);
+        assert!(script.ends_with("wrapper.sh"), "{script:?}");
+        let mut expected: Vec<_> = DRIVER_BASE
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        expected.sort();
+        let mut env = env;
+        env.sort();
+        assert_eq!(env, expected);
     }
 
     #[test]

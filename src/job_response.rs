@@ -110,6 +110,18 @@ impl JobResponse {
         })
     }
 
+    /// The labels of this job's Vault requests (trusted: the payload, not `CUSTOM_ENV_*`).
+    pub(crate) fn audit_tag(&self) -> crate::vault::AuditTag {
+        crate::vault::AuditTag {
+            job_id: self.id,
+            project: self.job_info.project_full_path.clone(),
+            pipeline_id: self
+                .plain_variable("CI_PIPELINE_ID")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        }
+    }
+
     /// The last variable of that name (gitlab-runner's lookup order: later entries win).
     pub(crate) fn variable(&self, key: &str) -> Option<&JobVariable> {
         self.variables.iter().rev().find(|v| v.key == key)

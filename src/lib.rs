@@ -21,10 +21,12 @@
 //! - `vault`: the HTTP client and the trusted servers; [`state`]: private per-job state;
 //!   `declarations`: the job's `secrets:` YAML; `job_response`: the job payload;
 //!   `protocol`: the runner's environment and stage names;
-//! - at the bottom: `exit`: the exit-code table; [`mask`]: the output masker; `patterns`:
+//! - at the bottom: `exit`: the exit-code table; `api_path`: the one rule for every path piece
+//!   and the request URL built segment by segment; [`mask`]: the output masker; `patterns`:
 //!   compiled globs; `private_fs`: private files and directories; `random`; `joblog`: what
 //!   the job log shows; [`cli`]: the command line.
 
+pub(crate) mod api_path;
 pub(crate) mod bindings;
 pub mod cli;
 pub(crate) mod config;
@@ -32,6 +34,7 @@ pub(crate) mod config_file;
 pub(crate) mod declarations;
 pub(crate) mod entry;
 pub(crate) mod error;
+pub(crate) mod events;
 pub(crate) mod executor;
 pub(crate) mod exit;
 pub(crate) mod identity;

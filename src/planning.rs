@@ -16,6 +16,7 @@
 
 use secrecy::ExposeSecret;
 
+use crate::api_path::{self, Piece};
 use crate::bindings::{self, RuleOutcome};
 use crate::config::{Config, RunAs};
 use crate::declarations::{self, DeclarationContext, DeclarationError};
@@ -25,7 +26,10 @@ use crate::identity::{
 };
 use crate::job_response::JobResponse;
 use crate::policy::RefProtection;
-use crate::secret_plan::{LoginTarget, PlanError, Provenance, SecretPlan};
+use crate::secret_plan::{
+    CompanionValue, LoginTarget, PlanError, Provenance, SecretPlan, token_companions,
+};
+use crate::vault::address_key;
 
 /// Where the claims leasehold acts on came from.
 #[derive(Debug, Clone)]
@@ -227,7 +231,7 @@ impl Planner<'_> {
                 let grant = binding.grant(claims, &config.login_defaults())?;
                 let declared_by = grant.declared_by();
                 for declaration in &grant.declarations {
-                    check_collision(job, &declaration.name, Some(&declared_by.to_string()))?;
+                    check_name(job, &declaration.name, Some(&declared_by.to_string()))?;
                 }
                 out.plan.add_with(
                     grant.declarations.clone(),
@@ -295,7 +299,7 @@ impl Planner<'_> {
                     }
                 ));
                 for declaration in &declarations {
-                    check_collision(job, &declaration.name, None)?;
+                    check_name(job, &declaration.name, None)?;
                 }
                 let target = login_target_for_job(job, config)?;
                 out.plan.add_with(
@@ -309,6 +313,9 @@ impl Planner<'_> {
                 )?;
             }
         }
+
+        check_token_companions(job, &out.plan)?;
+        label_token_request(job, &mut out.plan);
 
         // Every login needs its token; with [gitlab], every further token is verified too.
         if !matches!(identity.source, ClaimsSource::ClaimsFile(_)) {
@@ -404,26 +411,51 @@ fn suggested_audience(config: &Config) -> String {
 }
 
 /// The login a job's own declarations use: the job's `VAULT_SERVER_URL`, `VAULT_NAMESPACE`,
-/// `VAULT_AUTH_PATH` and `VAULT_AUTH_ROLE` over the admin's defaults.
+/// `VAULT_AUTH_PATH` and `VAULT_AUTH_ROLE` over the admin's defaults. The namespace and the
+/// auth mount follow the one path rule ([`crate::api_path`]), and the auth mount must be one
+/// the policy allows: the job's ID token is sent there.
 pub(crate) fn login_target_for_job(
     job: &JobResponse,
     config: &Config,
-) -> Result<LoginTarget, PlanError> {
+) -> Result<LoginTarget, Error> {
     let server = config
         .servers
         .get(job.plain_variable("VAULT_SERVER_URL"))
         .map_err(|reason| PlanError::ServerNotAllowed { reason })?
         .clone();
-    let namespace = job
-        .plain_variable("VAULT_NAMESPACE")
-        .map(str::to_owned)
-        .or_else(|| server.namespace.clone())
-        .filter(|n| !n.is_empty());
-    let auth_mount = job
-        .plain_variable("VAULT_AUTH_PATH")
-        .map_or_else(|| config.vault.auth_mount.clone(), str::to_owned)
-        .trim_matches('/')
-        .to_owned();
+    let namespace = match job.plain_variable("VAULT_NAMESPACE").filter(|n| !n.is_empty()) {
+        Some(namespace) => Some(api_path::check(Piece::Namespace, namespace).map_err(|problem| {
+            PlanError::BadVariable {
+                variable: "VAULT_NAMESPACE",
+                problem,
+                fix: format!(
+                    "set it to the Vault namespace of the job's secrets, like team-a or team-a/ci, or remove it to use {}",
+                    server.namespace.as_deref().map_or_else(
+                        || "the root namespace".to_owned(),
+                        |n| format!("the server's namespace {n:?}")
+                    )
+                ),
+            }
+        })?),
+        None => server.namespace.clone().filter(|n| !n.is_empty()),
+    };
+    let auth_mount = match job.plain_variable("VAULT_AUTH_PATH") {
+        Some(requested) => {
+            let mount = api_path::check(Piece::AuthMount, requested).map_err(|problem| {
+                PlanError::BadVariable {
+                    variable: "VAULT_AUTH_PATH",
+                    problem,
+                    fix: format!(
+                        "set it to the path the JWT auth method is mounted at, like jwt, or remove it to log in at the runner's {:?}",
+                        config.vault.auth_mount
+                    ),
+                }
+            })?;
+            config.policy.check_auth_mount(&mount)?;
+            mount
+        }
+        None => config.vault.auth_mount.clone(),
+    };
     let role = job
         .plain_variable("VAULT_AUTH_ROLE")
         .map(str::to_owned)
@@ -436,22 +468,112 @@ pub(crate) fn login_target_for_job(
     })
 }
 
-/// A secret may not shadow a CI/CD variable or a GitLab `secrets:` entry of the job. A binding's
-/// grant is named in the message; the job's own declarations need no such hint.
-fn check_collision(
+/// A secret may not take a name the runner, leasehold or the shell own (whatever the executor:
+/// the one list in [`crate::protocol::reserved_name`]), nor shadow a CI/CD variable or a GitLab
+/// `secrets:` entry of the job. A binding's grant is named in the message; the job's own
+/// declarations need no such hint.
+fn check_name(
     job: &JobResponse,
     name: &str,
     binding: Option<&str>,
 ) -> Result<(), DeclarationError> {
+    let named = || match binding {
+        Some(granted_by) => format!("{name} (granted by {granted_by})"),
+        None => name.to_owned(),
+    };
+    if let Some(reason) = crate::protocol::reserved_name(name) {
+        return Err(DeclarationError::Invalid {
+            name: named(),
+            reason,
+        });
+    }
     let native = job.secrets.as_ref().is_some_and(|s| s.contains_key(name));
     if job.has_variable(name) || native {
-        let name = match binding {
-            Some(granted_by) => format!("{name} (granted by {granted_by})"),
-            None => name.to_owned(),
-        };
-        return Err(DeclarationError::Collision { name });
+        return Err(DeclarationError::Collision { name: named() });
     }
     Ok(())
+}
+
+/// The variables set next to the job's Vault token must survive the job script's `export` lines:
+/// a CI/CD variable of the same name may only repeat the value (a group-wide `VAULT_ADDR` for the
+/// same server is common and harmless), never replace the token.
+fn check_token_companions(job: &JobResponse, plan: &SecretPlan) -> Result<(), PlanError> {
+    let Some(token) = plan.token_secret() else {
+        return Ok(());
+    };
+    let login = &plan.logins[plan.requests[token.request].login];
+    let companions = token_companions(
+        &token.declaration.name,
+        &login.server,
+        login.namespace.as_deref(),
+    );
+    for (variable, value) in companions {
+        let native = job
+            .secrets
+            .as_ref()
+            .is_some_and(|s| s.contains_key(variable));
+        let existing = job.variable(variable);
+        if !native && existing.is_none() {
+            continue;
+        }
+        let same = !native
+            && existing.is_some_and(|existing| match &value {
+                CompanionValue::Token => false,
+                CompanionValue::Plain(ours) => {
+                    let theirs = existing.value.expose_secret();
+                    match variable {
+                        "VAULT_ADDR" | "BAO_ADDR" => address_key(theirs) == address_key(ours),
+                        "VAULT_NAMESPACE" | "BAO_NAMESPACE" => {
+                            theirs.trim_matches('/') == ours.trim_matches('/')
+                        }
+                        _ => theirs == ours,
+                    }
+                }
+            });
+        if !same {
+            return Err(companion_variable(token, variable, &value));
+        }
+    }
+    Ok(())
+}
+
+fn companion_variable(
+    token: &crate::secret_plan::PlannedSecret,
+    variable: &str,
+    value: &CompanionValue,
+) -> PlanError {
+    PlanError::CompanionVariable {
+        token: token.declaration.name.clone(),
+        variable: variable.to_owned(),
+        token_itself: *value == CompanionValue::Token,
+    }
+}
+
+/// Names the job on its Vault token (`display_name` `token-leasehold-job-<id>` and metadata),
+/// so that Vault's audit log and token lookups say whose it is.
+fn label_token_request(job: &JobResponse, plan: &mut SecretPlan) {
+    let Some(token) = plan.token_secret() else {
+        return;
+    };
+    let (request, variable) = (token.request, token.declaration.name.clone());
+    let Some(body) = plan.requests[request].source.data.as_mut() else {
+        return;
+    };
+    body.insert(
+        "display_name".into(),
+        format!("leasehold-job-{}", job.id).into(),
+    );
+    let mut meta = serde_json::Map::new();
+    meta.insert("ci_job_id".into(), job.id.to_string().into());
+    meta.insert(
+        "ci_project_path".into(),
+        job.job_info.project_full_path.clone().into(),
+    );
+    if let Some(pipeline) = job.plain_variable("CI_PIPELINE_ID") {
+        meta.insert("ci_pipeline_id".into(), pipeline.into());
+    }
+    meta.insert("leasehold_variable".into(), variable.into());
+    body.insert("meta".into(), meta.into());
 }
 
 /// Whether the job's ref is protected: from the verified `ref_protected` claim with `[gitlab]`,
@@ -661,6 +783,58 @@ vault = "apps/{project_id}/{environment}/config@kv"
     }
 
     #[tokio::test]
+    async fn a_secret_named_like_a_runner_leasehold_or_shell_variable_is_refused() {
+        let config = Config::parse(&format!("[vault]\naddress = \"{AUD}\"\n")).expect("config");
+        for (name, reason) in [
+            (
+                "BUILD_EXIT_CODE_FILE",
+                "one of gitlab-runner's custom-executor variables",
+            ),
+            (
+                "JOB_RESPONSE_FILE",
+                "one of gitlab-runner's custom-executor variables",
+            ),
+            (
+                "SYSTEM_FAILURE_EXIT_CODE",
+                "one of gitlab-runner's custom-executor variables",
+            ),
+            (
+                "LEASEHOLD_STATE_KEY",
+                "names starting with LEASEHOLD_ belong to leasehold",
+            ),
+            (
+                "CUSTOM_ENV_X",
+                "names starting with CUSTOM_ENV_ belong to the job data",
+            ),
+            ("CI_JOB_TOKEN", "GitLab's predefined variables"),
+            ("SHELLOPTS", "the shell, the runner or the dynamic loader"),
+            ("BASH_ENV", "the shell, the runner or the dynamic loader"),
+            ("PATH", "the shell, the runner or the dynamic loader"),
+        ] {
+            let yaml = format!("{name}:\n  vault: x/y@kv\n");
+            let vars = json!([{"key": "LEASEHOLD_SECRETS", "value": yaml}]);
+            let (_, planned) = run(&config, &job(None, vars, true), false).await;
+            let planned = planned.expect("planned");
+            let err = planned.error.expect("refused");
+            assert_eq!(
+                err.failure_kind(),
+                crate::exit::FailureKind::Build,
+                "{name}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("secret {name}: the name is reserved: ")),
+                "{text}"
+            );
+            assert!(
+                text.contains(reason) && text.ends_with("; choose another name"),
+                "{text}"
+            );
+            assert!(planned.plan.is_empty(), "{name}");
+        }
+    }
+
+    #[tokio::test]
     async fn unprotected_ref_declarations_refused_by_policy() {
         let server = mock_gitlab().await;
         let config = gitlab_config(
@@ -687,6 +861,79 @@ vault = "apps/{project_id}/{environment}/config@kv"
         let planned = planned.expect("planned");
         assert!(planned.error.is_none(), "{:?}", planned.error);
         assert_eq!(planned.plan.secrets.len(), 1);
+    }
+
+    /// Plans `yaml` (plus `extra_vars`) without `[gitlab]`.
+    async fn plan_plain(yaml: &str, extra_vars: serde_json::Value) -> Planned {
+        let config = Config::parse(&format!(
+            "[vault]\naddress = \"{AUD}\"\nrole = \"ci\"\n[leases]\nmax_increment_seconds = 600\n"
+        ))
+        .expect("valid");
+        let mut vars = vec![json!({"key": "LEASEHOLD_SECRETS", "value": yaml})];
+        if let serde_json::Value::Array(extra) = extra_vars {
+            vars.extend(extra);
+        }
+        let (_, planned) = run(&config, &job(Some("t.t.t"), json!(vars), true), false).await;
+        planned.expect("planned")
+    }
+
+    const TOKEN: &str = "VAULT_TOKEN:\n  vault: {token: {policies: [app-read]}}\n";
+
+    #[tokio::test]
+    async fn a_job_token_is_labelled_with_the_job_and_capped() {
+        let planned = plan_plain(TOKEN, json!([{"key": "CI_PIPELINE_ID", "value": "77"}])).await;
+        assert!(planned.error.is_none(), "{:?}", planned.error);
+        let plan = &planned.plan;
+        let token = plan.token_secret().expect("a token");
+        let body = plan.requests[token.request]
+            .source
+            .data
+            .as_ref()
+            .expect("body");
+        assert_eq!(body["display_name"], "leasehold-job-1001");
+        assert_eq!(
+            body["meta"],
+            json!({"ci_job_id": "1001", "ci_project_path": "", "ci_pipeline_id": "77", "leasehold_variable": "VAULT_TOKEN"})
+        );
+        assert_eq!(body["policies"], json!(["app-read"]));
+        assert_eq!(plan.ttl_cap, 600);
+    }
+
+    #[tokio::test]
+    async fn a_job_gets_one_token_and_its_companions_keep_their_meaning() {
+        let second = format!("{TOKEN}OTHER:\n  vault: {{token: {{policies: [x]}}}}\n");
+        let err = plan_plain(&second, json!([])).await.error.expect("refused");
+        assert_eq!(
+            err.to_string(),
+            "secret VAULT_TOKEN asks for a second Vault token, but OTHER (from LEASEHOLD_SECRETS) is one already; a job gets one token: ask for one with every policy it needs"
+        );
+        assert_eq!(err.failure_kind(), crate::exit::FailureKind::Build);
+        let clash = format!("{TOKEN}BAO_TOKEN:\n  vault: a/b@kv\n  file: false\n");
+        let err = plan_plain(&clash, json!([]))
+            .await
+            .error
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.starts_with("secret BAO_TOKEN (from LEASEHOLD_SECRETS) has a name leasehold sets itself next to the Vault token in VAULT_TOKEN"),
+            "{err}"
+        );
+        // A CI/CD variable naming the same server is harmless; another server, or a token, is not.
+        let same = json!([{"key": "VAULT_ADDR", "value": format!("{AUD}/")}]);
+        assert!(plan_plain(TOKEN, same).await.error.is_none());
+        let other = json!([{"key": "BAO_ADDR", "value": "https://elsewhere.example.com"}]);
+        let err = plan_plain(TOKEN, other).await.error.expect("refused");
+        assert_eq!(
+            err.to_string(),
+            "the Vault token in VAULT_TOKEN comes with BAO_ADDR set by leasehold to the token's server, but the job has a CI/CD variable BAO_ADDR with another value, which the job script would export over it; remove the variable"
+        );
+        let token = json!([{"key": "BAO_TOKEN", "value": "s.mine"}]);
+        let err = plan_plain(TOKEN, token).await.error.expect("refused");
+        assert_eq!(
+            err.to_string(),
+            "the Vault token in VAULT_TOKEN comes with BAO_TOKEN set by leasehold, but the job has a CI/CD variable BAO_TOKEN, which the job script would export over it; remove the variable"
+        );
+        assert!(!err.to_string().contains("s.mine"));
     }
 
     #[tokio::test]
@@ -724,6 +971,70 @@ vault = "apps/{project_id}/{environment}/config@kv"
                 .to_string()
                 .contains("allowed_mounts")
         );
+    }
+
+    #[tokio::test]
+    async fn auth_path_and_namespace_are_checked_before_any_token_goes_out() {
+        let config = Config::parse(&format!(
+            "[vault]\naddress = \"{AUD}\"\n[policy]\nallowed_auth_mounts = [\"gitlab-*\"]\n"
+        ))
+        .expect("valid");
+        let declare = json!({"key": "LEASEHOLD_SECRETS", "value": "A:\n  vault: x/y@kv\n"});
+        let cases = [
+            (
+                "VAULT_AUTH_PATH",
+                "../../../other-app/api",
+                "VAULT_AUTH_PATH \"../../../other-app/api\" has a \".\" or \"..\" segment, which URL parsers resolve, so the request would leave the place it belongs to; write it without such segments; set it to the path the JWT auth method is mounted at, like jwt, or remove it to log in at the runner's \"jwt\"",
+            ),
+            (
+                "VAULT_AUTH_PATH",
+                "jwt?x=",
+                "VAULT_AUTH_PATH \"jwt?x=\" contains '?'",
+            ),
+            (
+                "VAULT_AUTH_PATH",
+                "..\\x",
+                "VAULT_AUTH_PATH \"..\\\\x\" contains '\\'",
+            ),
+            (
+                "VAULT_AUTH_PATH",
+                "other",
+                "VAULT_AUTH_PATH \"other\" is not an auth mount this runner lets jobs log in at",
+            ),
+            (
+                "VAULT_NAMESPACE",
+                "../../x",
+                "VAULT_NAMESPACE \"../../x\" has a \".\" or \"..\" segment",
+            ),
+            (
+                "VAULT_NAMESPACE",
+                "a\r\nb",
+                "VAULT_NAMESPACE \"a\\r\\nb\" contains the control or invisible character U+000D",
+            ),
+        ];
+        for (variable, value, message) in cases {
+            let vars = json!([declare, {"key": variable, "value": value}]);
+            let (_, planned) = run(&config, &job(Some("t.t.t"), vars, true), false).await;
+            let planned = planned.expect("planned");
+            let err = planned.error.expect("refused");
+            assert_eq!(
+                err.failure_kind(),
+                crate::exit::FailureKind::Build,
+                "{value}"
+            );
+            assert!(err.to_string().starts_with(message), "{value}: {err}");
+            assert!(planned.plan.logins.is_empty(), "{value}: no login planned");
+        }
+        for (variable, value, expected) in [
+            ("VAULT_AUTH_PATH", "/gitlab-ci/", "gitlab-ci"),
+            ("VAULT_AUTH_PATH", "jwt", "jwt"),
+        ] {
+            let vars = json!([declare, {"key": variable, "value": value}]);
+            let (_, planned) = run(&config, &job(Some("t.t.t"), vars, true), false).await;
+            let planned = planned.expect("planned");
+            assert!(planned.error.is_none(), "{value}: {:?}", planned.error);
+            assert_eq!(planned.plan.logins[0].auth_mount, expected);
+        }
     }
 
     #[tokio::test]

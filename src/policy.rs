@@ -3,8 +3,13 @@
 //! Why: admin bindings grant secrets from verified claims, so the admin decides. Job-declared
 //! secrets are decided by whoever can push to the repository, which on an unprotected branch can
 //! be anyone with developer access. `[policy]` lets a fleet refuse those declarations on
-//! unprotected refs (or entirely), and narrow the mounts and roles a job may name. It never
-//! restricts bindings: they are the admin's own grants.
+//! unprotected refs (or entirely), and narrow the mounts, roles and auth mounts a job may name
+//! and the policies it may put on a Vault token for its own tools. It never restricts bindings:
+//! they are the admin's own grants.
+//!
+//! Auth mounts are closed by default (only `[vault] auth_mount`), unlike mounts and roles: the
+//! job's ID token is sent to whatever auth mount the job names, and an auth method the admin
+//! never meant for CI (another team's JWT mount with laxer roles) should not receive it.
 
 use crate::config_file::PolicySection;
 use crate::declarations::Declaration;
@@ -22,6 +27,13 @@ pub(crate) struct Policy {
     pub allowed_mounts: Patterns,
     /// The JWT roles a job may name with `VAULT_AUTH_ROLE` (empty: any role).
     pub allowed_roles: Patterns,
+    /// Further auth mounts a job may log in at with `VAULT_AUTH_PATH` (empty: none).
+    pub allowed_auth_mounts: Patterns,
+    /// `[vault] auth_mount`, always allowed.
+    pub default_auth_mount: String,
+    /// The policies a job may ask for on its own Vault token (empty: any; Vault still allows a
+    /// child token only a subset of its login token's policies).
+    pub allowed_token_policies: Patterns,
 }
 
 /// Whether the job's ref is protected, and who says so.
@@ -36,8 +48,12 @@ pub(crate) struct RefProtection {
 }
 
 impl Policy {
-    /// Compiles the section's globs, once, at config load.
-    pub(crate) fn compile(section: &PolicySection) -> Result<Self, String> {
+    /// Compiles the section's globs, once, at config load; `default_auth_mount` is `[vault]
+    /// auth_mount`, already checked.
+    pub(crate) fn compile(
+        section: &PolicySection,
+        default_auth_mount: &str,
+    ) -> Result<Self, String> {
         let compile = |key: &str, patterns: &[String]| {
             Patterns::new(patterns).map_err(|e| format!("policy.{key}: {e}"))
         };
@@ -45,6 +61,25 @@ impl Policy {
             job_declarations: section.job_declarations,
             allowed_mounts: compile("allowed_mounts", &section.allowed_mounts)?,
             allowed_roles: compile("allowed_roles", &section.allowed_roles)?,
+            allowed_auth_mounts: compile("allowed_auth_mounts", &section.allowed_auth_mounts)?,
+            default_auth_mount: default_auth_mount.to_owned(),
+            allowed_token_policies: compile(
+                "allowed_token_policies",
+                &section.allowed_token_policies,
+            )?,
+        })
+    }
+
+    /// Checks the auth mount a job names with `VAULT_AUTH_PATH` (already checked by the path
+    /// rule and normalised): the configured one, or one `allowed_auth_mounts` matches.
+    pub(crate) fn check_auth_mount(&self, mount: &str) -> Result<(), PolicyError> {
+        if mount == self.default_auth_mount || self.allowed_auth_mounts.matches(mount) {
+            return Ok(());
+        }
+        Err(PolicyError::AuthMountNotAllowed {
+            mount: mount.to_owned(),
+            default: self.default_auth_mount.clone(),
+            allowed: self.allowed_auth_mounts.texts().to_vec(),
         })
     }
 
@@ -85,6 +120,21 @@ impl Policy {
             });
         }
         for declaration in declarations {
+            // A token names no mount: the policies on it are what the admin narrows.
+            if let Some(token) = &declaration.vault_token {
+                if let Some(policy) = token
+                    .policies
+                    .iter()
+                    .find(|p| !self.allowed_token_policies.allows(p))
+                {
+                    return Err(PolicyError::TokenPolicyNotAllowed {
+                        name: declaration.name.clone(),
+                        policy: policy.clone(),
+                        allowed: self.allowed_token_policies.texts().to_vec(),
+                    });
+                }
+                continue;
+            }
             let mount = &declaration.source.mount;
             if !self.allowed_mounts.allows(mount) {
                 return Err(PolicyError::MountNotAllowed {
@@ -136,6 +186,31 @@ pub(crate) enum PolicyError {
         /// The allow-list.
         allowed: Vec<String>,
     },
+    /// `VAULT_AUTH_PATH` names an auth mount other than `[vault] auth_mount` that
+    /// `allowed_auth_mounts` does not list.
+    #[error(
+        "VAULT_AUTH_PATH {mount:?} is not an auth mount this runner lets jobs log in at ([policy] allowed_auth_mounts = {allowed:?}, besides [vault] auth_mount {default:?}); remove the variable to log in at {default:?}, or ask the runner admin to add the mount to allowed_auth_mounts"
+    )]
+    AuthMountNotAllowed {
+        /// The auth mount.
+        mount: String,
+        /// `[vault] auth_mount`.
+        default: String,
+        /// The allow-list.
+        allowed: Vec<String>,
+    },
+    /// A job's token asks for a policy outside `allowed_token_policies`.
+    #[error(
+        "secret {name}: policy {policy:?} is not one this runner lets jobs put on their Vault token ([policy] allowed_token_policies = {allowed:?}); remove it from vault.token.policies or ask the runner admin to allow it"
+    )]
+    TokenPolicyNotAllowed {
+        /// The variable.
+        name: String,
+        /// The first policy refused.
+        policy: String,
+        /// The allow-list.
+        allowed: Vec<String>,
+    },
     /// `VAULT_AUTH_ROLE` names a role outside `allowed_roles`.
     #[error(
         "VAULT_AUTH_ROLE {role:?} is not a role this runner lets jobs name ([policy] allowed_roles = {allowed:?}); remove the variable to use the runner's default role, or use an allowed one"
@@ -174,6 +249,7 @@ mod tests {
             file: false,
             token_variable: None,
             stages: None,
+            vault_token: None,
         }
     }
 
@@ -225,7 +301,7 @@ mod tests {
     #[test]
     fn allow_lists_are_globs_and_empty_means_any() {
         let mut section = PolicySection::default();
-        let policy = Policy::compile(&section).expect("valid");
+        let policy = Policy::compile(&section, "jwt").expect("valid");
         assert!(
             policy
                 .check_names(&[decl("anything")], Some("any-role"))
@@ -233,7 +309,7 @@ mod tests {
         );
         section.allowed_mounts = vec!["kv-ci".into(), "teams/*".into()];
         section.allowed_roles = vec!["ci-*".into()];
-        let policy = Policy::compile(&section).expect("valid globs");
+        let policy = Policy::compile(&section, "jwt").expect("valid globs");
         assert!(
             policy
                 .check_names(&[decl("kv-ci"), decl("teams/a")], None)
@@ -250,9 +326,48 @@ mod tests {
             .expect_err("refused")
             .to_string();
         assert!(err.contains("VAULT_AUTH_ROLE \"admin\""), "{err}");
+        // Auth mounts: the configured one always, others only when listed.
+        assert!(policy.check_auth_mount("jwt").is_ok());
+        let err = policy
+            .check_auth_mount("jwt2")
+            .expect_err("closed by default");
+        assert_eq!(err.failure_kind(), FailureKind::Build);
+        assert_eq!(
+            err.to_string(),
+            "VAULT_AUTH_PATH \"jwt2\" is not an auth mount this runner lets jobs log in at ([policy] allowed_auth_mounts = [], besides [vault] auth_mount \"jwt\"); remove the variable to log in at \"jwt\", or ask the runner admin to add the mount to allowed_auth_mounts"
+        );
+        section.allowed_auth_mounts = vec!["jwt-*".into(), "teams/**".into()];
+        let policy = Policy::compile(&section, "jwt").expect("valid globs");
+        for ok in ["jwt", "jwt-ci", "teams/a/jwt"] {
+            assert!(policy.check_auth_mount(ok).is_ok(), "{ok}");
+        }
+        assert!(policy.check_auth_mount("other").is_err());
+        let mut token = decl("auth/token");
+        token.vault_token = Some(crate::declarations::TokenRequest {
+            policies: vec!["app-read".into(), "pki-issue".into()],
+            no_default_policy: false,
+        });
+        section.allowed_mounts = vec!["kv-ci".into()];
+        let policy = Policy::compile(&section, "jwt").expect("valid globs");
+        assert!(
+            policy
+                .check_names(std::slice::from_ref(&token), None)
+                .is_ok(),
+            "an empty allowed_token_policies allows any policy, and a token names no mount"
+        );
+        section.allowed_token_policies = vec!["app-*".into()];
+        let policy = Policy::compile(&section, "jwt").expect("valid globs");
+        let err = policy
+            .check_names(&[token], None)
+            .expect_err("refused")
+            .to_string();
+        assert_eq!(
+            err,
+            "secret A: policy \"pki-issue\" is not one this runner lets jobs put on their Vault token ([policy] allowed_token_policies = [\"app-*\"]); remove it from vault.token.policies or ask the runner admin to allow it"
+        );
         section.allowed_roles = vec!["[".into()];
         assert!(
-            Policy::compile(&section)
+            Policy::compile(&section, "jwt")
                 .expect_err("refused")
                 .contains("allowed_roles")
         );

@@ -13,9 +13,21 @@ use std::path::PathBuf;
 /// Variables gitlab-runner sets for every stage process.
 pub(crate) mod env {
     pub(crate) const JOB_RESPONSE_FILE: &str = "JOB_RESPONSE_FILE";
-    pub(crate) use crate::exit::BUILD_EXIT_CODE_FILE;
-    /// Prefix of every job variable the runner copies into a stage's environment.
+    pub(crate) use crate::exit::{
+        BUILD_EXIT_CODE_FILE, BUILD_FAILURE_EXIT_CODE, SYSTEM_FAILURE_EXIT_CODE,
+    };
+    /// gitlab-runner's protocol variables: leasehold and every driver act on them.
+    pub(crate) const RUNNER_VARIABLES: [&str; 4] = [
+        JOB_RESPONSE_FILE,
+        BUILD_EXIT_CODE_FILE,
+        BUILD_FAILURE_EXIT_CODE,
+        SYSTEM_FAILURE_EXIT_CODE,
+    ];
+    /// Prefix of every job variable the runner copies into a stage's environment, and of the
+    /// secrets leasehold hands a custom driver with `inject = "env"`.
     pub(crate) const CUSTOM_ENV_PREFIX: &str = "CUSTOM_ENV_";
+    /// Prefix of leasehold's own variables (`job_env`, the declarations variable).
+    pub(crate) const LEASEHOLD_PREFIX: &str = "LEASEHOLD_";
     /// Set by `config` through `job_env`: which per-job state directory belongs to this attempt.
     pub(crate) const STATE_ID: &str = "LEASEHOLD_STATE_ID";
     /// Set by `config` through `job_env`: the key the per-job state is encrypted with. It lives
@@ -150,6 +162,68 @@ impl StageEnv {
     }
 }
 
+/// Prefixes of the variable namespaces gitlab-runner and leasehold own, with their owner.
+const OWNED_PREFIXES: [(&str, &str); 6] = [
+    ("CI_", "GitLab's predefined variables"),
+    ("GITLAB_", "GitLab's predefined variables"),
+    ("RUNNER_", "gitlab-runner's variables"),
+    ("FF_", "gitlab-runner's feature flags"),
+    (
+        env::CUSTOM_ENV_PREFIX,
+        "the job data gitlab-runner and leasehold hand to a driver",
+    ),
+    (env::LEASEHOLD_PREFIX, "leasehold"),
+];
+
+/// Names that the shell, the runner or the dynamic loader set or act on in every job process;
+/// bash also refuses to export its read-only ones (`SHELLOPTS`, `BASHOPTS`, `BASH_VERSINFO`,
+/// `EUID`, `UID`, `PPID`), so a secret could never arrive under them.
+const SHELL_NAMES: [&str; 19] = [
+    "PATH",
+    "HOME",
+    "SHELL",
+    "USER",
+    "LOGNAME",
+    "TMPDIR",
+    "IFS",
+    "ENV",
+    "BASH_ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "BASH_VERSINFO",
+    "EUID",
+    "UID",
+    "PPID",
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "PWD",
+    "OLDPWD",
+];
+
+/// Why a secret may not be called `name`, if it may not: the one list of names that belong to
+/// gitlab-runner's protocol, to leasehold, to the runner's variables or to the shell, checked for
+/// every secret (a job's declarations at plan time, a binding's when the config is loaded)
+/// whatever the executor. The reason is a sentence that ends in the fix.
+pub(crate) fn reserved_name(name: &str) -> Option<String> {
+    if env::RUNNER_VARIABLES.contains(&name) {
+        return Some(format!(
+            "the name is reserved: it is one of gitlab-runner's custom-executor variables ({}), which leasehold and the executor act on; choose another name",
+            env::RUNNER_VARIABLES.join(", ")
+        ));
+    }
+    if let Some((prefix, owner)) = OWNED_PREFIXES.iter().find(|(p, _)| name.starts_with(p)) {
+        return Some(format!(
+            "the name is reserved: names starting with {prefix} belong to {owner}; choose another name"
+        ));
+    }
+    if SHELL_NAMES.contains(&name) {
+        return Some(
+            "the name is reserved: the shell, the runner or the dynamic loader sets or acts on it in every job process; choose another name".into(),
+        );
+    }
+    None
+}
+
 /// Whether an environment variable is one leasehold must never pass to a job's child process:
 /// runner-to-executor plumbing, our own internal variables, and anything that would point a
 /// Vault/OpenBao client at a server or token. See docs/security.md, "The child's environment".
@@ -158,11 +232,17 @@ pub(crate) fn is_stripped_from_child(name: &std::ffi::OsStr) -> bool {
         return false;
     };
     name.starts_with(env::CUSTOM_ENV_PREFIX)
-        || name.starts_with("LEASEHOLD_")
-        || name.starts_with("VAULT_")
-        || name.starts_with("BAO_")
+        || is_leasehold_or_vault(name)
         || name == env::JOB_RESPONSE_FILE
         || name == env::BUILD_EXIT_CODE_FILE
+}
+
+/// leasehold's internal variables and anything that would point a Vault client at a server or
+/// token: withheld from every child, drivers included.
+fn is_leasehold_or_vault(name: &str) -> bool {
+    name.starts_with(env::LEASEHOLD_PREFIX)
+        || name.starts_with("VAULT_")
+        || name.starts_with("BAO_")
 }
 
 /// The base environment for an inner custom-executor driver: ours minus leasehold's internal
@@ -170,11 +250,7 @@ pub(crate) fn is_stripped_from_child(name: &std::ffi::OsStr) -> bool {
 /// keeps `CUSTOM_ENV_*` and the runner's protocol variables: it is an executor, not the job.
 pub(crate) fn driver_base_env() -> Vec<(OsString, OsString)> {
     std::env::vars_os()
-        .filter(|(k, _)| {
-            k.to_str().is_none_or(|k| {
-                !(k.starts_with("LEASEHOLD_") || k.starts_with("VAULT_") || k.starts_with("BAO_"))
-            })
-        })
+        .filter(|(k, _)| k.to_str().is_none_or(|k| !is_leasehold_or_vault(k)))
         .collect()
 }
 
@@ -253,6 +329,59 @@ mod tests {
             BuildStage::parse("brand_new"),
             BuildStage::Other("brand_new".into())
         );
+    }
+
+    #[test]
+    fn reserved_names_are_one_list_for_every_executor() {
+        for name in [
+            "JOB_RESPONSE_FILE",
+            "BUILD_EXIT_CODE_FILE",
+            "BUILD_FAILURE_EXIT_CODE",
+            "SYSTEM_FAILURE_EXIT_CODE",
+            "LEASEHOLD_STATE_KEY",
+            "LEASEHOLD_SECRETS",
+            "CUSTOM_ENV_CI_JOB_ID",
+            "CI_JOB_TOKEN",
+            "GITLAB_USER_LOGIN",
+            "RUNNER_TEMP_PROJECT_DIR",
+            "FF_NETWORK_PER_BUILD",
+            "PATH",
+            "BASH_ENV",
+            "ENV",
+            "SHELLOPTS",
+            "BASHOPTS",
+            "UID",
+            "LD_PRELOAD",
+            "TMPDIR",
+        ] {
+            let reason = reserved_name(name).unwrap_or_else(|| panic!("{name} is not reserved"));
+            assert!(reason.ends_with("; choose another name"), "{reason}");
+            assert!(!reason.contains('\n'), "{reason}");
+        }
+        // Everything the child filter strips as the runner's or ours is reserved as well.
+        for stripped in [
+            "JOB_RESPONSE_FILE",
+            "BUILD_EXIT_CODE_FILE",
+            "LEASEHOLD_X",
+            "CUSTOM_ENV_X",
+        ] {
+            assert!(is_stripped_from_child(std::ffi::OsStr::new(stripped)));
+            assert!(reserved_name(stripped).is_some(), "{stripped}");
+        }
+        // Names a driver or bash would act on but the job may own: a driver never sees them
+        // bare (they reach it as CUSTOM_ENV_<NAME>), and in the job's own shell they are the
+        // job's business.
+        for free in [
+            "PS4",
+            "LD_AUDIT",
+            "DOCKER_HOST",
+            "APP_TOKEN",
+            "VAULT_TOKEN",
+            "CI",
+            "PATHS",
+        ] {
+            assert_eq!(reserved_name(free), None, "{free}");
+        }
     }
 
     #[test]

@@ -15,12 +15,12 @@ use futures_util::future::join_all;
 use secrecy::SecretString;
 
 use crate::config::Config;
-use crate::declarations::{Engine, SecretSource};
+use crate::declarations::{Engine, SecretSource, TOKEN_FIELD};
 use crate::exit::FailureKind;
 use crate::identity::{Claims, peek_claims};
-use crate::secret_plan::{LoginPlan, SecretPlan};
+use crate::secret_plan::{CompanionValue, LoginPlan, SecretPlan, token_companions};
 use crate::state::{Lease, Sealed, Session, StoredSecret, unix_now};
-use crate::vault::{VaultClient, VaultError};
+use crate::vault::{AuthInfo, SecretEnvelope, SecretFields, VaultClient, VaultError, printable};
 
 /// Hooks prepare uses to journal progress as it happens.
 pub(crate) trait Progress {
@@ -45,17 +45,18 @@ pub(crate) async fn execute(
     state: &mut Sealed,
     progress: &mut dyn Progress,
 ) -> Result<Resolved, ResolutionError> {
-    let clients =
-        plan.logins
-            .iter()
-            .map(|login| {
-                VaultClient::new(&config.server_spec(&login.server, login.namespace.clone()))
-                    .map_err(|source| ResolutionError::Vault {
-                        context: format!("configuring the client for {}", login.server.address),
-                        source: Box::new(source),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+    let clients = plan
+        .logins
+        .iter()
+        .map(|login| {
+            VaultClient::new(&config.server_spec(&login.server, login.namespace.clone()))
+                .map(|client| client.for_job(state.audit.as_ref()))
+                .map_err(|source| ResolutionError::Vault {
+                    context: format!("configuring the client for {}", login.server.address),
+                    source: Box::new(source),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
     let mut tokens = Vec::with_capacity(plan.logins.len());
     for login in &plan.logins {
@@ -71,7 +72,12 @@ pub(crate) async fn execute(
     let logins = join_all(plan.logins.iter().zip(&clients).zip(&tokens).map(
         |((login, client), jwt)| async move {
             client
-                .jwt_login(&login.auth_mount, login.role.as_deref(), jwt)
+                .jwt_login(
+                    &login.auth_mount,
+                    &config.vault.jwt_login_path,
+                    login.role.as_deref(),
+                    jwt,
+                )
                 .await
         },
     ))
@@ -91,6 +97,8 @@ pub(crate) async fn execute(
                     renewable: auth.renewable,
                     since: now,
                     exhausted: false,
+                    parent: None,
+                    delivered_as: None,
                 });
                 session_of_login.push(state.sessions.len() - 1);
             }
@@ -112,6 +120,20 @@ pub(crate) async fn execute(
         async move {
             let path = request.source.api_path();
             match &request.source.data {
+                Some(data) if request.source.engine == Engine::Token => {
+                    // Without a ttl the token lives as long as a lease may: the same cap.
+                    let mut body = data.clone();
+                    let ttl = request
+                        .source
+                        .ttl
+                        .map_or(ttl_cap, |t| t.as_secs().min(ttl_cap))
+                        .max(1);
+                    body.insert("ttl".into(), format!("{ttl}s").into());
+                    client
+                        .create_child_token(&session.token, &serde_json::Value::Object(body))
+                        .await
+                        .map(Answer::Token)
+                }
                 Some(data) => {
                     let mut body = data.clone();
                     if let Some(ttl) = request.source.ttl {
@@ -122,12 +144,12 @@ pub(crate) async fn execute(
                     client
                         .write(&session.token, &path, &serde_json::Value::Object(body))
                         .await
+                        .map(Answer::Secret)
                 }
-                None => {
-                    client
-                        .read(&session.token, &path, request.source.engine == Engine::KvV2)
-                        .await
-                }
+                None => client
+                    .read(&session.token, &path, request.source.engine == Engine::KvV2)
+                    .await
+                    .map(Answer::Secret),
             }
         }
     }))
@@ -136,10 +158,41 @@ pub(crate) async fn execute(
     let now = unix_now();
     let mut envelopes = Vec::with_capacity(responses.len());
     let mut resolved = Resolved::default();
+    let mut created_tokens = false;
     for (index, (request, response)) in plan.requests.iter().zip(responses).enumerate() {
         let mut lease = None;
+        let name = || {
+            plan.secrets_of(index)
+                .next()
+                .map(|s| s.declaration.name.clone())
+                .unwrap_or_default()
+        };
         match response {
-            Ok(envelope) => {
+            Ok(Answer::Token(auth)) => {
+                let parent = session_of_login[request.login];
+                let login = &state.sessions[parent];
+                let child = Session {
+                    server: login.server.clone(),
+                    namespace: login.namespace.clone(),
+                    token: auth.client_token.clone(),
+                    accessor: auth.accessor,
+                    ttl: auth.lease_duration,
+                    renewable: auth.renewable,
+                    since: now,
+                    exhausted: false,
+                    parent: Some(parent),
+                    delivered_as: Some(name()),
+                };
+                state.sessions.push(child);
+                created_tokens = true;
+                let mut data = std::collections::BTreeMap::new();
+                data.insert(TOKEN_FIELD.to_owned(), auth.client_token);
+                envelopes.push(Some(SecretEnvelope {
+                    data: SecretFields(data),
+                    ..SecretEnvelope::default()
+                }));
+            }
+            Ok(Answer::Secret(envelope)) => {
                 if !envelope.lease_id.is_empty() {
                     lease = Some(state.leases.len());
                     state.leases.push(Lease {
@@ -156,17 +209,18 @@ pub(crate) async fn execute(
             }
             Err(source) => {
                 envelopes.push(None);
-                let name = plan
-                    .secrets_of(index)
-                    .next()
-                    .map(|s| s.declaration.name.clone())
-                    .unwrap_or_default();
+                let name = name();
                 first_error.get_or_insert_with(|| {
                     request_error(&name, &request.source, &plan.logins[request.login], source)
                 });
             }
         }
         resolved.lease_of_request.push(lease);
+    }
+    if created_tokens {
+        // Journaled (and sealed) now, so that cleanup or the reaper can name it even if
+        // prepare dies before the end; its login token, journaled already, takes it along anyway.
+        progress.logged_in(state);
     }
     if let Some(error) = first_error {
         return Err(error);
@@ -182,12 +236,8 @@ pub(crate) async fn execute(
                 name: secret.declaration.name.clone(),
                 path: source.display_path(),
                 field: source.field.clone(),
-                available: envelope
-                    .data
-                    .names()
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect(),
+                // Field names are the server's text, and the message reaches the job log.
+                available: envelope.data.names().into_iter().map(printable).collect(),
             });
         };
         if !secret.declaration.file {
@@ -198,10 +248,49 @@ pub(crate) async fn execute(
             value: value.clone(),
             file: secret.declaration.file,
             stages: secret.stages.clone(),
-            origin: format!("{}#{}", source.display_path(), source.field),
+            origin: match &secret.declaration.vault_token {
+                Some(token) => format!("a Vault token ({})", token.policies.join(", ")),
+                None => format!("{}#{}", source.display_path(), source.field),
+            },
+            plain: false,
         });
     }
+    // After every planned secret, so that `secrets` starts in plan order.
+    if let Some(token) = plan.token_secret()
+        && let Some(value) = state
+            .secrets
+            .iter()
+            .find(|s| s.name == token.declaration.name)
+            .map(|s| s.value.clone())
+    {
+        let login = &plan.logins[plan.requests[token.request].login];
+        let companions = token_companions(
+            &token.declaration.name,
+            &login.server,
+            login.namespace.as_deref(),
+        );
+        for (name, companion) in companions {
+            let (value, plain) = match companion {
+                CompanionValue::Token => (value.clone(), false),
+                CompanionValue::Plain(text) => (SecretString::from(text), true),
+            };
+            state.secrets.push(StoredSecret {
+                name: name.to_owned(),
+                value,
+                file: false,
+                stages: token.stages.clone(),
+                origin: format!("beside {}", token.declaration.name),
+                plain,
+            });
+        }
+    }
     Ok(resolved)
+}
+
+/// A request's answer: a secret's envelope, or (for `auth/token/create`) a token.
+enum Answer {
+    Secret(SecretEnvelope),
+    Token(AuthInfo),
 }
 
 /// Linux's limit on one `NAME=value` string of a process environment (`MAX_ARG_STRLEN`, with its
@@ -324,6 +413,19 @@ fn request_error(
     error: VaultError,
 ) -> ResolutionError {
     match error {
+        // Vault answers 400 when the policies asked for are not a subset of the login token's.
+        VaultError::Denied {
+            status: 400,
+            errors,
+            ..
+        } if source.engine == Engine::Token => ResolutionError::TokenRefused {
+            name: name.to_owned(),
+            role: login
+                .role
+                .clone()
+                .unwrap_or_else(|| "(the mount's default role)".into()),
+            vault_says: errors,
+        },
         VaultError::NotFound { .. } => ResolutionError::NotFound {
             name: name.to_owned(),
             address: login.server.address.clone(),
@@ -444,6 +546,18 @@ pub(crate) enum ResolutionError {
         vault_says: String,
         /// Whether this was a write-style request.
         write: bool,
+    },
+    /// Vault would not create the job's token with the policies asked for.
+    #[error(
+        "secret {name}: Vault refused to create the job's token (Vault says: {vault_says}); a job's token can have only policies its login token has, so ask for policies that role {role} grants, or ask the Vault admin to add them to the role's token_policies"
+    )]
+    TokenRefused {
+        /// The variable.
+        name: String,
+        /// The role the job logged in with.
+        role: String,
+        /// Vault's own words.
+        vault_says: String,
     },
     /// A value that cannot be delivered as a variable.
     #[error(

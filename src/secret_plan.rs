@@ -10,7 +10,8 @@ use std::fmt;
 
 use secrecy::SecretString;
 
-use crate::declarations::{Declaration, SecretSource};
+use crate::api_path::PieceError;
+use crate::declarations::{Declaration, SecretSource, TOKEN_COMPANIONS};
 use crate::exit::FailureKind;
 use crate::vault::Server;
 
@@ -140,6 +141,7 @@ impl SecretPlan {
                     second: declared_by.to_string(),
                 });
             }
+            self.check_token_names(&declaration, declared_by)?;
             let login = LoginPlan {
                 server: target.server.clone(),
                 namespace: target.namespace.clone(),
@@ -174,6 +176,52 @@ impl SecretPlan {
         Ok(())
     }
 
+    /// The job's Vault token, if it asks for one (a job gets at most one).
+    pub(crate) fn token_secret(&self) -> Option<&PlannedSecret> {
+        self.secrets
+            .iter()
+            .find(|s| s.declaration.vault_token.is_some())
+    }
+
+    /// A job gets one Vault token (so that `VAULT_ADDR` and the rest have one meaning), and no
+    /// other secret may take a name leasehold sets next to it.
+    fn check_token_names(
+        &self,
+        declaration: &Declaration,
+        declared_by: &Provenance,
+    ) -> Result<(), PlanError> {
+        let token = self.token_secret();
+        if declaration.vault_token.is_some() {
+            if let Some(first) = token {
+                return Err(PlanError::SecondToken {
+                    name: declaration.name.clone(),
+                    first: first.declaration.name.clone(),
+                    first_by: first.declared_by.to_string(),
+                });
+            }
+            let clash = self.secrets.iter().find(|s| {
+                s.declaration.name != declaration.name
+                    && TOKEN_COMPANIONS.contains(&s.declaration.name.as_str())
+            });
+            if let Some(clash) = clash {
+                return Err(PlanError::CompanionName {
+                    name: clash.declaration.name.clone(),
+                    by: clash.declared_by.to_string(),
+                    token: declaration.name.clone(),
+                });
+            }
+        } else if let Some(token) = token
+            && TOKEN_COMPANIONS.contains(&declaration.name.as_str())
+        {
+            return Err(PlanError::CompanionName {
+                name: declaration.name.clone(),
+                by: declared_by.to_string(),
+                token: token.declaration.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// Whether there is nothing to resolve.
     pub(crate) fn is_empty(&self) -> bool {
         self.secrets.is_empty()
@@ -198,6 +246,47 @@ impl SecretPlan {
     }
 }
 
+/// What a variable set next to the job's Vault token holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CompanionValue {
+    /// The token itself (masked like it).
+    Token,
+    /// Something that is not secret: the server's address, namespace or CA bundle path.
+    Plain(String),
+}
+
+/// The variables a job gets beside its token in `declared`: `VAULT_TOKEN` and `BAO_TOKEN` (the
+/// one that is `declared` already holds it), `VAULT_ADDR`/`BAO_ADDR`, and, when the login has
+/// them, `VAULT_NAMESPACE`/`BAO_NAMESPACE` and `VAULT_CACERT`/`BAO_CACERT`. The client
+/// certificate and key of an mTLS server are the runner's own credential and never go along.
+pub(crate) fn token_companions(
+    declared: &str,
+    server: &Server,
+    namespace: Option<&str>,
+) -> Vec<(&'static str, CompanionValue)> {
+    let mut out = vec![
+        ("VAULT_TOKEN", CompanionValue::Token),
+        ("BAO_TOKEN", CompanionValue::Token),
+    ];
+    let mut both = |vault: &'static str, bao: &'static str, value: String| {
+        out.push((vault, CompanionValue::Plain(value.clone())));
+        out.push((bao, CompanionValue::Plain(value)));
+    };
+    both("VAULT_ADDR", "BAO_ADDR", server.address.clone());
+    if let Some(namespace) = namespace.filter(|n| !n.is_empty()) {
+        both("VAULT_NAMESPACE", "BAO_NAMESPACE", namespace.to_owned());
+    }
+    if let Some(ca_file) = &server.ca_file {
+        both(
+            "VAULT_CACERT",
+            "BAO_CACERT",
+            ca_file.to_string_lossy().into_owned(),
+        );
+    }
+    out.retain(|(name, _)| *name != declared);
+    out
+}
+
 fn index_of_or_push<T: PartialEq>(items: &mut Vec<T>, item: T) -> usize {
     if let Some(i) = items.iter().position(|x| *x == item) {
         i
@@ -216,6 +305,17 @@ pub(crate) enum PlanError {
         /// The full message.
         reason: String,
     },
+    /// A job variable that goes into a request (`VAULT_AUTH_PATH`, `VAULT_NAMESPACE`) breaks the
+    /// path rule.
+    #[error("{variable} {}; {fix}", problem.detail())]
+    BadVariable {
+        /// The variable.
+        variable: &'static str,
+        /// What is wrong with its value (the value quoted, escaped).
+        problem: PieceError,
+        /// What to set instead.
+        fix: String,
+    },
     /// Two declarations (or a declaration and a binding) target one variable.
     #[error("secret {name} is granted twice (by {first} and by {second}); remove one of them")]
     DuplicateName {
@@ -225,6 +325,44 @@ pub(crate) enum PlanError {
         first: String,
         /// The second grant.
         second: String,
+    },
+    /// A second Vault token for the job.
+    #[error(
+        "secret {name} asks for a second Vault token, but {first} (from {first_by}) is one already; a job gets one token: ask for one with every policy it needs"
+    )]
+    SecondToken {
+        /// The second token's variable.
+        name: String,
+        /// The first token's variable.
+        first: String,
+        /// Who granted the first.
+        first_by: String,
+    },
+    /// A secret named like a variable leasehold sets next to the job's Vault token.
+    #[error(
+        "secret {name} (from {by}) has a name leasehold sets itself next to the Vault token in {token} (VAULT_TOKEN, BAO_TOKEN, VAULT_ADDR, BAO_ADDR, VAULT_NAMESPACE, BAO_NAMESPACE, VAULT_CACERT, BAO_CACERT); rename the secret"
+    )]
+    CompanionName {
+        /// The clashing secret.
+        name: String,
+        /// Who granted it.
+        by: String,
+        /// The token's variable.
+        token: String,
+    },
+    /// The job has a CI/CD variable that would replace a variable set next to its Vault token.
+    #[error(
+        "the Vault token in {token} comes with {variable} set by leasehold{}, but the job has a CI/CD variable {variable}{}, which the job script would export over it; remove the variable",
+        if *token_itself { "" } else { " to the token's server" },
+        if *token_itself { "" } else { " with another value" }
+    )]
+    CompanionVariable {
+        /// The token's variable.
+        token: String,
+        /// The job variable.
+        variable: String,
+        /// Whether the variable would carry the token itself (any value replaces it).
+        token_itself: bool,
     },
 }
 

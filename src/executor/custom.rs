@@ -6,6 +6,10 @@
 //! `BUILD_EXIT_CODE_FILE`, `TMPDIR`, and the driver's own `job_env`, which gitlab-runner passes
 //! to leasehold's stages because `config` merged it into its own). Only leasehold's internal
 //! `LEASEHOLD_*` variables and `VAULT_*`/`BAO_*` are withheld. Exit codes pass through unchanged.
+//!
+//! The job's secrets never arrive under names of the job's choosing: in the wrapper script the
+//! driver runs (`inject = "script"`, the default), or as `CUSTOM_ENV_<NAME>` (`inject = "env"`),
+//! see [`crate::inject::Recipient::Driver`].
 
 use std::path::Path;
 

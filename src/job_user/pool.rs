@@ -444,7 +444,12 @@ mod tests {
         let id = StateId::generate("7");
         let job = root.job(&id);
         job.create().expect("create");
-        job.write_journal(&Journal::new(id.as_str(), 7, "g/p", unix_now(), 3600))
+        let tag = crate::vault::AuditTag {
+            job_id: 7,
+            project: "g/p".into(),
+            pipeline_id: 0,
+        };
+        job.write_journal(&Journal::new(id.as_str(), &tag, unix_now(), 3600))
             .expect("journal");
         (id, job)
     }

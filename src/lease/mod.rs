@@ -8,6 +8,6 @@ mod reap;
 mod renew;
 mod revoke;
 
-pub(crate) use reap::reap;
+pub(crate) use reap::{ReapedJob, reap};
 pub(crate) use renew::{Renewer, warn_short_lived};
 pub(crate) use revoke::{RevocationOutcome, RevocationReport, revoke_all};

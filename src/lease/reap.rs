@@ -44,9 +44,31 @@ pub(crate) struct ReapReport {
     pub released: Vec<(String, u32)>,
     /// Pool uids that could not be given back: (state id, why).
     pub unreleased: Vec<(String, String)>,
+    /// Every job the reaper took credentials back from (or tried to), for the event file and
+    /// the exit status.
+    pub jobs: Vec<ReapedJob>,
 }
 
-impl ReapReport {}
+/// One job whose credentials outlived it and the reaper had to take back.
+#[derive(Debug, Clone)]
+pub(crate) struct ReapedJob {
+    /// The attempt's state id.
+    pub state_id: String,
+    /// GitLab's job id.
+    pub job_id: i64,
+    /// The project's path.
+    pub project: String,
+    /// When prepare created the state.
+    pub created_at: u64,
+    /// Whether its cleanup ran and failed (otherwise it never ran: a crash).
+    pub cleanup_failed: bool,
+    /// Its tokens.
+    pub tokens: crate::events::Tally,
+    /// Its leases.
+    pub leases: crate::events::Tally,
+    /// How long the reaper spent on it, in milliseconds.
+    pub duration_ms: u64,
+}
 
 /// Whether a job's state is over and may be reaped.
 pub(crate) fn is_over(journal: &Journal, now: u64, grace: u64) -> bool {
@@ -85,7 +107,7 @@ impl Credentials<'_> {
         namespace: Option<&String>,
     ) -> Result<(VaultClient, SecretString), String> {
         let reaper = self.config.reaper.as_ref().ok_or_else(|| {
-            "no [reaper] credential in the executor config; add token_file or [reaper.approle] (see docs/leases.md)".to_owned()
+            "no [reaper] credential in the executor config; add token_file or [reaper.approle] (see /usr/share/doc/leasehold/docs/leases.md)".to_owned()
         })?;
         let server = self
             .config
@@ -237,7 +259,10 @@ impl Journaled for JournalSession {
     }
 
     fn what(&self) -> String {
-        format!("token {}", self.accessor)
+        match &self.delivered_as {
+            Some(name) => format!("token {} (job token for {name})", self.accessor),
+            None => format!("token {}", self.accessor),
+        }
     }
 
     async fn revoke(&self, client: &VaultClient, token: &SecretString) -> RevocationOutcome {
@@ -277,15 +302,22 @@ fn failed_unless_gone(error: VaultError) -> RevocationOutcome {
 /// Revokes each of `entries` and reports it; returns those that could not be revoked.
 async fn revoke_each<T: Journaled>(
     entries: &[T],
-    state_id: &str,
+    journal: &Journal,
     credentials: &mut Credentials<'_>,
     report: &mut ReapReport,
 ) -> Vec<T> {
+    let state_id = journal.state_id.as_str();
+    // The reaper's client is shared by every job on a server; each job's requests still carry
+    // that job's labels in the audit log.
+    let tag = journal.audit_tag();
     let mut remaining = Vec::new();
     for entry in entries {
         let (address, namespace) = entry.server();
         let outcome = match credentials.for_server(address, namespace).await {
-            Ok((client, token)) => entry.revoke(client, token).await,
+            Ok((client, token)) => {
+                let client = client.clone().for_job(Some(&tag));
+                entry.revoke(&client, token).await
+            }
             Err(e) => RevocationOutcome::Failed(e),
         };
         if matches!(outcome, RevocationOutcome::Failed(_)) {
@@ -318,10 +350,41 @@ async fn reap_one(
             .unreleased
             .push((journal.state_id.clone(), e.to_string())),
     }
-    let remaining_sessions =
-        revoke_each(&journal.sessions, &journal.state_id, credentials, report).await;
-    let remaining_leases =
-        revoke_each(&journal.leases, &journal.state_id, credentials, report).await;
+    let started = std::time::Instant::now();
+    let first_item = report.items.len();
+    let reaped = revoke_and_remove(job, &mut journal, credentials, report).await;
+    let mut tokens = crate::events::Tally::default();
+    let mut leases = crate::events::Tally::default();
+    for item in &report.items[first_item..] {
+        if item.what.starts_with("token ") {
+            tokens.count(&item.outcome);
+        } else if item.what.starts_with("lease ") {
+            leases.count(&item.outcome);
+        }
+    }
+    if tokens.obtained + leases.obtained > 0 {
+        report.jobs.push(ReapedJob {
+            state_id: journal.state_id.clone(),
+            job_id: journal.job_id,
+            project: journal.project_path.clone(),
+            created_at: journal.created_at,
+            cleanup_failed: journal.status == JobStatus::CleanupFailed,
+            tokens,
+            leases,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+    reaped
+}
+
+async fn revoke_and_remove(
+    job: &JobDir,
+    journal: &mut Journal,
+    credentials: &mut Credentials<'_>,
+    report: &mut ReapReport,
+) -> bool {
+    let remaining_sessions = revoke_each(&journal.sessions, journal, credentials, report).await;
+    let remaining_leases = revoke_each(&journal.leases, journal, credentials, report).await;
     let all_ok = remaining_sessions.is_empty() && remaining_leases.is_empty();
     if all_ok {
         // A job running as its own user may have left stage directories (its script copy and
@@ -341,8 +404,10 @@ async fn reap_one(
     let _ = job.remove_secrets();
     journal.sessions = remaining_sessions;
     journal.leases = remaining_leases;
-    journal.status = JobStatus::CleanupFailed;
-    let _ = job.write_journal(&journal);
+    let _ = job.write_journal(&Journal {
+        status: JobStatus::CleanupFailed,
+        ..journal.clone()
+    });
     false
 }
 
@@ -356,6 +421,7 @@ mod tests {
             state_id: "j1-aa".into(),
             job_id: 1,
             project_path: String::new(),
+            pipeline_id: 0,
             created_at,
             job_timeout_secs: 600,
             status,

@@ -104,7 +104,9 @@ impl Renewer {
                 .config
                 .server_spec(&session_state.server, session_state.namespace.clone());
             match VaultClient::new(&spec) {
-                Ok(client) => self.clients[session] = Some(client),
+                Ok(client) => {
+                    self.clients[session] = Some(client.for_job(self.state.audit.as_ref()));
+                }
                 Err(e) => {
                     tracing::warn!("cannot build a Vault client for renewal: {e}");
                     return None;
@@ -194,13 +196,17 @@ impl Renewer {
                 *ttl_field = ttl;
                 *since_field = now;
                 *renewable_field = renewable;
-                if ttl < increment.as_secs() && now + ttl < deadline {
+                // Vault rounds a TTL it caps to the second, and the request takes time: a lease
+                // capped at the job's timeout comes back a second short, which is not news.
+                if ttl + TTL_SLACK_SECONDS < increment.as_secs()
+                    && now + ttl + TTL_SLACK_SECONDS < deadline
+                {
                     *exhausted_field = true;
                     let expires_at = format_time(now + ttl);
                     joblog::warning(&match item {
                         Item::Token(i) => format!(
-                            "the Vault token ({}) reached its max TTL and expires at {expires_at}, before the job's timeout; its leases end with it",
-                            self.state.sessions[i].accessor
+                            "{} reached its max TTL and expires at {expires_at}, before the job's timeout; its leases end with it",
+                            token_name(&self.state.sessions[i])
                         ),
                         Item::Lease(i) => format!(
                             "lease of {} reached its max TTL and expires at {expires_at}, before the job's timeout",
@@ -209,11 +215,28 @@ impl Renewer {
                     });
                 }
             }
+            // The job's own token without the default policy may not renew itself; retrying
+            // cannot change that, so say once when it ends and how to avoid it.
+            Err(VaultError::Denied { status: 403, .. }) if matches!(item, Item::Token(i) if self.state.sessions[i].parent.is_some()) =>
+            {
+                let Item::Token(i) = item else { return };
+                let session = &mut self.state.sessions[i];
+                session.exhausted = true;
+                joblog::warning(&format!(
+                    "the Vault token in {} may not renew itself and expires at {}, before the job's timeout; leave no_default_policy off, or add  path \"auth/token/renew-self\" {{ capabilities = [\"update\"] }}  to one of its policies",
+                    session.delivered_as.as_deref().unwrap_or("the job's token"),
+                    format_time(session.since + session.ttl)
+                ));
+            }
             Err(e) => {
                 let (since, ttl, _, _) = self.timing_mut(item);
                 let (ttl, expires) = (*ttl, *since + *ttl);
                 match item {
-                    Item::Token(_) => tracing::warn!("token renewal failed: {e}"),
+                    Item::Token(i) => joblog::warning(&format!(
+                        "could not renew {}: {e}; retrying, it expires at {}",
+                        token_name(&self.state.sessions[i]),
+                        format_time(expires)
+                    )),
                     Item::Lease(i) => joblog::warning(&format!(
                         "could not renew the lease of {}: {e}; retrying, it expires at {}",
                         self.state.leases[i].origin,
@@ -278,11 +301,31 @@ pub(crate) fn warn_short_lived(state: &Sealed) {
     for session in &state.sessions {
         if let Some(at) = short_lived(session.since, session.ttl, session.renewable) {
             joblog::warning(&format!(
-                "the Vault token ({}) is not renewable and expires at {at}, before the job's timeout; its leases end with it",
-                session.accessor
+                "{} is not renewable and expires at {at}, before the job's timeout; its leases end with it",
+                token_name(session)
             ));
         }
     }
+}
+
+/// How much shorter than asked a renewed TTL may be before it counts as capped.
+const TTL_SLACK_SECONDS: u64 = 2;
+
+/// A Vault token as the public job log names it: the job's own by the variable it is in, a
+/// login token by its server (and namespace); never by accessor (docs/security.md).
+fn token_name(session: &crate::state::Session) -> String {
+    if let Some(name) = &session.delivered_as {
+        return format!("the job's Vault token in {name}");
+    }
+    format!(
+        "the Vault token for {}{}",
+        session.server.address,
+        session
+            .namespace
+            .as_deref()
+            .map(|n| format!(" namespace {n}"))
+            .unwrap_or_default()
+    )
 }
 
 /// `HH:MM:SS UTC` for a unix time (the job log's readers compare it with their own clocks).
@@ -317,6 +360,8 @@ mod tests {
                 renewable: true,
                 since: 1000,
                 exhausted: false,
+                parent: None,
+                delivered_as: None,
             }],
             leases: vec![Lease {
                 session: 0,
@@ -331,6 +376,7 @@ mod tests {
             deadline,
             run_as: None,
             seat: None,
+            audit: None,
         };
         Renewer::new(config, job_dir, StateKey::generate(), state)
     }
@@ -367,6 +413,53 @@ mod tests {
         assert_eq!(r.increment(1000), Duration::from_secs(120));
         let r = renewer(30, 1000 + 100_000, true);
         assert_eq!(r.increment(1000), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn a_lease_capped_at_the_jobs_timeout_and_granted_a_second_less_is_not_exhausted() {
+        let deadline = 1000 + 120;
+        let mut r = renewer(30, deadline, true);
+        // Asked for 120 s (up to the deadline), granted 119 s: Vault's rounding, not a cap.
+        r.record_renewal(
+            Item::Lease(0),
+            1000,
+            Duration::from_secs(120),
+            Ok((119, true)),
+        );
+        assert!(!r.state.leases[0].exhausted);
+        assert_eq!(
+            (r.state.leases[0].ttl, r.state.leases[0].since),
+            (119, 1000)
+        );
+        // Granted 60 s of the 120 asked: the role's max TTL, which ends before the job.
+        r.record_renewal(
+            Item::Lease(0),
+            1000,
+            Duration::from_secs(120),
+            Ok((60, true)),
+        );
+        assert!(r.state.leases[0].exhausted);
+    }
+
+    #[test]
+    fn a_failed_token_renewal_is_retried_like_a_lease() {
+        let mut r = renewer(30, 1000 + 7200, true);
+        r.record_renewal(
+            Item::Token(0),
+            2000,
+            Duration::from_secs(3600),
+            Err(VaultError::Sealed {
+                address: "http://127.0.0.1:1".into(),
+            }),
+        );
+        assert!(
+            r.due(Item::Token(0))
+                .is_some_and(|at| at > 2000 && at < 1000 + 3600)
+        );
+        assert_eq!(
+            token_name(&r.state.sessions[0]),
+            "the Vault token for http://127.0.0.1:1"
+        );
     }
 
     #[test]

@@ -72,6 +72,7 @@ async fn inner_cleanup(
 }
 
 async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Result<Outcome> {
+    let started = std::time::Instant::now();
     let Some(id) = env.state_id.as_deref() else {
         joblog::progress(
             "leasehold: no state for this attempt (config did not run); nothing to clean up",
@@ -106,23 +107,10 @@ async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Re
     job_dir.remove_secrets()?;
 
     for item in &report.items {
+        let line = item.outcome.describe(&item.what, Some(&item.origin));
         match &item.outcome {
-            RevocationOutcome::Revoked => joblog::progress(&format!(
-                "leasehold: revoked {} ({})",
-                item.what, item.origin
-            )),
-            RevocationOutcome::RevokedWithToken => joblog::progress(&format!(
-                "leasehold: revoked {} ({}) with its token; Vault completes it in the background (grant sys/leases/revoke/<mount>/* for confirmed revocation)",
-                item.what, item.origin
-            )),
-            RevocationOutcome::NotRevocable => joblog::progress(&format!(
-                "leasehold: {} ({}) is not revocable (AWS STS credentials stay valid until they expire)",
-                item.what, item.origin
-            )),
-            RevocationOutcome::Failed(why) => joblog::warning(&format!(
-                "could not revoke {} ({}): {why}",
-                item.what, item.origin
-            )),
+            RevocationOutcome::Failed(_) => joblog::warning(&line),
+            _ => joblog::progress(&format!("leasehold: {line}")),
         }
     }
     // Without the tokens (prepare crashed before storing them) only the reaper can revoke.
@@ -135,23 +123,18 @@ async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Re
             id.as_str(),
             job_dir.dir().display()
         ));
+        record_event(config, &journal, &report, orphaned, started);
         return Ok(Outcome::LeftForReaper);
     }
     job_dir.remove()?;
+    let (tokens, leases) = report.tally();
     joblog::progress(&format!(
         "leasehold: cleaned up {} ({} tokens, {} leases)",
         id.as_str(),
-        report
-            .items
-            .iter()
-            .filter(|i| i.what.starts_with("token"))
-            .count(),
-        report
-            .items
-            .iter()
-            .filter(|i| i.what.starts_with("lease"))
-            .count()
+        tokens.obtained,
+        leases.obtained
     ));
+    record_event(config, &journal, &report, false, started);
     Ok(Outcome::Success)
 }
 
@@ -171,6 +154,51 @@ fn give_back_seat(
         Err(e) => joblog::warning(&format!(
             "could not give back the job's pool uid: {e}; a later prepare or `leasehold reap` takes it back"
         )),
+    }
+}
+
+/// The job's line in `[events] file`; failing to write it is a warning, never a lost
+/// revocation.
+fn record_event(
+    config: &crate::config::Config,
+    journal: &crate::state::Journal,
+    report: &RevocationReport,
+    orphaned: bool,
+    started: std::time::Instant,
+) {
+    let Some(path) = &config.events_file else {
+        return;
+    };
+    let (mut tokens, mut leases) = report.tally();
+    if orphaned {
+        // prepare crashed before storing the tokens: what the journal lists is still alive.
+        tokens.obtained = journal.sessions.len();
+        tokens.failed = journal.sessions.len();
+        leases.obtained = journal.leases.len();
+        leases.failed = journal.leases.len();
+    }
+    let now = crate::state::unix_now();
+    let outcome = match crate::events::JobEvent::outcome_of(&tokens, &leases) {
+        "clean" => "clean",
+        _ => "left_for_reaper",
+    };
+    let event = crate::events::JobEvent {
+        event: "cleanup",
+        time: now,
+        state_id: &journal.state_id,
+        job_id: journal.job_id,
+        project: &journal.project_path,
+        outcome,
+        tokens,
+        leases,
+        job_seconds: now.saturating_sub(journal.created_at),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    if let Err(e) = crate::events::append(path, &event) {
+        joblog::warning(&format!(
+            "cannot append to the event file {}: {e}",
+            path.display()
+        ));
     }
 }
 

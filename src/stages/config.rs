@@ -35,7 +35,9 @@ pub(crate) async fn run(cli: &Cli) -> Result<Outcome> {
     }
     if let (None, Some(shared)) = (
         output.get("builds_dir_is_shared"),
-        config.builds_dir_is_shared,
+        config
+            .builds_dir_is_shared
+            .or(config.executor.kind.builds_dir_is_shared_by_default()),
     ) {
         output["builds_dir_is_shared"] = shared.into();
     }

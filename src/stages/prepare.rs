@@ -32,19 +32,15 @@ pub(crate) async fn run(cli: &Cli) -> Result<Outcome> {
     let run_as = job_user_from_claims(&config, &identity)?;
     let job_dir = root.job(&id);
     job_dir.create()?;
-    let mut journal = Journal::new(
-        id.as_str(),
-        job.id,
-        &job.job_info.project_full_path,
-        unix_now(),
-        job.timeout_secs(),
-    );
+    let tag = job.audit_tag();
+    let mut journal = Journal::new(id.as_str(), &tag, unix_now(), job.timeout_secs());
     job_dir.write_journal(&journal)?;
     let seat = seat_in_pool(&config, &job_dir, &mut journal)?;
     let mut sealed = Sealed {
         deadline: journal.created_at + journal.job_timeout_secs,
         run_as,
         seat,
+        audit: Some(tag),
         ..Sealed::default()
     };
     let resolved = resolve(&plan, &config, &mut sealed, &job_dir, &mut journal, &key).await?;
@@ -206,13 +202,45 @@ fn report_identity(identity: &Identity, planned: &Planned) {
     }
 }
 
+/// The providers of GitLab's `secrets:` keyword that gitlab-runner resolves itself.
+const NATIVE_PROVIDERS: &[&str] = &[
+    "vault",
+    "gitlab_secrets_manager",
+    "aws_secrets_manager",
+    "gcp_secret_manager",
+    "azure_key_vault",
+    "akeyless",
+];
+
+/// gitlab-runner resolved the job's own `secrets:` block before any executor ran and passes
+/// each result as `CUSTOM_ENV_<NAME>`: say which variables those are (they are in every stage
+/// script and never revoked), and flag the ones that arrived empty, because a runner that does
+/// not know a provider skips the secret with only a line in its own log.
 fn mention_native_secrets(job: &JobResponse) {
-    if let Some(secrets) = job.secrets.as_ref().filter(|s| !s.is_empty()) {
-        let names: Vec<&str> = secrets.keys().map(String::as_str).collect();
-        joblog::warning(&format!(
-            "this job also has a GitLab secrets: block ({}); gitlab-runner resolved it itself before leasehold ran, so those values are in every stage script and are never revoked. leasehold does not resolve them again; move them into LEASEHOLD_SECRETS to get job-scoped, revoked secrets",
-            names.join(", ")
-        ));
+    let Some(secrets) = job.secrets.as_ref().filter(|s| !s.is_empty()) else {
+        return;
+    };
+    let names: Vec<&str> = secrets.keys().map(String::as_str).collect();
+    joblog::warning(&format!(
+        "this job also has a GitLab secrets: block ({}); gitlab-runner resolved it itself before leasehold ran, so those values are in every stage script and are never revoked. leasehold does not resolve them again; move them into LEASEHOLD_SECRETS to get job-scoped, revoked secrets",
+        names.join(", ")
+    ));
+    for (name, secret) in secrets {
+        let provider = NATIVE_PROVIDERS
+            .iter()
+            .find(|p| secret.get(**p).is_some())
+            .copied()
+            .unwrap_or("an unknown provider");
+        let arrived = std::env::var_os(format!("CUSTOM_ENV_{name}")).is_some_and(|v| !v.is_empty());
+        if arrived {
+            joblog::info(&format!(
+                "leasehold:   {name}: resolved by gitlab-runner ({provider}), in every stage script"
+            ));
+        } else {
+            joblog::warning(&format!(
+                "{name} ({provider}) arrived empty: gitlab-runner did not resolve it (a runner that does not support {provider} skips it silently); upgrade the runner or declare it in LEASEHOLD_SECRETS"
+            ));
+        }
     }
 }
 
@@ -292,16 +320,23 @@ fn report(plan: &SecretPlan, resolved: &Resolved, sealed: &Sealed, config: &Conf
             .copied()
             .flatten()
             .and_then(|i| sealed.leases.get(i));
-        let lease_text = lease.map_or_else(
-            || "no lease".to_owned(),
-            |l| {
-                format!(
-                    "lease TTL {}{}",
-                    describe_ttl(l.ttl),
-                    if l.renewable { " renewable" } else { "" }
-                )
-            },
-        );
+        let child = sealed
+            .sessions
+            .iter()
+            .find(|s| s.delivered_as.as_deref() == Some(secret.name.as_str()));
+        let lease_text = match (child, lease) {
+            (Some(token), _) => format!(
+                "child of the login, TTL {}{}",
+                describe_ttl(token.ttl),
+                if token.renewable { " renewable" } else { "" }
+            ),
+            (None, Some(l)) => format!(
+                "lease TTL {}{}",
+                describe_ttl(l.ttl),
+                if l.renewable { " renewable" } else { "" }
+            ),
+            (None, None) => "no lease".to_owned(),
+        };
         joblog::info(&format!(
             "  {:<24} <- {} ({}, {}, {}; stages: {}; from {})",
             secret.name,
@@ -312,10 +347,23 @@ fn report(plan: &SecretPlan, resolved: &Resolved, sealed: &Sealed, config: &Conf
             secret.stages.join(" "),
             planned.declared_by,
         ));
+        if child.is_some() {
+            let beside: Vec<&str> = sealed
+                .secrets
+                .iter()
+                .skip(plan.secrets.len())
+                .map(|s| s.name.as_str())
+                .collect();
+            joblog::info(&format!(
+                "  {:<24}    with {} in the same stages",
+                "",
+                beside.join(", ")
+            ));
+        }
     }
     joblog::info(&format!(
         "{} secrets from {} requests and {} login{}",
-        sealed.secrets.len(),
+        plan.secrets.len(),
         plan.requests.len(),
         plan.logins.len(),
         if plan.logins.len() == 1 { "" } else { "s" }
@@ -363,6 +411,7 @@ mod tests {
             state_id: job_dir.id().as_str().to_owned(),
             job_id: 1,
             project_path: String::new(),
+            pipeline_id: 0,
             created_at: 0,
             job_timeout_secs: 60,
             status: JobStatus::Preparing,
@@ -384,6 +433,8 @@ mod tests {
                 renewable: true,
                 since: 0,
                 exhausted: false,
+                parent: None,
+                delivered_as: None,
             }],
             ..Sealed::default()
         };

@@ -9,7 +9,7 @@ use crate::cli::Cli;
 use crate::error::Result;
 use crate::executor::{ExecutorError, WrappedExecutor};
 use crate::exit::Outcome;
-use crate::inject::{Delivery, Stage};
+use crate::inject::{Delivery, Recipient, Stage};
 use crate::job_user::{Chosen, JobUser};
 use crate::lease::Renewer;
 use crate::mask::MaskSet;
@@ -42,6 +42,7 @@ pub(crate) async fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Ou
         script,
         job_dir: &job_dir,
         files_dir: &config.executor.files_dir,
+        recipient: Recipient::of(&executor),
     };
     let delivery = Delivery::for_stage(&sealed, at, config.executor.inject, user)?;
     let mask = stage_mask(&sealed, &config.mask);

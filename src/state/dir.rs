@@ -288,6 +288,7 @@ mod tests {
                 file: false,
                 stages: vec!["build_script".into()],
                 origin: "kv/a#b".into(),
+                plain: false,
             }],
             ..Sealed::default()
         };

@@ -4,6 +4,7 @@
 //! accessors, lease ids, where they live, when the job is over) is kept here in the clear, and
 //! updated from the sealed state as it changes.
 
+use crate::vault::AuditTag;
 use serde::{Deserialize, Serialize};
 
 use super::sealed::{Sealed, is_sts_lease};
@@ -32,6 +33,9 @@ pub struct Journal {
     /// `group/project`, for the reaper's report.
     #[serde(default)]
     pub project_path: String,
+    /// The pipeline id, for the audit headers of the reaper's requests.
+    #[serde(default)]
+    pub pipeline_id: i64,
     /// When prepare started (unix seconds).
     pub created_at: u64,
     /// The job timeout in seconds.
@@ -72,6 +76,9 @@ pub struct JournalSession {
     pub namespace: Option<String>,
     /// The token's accessor.
     pub accessor: String,
+    /// For the job's own token (a child of a login token): the variable it was delivered in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_as: Option<String>,
 }
 
 /// A lease, by id.
@@ -95,18 +102,13 @@ fn yes() -> bool {
 
 impl Journal {
     /// A fresh journal for a job attempt that is preparing.
-    pub fn new(
-        state_id: &str,
-        job_id: i64,
-        project_path: &str,
-        created_at: u64,
-        job_timeout_secs: u64,
-    ) -> Self {
+    pub fn new(state_id: &str, job: &AuditTag, created_at: u64, job_timeout_secs: u64) -> Self {
         Journal {
             version: 1,
             state_id: state_id.to_owned(),
-            job_id,
-            project_path: project_path.to_owned(),
+            job_id: job.job_id,
+            project_path: job.project.clone(),
+            pipeline_id: job.pipeline_id,
             created_at,
             job_timeout_secs,
             status: JobStatus::Preparing,
@@ -127,6 +129,15 @@ impl Journal {
                     .saturating_add(grace)
     }
 
+    /// The labels of the job's requests, for the reaper.
+    pub fn audit_tag(&self) -> AuditTag {
+        AuditTag {
+            job_id: self.job_id,
+            project: self.project_path.clone(),
+            pipeline_id: self.pipeline_id,
+        }
+    }
+
     /// Records the tokens and leases `sealed` holds now (by accessor and id only).
     pub fn track(&mut self, sealed: &Sealed) {
         self.sessions = sealed
@@ -136,6 +147,7 @@ impl Journal {
                 address: s.server.address.clone(),
                 namespace: s.namespace.clone(),
                 accessor: s.accessor.clone(),
+                delivered_as: s.delivered_as.clone(),
             })
             .collect();
         self.leases = sealed

@@ -73,6 +73,9 @@ pub struct Sealed {
     /// The pool uid (and gid) the job runs as, with `[executor] user_pool`.
     #[serde(default)]
     pub seat: Option<Seat>,
+    /// The job, as every request made for it is labelled in Vault's audit log.
+    #[serde(default)]
+    pub audit: Option<crate::vault::AuditTag>,
 }
 
 /// A uid and gid from `[executor] user_pool`, held by one job attempt.
@@ -89,6 +92,7 @@ impl Sealed {
     pub fn values(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.secrets
             .iter()
+            .filter(|s| !s.plain)
             .map(|s| (s.name.as_str(), s.value.expose_secret().as_bytes()))
     }
 
@@ -162,7 +166,7 @@ impl std::fmt::Debug for Sealed {
     }
 }
 
-/// A Vault token obtained by a login.
+/// A Vault token: one obtained by a login, or the job's own token, a child of one.
 #[derive(Serialize, Deserialize)]
 pub struct Session {
     /// The server (address and TLS settings), so later stages reach it the same way.
@@ -183,6 +187,23 @@ pub struct Session {
     /// Set once renewal can no longer extend it (max TTL); the job log was warned.
     #[serde(default)]
     pub exhausted: bool,
+    /// For the job's own token (`vault: {token: …}`): the index in `sessions` of the login token
+    /// it is a child of, so that revoking that one takes it along.
+    #[serde(default)]
+    pub parent: Option<usize>,
+    /// For the job's own token: the variable it is delivered in.
+    #[serde(default)]
+    pub delivered_as: Option<String>,
+}
+
+impl Session {
+    /// How cleanup, reap and the job log name it besides its accessor.
+    pub fn describe(&self) -> String {
+        match &self.delivered_as {
+            Some(name) => format!("job token for {name}; with the leases created through it"),
+            None => self.server.address.clone(),
+        }
+    }
 }
 
 /// A resolved secret.
@@ -199,6 +220,10 @@ pub struct StoredSecret {
     pub stages: Vec<String>,
     /// Where it came from, for messages: `ops/production/db#password`.
     pub origin: String,
+    /// Not a secret (the address set next to the job's Vault token): delivered like one, never
+    /// masked, so the job log keeps showing the server's URL.
+    #[serde(default)]
+    pub plain: bool,
 }
 
 /// A lease held by the job.

@@ -5,8 +5,10 @@
 //! (`--job response.json`) or on a claim set (`--claims claims.json`), and prints, without reading
 //! any secret or calling Vault: the identity and whether it verified, every binding rule with each
 //! match key that held or failed, what the policy did with the job's own declarations, and each
-//! secret with its grant, server, namespace, auth mount, role, engine, API path, field, delivery
-//! and stages. Exit status: 0 if prepare would plan successfully, 1 if it would fail.
+//! secret with its grant, server, namespace, the login and the request exactly as the client
+//! would send them (method and percent-encoded path, built by the client's own URL builder),
+//! role, engine, field, delivery and stages. Exit status: 0 if prepare would plan successfully,
+//! 1 if it would fail.
 //!
 //! A payload saved from a finished job usually holds an expired token. plan then still explains,
 //! from the claims read without verification, under a loud marker, and exits 1.
@@ -14,6 +16,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::api_path::{Shown, jwt_login_path};
 use crate::cli::Cli;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -335,7 +338,7 @@ fn render(
         line("  none".into());
     }
     for secret in &plan.secrets {
-        for row in secret_rows(plan, secret) {
+        for row in secret_rows(plan, secret, &config.vault.jwt_login_path) {
             line(row);
         }
     }
@@ -432,7 +435,7 @@ fn claim_rows(claims: &Claims, now: u64) -> Vec<String> {
     rows
 }
 
-fn secret_rows(plan: &SecretPlan, secret: &PlannedSecret) -> Vec<String> {
+fn secret_rows(plan: &SecretPlan, secret: &PlannedSecret, login_endpoint: &str) -> Vec<String> {
     let request = &plan.requests[secret.request];
     let login = &plan.logins[request.login];
     let source = &request.source;
@@ -443,18 +446,39 @@ fn secret_rows(plan: &SecretPlan, secret: &PlannedSecret) -> Vec<String> {
         .filter(|s| s.request == secret.request && s.declaration.name != declared.name)
         .map(|s| s.declaration.name.as_str())
         .collect();
-    let mut request_text = format!(
-        "{} {}  (engine {}, mount {}",
-        if source.data.is_some() {
-            "write"
-        } else {
-            "read"
-        },
-        source.api_path(),
-        source.engine,
-        source.mount
-    );
-    if let Some(data) = &source.data {
+    // Exactly what the client sends: the same path functions, the same URL builder.
+    let (method, path) = match source.data {
+        Some(_) => ("POST", source.api_path()),
+        None => ("GET", source.api_path()),
+    };
+    let shown = |method, path: &str| {
+        Shown::new(method, &login.server.address, path)
+            .map_or_else(|e| format!("REFUSED: {e}"), |s| s.to_string())
+    };
+    let mut request_text = match &declared.vault_token {
+        Some(token) => format!(
+            "{}  (a child token of this login; policies {}{}",
+            shown(method, &path),
+            token.policies.join(", "),
+            if token.no_default_policy {
+                ", no default policy"
+            } else {
+                " and default"
+            }
+        ),
+        None => format!(
+            "{}  ({}, engine {}, mount {}",
+            shown(method, &path),
+            if source.data.is_some() {
+                "write"
+            } else {
+                "read"
+            },
+            source.engine,
+            source.mount
+        ),
+    };
+    if let (Some(data), None) = (&source.data, &declared.vault_token) {
         let _ = write!(
             request_text,
             "; data keys: {}",
@@ -485,8 +509,8 @@ fn secret_rows(plan: &SecretPlan, secret: &PlannedSecret) -> Vec<String> {
             login.namespace.as_deref().unwrap_or("none")
         ),
         format!(
-            "    login       auth/{}  role {}  token ${}",
-            login.auth_mount,
+            "    login       {}  role {}  token ${}",
+            shown("POST", &jwt_login_path(&login.auth_mount, login_endpoint)),
             login
                 .role
                 .as_deref()
@@ -497,7 +521,9 @@ fn secret_rows(plan: &SecretPlan, secret: &PlannedSecret) -> Vec<String> {
         format!("    field       {}", declared.source.field),
         format!(
             "    delivery    {}, in stages {}",
-            if declared.file {
+            if declared.vault_token.is_some() {
+                "environment variable, with VAULT_TOKEN, BAO_TOKEN, VAULT_ADDR, BAO_ADDR (and the namespace and CA bundle, when set)"
+            } else if declared.file {
                 "file (the variable holds the path of a 0600 file)"
             } else {
                 "environment variable"
@@ -714,6 +740,24 @@ vault = "review/{environment}/url@kv"
         assert_eq!(code, 0, "{text}");
         fx.settings()
             .bind(|| insta::assert_snapshot!("plan_job_without_token", text));
+    }
+
+    #[tokio::test]
+    async fn plan_shows_a_jobs_own_token() {
+        let fx = Fixture::new().await;
+        let job = fx.job(
+            Some(claims(NOW, json!({}))),
+            Some("VAULT_TOKEN:\n  vault: {token: {policies: [app-read, pki-issue], ttl: 15m}}\n"),
+        );
+        let (text, code) = fx.plan(Input::Job(&job)).await;
+        assert_eq!(code, 0, "{text}");
+        for wanted in [
+            "    request     POST /v1/auth/token/create  (a child token of this login; policies app-read, pki-issue and default; ttl 15m)",
+            "    field       client_token",
+            "    delivery    environment variable, with VAULT_TOKEN, BAO_TOKEN, VAULT_ADDR, BAO_ADDR (and the namespace and CA bundle, when set), in stages build_script step_* after_script",
+        ] {
+            assert!(text.contains(wanted), "{wanted}\n{text}");
+        }
     }
 
     #[tokio::test]

@@ -11,7 +11,16 @@
 //!   redirects are followed only to the same host without a downgrade to http, because reqwest
 //!   forwards custom headers such as `X-Vault-Token` on redirect.
 //! - **What text leaves the module.** Error messages carry Vault's own `errors` (with the
-//!   request's token or JWT scrubbed out), paths and addresses, never a response body.
+//!   request's token or JWT scrubbed out, and every control character replaced, so that a
+//!   server cannot write terminal escapes into a job log), paths and addresses, never a
+//!   response body.
+//! - **What a URL can say.** Every request URL is built segment by segment by
+//!   [`api_path::request_url`], which refuses `\`, dot segments, `?`, `#`, `%` and control
+//!   characters in any segment and percent-encodes the rest: no path piece, whoever supplied
+//!   it, can change which endpoint is called or add a query.
+//! - **How many requests at once.** A [`RequestLimit`] shared by every client of one server
+//!   caps the requests in flight to it (`max_concurrent_requests`), so that a job declaring
+//!   thousands of paths does not open thousands of sockets at once.
 //!
 //! Retrying a POST can repeat a side effect (a second `pki/issue` certificate, say). That is
 //! acceptable here: every lease created by a job's token dies with that token at cleanup.
@@ -19,6 +28,7 @@
 use std::error::Error as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
@@ -28,9 +38,11 @@ use serde::Serialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 
 use super::envelope::{Kv2Data, RawErrors, RawHealth, RawResponse, SecretBuf};
+use super::error::printable;
 use super::{AuthInfo, Health, LeaseInfo, SecretEnvelope, SecretFields, VaultError};
 #[cfg(test)]
 use super::{TokenLookup, envelope::RawKeys};
+use crate::api_path::{self, Piece};
 
 /// How to reach one server.
 #[derive(Debug, Clone)]
@@ -51,6 +63,47 @@ pub struct ServerSpec {
     pub timeout: Duration,
     /// Retries for transport errors, 5xx and 429 (0 = one attempt).
     pub retries: u32,
+    /// The cap on requests in flight to this server, shared with every other client of it.
+    pub limit: RequestLimit,
+}
+
+/// How many requests may be in flight to one server at once. Clones share the cap: every
+/// client made for one server from one config gets a clone of the same limit.
+#[derive(Debug, Clone)]
+pub struct RequestLimit {
+    permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+impl RequestLimit {
+    /// The default of `max_concurrent_requests`.
+    pub const DEFAULT: usize = 16;
+
+    /// A new cap of `max` requests (at least 1).
+    pub fn new(max: usize) -> Self {
+        let max = max.max(1);
+        RequestLimit {
+            permits: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// The cap.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Whether `other` is the same cap (a clone of this one), not merely an equal number.
+    #[cfg(test)]
+    pub fn shares_with(&self, other: &RequestLimit) -> bool {
+        Arc::ptr_eq(&self.permits, &other.permits)
+    }
+}
+
+impl Default for RequestLimit {
+    fn default() -> Self {
+        RequestLimit::new(RequestLimit::DEFAULT)
+    }
 }
 
 /// First retry delay, doubled per attempt.
@@ -66,8 +119,13 @@ const MAX_BODY: usize = 16 << 20;
 const MAX_ERROR_TEXT: usize = 1000;
 /// Every state that still answers API requests (standby, sealed, uninitialized) returns 200, so
 /// the body, not the status, tells what the server is doing.
-const HEALTH_PATH: &str =
-    "sys/health?standbyok=true&sealedcode=200&uninitcode=200&perfstandbyok=true";
+const HEALTH_PATH: &str = "sys/health";
+const HEALTH_QUERY: &[(&str, &str)] = &[
+    ("standbyok", "true"),
+    ("sealedcode", "200"),
+    ("uninitcode", "200"),
+    ("perfstandbyok", "true"),
+];
 
 const X_VAULT_REQUEST: HeaderName = HeaderName::from_static("x-vault-request");
 const X_VAULT_TOKEN: HeaderName = HeaderName::from_static("x-vault-token");
@@ -182,8 +240,10 @@ fn unit_random() -> f64 {
 /// One logical request (retried as a whole).
 struct Call<'a> {
     method: Method,
-    /// Below `/v1/`; may carry a query.
+    /// Below `/v1/`, segments separated by `/`; checked and encoded segment by segment.
     path: &'a str,
+    /// Query parameters (only leasehold's own constants).
+    query: &'static [(&'static str, &'static str)],
     token: Option<&'a SecretString>,
     body: Option<SecretBuf>,
     /// `sys/health` is cluster-wide and is asked without a namespace.
@@ -198,6 +258,7 @@ impl<'a> Call<'a> {
         Call {
             method,
             path,
+            query: &[],
             token,
             body: None,
             namespace: true,
@@ -238,10 +299,12 @@ enum AttemptError {
 #[derive(Debug, Clone)]
 pub(crate) struct VaultClient {
     spec: ServerSpec,
-    /// `spec.address` without a trailing slash.
-    base: String,
+    /// `spec.address`, parsed: every request URL is built on it by [`api_path::request_url`].
+    base: Url,
     http: reqwest::Client,
     backoff: Backoff,
+    /// The job these requests are for, as the audit log labels them.
+    audit: Option<super::AuditTag>,
 }
 
 impl VaultClient {
@@ -279,15 +342,29 @@ impl VaultClient {
                 error_chain(&e)
             ))
         })?;
+        let base = Url::parse(&spec.address).map_err(|e| {
+            config(format!(
+                "Vault address {} is not a valid URL ({e})",
+                without_userinfo(&spec.address)
+            ))
+        })?;
         Ok(VaultClient {
-            base: spec.address.trim_end_matches('/').to_owned(),
+            base,
             spec: spec.clone(),
             http,
             backoff: Backoff {
                 base: BACKOFF_BASE,
                 cap: BACKOFF_CAP,
             },
+            audit: None,
         })
+    }
+
+    /// Labels every request with the job it is for ([`super::AuditTag`]).
+    #[must_use]
+    pub(crate) fn for_job(mut self, tag: Option<&super::AuditTag>) -> Self {
+        self.audit = tag.cloned();
+        self
     }
 
     #[cfg(test)]
@@ -303,6 +380,7 @@ impl VaultClient {
     pub(crate) async fn jwt_login(
         &self,
         mount: &str,
+        endpoint: &str,
         role: Option<&str>,
         jwt: &SecretString,
     ) -> Result<AuthInfo, VaultError> {
@@ -312,7 +390,7 @@ impl VaultClient {
             #[serde(skip_serializing_if = "Option::is_none")]
             role: Option<&'a str>,
         }
-        let path = format!("auth/{}/login", mount.trim_matches('/'));
+        let path = api_path::jwt_login_path(mount, endpoint);
         let mut call = Call::new(Method::POST, &path, None).json(&Login {
             jwt: jwt.expose_secret(),
             role,
@@ -334,7 +412,7 @@ impl VaultClient {
             role_id: &'a str,
             secret_id: &'a str,
         }
-        let path = format!("auth/{}/login", mount.trim_matches('/'));
+        let path = api_path::login_path(mount);
         let mut call = Call::new(Method::POST, &path, None).json(&Login {
             role_id,
             secret_id: secret_id.expose_secret(),
@@ -382,11 +460,11 @@ impl VaultClient {
             }
         };
         Ok(SecretEnvelope {
-            lease_id: raw.lease_id,
+            lease_id: printable(&raw.lease_id),
             lease_duration: raw.lease_duration,
             renewable: raw.renewable,
             data,
-            warnings: raw.warnings,
+            warnings: raw.warnings.iter().map(|w| printable(w)).collect(),
         })
     }
 
@@ -428,6 +506,20 @@ impl VaultClient {
         auth_of(&reply, path)
     }
 
+    /// Creates a child token of `token` (`auth/token/create`) with the request `body` (policies,
+    /// ttl…); revoking `token` revokes it and everything created with it.
+    pub(crate) async fn create_child_token(
+        &self,
+        token: &SecretString,
+        body: &serde_json::Value,
+    ) -> Result<AuthInfo, VaultError> {
+        let path = "auth/token/create";
+        let reply = self
+            .request(&Call::new(Method::POST, path, Some(token)).json(body)?)
+            .await?;
+        auth_of(&reply, path)
+    }
+
     /// Renews one lease.
     pub(crate) async fn renew_lease(
         &self,
@@ -454,7 +546,7 @@ impl VaultClient {
             lease_id: if raw.lease_id.is_empty() {
                 lease_id.to_owned()
             } else {
-                raw.lease_id
+                printable(&raw.lease_id)
             },
             lease_duration: raw.lease_duration,
             renewable: raw.renewable,
@@ -582,6 +674,7 @@ impl VaultClient {
     pub(crate) async fn health(&self) -> Result<Health, VaultError> {
         let call = Call {
             namespace: false,
+            query: HEALTH_QUERY,
             ..Call::new(Method::GET, HEALTH_PATH, None)
         };
         let reply = self.send(&call, self.attempts()).await?;
@@ -610,6 +703,7 @@ impl VaultClient {
     async fn is_sealed(&self) -> bool {
         let call = Call {
             namespace: false,
+            query: HEALTH_QUERY,
             ..Call::new(Method::GET, HEALTH_PATH, None)
         };
         match self.send(&call, 1).await {
@@ -623,22 +717,22 @@ impl VaultClient {
     /// Sends up to `attempts` times; returns the last reply (whatever its status) or
     /// [`VaultError::Unreachable`].
     async fn send(&self, call: &Call<'_>, attempts: u32) -> Result<Reply, VaultError> {
-        let url = Url::parse(&format!(
-            "{}/v1/{}",
-            self.base,
-            call.path.trim_start_matches('/')
-        ))
-        .map_err(|_| {
+        let url = api_path::request_url(&self.base, call.path, call.query).map_err(|e| {
             config(format!(
-                "cannot form a request URL for {} at {}",
-                call.path, self.spec.address
+                "refusing to send a request to {}: {e}",
+                self.spec.address
             ))
         })?;
         let headers = self.headers(call)?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let retry_reason = match self.attempt(call, &url, &headers).await {
+            // Held for the exchange only, not across the backoff below. The semaphore is never
+            // closed; if it were, the request would go out uncapped rather than never.
+            let permit = self.spec.limit.permits.acquire().await.ok();
+            let result = self.attempt(call, &url, &headers).await;
+            drop(permit);
+            let retry_reason = match result {
                 Ok(reply)
                     if reply.status == StatusCode::TOO_MANY_REQUESTS
                         || reply.status.is_server_error() =>
@@ -714,6 +808,9 @@ impl VaultClient {
     fn headers(&self, call: &Call<'_>) -> Result<HeaderMap, VaultError> {
         let mut headers = HeaderMap::new();
         headers.insert(X_VAULT_REQUEST, HeaderValue::from_static("true"));
+        if let Some(tag) = &self.audit {
+            tag.insert_into(&mut headers);
+        }
         if let Some(token) = call.token {
             let mut value = HeaderValue::from_str(token.expose_secret()).map_err(|_| {
                 config("the Vault token contains characters that cannot be sent in an HTTP header")
@@ -725,7 +822,11 @@ impl VaultClient {
         if call.namespace
             && let Some(namespace) = self.spec.namespace.as_deref().filter(|ns| !ns.is_empty())
         {
-            let value = HeaderValue::from_str(namespace).map_err(|_| {
+            // Planning and the config check refuse a bad namespace with a message naming its
+            // source; this is the last line, for a namespace that came another way.
+            let namespace = api_path::check(Piece::Namespace, namespace)
+                .map_err(|e| config(format!("refusing to send a request: {e}")))?;
+            let value = HeaderValue::from_str(&namespace).map_err(|_| {
                 config(format!("Vault namespace {namespace:?} contains characters that cannot be sent in an HTTP header"))
             })?;
             headers.insert(X_VAULT_NAMESPACE, value);
@@ -943,7 +1044,7 @@ fn error_text(reply: &Reply, call: &Call<'_>) -> Option<String> {
     let mut text = raw
         .errors
         .iter()
-        .flat_map(|e| tidy(e))
+        .flat_map(|e| tidy(&printable(e)))
         .collect::<Vec<_>>()
         .join("; ");
     for secret in [call.token, call.carried].into_iter().flatten() {
@@ -1039,11 +1140,11 @@ fn envelope_of(reply: &Reply, path: &str) -> Result<SecretEnvelope, VaultError> 
     let raw: RawResponse<SecretFields> = decode(reply, path)?;
     refuse_wrapped(raw.wrap_info.is_some(), path)?;
     Ok(SecretEnvelope {
-        lease_id: raw.lease_id,
+        lease_id: printable(&raw.lease_id),
         lease_duration: raw.lease_duration,
         renewable: raw.renewable,
         data: raw.data.unwrap_or_default(),
-        warnings: raw.warnings,
+        warnings: raw.warnings.iter().map(|w| printable(w)).collect(),
     })
 }
 

@@ -21,6 +21,8 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use zeroize::Zeroizing;
 
+use super::error::printable;
+
 /// The data map of a secret response. String values are kept as they are; any other JSON
 /// value (number, bool, object, array) is kept as its compact JSON text, like `vault read -field`.
 #[derive(Debug, Default)]
@@ -445,14 +447,16 @@ pub(super) struct RawAuth {
     pub(super) policies: Vec<String>,
 }
 
+/// The accessor and policy names are shown in the job log; a real server never sends control
+/// characters in them, so making them printable changes nothing but a forged answer.
 impl From<RawAuth> for AuthInfo {
     fn from(raw: RawAuth) -> Self {
         AuthInfo {
             client_token: raw.client_token,
-            accessor: raw.accessor,
+            accessor: printable(&raw.accessor),
             lease_duration: raw.lease_duration,
             renewable: raw.renewable,
-            policies: raw.policies,
+            policies: raw.policies.iter().map(|p| printable(p)).collect(),
         }
     }
 }

@@ -5,10 +5,30 @@
 //! refusal or a missing secret is the job's problem and retrying cannot help.
 //!
 //! Invariant: no variant ever holds a token, an ID token or a secret value. Paths, addresses,
-//! accessors and Vault's own `errors` strings (with any token the request carried scrubbed out)
-//! are the only text that reaches `Display`.
+//! accessors and Vault's own `errors` strings (with any token the request carried scrubbed out,
+//! and made [`printable`]) are the only text that reaches `Display`.
 
+use crate::api_path::is_invisible;
 use crate::exit::FailureKind;
+
+/// Remote text as it may be printed: whitespace of any kind becomes a space, and control and
+/// invisible formatting characters are dropped, so that a server (or anything between it and
+/// leasehold) cannot move the cursor, retitle the terminal, clear the job log's screen or
+/// reorder what a reader sees. Every text from a response that can reach a log or an error
+/// message passes through here: Vault's `errors`, the field names of a response, accessors.
+pub(crate) fn printable(text: &str) -> String {
+    text.chars()
+        .filter_map(|c| {
+            if c.is_whitespace() {
+                Some(' ')
+            } else if c.is_control() || is_invisible(c) {
+                None
+            } else {
+                Some(c)
+            }
+        })
+        .collect()
+}
 
 /// A failed Vault request. Never carries a token or a secret value.
 #[derive(Debug, thiserror::Error)]

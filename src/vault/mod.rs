@@ -5,6 +5,7 @@
 //! revocation is leasehold's core job. Secret material (tokens, field values) is decoded straight
 //! into `SecretString` and never appears in an error.
 
+mod audit;
 mod client;
 mod envelope;
 mod error;
@@ -12,9 +13,10 @@ mod servers;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use client::{ServerSpec, VaultClient, check_address};
+pub(crate) use audit::AuditTag;
+pub(crate) use client::{RequestLimit, ServerSpec, VaultClient, check_address};
 #[cfg(test)]
 pub(crate) use envelope::TokenLookup;
 pub(crate) use envelope::{AuthInfo, Health, LeaseInfo, SecretEnvelope, SecretFields};
-pub(crate) use error::VaultError;
+pub(crate) use error::{VaultError, printable};
 pub(crate) use servers::{Server, Servers, address_key};

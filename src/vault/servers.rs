@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::client::ServerSpec;
+use super::client::{RequestLimit, ServerSpec};
 
 /// One trusted server, as configured (address without a trailing slash). The sealed job state
 /// keeps a copy, so that later stages reach the server of a login exactly as prepare did.
@@ -36,8 +36,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// How to reach this server in `namespace`.
-    pub fn spec(&self, namespace: Option<String>, timeout: Duration, retries: u32) -> ServerSpec {
+    /// How to reach this server in `namespace`, capped by `limit`.
+    pub fn spec(
+        &self,
+        namespace: Option<String>,
+        timeout: Duration,
+        retries: u32,
+        limit: RequestLimit,
+    ) -> ServerSpec {
         ServerSpec {
             address: self.address.clone(),
             namespace,
@@ -47,6 +53,7 @@ impl Server {
             allow_http: self.allow_http,
             timeout,
             retries,
+            limit,
         }
     }
 

@@ -26,6 +26,7 @@ fn spec(address: &str, retries: u32) -> ServerSpec {
         allow_http: false,
         timeout: Duration::from_secs(5),
         retries,
+        limit: RequestLimit::default(),
     }
 }
 
@@ -486,7 +487,7 @@ async fn jwt_login_sends_role_only_when_given() {
     let client = client(&server, 0);
     let jwt = SecretString::from(JWT);
     let info = client
-        .jwt_login("jwt", Some("ci"), &jwt)
+        .jwt_login("jwt", "login", Some("ci"), &jwt)
         .await
         .expect("login");
     assert_eq!(info.client_token.expose_secret(), TOKEN);
@@ -496,7 +497,7 @@ async fn jwt_login_sends_role_only_when_given() {
     );
     assert_eq!(info.policies, ["default", "ci"]);
     client
-        .jwt_login("/gitlab/", None, &jwt)
+        .jwt_login("/gitlab/", "login", None, &jwt)
         .await
         .expect("login without role");
     let requests = server.received_requests().await.expect("recording");
@@ -518,7 +519,7 @@ async fn login_without_auth_block_is_invalid() {
         .mount(&server)
         .await;
     let err = client(&server, 0)
-        .jwt_login("jwt", None, &SecretString::from(JWT))
+        .jwt_login("jwt", "login", None, &SecretString::from(JWT))
         .await
         .expect_err("no auth");
     assert!(
@@ -549,7 +550,7 @@ async fn echoed_credentials_are_scrubbed_from_vault_errors() {
         .await;
     let client = client(&server, 0);
     let err = client
-        .jwt_login("jwt", None, &SecretString::from(JWT))
+        .jwt_login("jwt", "login", None, &SecretString::from(JWT))
         .await
         .expect_err("refused");
     assert!(
@@ -652,13 +653,13 @@ async fn renew_revoke_and_list_use_the_documented_endpoints() {
         .mount(&server)
         .await;
     Mock::given(method("LIST"))
-        .and(path("/v1/sys/leases/lookup/db/creds/r/"))
+        .and(path("/v1/sys/leases/lookup/db/creds/r"))
         .respond_with(status(200, json!({"data": {"keys": ["1", "2"]}})))
         .expect(1)
         .mount(&server)
         .await;
     Mock::given(method("LIST"))
-        .and(path("/v1/sys/leases/lookup/none/"))
+        .and(path("/v1/sys/leases/lookup/none"))
         .respond_with(status(404, json!({"errors": []})))
         .expect(1)
         .mount(&server)
@@ -1064,6 +1065,7 @@ async fn malformed_lease_ids_are_never_sent() {
         allow_http: false,
         timeout: std::time::Duration::from_secs(1),
         retries: 0,
+        limit: RequestLimit::default(),
     })
     .expect("client");
     let t = secrecy::SecretString::from("t");
@@ -1074,4 +1076,189 @@ async fn malformed_lease_ids_are_never_sent() {
             "{bad}: {err}"
         );
     }
+}
+
+/// A server that counts the requests it is handling at once (and the connections it got),
+/// answering each after a short pause so that concurrent requests overlap.
+struct CountingServer {
+    address: String,
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    max_in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingServer {
+    fn start() -> CountingServer {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = CountingServer {
+            address,
+            in_flight: Default::default(),
+            max_in_flight: Default::default(),
+            connections: Default::default(),
+        };
+        let (in_flight, max_in_flight, connections) = (
+            server.in_flight.clone(),
+            server.max_in_flight.clone(),
+            server.connections.clone(),
+        );
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                connections.fetch_add(1, SeqCst);
+                let (in_flight, max_in_flight) = (in_flight.clone(), max_in_flight.clone());
+                std::thread::spawn(move || {
+                    let mut pending: Vec<u8> = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        while !pending.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match conn.read(&mut buf) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => pending.extend(&buf[..n]),
+                            }
+                        }
+                        let end = pending
+                            .windows(4)
+                            .position(|w| w == b"\r\n\r\n")
+                            .map_or(0, |i| i + 4);
+                        pending.drain(..end);
+                        let now = in_flight.fetch_add(1, SeqCst) + 1;
+                        max_in_flight.fetch_max(now, SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        in_flight.fetch_sub(1, SeqCst);
+                        let body = br#"{"data": {"v": "x"}}"#;
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        if conn.write_all(head.as_bytes()).is_err() || conn.write_all(body).is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        server
+    }
+
+    fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn requests_to_one_server_are_capped_across_its_clients() {
+    let server = CountingServer::start();
+    let spec = ServerSpec {
+        limit: RequestLimit::new(4),
+        ..spec(&server.address, 0)
+    };
+    // Two clients of one server (two logins, say) share its cap.
+    let (a, b) = (fast(&spec), fast(&spec));
+    let t = token();
+    let reads = (0..64).map(|i| {
+        let client = if i % 2 == 0 { &a } else { &b };
+        let path = format!("kv/p{i}");
+        let t = &t;
+        async move { client.read(t, &path, false).await }
+    });
+    let results = futures_util::future::join_all(reads).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(
+        (2..=4).contains(&server.max_in_flight()),
+        "{} requests were in flight at once",
+        server.max_in_flight()
+    );
+    assert!(
+        server.connections() <= 8,
+        "{} connections for a cap of 4 on two clients",
+        server.connections()
+    );
+}
+
+#[tokio::test]
+async fn no_path_piece_can_change_the_url() {
+    let server = MockServer::start().await;
+    // Anything that reaches the server fails the test.
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let client = client(&server, 0);
+    let t = token();
+    for bad in [
+        "kv-ci/data/x\\..\\..\\..\\secret\\data\\ci\\app",
+        "kv-ci/data/x/../../../sys/mounts",
+        "kv-ci/data/%2e%2e/%2E%2e/sys/mounts",
+        "kv-ci/data/x?list=true",
+        "kv-ci/data/x#frag",
+        "kv-ci//data",
+        "kv-ci/data/\u{1b}[2J",
+    ] {
+        let err = client.read(&t, bad, true).await.expect_err(bad).to_string();
+        assert!(
+            err.starts_with("refusing to send a request to"),
+            "{bad}: {err}"
+        );
+        assert!(!err.contains('\u{1b}'), "{err:?}");
+    }
+    for mount in [
+        "../../../other-app/api",
+        "jwt/../../x",
+        "jwt?x=",
+        "..\\..\\x",
+    ] {
+        let err = client
+            .jwt_login(mount, "login", None, &SecretString::from(JWT))
+            .await
+            .expect_err(mount)
+            .to_string();
+        assert!(err.contains("refusing to send a request"), "{mount}: {err}");
+        assert!(!err.contains(JWT), "{err}");
+    }
+    let with_namespace = fast(&ServerSpec {
+        namespace: Some("team\r\nX-Injected: 1".into()),
+        ..spec(&server.uri(), 0)
+    });
+    let err = with_namespace
+        .read(&t, "kv/data/app", true)
+        .await
+        .expect_err("bad namespace")
+        .to_string();
+    assert!(err.contains("U+000D"), "{err}");
+}
+
+#[tokio::test]
+async fn terminal_escapes_in_vault_errors_are_stripped() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/kv/app"))
+        .respond_with(status(
+            403,
+            json!({"errors": ["permission \u{1b}]0;pwned\u{7}denied\u{1b}[2J\u{202E}\u{0}\r\nERROR: fake line"]}),
+        ))
+        .mount(&server)
+        .await;
+    let err = client(&server, 0)
+        .read(&token(), "kv/app", false)
+        .await
+        .expect_err("denied")
+        .to_string();
+    assert!(
+        !err.chars().any(|c| c.is_control() || c == '\u{202E}'),
+        "{err:?}"
+    );
+    assert!(
+        err.contains("permission ]0;pwneddenied[2J ERROR: fake line"),
+        "{err:?}"
+    );
+    assert_eq!(printable("a\tb\nc\u{1b}[0m\u{200B}d"), "a b c[0md");
 }

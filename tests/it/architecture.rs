@@ -31,6 +31,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("protocol", 1),
     ("declarations", 1),
     ("vault", 1),
+    ("api_path", 0),
+    ("events", 0),
     ("private_fs", 0),
     ("exit", 0),
     ("patterns", 0),

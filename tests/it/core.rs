@@ -78,7 +78,7 @@ API_KEY:
 
 /// A shell that records, per stage script, what its process received (hashes, never values),
 /// then runs the script with bash.
-fn recording_shell(dir: &Path, names: &[&str]) -> PathBuf {
+pub(crate) fn recording_shell(dir: &Path, names: &[&str]) -> PathBuf {
     let record_dir = dir.join("records");
     std::fs::create_dir_all(&record_dir).expect("mkdir");
     let shell = dir.join("record-shell.sh");
@@ -109,7 +109,10 @@ exec bash "$@"
 }
 
 /// What each run stage received: stage name -> variable -> record line.
-fn stage_records(outcome: &JobOutcome, dir: &Path) -> BTreeMap<String, BTreeMap<String, String>> {
+pub(crate) fn stage_records(
+    outcome: &JobOutcome,
+    dir: &Path,
+) -> BTreeMap<String, BTreeMap<String, String>> {
     let mut map = BTreeMap::new();
     for stage in &outcome.stages {
         let Some(script) = &stage.script else {
@@ -362,6 +365,8 @@ fn each_failure_has_its_own_message_and_exit_code() {
         "app/db",
         json!({"password": planted.db_pass, "user": planted.db_user}),
     );
+    // The job may name another auth mount (here one that does not exist), to see Vault's refusal.
+    world.write_config("[policy]\nallowed_auth_mounts = [\"nojwt\"]\n");
     let yaml = "DB_PASS:\n  vault: app/db/password@kv\n";
     let build = JobResult::BuildFailure { exit_code: 1 };
     let token = |claims: serde_json::Value| world.issuer.mint(claims);
@@ -845,7 +850,7 @@ fn the_vault_token_and_the_id_token_appear_nowhere_they_should_not() {
 
 /// `needle` is in no part of the job log, no cleanup output, no stage's stderr (leasehold's own
 /// log lines) and no file left under the test root.
-fn assert_nowhere(outcome: &JobOutcome, world: &World, what: &str, needle: &str) {
+pub(crate) fn assert_nowhere(outcome: &JobOutcome, world: &World, what: &str, needle: &str) {
     assert!(!outcome.raw_log.contains(needle), "{what} in the job log");
     assert!(
         !outcome.cleanup_output.contains(needle),

@@ -617,7 +617,8 @@ fn local_driver_gets_secrets_in_its_environment_and_its_exit_codes_pass_through(
     let runner = Runner::new(leasehold_bin(), &config);
     let driver = fixture("fake-driver.sh").display().to_string();
 
-    let log = DriverLog::in_dir(w.dir.path());
+    // Outside the world's dir, whose leak scans must not find the values the driver records.
+    let log = DriverLog::new();
     let mut script = CHECK_SECRETS.to_vec();
     script.push(
         r#"echo "driver-job-env=${FAKE_JOB_ENV:-unset} state-key=${LEASEHOLD_STATE_KEY:-unset} vault-token=${VAULT_TOKEN:-unset}""#,
@@ -694,11 +695,21 @@ fn local_driver_gets_secrets_in_its_environment_and_its_exit_codes_pass_through(
             );
         }
     }
-    assert!(
-        !std::fs::read_to_string(&log.path)
-            .unwrap_or_default()
-            .contains(&w.secret)
-    );
+    // The secrets reached the driver as CUSTOM_ENV_<NAME> (the fake driver records every
+    // CUSTOM_ENV_ variable), in the stages they are for and nowhere else.
+    for (call, stage) in calls.iter().zip(&execs) {
+        let exposed = matches!(stage.name.as_str(), "build_script" | "after_script");
+        let value = call["env"]["CUSTOM_ENV_SECRET"].as_str();
+        assert_eq!(value == Some(w.secret.as_str()), exposed, "{}", stage.name);
+        assert_eq!(call["env"]["CUSTOM_ENV_SECRET_FILE"].is_string(), exposed);
+        for (name, v) in call["env"].as_object().expect("env") {
+            assert!(
+                name == "CUSTOM_ENV_SECRET" || v.as_str() != Some(w.secret.as_str()),
+                "{}: the secret in {name}",
+                stage.name
+            );
+        }
+    }
     w.assert_tokens_revoked(&outcome);
     w.assert_state_removed(&outcome);
 
@@ -739,7 +750,8 @@ fn local_driver_gets_secrets_in_its_environment_and_its_exit_codes_pass_through(
 fn cancelling_a_local_driver_job_ends_its_processes_then_cleanup_runs_and_revokes() {
     let w = World::new();
     let config = w.config(&fake_driver_tables("env"));
-    let log = DriverLog::in_dir(w.dir.path());
+    // Outside the world's dir: the driver records its CUSTOM_ENV_ variables, the secrets too.
+    let log = DriverLog::new();
     let pid_file = w.dir.path().join("sleep.pid");
     let job = w
         .job()
@@ -1053,4 +1065,360 @@ fn cleanup_removes_the_stage_dirs_of_a_job_user_stage_that_was_killed() {
     w.assert_tokens_revoked(&outcome);
     w.assert_state_removed(&outcome);
     assert!(w.leaks(&[w.dir.path()]).is_empty());
+}
+
+// --- job-chosen names and the driver's environment --------------------------------------------
+
+/// What a job could try to steer a driver with, one KV field each (`kv/app/steer`).
+struct Steering {
+    /// A file the driver may write (stands in for a root-owned one), and its content.
+    victim: PathBuf,
+    victim_content: String,
+    /// The file `BASH_ENV`'s script would create.
+    bash_env_marker: PathBuf,
+    /// The file a `PS4` command substitution would create.
+    ps4_marker: PathBuf,
+    /// `PS4`, `LD_AUDIT` and `APP_TOKEN`'s values.
+    ps4: String,
+    ld_audit: String,
+    app_token: String,
+}
+
+impl Steering {
+    fn plant(w: &World) -> Steering {
+        let victim = w.dir.path().join("victim");
+        let victim_content = format!("victim-{}\n", random_hex(8));
+        std::fs::write(&victim, &victim_content).expect("victim");
+        let bash_env_marker = w.dir.path().join("bash-env-ran");
+        let bash_env = w.dir.path().join("bash-env.sh");
+        std::fs::write(
+            &bash_env,
+            format!("echo sourced >> {}\n", bash_env_marker.display()),
+        )
+        .expect("BASH_ENV script");
+        let ps4_marker = w.dir.path().join("ps4-ran");
+        let steering = Steering {
+            ps4: format!("$(echo pwned >> {})+ ", ps4_marker.display()),
+            ld_audit: format!("/nonexistent/leasehold-audit-{}.so", random_hex(8)),
+            app_token: format!("app-token-{}", random_hex(16)),
+            victim,
+            victim_content,
+            bash_env_marker,
+            ps4_marker,
+        };
+        w.bao.kv_put(
+            "kv",
+            2,
+            "app/steer",
+            json!({
+                "victim": steering.victim.display().to_string(),
+                "response": steering.victim.display().to_string(),
+                "code": "0",
+                "shellopts": "xtrace",
+                "bash_env": bash_env.display().to_string(),
+                "ps4": steering.ps4,
+                "ld_audit": steering.ld_audit,
+                "app_token": steering.app_token,
+            }),
+        );
+        steering
+    }
+
+    /// The values a job may have under names of its own: name, KV field, value.
+    fn allowed(&self) -> Vec<(&'static str, &'static str, String)> {
+        vec![
+            ("PS4", "ps4", self.ps4.clone()),
+            ("LD_AUDIT", "ld_audit", self.ld_audit.clone()),
+            // The fake driver's own knob: where it appends its records.
+            (
+                "FAKE_DRIVER_LOG",
+                "victim",
+                self.victim.display().to_string(),
+            ),
+            ("APP_TOKEN", "app_token", self.app_token.clone()),
+        ]
+    }
+
+    /// Asserts that nothing the job chose acted on the host.
+    fn assert_untouched(&self, w: &World, outcome: &JobOutcome) {
+        // Compared, not printed: a driver writing there may have written anything.
+        let now = std::fs::read_to_string(&self.victim).expect("victim");
+        assert!(
+            now == self.victim_content,
+            "the victim file was written ({} bytes now)\n{}",
+            now.len(),
+            w.show(outcome)
+        );
+        assert!(
+            !self.bash_env_marker.exists(),
+            "a BASH_ENV script ran\n{}",
+            w.show(outcome)
+        );
+        assert!(
+            !self.ps4_marker.exists(),
+            "a PS4 command ran\n{}",
+            w.show(outcome)
+        );
+        // SHELLOPTS=xtrace in a bash driver's environment traces the driver into the job log.
+        assert!(
+            !outcome.raw_log.lines().any(|l| l.starts_with("+ ")),
+            "xtrace output in the job log\n{}",
+            w.show(outcome)
+        );
+    }
+}
+
+/// Whether a job running as root sees the environment variable `name`: bash does not import
+/// `PS4` from its environment when it runs as root (the tests do), whoever passes it.
+fn reaches_a_root_job(name: &str) -> bool {
+    name != "PS4" || !nix::unistd::geteuid().is_root()
+}
+
+/// Each environment a driver invocation received (`FAKE_DRIVER_ENV_DUMP`): file name, entries.
+fn driver_environments(dir: &Path) -> Vec<(String, Vec<(String, String)>)> {
+    let mut dumps: Vec<_> = std::fs::read_dir(dir)
+        .expect("env dumps")
+        .flatten()
+        .map(|e| {
+            let bytes = std::fs::read(e.path()).expect("dump");
+            let entries = bytes
+                .split(|b| *b == 0)
+                .filter(|e| !e.is_empty())
+                .map(|e| {
+                    let text = String::from_utf8_lossy(e);
+                    let (k, v) = text.split_once('=').unwrap_or((&text, ""));
+                    (k.to_owned(), v.to_owned())
+                })
+                .collect();
+            (e.file_name().to_string_lossy().into_owned(), entries)
+        })
+        .collect();
+    dumps.sort();
+    dumps
+}
+
+/// A job declaring `secrets` (name, KV field of `app/steer`) as environment secrets, whose
+/// build_script prints `<name>=ok` for each one whose value it sees, then `exit_code`.
+fn steering_job(w: &World, secrets: &[(&str, &str, String)], exit_code: i32) -> JobBuilder {
+    let mut yaml = String::new();
+    let mut job = JobBuilder::new().id_token("VAULT_ID_TOKEN", &w.issuer.mint(json!({})));
+    let mut script = Vec::new();
+    for (name, field, value) in secrets {
+        yaml.push_str(&format!(
+            "{name}:\n  vault: app/steer/{field}@kv\n  file: false\n"
+        ));
+        job = job.variable(
+            &format!("EXPECTED_{name}_SHA256"),
+            &sha256_hex(value.as_bytes()),
+        );
+        script.push(format!(
+            r#"if [ "$(printf '%s' "${name}" | sha256sum | cut -d' ' -f1)" = "$EXPECTED_{name}_SHA256" ]; then echo {name}=ok; else echo {name}=MISSING; fi"#
+        ));
+    }
+    script.push(format!("exit {exit_code}"));
+    job.secrets_yaml(&yaml).script(script)
+}
+
+/// `[executor]` for the fake driver with `inject` left at its default.
+fn fake_driver_default_tables() -> String {
+    fake_driver_tables("env").replace("inject = \"env\"\n", "")
+}
+
+#[test]
+fn a_secret_may_not_take_a_name_the_runner_leasehold_or_bash_act_on() {
+    let w = World::new();
+    let steering = Steering::plant(&w);
+    let custom = w.config(&fake_driver_tables("env"));
+    let custom_runner = Runner::new(leasehold_bin(), &custom);
+    for (name, field) in [
+        ("BUILD_EXIT_CODE_FILE", "victim"),
+        ("JOB_RESPONSE_FILE", "response"),
+        ("BUILD_FAILURE_EXIT_CODE", "code"),
+        ("SYSTEM_FAILURE_EXIT_CODE", "code"),
+        ("SHELLOPTS", "shellopts"),
+        ("BASH_ENV", "bash_env"),
+        ("LEASEHOLD_STATE_KEY", "app_token"),
+    ] {
+        let log = DriverLog::new();
+        let job = steering_job(&w, &[(name, field, String::new())], 3);
+        let outcome = custom_runner.run_job(&job, log.options());
+        steering.assert_untouched(&w, &outcome);
+        assert_eq!(
+            outcome.result,
+            JobResult::BuildFailure { exit_code: 1 },
+            "{name}\n{}",
+            w.show(&outcome)
+        );
+        let refusal = format!("secret {name}: ");
+        let line = outcome
+            .log
+            .lines()
+            .find(|l| l.contains(&refusal))
+            .unwrap_or_else(|| panic!("no refusal of {name}\n{}", w.show(&outcome)));
+        assert!(line.contains("choose another name"), "{line}");
+        // Refused before the driver prepared anything, let alone ran a script.
+        assert_eq!(log.commands(), ["config", "cleanup"], "{name}");
+    }
+
+    // The same names are refused whatever the executor: the built-in shell too.
+    let shell = w.config("");
+    let outcome = Runner::new(leasehold_bin(), &shell).run_job(
+        &steering_job(&w, &[("BUILD_EXIT_CODE_FILE", "victim", String::new())], 3),
+        RunOptions::new(),
+    );
+    assert_eq!(
+        outcome.result,
+        JobResult::BuildFailure { exit_code: 1 },
+        "{}",
+        w.show(&outcome)
+    );
+    assert!(
+        outcome.log.contains("secret BUILD_EXIT_CODE_FILE: "),
+        "{}",
+        w.show(&outcome)
+    );
+    steering.assert_untouched(&w, &outcome);
+}
+
+#[test]
+fn with_inject_env_a_driver_gets_job_chosen_names_only_as_custom_env() {
+    let w = World::new();
+    let steering = Steering::plant(&w);
+    let config = w.config(&fake_driver_tables("env"));
+    let log = DriverLog::new();
+    let dumps = tempfile::tempdir().expect("dump dir");
+    let secrets = steering.allowed();
+    let job = steering_job(&w, &secrets, 0);
+    let opts = log
+        .options()
+        .env("FAKE_DRIVER_ENV_DUMP", dumps.path().display().to_string());
+    let outcome = Runner::new(leasehold_bin(), &config).run_job(&job, opts);
+    assert_eq!(outcome.result, JobResult::Success, "{}", w.show(&outcome));
+    steering.assert_untouched(&w, &outcome);
+
+    // The job's script saw every secret under its own name: the driver passed CUSTOM_ENV_<NAME>
+    // on to it.
+    let build = printed(&outcome.stage("build_script").output);
+    for (name, _, _) in secrets
+        .iter()
+        .filter(|(name, _, _)| reaches_a_root_job(name))
+    {
+        assert!(build.contains(&format!("{name}=ok")), "{name}: {build}");
+    }
+
+    // The driver's own environment: every run invocation's, apart from CUSTOM_ENV_*, is the
+    // same as prepare_script's (which gets no secrets); no job-chosen name replaced or added a
+    // variable; the secrets are there only as CUSTOM_ENV_<NAME> in the stages they are for.
+    let environments = driver_environments(dumps.path());
+    let runs: Vec<_> = environments
+        .iter()
+        .filter(|(file, _)| file.starts_with("run-"))
+        .collect();
+    assert_eq!(runs.len(), outcome.run_stage_names().len());
+    let own = |entries: &[(String, String)]| -> Vec<(String, String)> {
+        let mut own: Vec<_> = entries
+            .iter()
+            .filter(|(k, _)| !k.starts_with("CUSTOM_ENV_"))
+            .cloned()
+            .collect();
+        own.sort();
+        own
+    };
+    let (_, reference) = runs
+        .iter()
+        .find(|(file, _)| file.starts_with("run-prepare_script-"))
+        .expect("prepare_script's environment");
+    for (file, entries) in &environments {
+        if file.starts_with("run-") {
+            let (mine, theirs) = (own(entries), own(reference));
+            let differ: Vec<&str> = mine
+                .iter()
+                .filter(|e| !theirs.contains(e))
+                .chain(theirs.iter().filter(|e| !mine.contains(e)))
+                .map(|(k, _)| k.as_str())
+                .collect();
+            assert!(
+                differ.is_empty(),
+                "{file}: {differ:?} differ from prepare_script's"
+            );
+        }
+        let get = |name: &str| entries.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        assert!(
+            get("FAKE_DRIVER_LOG") == Some(&log.path.display().to_string()),
+            "{file}: the driver's own FAKE_DRIVER_LOG was replaced"
+        );
+        for (name, _, value) in &secrets {
+            if *name != "FAKE_DRIVER_LOG" {
+                assert!(get(name).is_none(), "{file}: {name} is set");
+            }
+            for (k, v) in entries {
+                if v == value {
+                    assert!(
+                        k == &format!("CUSTOM_ENV_{name}") && file.starts_with("run-build_script-"),
+                        "{file}: {name}'s value in {k}"
+                    );
+                }
+            }
+        }
+        if file.starts_with("run-build_script-") {
+            for (name, _, value) in &secrets {
+                assert!(
+                    get(&format!("CUSTOM_ENV_{name}")) == Some(value),
+                    "{file}: no CUSTOM_ENV_{name}"
+                );
+            }
+        }
+    }
+    w.assert_tokens_revoked(&outcome);
+    w.assert_state_removed(&outcome);
+}
+
+#[test]
+fn a_custom_driver_gets_secrets_through_the_script_by_default() {
+    let w = World::new();
+    let steering = Steering::plant(&w);
+    let config = w.config(&fake_driver_default_tables());
+    let log = DriverLog::new();
+    let dumps = tempfile::tempdir().expect("dump dir");
+    let secrets = steering.allowed();
+    let job = steering_job(&w, &secrets, 0);
+    let opts = log
+        .options()
+        .env("FAKE_DRIVER_ENV_DUMP", dumps.path().display().to_string());
+    let outcome = Runner::new(leasehold_bin(), &config).run_job(&job, opts);
+    assert_eq!(outcome.result, JobResult::Success, "{}", w.show(&outcome));
+    steering.assert_untouched(&w, &outcome);
+    let build = printed(&outcome.stage("build_script").output);
+    for (name, _, _) in secrets
+        .iter()
+        .filter(|(name, _, _)| reaches_a_root_job(name))
+    {
+        assert!(build.contains(&format!("{name}=ok")), "{name}: {build}");
+    }
+
+    // No value is in any environment the driver got, under any name: the driver was handed a
+    // wrapper script (not the runner's) that exports them.
+    for (file, entries) in driver_environments(dumps.path()) {
+        for (name, _, value) in &secrets {
+            assert!(
+                !entries.iter().any(|(_, v)| v == value),
+                "{file}: {name}'s value in the driver's environment"
+            );
+        }
+    }
+    let stage = outcome.stage("build_script");
+    let call = log
+        .invocations()
+        .into_iter()
+        .find(|c| c["argv"].as_array().and_then(|a| a.last()) == Some(&json!("build_script")))
+        .expect("build_script's run");
+    let script = call["argv"][2].as_str().expect("script").to_owned();
+    assert_ne!(Some(Path::new(&script)), stage.script.as_deref());
+    assert!(script.ends_with("/wrapper.sh"), "{script}");
+    assert!(
+        !Path::new(&script).exists(),
+        "the wrapper outlived its stage"
+    );
+    w.assert_tokens_revoked(&outcome);
+    w.assert_state_removed(&outcome);
 }

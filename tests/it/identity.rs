@@ -457,7 +457,8 @@ fn plan_explains_a_saved_job_payload() {
         "verified  yes: RS256 signature",
         "[1] per-env                  MATCH",
         "granted by  binding per-env",
-        "request     read kv/data/envs/365-dev  (engine kv-v2, mount kv)",
+        "login       POST /v1/auth/jwt/login  role ",
+        "request     GET /v1/kv/data/envs/365-dev  (read, engine kv-v2, mount kv)",
         "granted by  LEASEHOLD_SECRETS",
         "RESULT  prepare would succeed: 1 login, 2 requests",
     ] {

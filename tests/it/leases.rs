@@ -374,11 +374,13 @@ fn sigterm_mid_script_still_revokes() {
 fn crashed_job_is_reaped_and_a_running_job_is_left_alone() {
     let token_dir = tempfile::tempdir().expect("temp dir");
     let token_file = token_dir.path().join("reaper-token");
+    let events = token_dir.path().join("events.jsonl");
     let lab = Lab::start(
         &[("app", "5m", "1h")],
         &format!(
-            "[leases]\nreap_grace_seconds = 0\n\n[reaper]\ntoken_file = \"{}\"\n",
-            token_file.display()
+            "[leases]\nreap_grace_seconds = 0\n\n[reaper]\ntoken_file = \"{}\"\n\n[events]\nfile = \"{}\"\n",
+            token_file.display(),
+            events.display()
         ),
     );
     lab.bao.write_policy(
@@ -473,10 +475,16 @@ fn crashed_job_is_reaped_and_a_running_job_is_left_alone() {
     let (out, roles_after_reap) = reaped.lock().expect("slot").take().expect("reaper ran");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "reap failed: {stdout}{stderr}");
+    // Issue 12.5: credentials that outlived their job are what operators alert on: reap exits 1
+    // and names the job; cleanup and reap each wrote one event line.
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     assert!(
         stdout.contains("2 job states examined, 1 still running (left alone), 1 reaped"),
         "{stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("still had 1 tokens and 1 leases after its cleanup never ran; 2 revoked now, 0 still alive"),
+        "{stdout}"
     );
     assert!(
         stdout.contains(&format!("revoked token {accessor_a}")),
@@ -498,6 +506,31 @@ fn crashed_job_is_reaped_and_a_running_job_is_left_alone() {
         outcome_b.cleanup_output
     );
     lab.assert_all_revoked("database", &tokens_before);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .expect("event file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let of = |event: &str| {
+        lines
+            .iter()
+            .filter(|l| l["event"] == event)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let (reaped, cleaned) = (of("reap"), of("cleanup"));
+    assert_eq!((reaped.len(), cleaned.len()), (1, 1), "{lines:?}");
+    assert_eq!(reaped[0]["outcome"], "clean", "{lines:?}");
+    assert_eq!(reaped[0]["tokens"]["revoked"], 1, "{lines:?}");
+    assert_eq!(reaped[0]["leases"]["revoked"], 1, "{lines:?}");
+    assert_eq!(cleaned[0]["outcome"], "clean", "{lines:?}");
+    assert_eq!(cleaned[0]["leases"]["obtained"], 1, "{lines:?}");
+    assert_ne!(reaped[0]["state_id"], cleaned[0]["state_id"]);
+    let text = std::fs::read_to_string(&events).expect("event file");
+    assert!(
+        !text.contains("hvs.") && !text.contains("\"s."),
+        "a token in the events: {text}"
+    );
 
     // Nothing left for a second run.
     let again = reap(&lab.config);
@@ -691,24 +724,7 @@ fn twenty_concurrent_jobs_get_their_own_credentials_and_leave_nothing() {
 fn pki_certificate_issued_through_data_arrives_as_a_file_and_is_revoked() {
     let lab = Lab::start(&[("app", "5m", "1h")], "");
     let bao = &lab.bao;
-    bao.ok(
-        "POST",
-        "sys/mounts/pki",
-        Some(json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}})),
-    );
-    bao.ok(
-        "POST",
-        "pki/root/generate/internal",
-        Some(json!({"common_name": "leasehold test CA", "ttl": "87600h"})),
-    );
-    bao.ok(
-        "POST",
-        "pki/roles/ci-web",
-        Some(
-            json!({"allowed_domains": ["ci.example.com"], "allow_subdomains": true,
-                    "max_ttl": "1h", "generate_lease": true}),
-        ),
-    );
+    bao.enable_pki("1h");
     let tokens_before = lab.token_accessors();
     let yaml = "\
 TLS_CERT:
@@ -1106,4 +1122,40 @@ fn vault_requests_per_job_against_the_per_field_resolver() {
 
 fn random_value() -> String {
     format!("tok-{}", crate::support::random_hex(16))
+}
+
+/// Issue 12.3: a lease that expired on its own before cleanup is reported as expired, not as
+/// revoked.
+#[test]
+fn cleanup_reports_a_lease_that_expired_before_it_as_expired_not_revoked() {
+    let lab = Lab::start(&[("app", "5m", "1h")], "");
+    let bao = &lab.bao;
+    bao.enable_pki("2s");
+    let yaml = "\
+TLS_CERT:
+  vault:
+    engine: {name: generic, path: pki}
+    path: issue/ci-web
+    field: certificate
+    data: {common_name: app.ci.example.com, ttl: 2s}
+";
+    let job = lab
+        .job()
+        .timeout(600)
+        .secrets_yaml(yaml)
+        .script(["sleep 4"]);
+    let outcome = lab.runner().run_job(&job, RunOptions::new());
+    assert!(outcome.is_success(), "{}", outcome.log);
+    assert!(
+        outcome
+            .cleanup_output
+            .contains("(pki/issue/ci-web) had already expired; nothing to revoke"),
+        "{}",
+        outcome.cleanup_output
+    );
+    assert!(
+        !outcome.cleanup_output.contains("revoked lease"),
+        "{}",
+        outcome.cleanup_output
+    );
 }

@@ -274,12 +274,28 @@ impl Bao {
     }
 
     /// Writes `data` (a JSON object) at `path` of a KV mount.
+    /// A KV v2 mount just enabled upgrades itself in the background and refuses writes until
+    /// it is done ("Upgrading from non-versioned to versioned data"); such a write is retried.
     pub(crate) fn kv_put(&self, mount: &str, version: u8, path: &str, data: Value) {
         let (api_path, body) = match version {
             1 => (format!("{mount}/{path}"), data),
             _ => (format!("{mount}/data/{path}"), json!({ "data": data })),
         };
-        self.ok("POST", &api_path, Some(body));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, resp) = self.api("POST", &api_path, Some(body.clone()));
+            let upgrading =
+                status == 400 && resp.to_string().contains("Upgrading from non-versioned");
+            if upgrading && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            assert!(
+                (200..300).contains(&status),
+                "POST {api_path}: HTTP {status}: {resp}"
+            );
+            return;
+        }
     }
 
     /// Writes an ACL policy.
@@ -288,6 +304,29 @@ impl Bao {
             "PUT",
             &format!("sys/policies/acl/{name}"),
             Some(json!({ "policy": hcl })),
+        );
+    }
+
+    /// Mounts PKI at `pki/` with a root CA and the role `ci-web` (certificates for
+    /// `*.ci.example.com`, with leases), its `max_ttl` as given.
+    pub(crate) fn enable_pki(&self, max_ttl: &str) {
+        self.ok(
+            "POST",
+            "sys/mounts/pki",
+            Some(json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}})),
+        );
+        self.ok(
+            "POST",
+            "pki/root/generate/internal",
+            Some(json!({"common_name": "leasehold test CA", "ttl": "87600h"})),
+        );
+        self.ok(
+            "POST",
+            "pki/roles/ci-web",
+            Some(
+                json!({"allowed_domains": ["ci.example.com"], "allow_subdomains": true,
+                        "max_ttl": max_ttl, "generate_lease": true}),
+            ),
         );
     }
 

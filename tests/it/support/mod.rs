@@ -9,6 +9,7 @@
 //! | [`issuer`] | [`Issuer`]: a GitLab-like OIDC issuer on loopback (JWKS at `/oauth/discovery/keys` and `/-/jwks`) that mints RS256 ID tokens with GitLab's claims |
 //! | [`postgres`] | [`Postgres`]: a throw-away PostgreSQL cluster run as the `postgres` OS user, with `psql` helpers |
 //! | [`job`] | [`JobBuilder`]: a job payload (`response.json`) exactly as gitlab-runner writes it |
+//! | [`front`] | [`front::Front`]: one loopback address serving OpenBao under `/v1/` and [`front::OtherApp`] (a recording listener standing in for another application) elsewhere, counting connections |
 //! | [`fake_driver`] | [`fake_driver::DriverLog`]: the invocation records of `tests/fixtures/fake-driver.sh`, a custom-executor driver |
 //! | [`runner`] | [`Runner`]: a gitlab-runner emulator that drives any custom-executor driver through the real stage protocol and returns a [`JobOutcome`] |
 //! | [`scan`] | leak scanners over files, `/proc/*/cmdline` and `/proc/*/environ` |
@@ -44,6 +45,7 @@
 
 pub(crate) mod bao;
 pub(crate) mod fake_driver;
+pub(crate) mod front;
 pub(crate) mod issuer;
 pub(crate) mod job;
 pub(crate) mod pki;

@@ -317,6 +317,9 @@ pub(crate) struct RunOptions {
     pub(crate) prepare_retry_pause: Duration,
     /// Overrides the job timeout (`runner_info.timeout`) the emulator enforces.
     pub(crate) job_timeout: Option<Duration>,
+    /// The job's slot among the concurrently running jobs of its project on this runner (the
+    /// `<concurrent id>` of a shared builds dir; gitlab-runner's `ProjectUniqueDir`).
+    pub(crate) concurrent_id: usize,
 }
 
 impl RunOptions {
@@ -328,6 +331,12 @@ impl RunOptions {
     /// Sets [`RunOptions::cancel`].
     pub(crate) fn cancel(mut self, cancel: Cancel) -> Self {
         self.cancel = Some(cancel);
+        self
+    }
+
+    /// Sets [`RunOptions::concurrent_id`].
+    pub(crate) fn concurrent_id(mut self, id: usize) -> Self {
+        self.concurrent_id = id;
         self
     }
 
@@ -691,8 +700,11 @@ impl<'a> JobRun<'a> {
         }
         if self.builds_dir_is_shared {
             format!(
-                "{}/{}/0/{}",
-                self.builds_dir, self.runner.short_token, self.job.project_path
+                "{}/{}/{}/{}",
+                self.builds_dir,
+                self.runner.short_token,
+                self.opts.concurrent_id,
+                self.job.project_path
             )
         } else {
             format!("{}/{}", self.builds_dir, self.job.project_path)
