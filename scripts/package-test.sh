@@ -110,10 +110,21 @@ deb="$(ls target/packages/"${pkg}"_*-1_amd64.deb)"
 rpm_file="$(ls target/packages/"${pkg}"-*.x86_64.rpm)"
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)"
 
-# The upgrade target: the same binary with Debian revision 2.
+# The upgrade target: the same binary with Debian revision 2, whose packaged config differs
+# too, so that the upgrade meets a config changed on both sides (dpkg's conffile prompt, which
+# --force-confold answers by keeping the admin's file and leaving the new one beside it).
 rm -rf target/packages/upgrade
 mkdir -p target/packages/upgrade
-cargo deb --quiet --locked --no-build --no-strip --deb-revision 2 --output target/packages/upgrade/
+packaged_config_backup="$(mktemp)"
+cp executor-config/config.toml "$packaged_config_backup"
+printf '\n# leasehold %s-2: the packaged config changed in this revision\n' "$version" \
+    >>executor-config/config.toml
+if ! cargo deb --quiet --locked --no-build --no-strip --deb-revision 2 --output target/packages/upgrade/; then
+    cp "$packaged_config_backup" executor-config/config.toml
+    die "building the revision-2 .deb failed"
+fi
+cp "$packaged_config_backup" executor-config/config.toml
+rm -f "$packaged_config_backup"
 deb2="$(ls target/packages/upgrade/"${pkg}"_*-2_amd64.deb)"
 
 # The sample job's driver (the integration tests' gitlab-runner emulator), built once.
@@ -274,6 +285,12 @@ dpkg -i --force-confold "$deb2" >"$work/dpkg.log" 2>&1 || {
     cat "$work/dpkg.log" >&2
     die "upgrading to $deb2 failed"
 }
+check "the new packaged config is beside the kept one: config.toml.dpkg-dist" \
+    grep -q "the packaged config changed in this revision" /etc/leasehold/config.toml.dpkg-dist
+check "the kept config does not have the new packaged line" \
+    bash -c '! grep -q "the packaged config changed in this revision" /etc/leasehold/config.toml'
+# What an admin does after merging the changes they want.
+rm -f /etc/leasehold/config.toml.dpkg-dist
 check_installed "$version-2"
 check "the edited config survived the upgrade" test "$(sha256sum /etc/leasehold/config.toml)" = "$edited_sum"
 check "the edited config still has retries = 5" grep -qx 'retries = 5' /etc/leasehold/config.toml
@@ -350,6 +367,37 @@ check "rpm scriptlets are valid sh" bash -c 'for f in packaging/rpm/*.sh; do sh 
 requires="$(rpm -qpR "$rpm_file" 2>/dev/null)"
 check "rpm -qpR: needs glibc 2.34 at most (docs/install.md)" \
     test "$(grep -o 'GLIBC_[0-9.]*' <<<"$requires" | sort -uV | tail -n 1)" = GLIBC_2.34
+
+# ---------------------------------------------------------------------------------------------
+section "Install $(basename "$rpm_file") for real, into a scratch root"
+# rpm --root runs scriptlets chrooted into the root, which has no shell; they are checked above
+# (content and sh -n) and the files, modes and database entry here.
+rpm_root="$work/rpm-root"
+mkdir -p "$rpm_root"
+rpm --root "$rpm_root" --initdb
+if rpm --root "$rpm_root" -i --nodeps --noscripts --nosignature "$rpm_file" >"$work/rpm.log" 2>&1; then
+    ok "rpm --root -i: installed"
+else
+    not_ok "rpm --root -i: installed"
+    sed 's/^/        /' "$work/rpm.log"
+fi
+check "rpm --root -q: $pkg-$version-1 is in the database" \
+    test "$(rpm --root "$rpm_root" -q "$pkg" 2>/dev/null)" = "$pkg-$version-1.x86_64"
+for entry in "${shipped_files[@]}"; do
+    path="${entry% *}"
+    check "rpm --root: $path installed, mode ${entry##* }" \
+        test "$(stat -c %a "$rpm_root$path" 2>/dev/null)" = "${entry##* }"
+done
+check "rpm --root -V: the installed files match the package" \
+    rpm --root "$rpm_root" -V --nodeps --noscripts "$pkg"
+check "the binary the .rpm installed runs" "$rpm_root/usr/bin/leasehold" --version
+if rpm --root "$rpm_root" -e --nodeps --noscripts "$pkg" >"$work/rpm.log" 2>&1; then
+    ok "rpm --root -e: erased"
+else
+    not_ok "rpm --root -e: erased"
+    sed 's/^/        /' "$work/rpm.log"
+fi
+check_absent "$rpm_root/usr/bin/leasehold"
 
 # ---------------------------------------------------------------------------------------------
 elapsed=$((SECONDS - started))

@@ -674,11 +674,14 @@ fn the_reaper_revokes_and_names_the_token_of_a_crashed_job() {
         .output()
         .expect("run leasehold reap");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
+    // It had to take back credentials that outlived their job: exit 1, naming the job.
+    assert_eq!(
+        out.status.code(),
+        Some(1),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(stdout.contains("still had 2 tokens and 0 leases"), "{stdout}");
     assert!(
         stdout.contains(&format!(
             "revoked token {accessor} (job token for VAULT_TOKEN)"
