@@ -120,6 +120,10 @@ cache_dir = "$tmp/cache"
 [vault]
 address = "$addr"
 role = "ci"
+
+# The bench runs as root and its job as leasehold's own user.
+[executor]
+allow_root = true
 TOML
 
 # The environment gitlab-runner gives every stage (config gets no job_env).

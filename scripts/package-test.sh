@@ -224,6 +224,16 @@ check "bash completion completes subcommands" bash -c \
      _leasehold leasehold re leasehold && [[ " ${COMPREPLY[*]} " == *" reap "* ]]'
 check "leasehold reap runs with the shipped config and the tmpfiles state dir" \
     bash -c '/usr/bin/leasehold reap | grep -q "0 job states examined"'
+check "the shipped config runs jobs as gitlab-runner, never as root (docs/security.md)" \
+    grep -qx 'user = "gitlab-runner"' /etc/leasehold/config.toml
+if getent passwd gitlab-runner >/dev/null 2>&1; then
+    for dir in /var/lib/leasehold/builds /var/lib/leasehold/cache; do
+        check "$dir belongs to gitlab-runner, the job user" \
+            test "$(stat -c %U "$dir" 2>/dev/null)" = gitlab-runner
+    done
+else
+    log "no gitlab-runner account here: the builds and cache dirs are left to the first job"
+fi
 if command -v systemd-analyze >/dev/null 2>&1; then
     man_opt=--man=yes
     command -v man >/dev/null 2>&1 || man_opt=--man=no

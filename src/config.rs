@@ -91,6 +91,9 @@ pub(crate) struct ExecutorSettings {
     pub inject: InjectMode,
     /// Which local user the job's processes run as (shell executor only).
     pub run_as: RunAs,
+    /// Whether the shell executor may run job scripts as root (leasehold as root, `run_as`
+    /// leasehold's own user): the admin's explicit acceptance that jobs are not isolated.
+    pub allow_root: bool,
     /// Where a job running as another user gets its file secrets and its copy of the script.
     pub files_dir: PathBuf,
 }
@@ -148,6 +151,68 @@ pub(crate) enum RunAs {
         /// The group (default: the user's primary group).
         group: Option<String>,
     },
+    /// A uid of its own per job attempt, from a range no account uses.
+    Pool(UidRange),
+}
+
+/// `[executor] user_pool`: the uids jobs get one each, and their group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UidRange {
+    /// The first uid.
+    pub first: u32,
+    /// The last uid (inclusive).
+    pub last: u32,
+    /// The group every pool job runs with (default: a gid equal to the job's uid).
+    pub group: Option<String>,
+}
+
+impl UidRange {
+    /// The most uids a pool may have: allocation looks at each.
+    pub(crate) const MAX_LEN: u32 = 10_000;
+
+    /// Parses `"20000-20049"`. Refused: uids below 1000 (system accounts), `nobody` (65534),
+    /// the invalid uid `u32::MAX`, and ranges longer than [`UidRange::MAX_LEN`].
+    pub(crate) fn parse(text: &str, group: Option<String>) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "[executor] user_pool {text:?} is not a uid range; write it like \"20000-20049\""
+            )
+        };
+        let (first, last) = text.split_once('-').ok_or_else(bad)?;
+        let first: u32 = first.trim().parse().map_err(|_| bad())?;
+        let last: u32 = last.trim().parse().map_err(|_| bad())?;
+        if first > last {
+            return Err(bad());
+        }
+        if first < 1000 || (first..=last).contains(&65534) || last == u32::MAX {
+            return Err(format!(
+                "[executor] user_pool {text} includes a system uid (below 1000, 65534 or 4294967295); pick uids no account uses, like \"20000-20049\""
+            ));
+        }
+        if last - first >= Self::MAX_LEN {
+            return Err(format!(
+                "[executor] user_pool {text} has more than {} uids",
+                Self::MAX_LEN
+            ));
+        }
+        Ok(UidRange { first, last, group })
+    }
+
+    /// How many uids.
+    pub(crate) fn len(&self) -> u32 {
+        self.last - self.first + 1
+    }
+
+    /// Whether `uid` is one of them.
+    pub(crate) fn contains(&self, uid: u32) -> bool {
+        (self.first..=self.last).contains(&uid)
+    }
+}
+
+impl std::fmt::Display for UidRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
 }
 
 impl RunAs {
@@ -156,6 +221,7 @@ impl RunAs {
         match self {
             RunAs::Leasehold => None,
             RunAs::User { group, .. } | RunAs::FromClaim { group, .. } => group.as_deref(),
+            RunAs::Pool(range) => range.group.as_deref(),
         }
     }
 }
@@ -252,6 +318,13 @@ impl Config {
             validate_gitlab(gitlab)?;
         } else if !file.bindings.is_empty() {
             return Err("bindings need [gitlab] so that claims are verified; add [gitlab] url = \"https://gitlab.example.com\"".into());
+        }
+        let pool = matches!(executor.run_as, RunAs::Pool(_));
+        if pool && !file.builds_dir.is_absolute() {
+            return Err(format!(
+                "builds_dir {} must be an absolute path with [executor] user_pool",
+                file.builds_dir.display()
+            ));
         }
         let policy = Policy::compile(&file.policy, &auth_mount)?;
         let bindings = bindings::compile_all(&file.bindings, &servers)?;
@@ -380,9 +453,11 @@ fn check_executor(
     }
     let kind = match (section.kind, section.custom) {
         (ExecutorKind::Docker, _)
-            if section.user.is_some() || section.user_from_claim.is_some() =>
+            if section.user.is_some()
+                || section.user_from_claim.is_some()
+                || section.user_pool.is_some() =>
         {
-            return Err("[executor] user / user_from_claim apply to kind = \"shell\" only; set the container's user in [executor.docker] user".into());
+            return Err("[executor] user / user_from_claim / user_pool apply to kind = \"shell\" only; set the container's user in [executor.docker] user".into());
         }
         (ExecutorKind::Docker, _) if section.inject.is_some_and(|i| i != InjectMode::Env) => {
             return Err("[executor] inject applies to kind = \"shell\" and \"custom\"; the docker executor always hands secrets over the exec's stdin".into());
@@ -397,15 +472,34 @@ fn check_executor(
             return Err("[executor] kind = \"custom\" needs an [executor.custom] table with at least run_exec".into());
         }
         (ExecutorKind::Custom, Some(_))
-            if section.user.is_some() || section.user_from_claim.is_some() =>
+            if section.user.is_some()
+                || section.user_from_claim.is_some()
+                || section.user_pool.is_some() =>
         {
-            return Err("[executor] user / user_from_claim apply to kind = \"shell\" only; a custom driver decides the job's user itself".into());
+            return Err("[executor] user / user_from_claim / user_pool apply to kind = \"shell\" only; a custom driver decides the job's user itself".into());
         }
         (ExecutorKind::Custom, Some(driver)) => Executor::Custom(driver),
         (ExecutorKind::Shell, _) => Executor::Shell {
             shell: section.shell,
         },
     };
+    let chosen = [
+        section.user.is_some(),
+        section.user_from_claim.is_some(),
+        section.user_pool.is_some(),
+    ];
+    if chosen.iter().filter(|set| **set).count() > 1 {
+        return Err("[executor] set one of user, user_from_claim or user_pool, not several".into());
+    }
+    if let Some(pool) = section.user_pool {
+        return finish_executor(
+            kind,
+            section.inject,
+            RunAs::Pool(UidRange::parse(&pool, section.group)?),
+            section.allow_root,
+            section.files_dir,
+        );
+    }
     let run_as = match (section.user, section.user_from_claim) {
         (Some(_), Some(_)) => {
             return Err("[executor] set either user or user_from_claim, not both".into());
@@ -429,16 +523,32 @@ fn check_executor(
         },
         (None, None) => RunAs::Leasehold,
     };
-    if !section.files_dir.is_absolute() {
+    finish_executor(
+        kind,
+        section.inject,
+        run_as,
+        section.allow_root,
+        section.files_dir,
+    )
+}
+
+fn finish_executor(
+    kind: Executor,
+    inject: Option<InjectMode>,
+    run_as: RunAs,
+    allow_root: bool,
+    files_dir: PathBuf,
+) -> Result<ExecutorSettings, String> {
+    if !files_dir.is_absolute() {
         return Err(format!(
             "[executor] files_dir {} must be an absolute path",
-            section.files_dir.display()
+            files_dir.display()
         ));
     }
     // A driver's environment is the driver's, and need not reach the job at all (VMs, ssh,
     // containers): the wrapper script is the delivery that works with any driver and puts no
     // value in it.
-    let inject = section.inject.unwrap_or(match kind {
+    let inject = inject.unwrap_or(match kind {
         // Unused by the docker executor, whose stage file carries the secrets over stdin.
         Executor::Shell { .. } | Executor::Docker(_) => InjectMode::Env,
         Executor::Custom(_) => InjectMode::Script,
@@ -447,7 +557,8 @@ fn check_executor(
         kind,
         inject,
         run_as,
-        files_dir: section.files_dir,
+        allow_root,
+        files_dir,
     })
 }
 
@@ -774,6 +885,44 @@ mod tests {
             .get(Some("https://evil.example.com"))
             .expect_err("invalid");
         assert!(err.contains("[[vault.servers]]"), "{err}");
+    }
+
+    #[test]
+    fn user_pool_is_a_range_of_unused_uids_and_excludes_the_other_job_users() {
+        let parse = |executor: &str| {
+            Config::parse(&format!(
+                "[vault]\naddress = \"https://v\"\n[executor]\n{executor}\n"
+            ))
+        };
+        let c = parse("user_pool = \"20000-20049\"\ngroup = \"ci-pool\"").expect("valid");
+        let RunAs::Pool(range) = &c.executor.run_as else {
+            panic!("not a pool: {:?}", c.executor.run_as)
+        };
+        assert_eq!((range.first, range.last, range.len()), (20000, 20049, 50));
+        assert_eq!(c.executor.run_as.group(), Some("ci-pool"));
+        for (bad, says) in [
+            ("user_pool = \"20000\"", "write it like"),
+            ("user_pool = \"20049-20000\"", "write it like"),
+            ("user_pool = \"0-10\"", "system uid"),
+            ("user_pool = \"65000-65535\"", "system uid"),
+            ("user_pool = \"20000-40000\"", "more than 10000 uids"),
+            ("user_pool = \"20000-20001\"\nuser = \"ci\"", "not several"),
+        ] {
+            let err = parse(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        let err = Config::parse(
+            "[vault]\naddress = \"https://v\"\n[executor]\nkind = \"custom\"\nuser_pool = \"20000-20001\"\n[executor.custom]\nrun_exec = \"/bin/true\"\n",
+        )
+        .expect_err("custom");
+        assert!(err.contains("shell\" only"), "{err}");
+        assert!(!parse("").expect("valid").executor.allow_root);
+        assert!(
+            parse("allow_root = true")
+                .expect("valid")
+                .executor
+                .allow_root
+        );
     }
 
     #[test]

@@ -357,6 +357,14 @@ pub(crate) struct ExecutorSection {
     /// With `user_from_claim`: claim value to local user, for names that differ.
     #[serde(default)]
     pub user_map: std::collections::BTreeMap<String, String>,
+    /// `shell` only: run each job as a uid of its own from this range (`"20000-20049"`); the
+    /// uids need no account and must be used by nothing else on the host.
+    #[serde(default)]
+    pub user_pool: Option<String>,
+    /// `shell` only: let leasehold, running as root without `user`, `user_from_claim` or
+    /// `user_pool`, run job scripts as root, where every job can read every other job's secrets.
+    #[serde(default)]
+    pub allow_root: bool,
     /// Where a job running as another user gets its file secrets and its copy of the script
     /// (0711, owned by root; each stage gets a 0700 directory owned by the job's user).
     #[serde(default = "default_files_dir")]
@@ -578,6 +586,8 @@ impl Default for ExecutorSection {
             user_from_claim: None,
             allowed_users: Vec::new(),
             user_map: std::collections::BTreeMap::new(),
+            user_pool: None,
+            allow_root: false,
             files_dir: default_files_dir(),
             custom: None,
             docker: None,

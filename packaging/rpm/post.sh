@@ -15,6 +15,14 @@ fi
 [ -d /run/leasehold ] || install -d -m 0700 -o root -g root /run/leasehold || :
 [ -d /run/leasehold-files ] || install -d -m 0711 -o root -g root /run/leasehold-files || :
 
+# The packaged config runs jobs as gitlab-runner, which must write the default builds_dir and
+# cache_dir. Only directories this creates are handed over; existing ones are left alone.
+if getent passwd gitlab-runner >/dev/null 2>&1; then
+    for dir in /var/lib/leasehold/builds /var/lib/leasehold/cache; do
+        [ -d "$dir" ] || install -d -m 0750 -o gitlab-runner -g "$(id -gn gitlab-runner)" "$dir" || :
+    done
+fi
+
 # The reaper timer: enabled (and started where systemd runs) on first install only, so that
 # an admin who disabled it keeps it disabled across upgrades.
 if [ -d /run/systemd/system ]; then

@@ -40,6 +40,10 @@ pub(crate) struct ReapReport {
     pub reaped: usize,
     /// Every revocation attempted.
     pub items: Vec<ReapItem>,
+    /// Pool uids given back: (state id, uid).
+    pub released: Vec<(String, u32)>,
+    /// Pool uids that could not be given back: (state id, why).
+    pub unreleased: Vec<(String, String)>,
     /// Every job the reaper took credentials back from (or tried to), for the event file and
     /// the exit status.
     pub jobs: Vec<ReapedJob>,
@@ -68,12 +72,7 @@ pub(crate) struct ReapedJob {
 
 /// Whether a job's state is over and may be reaped.
 pub(crate) fn is_over(journal: &Journal, now: u64, grace: u64) -> bool {
-    journal.status == JobStatus::CleanupFailed
-        || now
-            > journal
-                .created_at
-                .saturating_add(journal.job_timeout_secs)
-                .saturating_add(grace)
+    journal.is_over(now, grace)
 }
 
 /// A reaper client and token for one (server, namespace), or why there is none.
@@ -339,6 +338,18 @@ async fn reap_one(
     credentials: &mut Credentials<'_>,
     report: &mut ReapReport,
 ) -> bool {
+    // The job is over: its pool uid (processes ended, dirs removed) goes back whatever Vault says.
+    match crate::job_user::pool::release_attempt(
+        credentials.config,
+        job.id(),
+        journal.seat.as_ref(),
+    ) {
+        Ok(Some(uid)) => report.released.push((journal.state_id.clone(), uid)),
+        Ok(None) => {}
+        Err(e) => report
+            .unreleased
+            .push((journal.state_id.clone(), e.to_string())),
+    }
     let started = std::time::Instant::now();
     let first_item = report.items.len();
     let reaped = revoke_and_remove(job, &mut journal, credentials, report).await;
@@ -416,6 +427,7 @@ mod tests {
             status,
             sessions: Vec::new(),
             leases: Vec::new(),
+            seat: None,
         }
     }
 

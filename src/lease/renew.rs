@@ -375,6 +375,7 @@ mod tests {
             secrets: Vec::new(),
             deadline,
             run_as: None,
+            seat: None,
             audit: None,
         };
         Renewer::new(config, job_dir, StateKey::generate(), state)

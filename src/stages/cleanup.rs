@@ -113,6 +113,7 @@ async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Re
         return Ok(Outcome::Success);
     }
     let mut journal = job_dir.read_journal()?;
+    give_back_seat(config, &id, journal.seat.as_ref());
     let sealed = match env.state_key.as_ref().map(StateKey::from_hex).transpose()? {
         Some(key) => job_dir.unseal(&key)?,
         None => None,
@@ -155,6 +156,25 @@ async fn revoke_and_remove(config: &crate::config::Config, env: &StageEnv) -> Re
     ));
     record_event(config, &journal, &report, false, started);
     Ok(Outcome::Success)
+}
+
+/// With `[executor] user_pool`: the attempt's uid, once its processes are ended and its
+/// project dir and HOME removed, so that nothing of this job reaches the uid's next job.
+/// Revocation never waits for this: a failure is a warning.
+fn give_back_seat(
+    config: &crate::config::Config,
+    id: &StateId,
+    seat: Option<&crate::state::JournalSeat>,
+) {
+    match crate::job_user::pool::release_attempt(config, id, seat) {
+        Ok(Some(uid)) => joblog::progress(&format!(
+            "leasehold: gave back pool uid {uid} (its processes ended, its dirs removed)"
+        )),
+        Ok(None) => {}
+        Err(e) => joblog::warning(&format!(
+            "could not give back the job's pool uid: {e}; a later prepare or `leasehold reap` takes it back"
+        )),
+    }
 }
 
 /// The job's line in `[events] file`; failing to write it is a warning, never a lost

@@ -21,6 +21,7 @@ use super::{load_config, state_handles};
 
 pub(crate) async fn run(cli: &Cli) -> Result<Outcome> {
     let config = load_config(cli)?;
+    crate::job_user::refuse_root_jobs(&config.executor)?;
     let env = StageEnv::from_env();
     let (id, key) = state_handles(&env)?;
     let root = StateDir::open(&config.state_dir)?;
@@ -38,9 +39,11 @@ pub(crate) async fn run(cli: &Cli) -> Result<Outcome> {
     let tag = job.audit_tag();
     let mut journal = Journal::new(id.as_str(), &tag, unix_now(), job.timeout_secs());
     job_dir.write_journal(&journal)?;
+    let seat = seat_in_pool(&config, &job_dir, &mut journal)?;
     let mut sealed = Sealed {
         deadline: journal.created_at + journal.job_timeout_secs,
         run_as,
+        seat,
         audit: Some(tag),
         ..Sealed::default()
     };
@@ -109,6 +112,31 @@ pub(crate) async fn plan_job(job: &JobResponse, config: &Config) -> Result<(Secr
     }
     report_identity(&identity, &planned);
     Ok((planned.plan, identity))
+}
+
+/// With `[executor] user_pool`: a uid of the job's own, with its project dir (gitlab-runner's
+/// `CI_PROJECT_DIR`) and HOME given to it. Before any Vault request: a full pool costs no login.
+fn seat_in_pool(
+    config: &Config,
+    job_dir: &JobDir,
+    journal: &mut Journal,
+) -> Result<Option<crate::state::Seat>> {
+    let project = std::env::var_os("CUSTOM_ENV_CI_PROJECT_DIR").map(std::path::PathBuf::from);
+    let Some((seat, taken)) =
+        crate::job_user::pool::seat_attempt(config, job_dir, journal, project.as_deref())?
+    else {
+        return Ok(None);
+    };
+    joblog::info(&format!(
+        "leasehold: the job runs as uid {} of the user pool{}; its project dir and HOME are its own (0700)",
+        seat.uid,
+        if taken.reclaimed {
+            ", taken back from a job that is over"
+        } else {
+            ""
+        }
+    ));
+    Ok(Some(seat))
 }
 
 /// With `[executor] user_from_claim`: the local user this job runs as, from its VERIFIED claims
@@ -397,6 +425,7 @@ mod tests {
             status: JobStatus::Preparing,
             sessions: Vec::new(),
             leases: Vec::new(),
+            seat: None,
         };
         let state = Sealed {
             sessions: vec![Session {

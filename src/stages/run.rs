@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::executor::{ExecutorError, WrappedExecutor};
 use crate::exit::Outcome;
 use crate::inject::{Delivery, Recipient, Stage, exposed_secrets};
-use crate::job_user::JobUser;
+use crate::job_user::{Chosen, JobUser};
 use crate::lease::Renewer;
 use crate::mask::MaskSet;
 use crate::protocol::{BuildStage, StageEnv};
@@ -22,6 +22,7 @@ use super::{load_config, state_handles};
 
 pub(crate) async fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Outcome> {
     let config = load_config(cli)?;
+    crate::job_user::refuse_root_jobs(&config.executor)?;
     let stage = BuildStage::parse(stage_name);
     let (id, key) = state_handles(&StageEnv::from_env())?;
     let job_dir = StateDir::open(&config.state_dir)?.job(&id);
@@ -38,7 +39,15 @@ pub(crate) async fn run(cli: &Cli, script: &Path, stage_name: &str) -> Result<Ou
         let code = docker.run_stage(prepared, mask, renewer.run()).await?;
         return Ok(script_outcome(code));
     }
-    let user = JobUser::for_job(&config.executor.run_as, sealed.run_as.as_deref())?;
+    let user = JobUser::for_job(
+        &config.executor.run_as,
+        Chosen {
+            from_claim: sealed.run_as.as_deref(),
+            seat: sealed.seat,
+            id: &id,
+            files_dir: &config.executor.files_dir,
+        },
+    )?;
     let at = Stage {
         stage: &stage,
         script,

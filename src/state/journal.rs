@@ -48,6 +48,22 @@ pub struct Journal {
     /// One entry per lease.
     #[serde(default)]
     pub leases: Vec<JournalLease>,
+    /// With `[executor] user_pool`: the uid this attempt holds and the directories given to it,
+    /// so that cleanup, the reaper or a later prepare can take them back.
+    #[serde(default)]
+    pub seat: Option<JournalSeat>,
+}
+
+/// A pool uid held by a job attempt, and what was handed to it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JournalSeat {
+    /// The uid.
+    pub uid: u32,
+    /// Its group.
+    pub gid: u32,
+    /// The directories created for it (project dir, its `.tmp` sibling, its HOME).
+    #[serde(default)]
+    pub dirs: Vec<std::path::PathBuf>,
 }
 
 /// A token, by accessor.
@@ -98,7 +114,19 @@ impl Journal {
             status: JobStatus::Preparing,
             sessions: Vec::new(),
             leases: Vec::new(),
+            seat: None,
         }
+    }
+
+    /// Whether the job is over: its cleanup failed, or its state is older than the job's
+    /// timeout plus `grace` (gitlab-runner would have ended it by then).
+    pub fn is_over(&self, now: u64, grace: u64) -> bool {
+        self.status == JobStatus::CleanupFailed
+            || now
+                > self
+                    .created_at
+                    .saturating_add(self.job_timeout_secs)
+                    .saturating_add(grace)
     }
 
     /// The labels of the job's requests, for the reaper.

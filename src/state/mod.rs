@@ -26,8 +26,8 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use dir::{JobDir, StateDir, StateId};
-pub use journal::{JobStatus, Journal, JournalLease, JournalSession};
-pub use sealed::{Lease, Sealed, Session, StateKey, StoredSecret, is_sts_lease};
+pub use journal::{JobStatus, Journal, JournalLease, JournalSeat, JournalSession};
+pub use sealed::{Lease, Sealed, Seat, Session, StateKey, StoredSecret, is_sts_lease};
 
 use crate::private_fs::FsError;
 

@@ -70,9 +70,21 @@ pub struct Sealed {
     /// The local user the job runs as, when chosen from its verified claims at prepare.
     #[serde(default)]
     pub run_as: Option<String>,
+    /// The pool uid (and gid) the job runs as, with `[executor] user_pool`.
+    #[serde(default)]
+    pub seat: Option<Seat>,
     /// The job, as every request made for it is labelled in Vault's audit log.
     #[serde(default)]
     pub audit: Option<crate::vault::AuditTag>,
+}
+
+/// A uid and gid from `[executor] user_pool`, held by one job attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seat {
+    /// The uid.
+    pub uid: u32,
+    /// The gid.
+    pub gid: u32,
 }
 
 impl Sealed {

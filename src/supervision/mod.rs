@@ -17,6 +17,7 @@
 //! stdout.
 
 pub(crate) mod signals;
+pub(crate) mod sweep;
 pub(crate) mod sys;
 
 use std::future::Future;

@@ -54,6 +54,29 @@ pub(super) fn drop_privileges(command: &mut std::process::Command, ids: &super::
     }
 }
 
+/// After [`drop_privileges`] (registered first, so it runs first): `kill(-1, SIGKILL)`, which
+/// ends every process `uid` may signal, i.e. its own, and never the caller.
+pub(super) fn signal_every_process_after_drop(
+    command: &mut std::process::Command,
+    uid: nix::unistd::Uid,
+) {
+    // SAFETY: runs between fork and exec. getuid(2), geteuid(2) and kill(2) are async-signal-safe
+    // system calls; the closure allocates nothing and takes no lock.
+    unsafe {
+        command.pre_exec(move || {
+            // Only once the drop took: as root, kill(-1) would end every process on the host.
+            let (real, effective) = (nix::unistd::getuid(), nix::unistd::geteuid());
+            if real.is_root() || real != uid || effective != uid {
+                return Err(std::io::Error::other("the privilege drop did not take"));
+            }
+            match nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        });
+    }
+}
+
 static LAST_SENDER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 fn remember_sender(info: &nix::libc::siginfo_t) {

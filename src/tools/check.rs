@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::bindings::FixedLogin;
 use crate::cli::Cli;
-use crate::config::Config;
+use crate::config::{Config, Executor, RunAs};
 use crate::error::{Error, Result};
 use crate::exit::Outcome;
 use crate::identity::Verifier;
@@ -73,6 +73,8 @@ pub(crate) enum Level {
     Problem,
     /// Information, or what could not be checked.
     Note,
+    /// Works, but less safely than it could: jobs are not isolated from each other.
+    Warning,
 }
 
 /// The findings, in order.
@@ -102,6 +104,7 @@ impl Report {
                 Level::Ok => "ok",
                 Level::Problem => "problem",
                 Level::Note => "note",
+                Level::Warning => "warning",
             };
             out.push_str(&format!("{tag:<8} {text}\n"));
         }
@@ -145,11 +148,62 @@ pub(crate) async fn check(path: &Path, token: Option<&SecretString>, now: u64) -
             config.policy.job_declarations.as_str(),
         ),
     );
+    check_isolation(&config, &mut report);
     check_gitlab(&config, now, &mut report).await;
     for (server, targets) in targets(&config, &mut report) {
         check_server(&config, &server, &targets, token, &mut report).await;
     }
     report
+}
+
+/// Whether one job can read another's processes (`/proc/<pid>/environ`: live secrets; the
+/// state key in its leasehold's environment) or files, in this executor setup. docs/security.md
+/// has the same table.
+fn check_isolation(config: &Config, report: &mut Report) {
+    let executor = &config.executor;
+    if !matches!(executor.kind, Executor::Shell { .. }) {
+        report.push(
+            Level::Note,
+            "executor: the custom driver decides where jobs run and how they are isolated from each other",
+        );
+        return;
+    }
+    let euid = nix::unistd::geteuid();
+    match &executor.run_as {
+        RunAs::Pool(range) => report.push(
+            Level::Ok,
+            format!(
+                "executor: every job runs as a uid of its own from user_pool {range} ({} uids), its project dir and HOME 0700; concurrent jobs cannot read each other's processes or files",
+                range.len()
+            ),
+        ),
+        RunAs::User { name, .. } => report.push(
+            Level::Warning,
+            format!(
+                "executor: every job runs as {name}: concurrent jobs of that one user can read each other's /proc/<pid>/environ (their secrets) and files; use [executor] user_pool to give each job a uid of its own"
+            ),
+        ),
+        RunAs::FromClaim { claim, .. } => report.push(
+            Level::Warning,
+            format!(
+                "executor: jobs run as the local user their {claim} claim maps to: concurrent jobs mapped to one user can read each other's /proc/<pid>/environ (their secrets) and files; use [executor] user_pool for a uid per job"
+            ),
+        ),
+        RunAs::Leasehold if executor.allow_root => report.push(
+            Level::Warning,
+            "executor: allow_root = true: when leasehold runs as root (gitlab-runner's service), jobs run as root and every job can read every other job's state key, secrets and files; set [executor] user or user_pool",
+        ),
+        RunAs::Leasehold if euid.is_root() => report.push(
+            Level::Problem,
+            "executor: [executor] names no job user and leasehold runs as root here: prepare refuses every job; set [executor] user (e.g. \"gitlab-runner\") or user_pool, or allow_root = true to accept that jobs run as root",
+        ),
+        RunAs::Leasehold => report.push(
+            Level::Warning,
+            format!(
+                "executor: jobs run as leasehold's own user (uid {euid} here): concurrent jobs can read each other's /proc/<pid>/environ (their secrets) and files, and the state dir; run gitlab-runner as root with [executor] user_pool to isolate them"
+            ),
+        ),
+    }
 }
 
 async fn check_gitlab(config: &Config, now: u64, report: &mut Report) {
@@ -638,7 +692,7 @@ mod tests {
         std::fs::write(
             &path,
             format!(
-                "state_dir = \"{}\"\n[vault]\naddress = \"{vault}\"\nrole = \"ci\"\nretries = 0\ntimeout_seconds = 2\n[gitlab]\nurl = \"{gitlab}\"\naudiences = [\"https://bao.example.com\"]\n",
+                "state_dir = \"{}\"\n[vault]\naddress = \"{vault}\"\nrole = \"ci\"\nretries = 0\ntimeout_seconds = 2\n[gitlab]\nurl = \"{gitlab}\"\naudiences = [\"https://bao.example.com\"]\n[executor]\nuser_pool = \"20000-20049\"\n",
                 dir.join("state").display()
             ),
         )
@@ -764,6 +818,48 @@ mod tests {
         let report = check_against(&vault.uri(), &gitlab, None).await;
         assert_eq!(report.problems(), 0, "{}", report.render());
         assert!(report.render().contains("no Vault token (set VAULT_TOKEN or --token-file), so auth mounts auth/jwt and their roles were not checked"));
+    }
+
+    #[test]
+    fn every_setup_in_which_jobs_can_read_each_other_is_named() {
+        let findings = |executor: &str| {
+            let config = Config::parse(&format!(
+                "[vault]\naddress = \"https://v.example.com\"\n[gitlab]\nurl = \"https://g.example.com\"\n[executor]\n{executor}\n"
+            ))
+            .expect("valid");
+            let mut report = Report::default();
+            check_isolation(&config, &mut report);
+            report.lines
+        };
+        let one = |executor: &str| {
+            let lines = findings(executor);
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            lines[0].clone()
+        };
+        let (level, text) = one("user_pool = \"20000-20049\"");
+        assert_eq!(level, Level::Ok, "{text}");
+        assert!(text.contains("50 uids"), "{text}");
+        let (level, text) = one("user = \"gitlab-runner\"");
+        assert_eq!(level, Level::Warning, "{text}");
+        assert!(text.contains("every job runs as gitlab-runner: concurrent jobs of that one user can read each other's /proc/<pid>/environ"), "{text}");
+        let (level, text) = one("user_from_claim = \"user_login\"\nallowed_users = [\"ci-*\"]");
+        assert_eq!(level, Level::Warning, "{text}");
+        let (level, text) = one("allow_root = true");
+        assert_eq!(level, Level::Warning, "{text}");
+        assert!(
+            text.contains("every job can read every other job's state key"),
+            "{text}"
+        );
+        let (level, text) = one("shell = \"bash\"");
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(level, Level::Problem, "{text}");
+            assert!(text.contains("prepare refuses every job"), "{text}");
+        } else {
+            assert_eq!(level, Level::Warning, "{text}");
+            assert!(text.contains("jobs run as leasehold's own user"), "{text}");
+        }
+        let (level, _) = one("kind = \"custom\"\n[executor.custom]\nrun_exec = \"/bin/true\"");
+        assert_eq!(level, Level::Note);
     }
 
     #[tokio::test]

@@ -29,6 +29,14 @@ pub(crate) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
             _ => joblog::progress(&format!("{}: {line}", item.state_id)),
         }
     }
+    for (state_id, uid) in &report.released {
+        joblog::progress(&format!("{state_id}: gave back pool uid {uid}"));
+    }
+    for (state_id, why) in &report.unreleased {
+        joblog::info(&format!(
+            "{state_id}: could not give back its pool uid: {why}"
+        ));
+    }
     joblog::progress(&format!(
         "leasehold reap: {} job states examined, {} still running (left alone), {} reaped",
         report.examined, report.running, report.reaped
@@ -64,7 +72,8 @@ pub(crate) async fn run(cli: &Cli, dry_run: bool) -> Result<Outcome> {
         .items
         .iter()
         .filter(|item| matches!(item.outcome, RevocationOutcome::Failed(_)))
-        .count();
+        .count()
+        + report.unreleased.len();
     Ok(Outcome::Findings {
         problems: failures.max(report.jobs.len()) + container_problems,
     })

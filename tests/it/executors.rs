@@ -116,6 +116,7 @@ impl World {
             builds = self.dir.path().join("builds"),
             cache = self.dir.path().join("cache"),
             addr = self.bao.addr(),
+            tables = crate::support::allowing_root(tables),
         );
         std::fs::write(&path, text).expect("write config");
         path

@@ -83,7 +83,7 @@ impl Lab {
              [vault]\naddress = \"{1}\"\nrole = \"ci\"\n\n{2}",
             dir.path().display(),
             bao.addr(),
-            extra_config
+            crate::support::allowing_root(extra_config)
         );
         std::fs::write(&config, text).expect("write config");
         Lab {

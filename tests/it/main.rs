@@ -14,6 +14,7 @@ mod fleet;
 mod harness;
 mod hostile;
 mod identity;
+mod isolation;
 mod leases;
 mod masking;
 mod paths;

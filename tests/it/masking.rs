@@ -82,6 +82,7 @@ impl Setup {
             self.path("builds").display(),
             self.path("cache").display(),
             self.bao.addr(),
+            extra = crate::support::allowing_root(extra),
         );
         std::fs::write(self.config_path(), text).expect("write config");
         std::fs::set_permissions(self.config_path(), std::fs::Permissions::from_mode(0o644))

@@ -681,7 +681,10 @@ fn the_reaper_revokes_and_names_the_token_of_a_crashed_job() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("still had 2 tokens and 0 leases"), "{stdout}");
+    assert!(
+        stdout.contains("still had 2 tokens and 0 leases"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains(&format!(
             "revoked token {accessor} (job token for VAULT_TOKEN)"

@@ -87,6 +87,30 @@ pub(crate) fn leasehold_bin() -> PathBuf {
     }
 }
 
+/// `tables` (the TOML tables of an executor config, after its top-level keys) with
+/// `[executor] allow_root = true` added: the tests run as root, and most of them run their
+/// jobs as root, which leasehold refuses unless the config opts in (docs/security.md). Into an
+/// `[executor]` table `tables` already has, else as a table of its own at the end. Every test
+/// config writer passes its tables through here; a test of the refusal writes its own.
+pub(crate) fn allowing_root(tables: &str) -> String {
+    let mut out = String::with_capacity(tables.len() + 40);
+    let mut added = false;
+    for line in tables.split_inclusive('\n') {
+        out.push_str(line);
+        if !added && line.trim() == "[executor]" {
+            if !line.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str("allow_root = true\n");
+            added = true;
+        }
+    }
+    if !added {
+        out.push_str("\n[executor]\nallow_root = true\n");
+    }
+    out
+}
+
 /// `tests/fixtures/<name>` in the source tree.
 pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

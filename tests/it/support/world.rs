@@ -96,6 +96,7 @@ impl World {
             state = root.join("state").display(),
             builds = root.join("builds").display(),
             cache = root.join("cache").display(),
+            extra = super::allowing_root(extra),
         );
         std::fs::write(self.config_path(), text).expect("write config");
     }

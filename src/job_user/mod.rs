@@ -3,14 +3,37 @@
 //! The order is fixed by POSIX semantics: supplementary groups first (only root may set them),
 //! then the group, then the user, in the forked child before exec (see `supervision`).
 //! The group list is computed here, in the parent, because NSS lookups are not safe after fork.
+//!
+//! - [`pool`]: `[executor] user_pool`, a uid of its own per job attempt;
+//! - [`build_dir`]: the directories handed to a pool uid, reached without following symlinks.
 
-use std::path::PathBuf;
+pub(crate) mod build_dir;
+pub(crate) mod pool;
+
+use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Group, Uid, User};
 
-use crate::config::RunAs;
+use crate::config::{Executor, ExecutorSettings, RunAs};
 use crate::exit::FailureKind;
+use crate::state::{Seat, StateId};
 use crate::supervision::UserIds;
+
+/// Refuses to run job scripts as root unless the admin opted in: with the shell executor, no
+/// job user and leasehold running as root, every job could read every other job's state key
+/// (in its leasehold's environment), its secrets and its files. Checked by prepare before any
+/// Vault request, and by run; cleanup and reap never depend on it.
+pub(crate) fn refuse_root_jobs(executor: &ExecutorSettings) -> Result<(), JobUserError> {
+    let jobs_as_root = matches!(executor.kind, Executor::Shell { .. })
+        && matches!(executor.run_as, RunAs::Leasehold)
+        && nix::unistd::geteuid().is_root();
+    if jobs_as_root && !executor.allow_root {
+        return Err(JobUserError::Host(
+            "refusing to run the job as root: leasehold runs as root and [executor] names no job user, so every job could read every other job's secrets; set [executor] user (e.g. \"gitlab-runner\") or user_pool, or allow_root = true to accept that".into(),
+        ));
+    }
+    Ok(())
+}
 
 /// A resolved local user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,27 +123,85 @@ pub(crate) fn user_from_claim(
     Ok(user.to_owned())
 }
 
+/// What prepare decided about the job's user, as its sealed state recorded it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chosen<'a> {
+    /// The user picked from the verified claims (`user_from_claim`).
+    pub from_claim: Option<&'a str>,
+    /// The pool uid the attempt holds (`user_pool`).
+    pub seat: Option<Seat>,
+    /// The attempt.
+    pub id: &'a StateId,
+    /// `[executor] files_dir`, where a pool uid's HOME is.
+    pub files_dir: &'a Path,
+}
+
 impl JobUser {
-    /// The user this job's processes run as: the one chosen from its verified claims at
-    /// prepare (`chosen`), else the configured `[executor] user`; `None`: leasehold's own user.
+    /// The user this job's processes run as: its pool uid, the one chosen from its verified
+    /// claims at prepare, else the configured `[executor] user`; `None`: leasehold's own user
+    /// (also when `[executor] user` names leasehold's own user and leasehold is not root).
     pub(crate) fn for_job(
         run_as: &RunAs,
-        chosen: Option<&str>,
+        chosen: Chosen<'_>,
     ) -> Result<Option<Self>, JobUserError> {
+        if let RunAs::Pool(range) = run_as {
+            let seat = chosen.seat.ok_or_else(|| {
+                JobUserError::Host(format!(
+                    "the job's state holds no uid of [executor] user_pool {range}: was the config changed after prepare?"
+                ))
+            })?;
+            return JobUser::for_seat(seat, pool::home_of(chosen.files_dir, chosen.id)).map(Some);
+        }
         let fixed = match run_as {
             RunAs::User { name, .. } => Some(name.as_str()),
             _ => None,
         };
-        let Some(name) = chosen.or(fixed) else {
+        let Some(name) = chosen.from_claim.or(fixed) else {
             return Ok(None);
         };
-        if !nix::unistd::geteuid().is_root() {
+        let euid = nix::unistd::geteuid();
+        if !euid.is_root() {
+            if User::from_name(name)
+                .ok()
+                .flatten()
+                .is_some_and(|u| u.uid == euid)
+            {
+                return Ok(None);
+            }
             return Err(JobUserError::Host(format!(
-                "[executor] user {name} needs leasehold to run as root (it runs as uid {})",
-                nix::unistd::geteuid()
+                "[executor] user {name} needs leasehold to run as root (it runs as uid {euid})"
             )));
         }
         JobUser::lookup(name, run_as.group()).map(Some)
+    }
+
+    /// A pool uid: no account needed. Its only group is its gid; its name is the account's
+    /// when one exists, else the uid's number; its HOME is the attempt's own.
+    pub(crate) fn for_seat(seat: Seat, home: PathBuf) -> Result<Self, JobUserError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(JobUserError::Host(format!(
+                "[executor] user_pool needs leasehold to run as root (it runs as uid {})",
+                nix::unistd::geteuid()
+            )));
+        }
+        if seat.uid == 0 || seat.gid == 0 {
+            return Err(JobUserError::Host(
+                "refusing to run a pool job as root's uid or gid".into(),
+            ));
+        }
+        let uid = Uid::from_raw(seat.uid);
+        let gid = Gid::from_raw(seat.gid);
+        let name = User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map_or_else(|| seat.uid.to_string(), |u| u.name);
+        Ok(JobUser {
+            name,
+            uid,
+            gid,
+            groups: vec![gid],
+            home,
+        })
     }
 }
 
