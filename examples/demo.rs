@@ -113,7 +113,7 @@ TLS_KEY:
         "the password never reached the job log",
         !outcome.raw_log.contains("s3cr3t-demo-password"),
     );
-    let accessor = accessor_in(&outcome.raw_log);
+    let accessor = accessor_in(&outcome.cleanup_output);
     check(
         &mut ok,
         "the job's Vault token is revoked",
