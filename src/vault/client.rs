@@ -894,6 +894,7 @@ impl VaultClient {
         let count = urls.len();
         let mut node = self.preferred.load(Ordering::Relaxed) % count;
         let (mut sent, mut rounds) = (0u32, 0u32);
+        let mut first_failure: Option<Instant> = None;
         loop {
             let mut failover_round = true;
             let mut last_status: Option<(Reply, usize)> = None;
@@ -914,6 +915,15 @@ impl VaultClient {
                 let failure = match self.verdict(result, call)? {
                     Verdict::Done(reply) => {
                         self.preferred.store(node, Ordering::Relaxed);
+                        if let Some(at) = first_failure {
+                            tracing::info!(
+                                address = %self.label(node),
+                                path = call.path,
+                                "Vault answered after {} failed attempts, {} ms after the first failure",
+                                sent - 1,
+                                at.elapsed().as_millis()
+                            );
+                        }
                         return Ok((reply, node));
                     }
                     Verdict::Failover(failure) => failure,
@@ -933,7 +943,8 @@ impl VaultClient {
                         detail
                     }
                 };
-                tracing::warn!(
+                first_failure.get_or_insert_with(Instant::now);
+                tracing::info!(
                     address = %self.label(node),
                     path = call.path,
                     attempt = sent,
@@ -970,7 +981,13 @@ impl VaultClient {
             tracing::warn!(
                 address = %self.spec.address,
                 path = call.path,
-                "retrying in {} ms",
+                attempt = sent,
+                "Vault request failed ({}); retrying in {} ms",
+                last_status
+                    .as_ref()
+                    .map(|(reply, _)| format!("status {}", reply.status.as_u16()))
+                    .or_else(|| last_transport.as_ref().map(|(detail, _)| detail.clone()))
+                    .unwrap_or_default(),
                 delay.as_millis()
             );
             tokio::time::sleep(delay).await;
@@ -1038,7 +1055,21 @@ impl VaultClient {
                 source = cause.source();
             }
         }
-        classify_reqwest(error)
+        match classify_reqwest(error) {
+            // A standby's redirect to the dead leader fails there, not at the standby.
+            AttemptError::Transport(detail)
+                if error
+                    .url()
+                    .is_some_and(|at| Origin::of(at) != Origin::of(url)) =>
+            {
+                let at = error
+                    .url()
+                    .map(|at| at.origin().ascii_serialization())
+                    .unwrap_or_default();
+                AttemptError::Transport(format!("redirected to {at}: {detail}"))
+            }
+            other => other,
+        }
     }
 
     fn label_of(&self, url: &Url) -> String {

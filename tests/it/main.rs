@@ -10,6 +10,7 @@ mod architecture;
 mod core;
 mod executors;
 mod fleet;
+mod ha;
 mod harness;
 mod hostile;
 mod identity;
