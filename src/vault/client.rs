@@ -126,8 +126,9 @@ impl Default for RequestLimit {
 
 /// First retry delay, doubled per attempt.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
-/// Longest delay between two attempts.
-const BACKOFF_CAP: Duration = Duration::from_secs(2);
+/// Longest delay between two attempts (±50 %): an election is over within seconds, and a
+/// longer pause would add most of itself to the downtime a job sees.
+const BACKOFF_CAP: Duration = Duration::from_secs(1);
 /// A connection that has not been made in this long will not be made; the rest of `timeout` is
 /// better spent on a retry.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

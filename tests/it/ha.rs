@@ -118,10 +118,22 @@ fn jobs_ride_out_the_active_node_being_killed() {
     ]);
     let leader_pid = cluster.pid(first);
     let killed_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
-    let (outcome_a, outcome_b) = std::thread::scope(|scope| {
+    let (outcome_a, outcome_b, election) = std::thread::scope(|scope| {
         let world = &world;
         let job_b = &job_b;
+        let cluster = &cluster;
         let b = scope.spawn(move || world.runner().run_job(job_b, opts().concurrent_id(1)));
+        // The cluster's own view: from the kill to a live node saying it is active.
+        let killed = killed_at.clone();
+        let probe = scope.spawn(move || {
+            let at = wait_for("the kill", Duration::from_secs(120), || {
+                *killed.lock().expect("lock")
+            });
+            wait_for("a new active node", Duration::from_secs(60), || {
+                cluster.active().filter(|&n| n != first)
+            });
+            at.elapsed()
+        });
         wait_for("job B's script", Duration::from_secs(60), || {
             running_marker.exists().then_some(())
         });
@@ -139,7 +151,7 @@ fn jobs_ride_out_the_active_node_being_killed() {
                 std::fs::write(&marker, b"").expect("marker");
             }),
         );
-        (a, b.join().expect("job B"))
+        (a, b.join().expect("job B"), probe.join().expect("probe"))
     });
     cluster.kill(first);
     assert!(
@@ -207,8 +219,9 @@ fn jobs_ride_out_the_active_node_being_killed() {
         outcome_b.cleanup_output
     );
     eprintln!(
-        "failover: job A prepare recovered after {seen_a:?} ms, job B cleanup after {seen_b:?} ms; \
-         runner-level prepare retries: {}",
+        "failover: new active node {} ms after the kill; job A prepare recovered after {seen_a:?} ms, \
+         job B cleanup after {seen_b:?} ms (first failed request to success); runner-level prepare retries: {}",
+        election.as_millis(),
         outcome_a.stages_named("prepare_exec").len() + outcome_b.stages_named("prepare_exec").len()
             - 2
     );
