@@ -901,12 +901,16 @@ impl VaultClient {
             let mut last_status: Option<(Reply, usize)> = None;
             let mut last_transport: Option<(String, usize)> = None;
             for _ in 0..count {
-                let timeout = hard.map_or(self.spec.timeout, |h| {
-                    self.spec
+                // The first attempt always gets the full timeout: even past the deadline one
+                // answer says more (Vault's "token is expired") than none.
+                let timeout = match hard {
+                    Some(h) if sent > 0 => self
+                        .spec
                         .timeout
                         .min(h.saturating_duration_since(Instant::now()))
-                        .max(Duration::from_millis(100))
-                });
+                        .max(Duration::from_millis(100)),
+                    _ => self.spec.timeout,
+                };
                 // Held for the exchange only, not across the backoff below. The semaphore is
                 // never closed; if it were, the request would go out uncapped rather than never.
                 let permit = self.spec.limit.permits.acquire().await.ok();
