@@ -75,6 +75,8 @@ pub(crate) struct VaultSettings {
     pub timeout: Duration,
     /// How many times a request is retried when Vault is unreachable or answers 5xx.
     pub retries: u32,
+    /// How long a request rides out an election (unreachable, sealed, standby, 503, 429).
+    pub failover_wait: Duration,
     /// The cap on requests in flight, per server (by [`address_key`]); every client made from
     /// this config for one server shares it.
     pub limits: BTreeMap<String, RequestLimit>,
@@ -348,6 +350,7 @@ impl Config {
                 jwt_login_path,
                 timeout: Duration::from_secs(file.vault.timeout_seconds.max(1)),
                 retries: file.vault.retries,
+                failover_wait: Duration::from_secs(file.vault.failover_wait_seconds),
                 limits,
                 default_limit: file.vault.max_concurrent_requests,
             },
@@ -373,7 +376,13 @@ impl Config {
             .get(&address_key(&server.address))
             .cloned()
             .unwrap_or_else(|| RequestLimit::new(self.vault.default_limit));
-        server.spec(namespace, self.vault.timeout, self.vault.retries, limit)
+        server.spec(
+            namespace,
+            self.vault.timeout,
+            self.vault.retries,
+            self.vault.failover_wait,
+            limit,
+        )
     }
 
     /// Where logins go unless a job or binding says otherwise.
@@ -386,14 +395,24 @@ impl Config {
     }
 }
 
+/// The longest `failover_wait_seconds`: gitlab-runner's stage timeouts are the real bound.
+const MAX_FAILOVER_WAIT_SECONDS: u64 = 600;
+
 /// The most requests a config may allow in flight to one server.
 const MAX_CONCURRENT_REQUESTS: usize = 1024;
 
 fn check_servers(
     vault: &config_file::VaultSection,
 ) -> Result<(Servers, BTreeMap<String, RequestLimit>), String> {
+    if vault.failover_wait_seconds > MAX_FAILOVER_WAIT_SECONDS {
+        return Err(format!(
+            "[vault] failover_wait_seconds must be at most {MAX_FAILOVER_WAIT_SECONDS} (an election takes seconds), not {}",
+            vault.failover_wait_seconds
+        ));
+    }
     let default = config_file::ServerSection {
         address: vault.address.clone(),
+        nodes: vault.nodes.clone(),
         namespace: vault.namespace.clone(),
         ca_file: vault.ca_file.clone(),
         client_cert: vault.client_cert.clone(),
@@ -406,6 +425,19 @@ fn check_servers(
     for server in std::iter::once(&default).chain(&vault.servers) {
         crate::vault::check_address(&server.address, server.allow_http)
             .map_err(|e| e.to_string())?;
+        let mut nodes: Vec<String> = Vec::with_capacity(server.nodes.len());
+        for node in &server.nodes {
+            crate::vault::check_address(node, server.allow_http)
+                .map_err(|e| format!("server {} nodes: {e}", server.address))?;
+            let node = node.trim().trim_end_matches('/').to_owned();
+            if nodes.iter().any(|n| address_key(n) == address_key(&node)) {
+                return Err(format!(
+                    "server {} lists node {node} twice in nodes",
+                    server.address
+                ));
+            }
+            nodes.push(node);
+        }
         if server.client_cert.is_some() != server.client_key.is_some() {
             return Err(format!(
                 "server {}: client_cert and client_key must be set together",
@@ -433,6 +465,7 @@ fn check_servers(
             .or_insert_with(|| RequestLimit::new(max));
         checked.push(Server {
             address: server.address.clone(),
+            nodes,
             namespace,
             ca_file: server.ca_file.clone(),
             client_cert: server.client_cert.clone(),
@@ -755,6 +788,46 @@ mod tests {
                 err.contains("max_concurrent_requests must be between 1 and 1024"),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn a_server_may_list_its_nodes_and_keeps_its_address_as_identity() {
+        let c = Config::parse(&format!(
+            "{MINIMAL}nodes = [\"https://vault-1.example.com:8200/\", \"https://vault-2.example.com:8200\"]\n\
+             [[vault.servers]]\naddress = \"https://b.example.com\"\nnodes = [\"https://b-1.example.com\"]\n"
+        ))
+        .expect("valid");
+        let spec = c.server_spec(c.servers.default_server(), None);
+        assert_eq!(spec.address, "https://vault.example.com");
+        assert_eq!(
+            spec.nodes,
+            [
+                "https://vault-1.example.com:8200",
+                "https://vault-2.example.com:8200"
+            ]
+        );
+        assert_eq!(spec.failover_wait, Duration::from_secs(30));
+        assert!(c.servers.find("https://b.example.com").is_some());
+        assert!(c.servers.find("https://b-1.example.com").is_none());
+        let c = Config::parse(&format!("{MINIMAL}failover_wait_seconds = 0\n")).expect("valid");
+        assert_eq!(c.vault.failover_wait, Duration::ZERO);
+        for (extra, message) in [
+            (
+                "nodes = [\"http://10.0.0.1:8200\"]\n",
+                "server https://vault.example.com nodes: Vault address http://10.0.0.1:8200 uses plain http",
+            ),
+            (
+                "nodes = [\"https://a:1\", \"https://A:1/\"]\n",
+                "lists node https://A:1 twice",
+            ),
+            (
+                "failover_wait_seconds = 3600\n",
+                "failover_wait_seconds must be at most 600",
+            ),
+        ] {
+            let err = Config::parse(&format!("{MINIMAL}{extra}")).expect_err(extra);
+            assert!(err.contains(message), "{extra}: {err}");
         }
     }
 

@@ -236,6 +236,9 @@ fn default_approle_mount() -> String {
 pub(crate) struct VaultSection {
     /// The default server's address, e.g. `https://vault.example.com:8200`.
     pub address: String,
+    /// The default server's node addresses, tried in turn (a cluster without a load balancer).
+    #[serde(default)]
+    pub nodes: Vec<String>,
     /// The default server's namespace (a job's `VAULT_NAMESPACE` overrides it).
     #[serde(default)]
     pub namespace: Option<String>,
@@ -266,6 +269,10 @@ pub(crate) struct VaultSection {
     /// How many times a request is retried when Vault is unreachable or answers 5xx.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// How long a request keeps being retried while the server is unreachable, sealed, a
+    /// standby without an active node, or answers 503/429 (an HA election), in seconds.
+    #[serde(default = "default_failover_wait_seconds")]
+    pub failover_wait_seconds: u64,
     /// How many requests one leasehold process sends to one server at a time (for the default
     /// server, and for every `[[vault.servers]]` entry that sets none itself).
     #[serde(default = "default_max_concurrent_requests")]
@@ -281,6 +288,9 @@ pub(crate) struct VaultSection {
 pub(crate) struct ServerSection {
     /// `https://vault.example.com:8200`.
     pub address: String,
+    /// The server's node addresses, tried in turn (a cluster without a load balancer).
+    #[serde(default)]
+    pub nodes: Vec<String>,
     /// Namespace used when the job sets no `VAULT_NAMESPACE`.
     #[serde(default)]
     pub namespace: Option<String>,
@@ -517,6 +527,9 @@ fn default_timeout_seconds() -> u64 {
 }
 fn default_retries() -> u32 {
     3
+}
+fn default_failover_wait_seconds() -> u64 {
+    30
 }
 fn default_max_concurrent_requests() -> usize {
     16

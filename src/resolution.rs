@@ -50,7 +50,11 @@ pub(crate) async fn execute(
         .iter()
         .map(|login| {
             VaultClient::new(&config.server_spec(&login.server, login.namespace.clone()))
-                .map(|client| client.for_job(state.audit.as_ref()))
+                .map(|client| {
+                    client
+                        .for_job(state.audit.as_ref())
+                        .until((state.deadline > 0).then_some(state.deadline))
+                })
                 .map_err(|source| ResolutionError::Vault {
                     context: format!("configuring the client for {}", login.server.address),
                     source: Box::new(source),
@@ -71,12 +75,15 @@ pub(crate) async fn execute(
 
     let logins = join_all(plan.logins.iter().zip(&clients).zip(&tokens).map(
         |((login, client), jwt)| async move {
+            // Past its exp the ID token is refused: waiting out an election longer is useless.
+            let expires = peek_claims(jwt).ok().and_then(|claims| claims.exp);
             client
                 .jwt_login(
                     &login.auth_mount,
                     &config.vault.jwt_login_path,
                     login.role.as_deref(),
                     jwt,
+                    expires,
                 )
                 .await
         },
@@ -790,6 +797,7 @@ mod tests {
             VaultError::Unreachable {
                 address: "https://vault.example".into(),
                 attempts: 3,
+                waited: 1,
                 detail: "connection refused".into(),
             },
         );

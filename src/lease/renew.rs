@@ -462,6 +462,51 @@ mod tests {
         );
     }
 
+    /// An election during the job: the renewal waits for the new active node instead of
+    /// failing and leaving the lease to expire before its next try.
+    #[tokio::test]
+    async fn a_renewal_rides_out_an_election_across_the_nodes() {
+        use wiremock::matchers::{method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let dead = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            format!("http://{}", listener.local_addr().expect("addr"))
+        };
+        let standby = MockServer::start().await;
+        Mock::given(method("PUT"))
+            .and(path("/v1/sys/leases/renew"))
+            .respond_with(
+                ResponseTemplate::new(503).set_body_json(
+                    serde_json::json!({"errors": ["no active Vault instance found"]}),
+                ),
+            )
+            .up_to_n_times(3)
+            .expect(3)
+            .mount(&standby)
+            .await;
+        Mock::given(method("PUT"))
+            .and(path("/v1/sys/leases/renew"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!(
+                {"lease_id": "database/creds/x/1", "lease_duration": 120, "renewable": true}
+            )))
+            .expect(1)
+            .mount(&standby)
+            .await;
+        let mut r = renewer(30, 1000 + 3600, true);
+        r.config = Config::parse(&format!(
+            "[vault]\naddress = \"http://127.0.0.1:1\"\nnodes = [\"{dead}\", \"{}\"]\nretries = 0\nfailover_wait_seconds = 20\n",
+            standby.uri()
+        ))
+        .expect("config");
+        r.state.sessions[0].server = r.config.servers.default_server().clone();
+        r.renew_lease(0, Duration::from_secs(120)).await;
+        assert_eq!(
+            r.state.leases[0].ttl, 120,
+            "renewed once the election was over"
+        );
+        assert!(r.retry_at.is_empty(), "no failure recorded");
+    }
+
     #[test]
     fn formats_time() {
         assert_eq!(format_time(86_400 + 3661), "01:01:01 UTC");

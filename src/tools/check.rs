@@ -324,6 +324,7 @@ async fn check_server(
     };
     let mut spec = config.server_spec(server, targets.namespace.clone());
     spec.retries = 0;
+    spec.failover_wait = std::time::Duration::ZERO;
     let client = match VaultClient::new(&spec) {
         Ok(client) => client,
         Err(e) => {

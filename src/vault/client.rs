@@ -7,9 +7,18 @@
 //! - **Whose fault a failure is.** Transport errors, 5xx and 429 are retried with jittered
 //!   exponential backoff and then reported as infrastructure failures; 4xx are refusals and are
 //!   never retried, because the answer will not change.
+//! - **How long to wait for a cluster.** While an HA cluster elects a new active node, its
+//!   nodes refuse connections, answer 503, 429, "sealed", or, as a standby that cannot reach
+//!   the old leader, 500 "local node not active" or a 307 to the dead node. Those answers (and
+//!   transport failures) are retried, node after node, for up to `failover_wait` (never past a
+//!   request's own deadline, such as the ID token's `exp` for a login), because an election
+//!   takes seconds and a failed stage costs the job a runner-level retry or a reap. Any other
+//!   5xx is retried `retries` times only.
 //! - **Where a token may go.** Plain http only to loopback unless the admin opted in, and
-//!   redirects are followed only to the same host without a downgrade to http, because reqwest
-//!   forwards custom headers such as `X-Vault-Token` on redirect.
+//!   redirects are followed only to an address the admin listed for the same server (its
+//!   `address` or one of its `nodes`, compared by scheme, host and port), because reqwest
+//!   forwards custom headers such as `X-Vault-Token` on redirect. Anything else is refused
+//!   before a byte goes to the target.
 //! - **What text leaves the module.** Error messages carry Vault's own `errors` (with the
 //!   request's token or JWT scrubbed out, and every control character replaced, so that a
 //!   server cannot write terminal escapes into a job log), paths and addresses, never a
@@ -29,7 +38,8 @@ use std::error::Error as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
@@ -47,8 +57,12 @@ use crate::api_path::{self, Piece};
 /// How to reach one server.
 #[derive(Debug, Clone)]
 pub struct ServerSpec {
-    /// Base address, e.g. `https://vault.example.com:8200`.
+    /// Base address, e.g. `https://vault.example.com:8200`: the server's identity in messages,
+    /// and where requests go when `nodes` is empty.
     pub address: String,
+    /// The addresses of the server's nodes, tried in turn (for a cluster without a load
+    /// balancer); empty: `address` only.
+    pub nodes: Vec<String>,
     /// Sent as `X-Vault-Namespace` when set.
     pub namespace: Option<String>,
     /// PEM CA bundle replacing the system roots.
@@ -61,8 +75,12 @@ pub struct ServerSpec {
     pub allow_http: bool,
     /// Per-request timeout.
     pub timeout: Duration,
-    /// Retries for transport errors, 5xx and 429 (0 = one attempt).
+    /// Retries for 5xx (0 = one attempt); the least number of rounds over the nodes for any
+    /// retryable failure.
     pub retries: u32,
+    /// How long transport failures and the answers of a cluster in an election (503, 429,
+    /// sealed, standby) keep being retried.
+    pub failover_wait: Duration,
     /// The cap on requests in flight to this server, shared with every other client of it.
     pub limit: RequestLimit,
 }
@@ -108,8 +126,9 @@ impl Default for RequestLimit {
 
 /// First retry delay, doubled per attempt.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
-/// Longest delay between two attempts.
-const BACKOFF_CAP: Duration = Duration::from_secs(2);
+/// Longest delay between two attempts (±50 %): an election is over within seconds, and a
+/// longer pause would add most of itself to the downtime a job sees.
+const BACKOFF_CAP: Duration = Duration::from_secs(1);
 /// A connection that has not been made in this long will not be made; the rest of `timeout` is
 /// better spent on a retry.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -251,6 +270,8 @@ struct Call<'a> {
     /// A secret other than the token that the request carries (the JWT of a login), scrubbed
     /// from any error text the server echoes back.
     carried: Option<&'a SecretString>,
+    /// No attempt is made after this time (the ID token's `exp` for a login).
+    not_after: Option<SystemTime>,
 }
 
 impl<'a> Call<'a> {
@@ -263,6 +284,7 @@ impl<'a> Call<'a> {
             body: None,
             namespace: true,
             carried: None,
+            not_after: None,
         }
     }
 
@@ -291,16 +313,83 @@ impl Reply {
 enum AttemptError {
     /// Worth retrying; the text describes the transport failure.
     Transport(String),
+    /// A redirect to an address that is not listed for this server (the text says where).
+    Redirect(String),
     /// Not worth retrying.
     Fatal(VaultError),
 }
+
+/// What one attempt says about the rest of the request.
+enum Verdict {
+    /// A final answer (success or refusal).
+    Done(Reply),
+    /// The node is down or the cluster is between active nodes: the next node may answer, and
+    /// waiting helps.
+    Failover(Failure),
+    /// Another server error: retried `retries` times.
+    Error(Failure),
+}
+
+/// A failed attempt, kept for the message when leasehold gives up.
+enum Failure {
+    Transport(String),
+    Status(Reply),
+}
+
+/// Standby answers of Vault and OpenBao when the active node is gone (`http/handler.go`).
+const STANDBY_TEXTS: [&str; 5] = [
+    "local node not active",
+    "active cluster node not found",
+    "no active vault instance",
+    "node is not active",
+    "standby mode",
+];
+
+/// Where a node can be reached: a redirect may only go to one of the server's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    port: Option<u16>,
+}
+
+impl Origin {
+    fn of(url: &Url) -> Self {
+        Origin {
+            scheme: url.scheme().to_ascii_lowercase(),
+            host: url
+                .host_str()
+                .unwrap_or_default()
+                .trim_end_matches('.')
+                .to_ascii_lowercase(),
+            port: url.port_or_known_default(),
+        }
+    }
+}
+
+/// The redirect refusal, carried through reqwest's error to [`classify_reqwest`].
+#[derive(Debug)]
+struct RedirectRefused(String);
+
+impl std::fmt::Display for RedirectRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RedirectRefused {}
 
 /// A client for one server (and namespace).
 #[derive(Debug, Clone)]
 pub(crate) struct VaultClient {
     spec: ServerSpec,
-    /// `spec.address`, parsed: every request URL is built on it by [`api_path::request_url`].
-    base: Url,
+    /// The nodes (`spec.nodes`, else `spec.address`), parsed: every request URL is built on one
+    /// of them by [`api_path::request_url`].
+    bases: Vec<Url>,
+    /// The node that answered last, where the next request starts.
+    preferred: Arc<AtomicUsize>,
+    /// No request is retried after this time (the stage's own deadline).
+    not_after: Option<SystemTime>,
     http: reqwest::Client,
     backoff: Backoff,
     /// The job these requests are for, as the audit log labels them.
@@ -321,7 +410,7 @@ impl VaultClient {
             .user_agent(concat!("leasehold/", env!("CARGO_PKG_VERSION")))
             .timeout(spec.timeout)
             .connect_timeout(spec.timeout.min(MAX_CONNECT_TIMEOUT))
-            .redirect(redirect_policy(spec.allow_http));
+            .redirect(redirect_policy(listed_origins(spec)));
         if let Some(ca_file) = &spec.ca_file {
             builder = builder.tls_certs_only(load_ca_bundle(ca_file)?);
         }
@@ -342,14 +431,25 @@ impl VaultClient {
                 error_chain(&e)
             ))
         })?;
-        let base = Url::parse(&spec.address).map_err(|e| {
-            config(format!(
-                "Vault address {} is not a valid URL ({e})",
-                without_userinfo(&spec.address)
-            ))
-        })?;
+        let nodes: Vec<&String> = if spec.nodes.is_empty() {
+            vec![&spec.address]
+        } else {
+            spec.nodes.iter().collect()
+        };
+        let mut bases = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            check_address(node, spec.allow_http)?;
+            bases.push(Url::parse(node).map_err(|e| {
+                config(format!(
+                    "Vault address {} is not a valid URL ({e})",
+                    without_userinfo(node)
+                ))
+            })?);
+        }
         Ok(VaultClient {
-            base,
+            bases,
+            preferred: Arc::new(AtomicUsize::new(0)),
+            not_after: None,
             spec: spec.clone(),
             http,
             backoff: Backoff {
@@ -367,6 +467,13 @@ impl VaultClient {
         self
     }
 
+    /// Retries nothing after `deadline` (the stage's own deadline, unix seconds).
+    #[must_use]
+    pub(crate) fn until(mut self, deadline: Option<u64>) -> Self {
+        self.not_after = deadline.map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
+        self
+    }
+
     #[cfg(test)]
     /// Replaces the retry backoff (first delay `base`, doubling up to `cap`, ±50 % jitter); for
     /// tests and for callers with a tight deadline.
@@ -377,12 +484,14 @@ impl VaultClient {
     }
 
     /// Logs in with a JWT (`auth/<mount>/login`); `role` falls back to the mount's default role.
+    /// No attempt is made after `expires` (the JWT's `exp`, unix seconds): Vault would refuse it.
     pub(crate) async fn jwt_login(
         &self,
         mount: &str,
         endpoint: &str,
         role: Option<&str>,
         jwt: &SecretString,
+        expires: Option<i64>,
     ) -> Result<AuthInfo, VaultError> {
         #[derive(Serialize)]
         struct Login<'a> {
@@ -396,6 +505,9 @@ impl VaultClient {
             role,
         })?;
         call.carried = Some(jwt);
+        call.not_after = expires
+            .and_then(|exp| u64::try_from(exp).ok())
+            .map(|secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
         let reply = self.request(&call).await?;
         auth_of(&reply, &path)
     }
@@ -677,8 +789,8 @@ impl VaultClient {
             query: HEALTH_QUERY,
             ..Call::new(Method::GET, HEALTH_PATH, None)
         };
-        let reply = self.send(&call, self.attempts()).await?;
-        let reply = self.classify(reply, &call)?;
+        let (reply, node) = self.send(&call).await?;
+        let reply = self.classify(reply, &call, node)?;
         decode::<RawHealth>(&reply, HEALTH_PATH).map(Health::from)
     }
 
@@ -686,27 +798,48 @@ impl VaultClient {
         self.spec.retries.saturating_add(1)
     }
 
+    /// The server as errors name it: its address, and the node when it has several.
+    fn label(&self, node: usize) -> String {
+        match self.bases.get(node) {
+            Some(base) if !self.spec.nodes.is_empty() => format!(
+                "{} (node {})",
+                self.spec.address,
+                base.as_str().trim_end_matches('/')
+            ),
+            _ => self.spec.address.clone(),
+        }
+    }
+
     /// Sends with retries and turns the final status into a result. A 503 whose text does not
     /// say "sealed" (proxies and load balancers answer 503 too) is checked against `sys/health`.
     async fn request(&self, call: &Call<'_>) -> Result<Reply, VaultError> {
-        let reply = self.send(call, self.attempts()).await?;
-        match self.classify(reply, call) {
-            Err(VaultError::Server { status: 503, .. }) if self.is_sealed().await => {
+        let (reply, node) = self.send(call).await?;
+        match self.classify(reply, call, node) {
+            Err(VaultError::Server { status: 503, .. }) if self.is_sealed(node).await => {
                 Err(VaultError::Sealed {
-                    address: self.spec.address.clone(),
+                    address: self.label(node),
                 })
             }
             other => other,
         }
     }
 
-    async fn is_sealed(&self) -> bool {
+    async fn is_sealed(&self, node: usize) -> bool {
         let call = Call {
             namespace: false,
             query: HEALTH_QUERY,
             ..Call::new(Method::GET, HEALTH_PATH, None)
         };
-        match self.send(&call, 1).await {
+        let Some(base) = self.bases.get(node) else {
+            return false;
+        };
+        let Ok(url) = api_path::request_url(base, call.path, call.query) else {
+            return false;
+        };
+        let Ok(headers) = self.headers(&call) else {
+            return false;
+        };
+        match self.attempt(&call, &url, &headers, self.spec.timeout).await {
             Ok(reply) if reply.status.is_success() => {
                 decode::<RawHealth>(&reply, HEALTH_PATH).is_ok_and(|h| h.sealed)
             }
@@ -714,53 +847,166 @@ impl VaultClient {
         }
     }
 
-    /// Sends up to `attempts` times; returns the last reply (whatever its status) or
-    /// [`VaultError::Unreachable`].
-    async fn send(&self, call: &Call<'_>, attempts: u32) -> Result<Reply, VaultError> {
-        let url = api_path::request_url(&self.base, call.path, call.query).map_err(|e| {
-            config(format!(
-                "refusing to send a request to {}: {e}",
-                self.spec.address
-            ))
-        })?;
+    /// What an attempt's outcome means for the request.
+    fn verdict(
+        &self,
+        result: Result<Reply, AttemptError>,
+        call: &Call<'_>,
+    ) -> Result<Verdict, VaultError> {
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(AttemptError::Fatal(error)) => return Err(error),
+            Err(AttemptError::Redirect(detail)) => return Err(config(detail)),
+            Err(AttemptError::Transport(detail)) => {
+                return Ok(Verdict::Failover(Failure::Transport(detail)));
+            }
+        };
+        let status = reply.status.as_u16();
+        Ok(match status {
+            429 | 502 | 503 | 504 => Verdict::Failover(Failure::Status(reply)),
+            500..=599 => {
+                let text = error_text(&reply, call)
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                if STANDBY_TEXTS.iter().any(|t| text.contains(t)) {
+                    Verdict::Failover(Failure::Status(reply))
+                } else {
+                    Verdict::Error(Failure::Status(reply))
+                }
+            }
+            _ => Verdict::Done(reply),
+        })
+    }
+
+    /// Sends the request to the nodes in turn, starting with the one that answered last, and
+    /// returns the final reply (whatever its status) with the node that gave it, or
+    /// [`VaultError::Unreachable`]. A round over every node counts as one attempt: at least
+    /// `retries + 1` rounds are made, and while every failure of a round is a failover answer
+    /// (see the module docs) further rounds follow until `failover_wait` has passed. Nothing is
+    /// sent after the request's or the client's deadline, and no attempt outlasts it.
+    async fn send(&self, call: &Call<'_>) -> Result<(Reply, usize), VaultError> {
+        let urls = self
+            .bases
+            .iter()
+            .map(|base| api_path::request_url(base, call.path, call.query))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                config(format!(
+                    "refusing to send a request to {}: {e}",
+                    self.spec.address
+                ))
+            })?;
         let headers = self.headers(call)?;
-        let mut attempt = 0;
+        let started = Instant::now();
+        let hard = [call.not_after, self.not_after]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| started + at.duration_since(SystemTime::now()).unwrap_or_default());
+        let wait_until = hard.map_or(started + self.spec.failover_wait, |h| {
+            h.min(started + self.spec.failover_wait)
+        });
+        let count = urls.len();
+        let mut node = self.preferred.load(Ordering::Relaxed) % count;
+        let (mut sent, mut rounds) = (0u32, 0u32);
+        let mut first_failure: Option<Instant> = None;
         loop {
-            attempt += 1;
-            // Held for the exchange only, not across the backoff below. The semaphore is never
-            // closed; if it were, the request would go out uncapped rather than never.
-            let permit = self.spec.limit.permits.acquire().await.ok();
-            let result = self.attempt(call, &url, &headers).await;
-            drop(permit);
-            let retry_reason = match result {
-                Ok(reply)
-                    if reply.status == StatusCode::TOO_MANY_REQUESTS
-                        || reply.status.is_server_error() =>
-                {
-                    if attempt >= attempts {
-                        return Ok(reply);
+            let mut failover_round = true;
+            let mut last_status: Option<(Reply, usize)> = None;
+            let mut last_transport: Option<(String, usize)> = None;
+            for _ in 0..count {
+                // The first attempt always gets the full timeout: even past the deadline one
+                // answer says more (Vault's "token is expired") than none.
+                let timeout = match hard {
+                    Some(h) if sent > 0 => self
+                        .spec
+                        .timeout
+                        .min(h.saturating_duration_since(Instant::now()))
+                        .max(Duration::from_millis(100)),
+                    _ => self.spec.timeout,
+                };
+                // Held for the exchange only, not across the backoff below. The semaphore is
+                // never closed; if it were, the request would go out uncapped rather than never.
+                let permit = self.spec.limit.permits.acquire().await.ok();
+                let result = self.attempt(call, &urls[node], &headers, timeout).await;
+                drop(permit);
+                sent += 1;
+                let failure = match self.verdict(result, call)? {
+                    Verdict::Done(reply) => {
+                        self.preferred.store(node, Ordering::Relaxed);
+                        if let Some(at) = first_failure {
+                            tracing::info!(
+                                address = %self.label(node),
+                                path = call.path,
+                                "Vault answered after {} failed attempts, {} ms after the first failure",
+                                sent - 1,
+                                at.elapsed().as_millis()
+                            );
+                        }
+                        return Ok((reply, node));
                     }
-                    format!("status {}", reply.status.as_u16())
+                    Verdict::Failover(failure) => failure,
+                    Verdict::Error(failure) => {
+                        failover_round = false;
+                        failure
+                    }
+                };
+                let reason = match failure {
+                    Failure::Status(reply) => {
+                        let reason = format!("status {}", reply.status.as_u16());
+                        last_status = Some((reply, node));
+                        reason
+                    }
+                    Failure::Transport(detail) => {
+                        last_transport = Some((detail.clone(), node));
+                        detail
+                    }
+                };
+                first_failure.get_or_insert_with(Instant::now);
+                tracing::info!(
+                    address = %self.label(node),
+                    path = call.path,
+                    attempt = sent,
+                    "Vault request failed ({reason})"
+                );
+                node = (node + 1) % count;
+            }
+            rounds += 1;
+            let delay = self.backoff.delay(rounds - 1);
+            let next = Instant::now() + delay;
+            let more = hard.is_none_or(|h| next < h)
+                && (rounds < self.attempts() || (failover_round && next < wait_until));
+            if !more {
+                // An answer says more than silence.
+                if let Some((reply, node)) = last_status {
+                    return Ok((reply, node));
                 }
-                Ok(reply) => return Ok(reply),
-                Err(AttemptError::Fatal(error)) => return Err(error),
-                Err(AttemptError::Transport(detail)) => {
-                    if attempt >= attempts {
-                        return Err(VaultError::Unreachable {
-                            address: self.spec.address.clone(),
-                            attempts: attempt,
-                            detail,
-                        });
-                    }
+                let (detail, node) = last_transport.unwrap_or_default();
+                let detail = if self.spec.nodes.is_empty() {
                     detail
-                }
-            };
-            let delay = self.backoff.delay(attempt - 1);
+                } else {
+                    format!(
+                        "last at {}: {detail}",
+                        urls[node].origin().ascii_serialization()
+                    )
+                };
+                return Err(VaultError::Unreachable {
+                    address: self.spec.address.clone(),
+                    attempts: sent,
+                    waited: started.elapsed().as_secs(),
+                    detail,
+                });
+            }
             tracing::warn!(
                 address = %self.spec.address,
                 path = call.path,
-                attempt,
-                "Vault request failed ({retry_reason}); retrying in {} ms",
+                attempt = sent,
+                "Vault request failed ({}); retrying in {} ms",
+                last_status
+                    .as_ref()
+                    .map(|(reply, _)| format!("status {}", reply.status.as_u16()))
+                    .or_else(|| last_transport.as_ref().map(|(detail, _)| detail.clone()))
+                    .unwrap_or_default(),
                 delay.as_millis()
             );
             tokio::time::sleep(delay).await;
@@ -772,10 +1018,12 @@ impl VaultClient {
         call: &Call<'_>,
         url: &Url,
         headers: &HeaderMap,
+        timeout: Duration,
     ) -> Result<Reply, AttemptError> {
         let mut request = self
             .http
             .request(call.method.clone(), url.clone())
+            .timeout(timeout)
             .headers(headers.clone());
         if let Some(body) = &call.body {
             // reqwest takes ownership of the bytes and frees them uncleared; each attempt gets a
@@ -787,13 +1035,17 @@ impl VaultClient {
         let mut response = request
             .send()
             .await
-            .map_err(|e| with_client_cert_hint(classify_reqwest(&e), &self.spec))?;
+            .map_err(|e| with_client_cert_hint(self.classify_reqwest(&e, url), &self.spec))?;
         let status = response.status();
         let hint = response
             .content_length()
             .map_or(0, |n| usize::try_from(n).unwrap_or(MAX_BODY).min(MAX_BODY));
         let mut body = SecretBuf::with_capacity(hint);
-        while let Some(chunk) = response.chunk().await.map_err(|e| classify_reqwest(&e))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.classify_reqwest(&e, url))?
+        {
             if body.len().saturating_add(chunk.len()) > MAX_BODY {
                 return Err(AttemptError::Fatal(invalid(
                     call.path,
@@ -805,6 +1057,49 @@ impl VaultClient {
         Ok(Reply { status, body })
     }
 
+    /// Builder errors are ours and final, a refused redirect is final, everything else
+    /// happened on the wire and may pass.
+    fn classify_reqwest(&self, error: &reqwest::Error, url: &Url) -> AttemptError {
+        if error.is_redirect() {
+            let mut source = error.source();
+            while let Some(cause) = source {
+                if let Some(refused) = cause.downcast_ref::<RedirectRefused>() {
+                    return AttemptError::Redirect(format!(
+                        "Vault at {} redirected the request to {refused}, which is not an address listed for this \
+                         server, so leasehold sent the token nowhere; if it is a node of this server add it to \
+                         nodes, else set address to the active node or its load balancer",
+                        self.label_of(url)
+                    ));
+                }
+                source = cause.source();
+            }
+        }
+        match classify_reqwest(error) {
+            // A standby's redirect to the dead leader fails there, not at the standby.
+            AttemptError::Transport(detail)
+                if error
+                    .url()
+                    .is_some_and(|at| Origin::of(at) != Origin::of(url)) =>
+            {
+                let at = error
+                    .url()
+                    .map(|at| at.origin().ascii_serialization())
+                    .unwrap_or_default();
+                AttemptError::Transport(format!("redirected to {at}: {detail}"))
+            }
+            other => other,
+        }
+    }
+
+    fn label_of(&self, url: &Url) -> String {
+        let origin = Origin::of(url);
+        let node = self
+            .bases
+            .iter()
+            .position(|base| Origin::of(base) == origin)
+            .unwrap_or(0);
+        self.label(node)
+    }
     fn headers(&self, call: &Call<'_>) -> Result<HeaderMap, VaultError> {
         let mut headers = HeaderMap::new();
         headers.insert(X_VAULT_REQUEST, HeaderValue::from_static("true"));
@@ -835,7 +1130,7 @@ impl VaultClient {
     }
 
     /// Maps a final status to success or the matching error.
-    fn classify(&self, reply: Reply, call: &Call<'_>) -> Result<Reply, VaultError> {
+    fn classify(&self, reply: Reply, call: &Call<'_>, node: usize) -> Result<Reply, VaultError> {
         let status = reply.status.as_u16();
         let path = call.path.to_owned();
         match status {
@@ -854,19 +1149,19 @@ impl VaultClient {
             300..=399 => Err(invalid(
                 call.path,
                 format!(
-                    "redirected ({status}) to another host or to plain http, which leasehold does not follow because \
-                     the token would go along; set address to the active node or its load balancer"
+                    "redirected ({status}) without a target leasehold can follow; set address to the active node or \
+                     its load balancer"
                 ),
             )),
             429 | 500..=599 => {
                 let errors = error_text(&reply, call).unwrap_or_else(no_message);
                 if status == 503 && errors.to_ascii_lowercase().contains("sealed") {
                     Err(VaultError::Sealed {
-                        address: self.spec.address.clone(),
+                        address: self.label(node),
                     })
                 } else {
                     Err(VaultError::Server {
-                        address: self.spec.address.clone(),
+                        address: self.label(node),
                         status,
                         path,
                         errors,
@@ -970,26 +1265,29 @@ fn error_chain(error: &reqwest::Error) -> String {
     parts.join(": ")
 }
 
-/// Follows a redirect only to the same host and port without leaving https, because reqwest
-/// carries `X-Vault-Token` along (it only strips the standard credential headers).
-fn redirect_policy(allow_http: bool) -> reqwest::redirect::Policy {
+/// Every address of the server (`address` and `nodes`) as a redirect target may match it.
+fn listed_origins(spec: &ServerSpec) -> Vec<Origin> {
+    std::iter::once(&spec.address)
+        .chain(&spec.nodes)
+        .filter_map(|address| Url::parse(address).ok())
+        .map(|url| Origin::of(&url))
+        .collect()
+}
+
+/// Follows a redirect only to an address the admin listed for this server (scheme, host and
+/// port), because reqwest carries `X-Vault-Token` along (it only strips the standard credential
+/// headers). The listed addresses passed [`check_address`], so this never downgrades to plain
+/// http unless the admin listed it. A refusal is an error, so the target receives nothing.
+fn redirect_policy(listed: Vec<Origin>) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
-        let Some(previous) = attempt.previous().last() else {
-            return attempt.stop();
-        };
         let target = attempt.url();
-        let same_host = previous.host_str() == target.host_str()
-            && previous.port_or_known_default() == target.port_or_known_default();
-        let downgrade = previous.scheme() == "https" && target.scheme() != "https";
-        let scheme_ok = match target.scheme() {
-            "https" => true,
-            "http" => allow_http || is_loopback(target),
-            _ => false,
-        };
-        if attempt.previous().len() > 3 || !same_host || downgrade || !scheme_ok {
-            attempt.stop()
-        } else {
+        let shown = target.origin().ascii_serialization();
+        if attempt.previous().len() > 3 {
+            attempt.error(RedirectRefused(format!("{shown} after 3 redirects")))
+        } else if listed.contains(&Origin::of(target)) {
             attempt.follow()
+        } else {
+            attempt.error(RedirectRefused(shown))
         }
     })
 }

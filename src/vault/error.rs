@@ -34,12 +34,14 @@ pub(crate) fn printable(text: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum VaultError {
     /// Connection refused, DNS failure, TLS failure or timeout, after all retries.
-    #[error("Vault at {address} is unreachable after {attempts} attempts: {detail}")]
+    #[error("Vault at {address} is unreachable after {attempts} attempts in {waited} s: {detail}")]
     Unreachable {
         /// The server.
         address: String,
         /// How many attempts were made.
         attempts: u32,
+        /// Seconds spent trying.
+        waited: u64,
         /// The last transport error.
         detail: String,
     },

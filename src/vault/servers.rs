@@ -16,8 +16,12 @@ use super::client::{RequestLimit, ServerSpec};
 /// keeps a copy, so that later stages reach the server of a login exactly as prepare did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Server {
-    /// `https://vault.example.com:8200`, without a trailing slash.
+    /// `https://vault.example.com:8200`, without a trailing slash: the server's identity.
     pub address: String,
+    /// The addresses of its nodes, tried in turn (empty: `address` only); a redirect may go to
+    /// any of them or to `address`.
+    #[serde(default)]
+    pub nodes: Vec<String>,
     /// Namespace used when the job sets no `VAULT_NAMESPACE`.
     #[serde(default)]
     pub namespace: Option<String>,
@@ -42,10 +46,12 @@ impl Server {
         namespace: Option<String>,
         timeout: Duration,
         retries: u32,
+        failover_wait: Duration,
         limit: RequestLimit,
     ) -> ServerSpec {
         ServerSpec {
             address: self.address.clone(),
+            nodes: self.nodes.clone(),
             namespace,
             ca_file: self.ca_file.clone(),
             client_cert: self.client_cert.clone(),
@@ -53,6 +59,7 @@ impl Server {
             allow_http: self.allow_http,
             timeout,
             retries,
+            failover_wait,
             limit,
         }
     }
@@ -62,6 +69,7 @@ impl Server {
     pub fn bare(address: &str) -> Self {
         Server {
             address: address.trim().trim_end_matches('/').to_owned(),
+            nodes: Vec::new(),
             namespace: None,
             ca_file: None,
             client_cert: None,

@@ -19,6 +19,7 @@ const VALUE: &str = "PLANTED-VALUE-93ab";
 fn spec(address: &str, retries: u32) -> ServerSpec {
     ServerSpec {
         address: address.to_owned(),
+        nodes: Vec::new(),
         namespace: None,
         ca_file: None,
         client_cert: None,
@@ -26,6 +27,7 @@ fn spec(address: &str, retries: u32) -> ServerSpec {
         allow_http: false,
         timeout: Duration::from_secs(5),
         retries,
+        failover_wait: Duration::ZERO,
         limit: RequestLimit::default(),
     }
 }
@@ -229,6 +231,7 @@ async fn connection_refused_is_unreachable_after_every_attempt() {
             address: a,
             attempts,
             detail,
+            ..
         } => {
             assert_eq!((a, *attempts), (&address, 3));
             assert!(detail.to_ascii_lowercase().contains("refused"), "{detail}");
@@ -487,7 +490,7 @@ async fn jwt_login_sends_role_only_when_given() {
     let client = client(&server, 0);
     let jwt = SecretString::from(JWT);
     let info = client
-        .jwt_login("jwt", "login", Some("ci"), &jwt)
+        .jwt_login("jwt", "login", Some("ci"), &jwt, None)
         .await
         .expect("login");
     assert_eq!(info.client_token.expose_secret(), TOKEN);
@@ -497,7 +500,7 @@ async fn jwt_login_sends_role_only_when_given() {
     );
     assert_eq!(info.policies, ["default", "ci"]);
     client
-        .jwt_login("/gitlab/", "login", None, &jwt)
+        .jwt_login("/gitlab/", "login", None, &jwt, None)
         .await
         .expect("login without role");
     let requests = server.received_requests().await.expect("recording");
@@ -519,7 +522,7 @@ async fn login_without_auth_block_is_invalid() {
         .mount(&server)
         .await;
     let err = client(&server, 0)
-        .jwt_login("jwt", "login", None, &SecretString::from(JWT))
+        .jwt_login("jwt", "login", None, &SecretString::from(JWT), None)
         .await
         .expect_err("no auth");
     assert!(
@@ -550,7 +553,7 @@ async fn echoed_credentials_are_scrubbed_from_vault_errors() {
         .await;
     let client = client(&server, 0);
     let err = client
-        .jwt_login("jwt", "login", None, &SecretString::from(JWT))
+        .jwt_login("jwt", "login", None, &SecretString::from(JWT), None)
         .await
         .expect_err("refused");
     assert!(
@@ -830,9 +833,263 @@ async fn redirects_to_another_host_are_not_followed() {
         .await
         .expect_err("redirect refused");
     assert!(
-        matches!(&err, VaultError::InvalidResponse { detail, .. } if detail.contains("redirected (307)")),
+        matches!(&err, VaultError::Config { detail } if detail.contains("which is not an address listed for this server")),
         "{err:?}"
     );
+    assert_eq!(err.failure_kind(), crate::exit::FailureKind::System);
+}
+
+/// A client of one server made of the given nodes, retrying failover answers for `wait`.
+fn cluster(nodes: &[String], wait: Duration) -> VaultClient {
+    fast(&ServerSpec {
+        nodes: nodes.to_vec(),
+        failover_wait: wait,
+        ..spec("http://localhost:8200", 0)
+    })
+}
+
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("address"));
+    drop(listener);
+    address
+}
+
+#[tokio::test]
+async fn a_dead_node_or_a_standby_without_leader_moves_the_request_to_the_next_node() {
+    let dead = closed_port();
+    let standby = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(status(
+            500,
+            json!({"errors": ["local node not active but active cluster node not found"]}),
+        ))
+        .expect(1)
+        .mount(&standby)
+        .await;
+    let active = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/kv/app"))
+        .respond_with(status(200, json!({"data": {"k": "v"}})))
+        .expect(2)
+        .mount(&active)
+        .await;
+    let client = cluster(&[dead, standby.uri(), active.uri()], Duration::ZERO);
+    let secret = client
+        .read(&token(), "kv/app", false)
+        .await
+        .expect("the third node answers");
+    assert_eq!(secret.data.get("k").expect("k").expose_secret(), "v");
+    // The next request starts at the node that answered.
+    client.read(&token(), "kv/app", false).await.expect("again");
+}
+
+#[tokio::test]
+async fn every_node_failing_reports_the_server_and_the_last_answer() {
+    let sealed = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(status(503, json!({"errors": ["Vault is sealed"]})))
+        .mount(&sealed)
+        .await;
+    let nodes = [closed_port(), sealed.uri()];
+    let err = cluster(&nodes, Duration::ZERO)
+        .read(&token(), "kv/app", false)
+        .await
+        .expect_err("nothing answers");
+    let shown = err.to_string();
+    assert_eq!(
+        shown,
+        format!(
+            "Vault at http://localhost:8200 (node {}) is sealed",
+            sealed.uri()
+        ),
+    );
+    let err = cluster(&[closed_port(), closed_port()], Duration::ZERO)
+        .read(&token(), "kv/app", false)
+        .await
+        .expect_err("nothing answers");
+    assert!(
+        matches!(&err, VaultError::Unreachable { address, attempts: 2, .. } if address == "http://localhost:8200"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("last at http://127.0.0.1:"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn failover_answers_are_retried_until_the_wait_is_spent() {
+    // Stands in for an election: 503 and standby answers, then the new active node.
+    let node = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(status(
+            503,
+            json!({"errors": ["no active Vault instance found"]}),
+        ))
+        .up_to_n_times(6)
+        .mount(&node)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(status(200, json!({"data": {"k": "v"}})))
+        .mount(&node)
+        .await;
+    let secret = cluster(&[node.uri()], Duration::from_secs(5))
+        .read(&token(), "kv/app", false)
+        .await
+        .expect("rides out the election");
+    assert_eq!(secret.data.get("k").expect("k").expose_secret(), "v");
+
+    // Without an end, the wait is the bound; a plain 500 is not an election and is not waited out.
+    let down = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(status(
+            503,
+            json!({"errors": ["no active Vault instance found"]}),
+        ))
+        .mount(&down)
+        .await;
+    let client = VaultClient::new(&ServerSpec {
+        nodes: vec![down.uri()],
+        failover_wait: Duration::from_millis(400),
+        ..spec("http://localhost:8200", 0)
+    })
+    .expect("client")
+    .with_backoff(Duration::from_millis(50), Duration::from_millis(50));
+    let started = std::time::Instant::now();
+    let err = client
+        .read(&token(), "kv/app", false)
+        .await
+        .expect_err("no leader");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert!(
+        matches!(&err, VaultError::Server { status: 503, .. }),
+        "{err:?}"
+    );
+    let broken = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(status(500, json!({"errors": ["database unreachable"]})))
+        .expect(1)
+        .mount(&broken)
+        .await;
+    cluster(&[broken.uri()], Duration::from_secs(30))
+        .read(&token(), "kv/app", false)
+        .await
+        .expect_err("500");
+}
+
+#[tokio::test]
+async fn a_login_is_not_retried_past_the_id_tokens_exp() {
+    let node = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(status(
+            503,
+            json!({"errors": ["no active Vault instance found"]}),
+        ))
+        .mount(&node)
+        .await;
+    let client = VaultClient::new(&ServerSpec {
+        nodes: vec![node.uri()],
+        failover_wait: Duration::from_secs(30),
+        ..spec("http://localhost:8200", 0)
+    })
+    .expect("client")
+    .with_backoff(Duration::from_millis(50), Duration::from_millis(50));
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 1;
+    let started = std::time::Instant::now();
+    let err = client
+        .jwt_login(
+            "jwt",
+            "login",
+            None,
+            &SecretString::from(JWT),
+            Some(exp as i64),
+        )
+        .await
+        .expect_err("no leader");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(&err, VaultError::Server { status: 503, .. }),
+        "{err:?}"
+    );
+    assert_clean(&err);
+}
+
+#[tokio::test]
+async fn a_redirect_is_followed_only_to_an_address_listed_for_the_server() {
+    let active = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/kv/app"))
+        .and(header("x-vault-token", TOKEN))
+        .respond_with(status(200, json!({"data": {"k": "v"}})))
+        .expect(1)
+        .mount(&active)
+        .await;
+    let standby = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(307)
+                .insert_header("Location", format!("{}/v1/kv/app", active.uri())),
+        )
+        .mount(&standby)
+        .await;
+    // Listed: the standby forwards to the active node, and the token follows.
+    cluster(&[standby.uri(), active.uri()], Duration::ZERO)
+        .read(&token(), "kv/app", false)
+        .await
+        .expect("redirect to a listed node");
+
+    // Not listed: refused, one line, and the target's listener receives nothing at all.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let elsewhere = format!("http://{}", listener.local_addr().expect("address"));
+    let rogue = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(307).insert_header("Location", format!("{elsewhere}/v1/kv/app")),
+        )
+        .expect(2)
+        .mount(&rogue)
+        .await;
+    let err = cluster(&[rogue.uri(), active.uri()], Duration::from_secs(5))
+        .read(&token(), "kv/app", false)
+        .await
+        .expect_err("unlisted redirect");
+    let shown = err.to_string();
+    assert_eq!(
+        shown,
+        format!(
+            "Vault at http://localhost:8200 (node {}) redirected the request to {elsewhere}, which is not an \
+             address listed for this server, so leasehold sent the token nowhere; if it is a node of this server add \
+             it to nodes, else set address to the active node or its load balancer",
+            rogue.uri()
+        )
+    );
+    assert!(!shown.contains('\n'));
+    assert_clean(&err);
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the unlisted target was contacted"
+    );
+    // The same rule holds for a server without nodes: only its address.
+    let err = client(&rogue, 0)
+        .read(&token(), "kv/app", false)
+        .await
+        .expect_err("unlisted redirect");
+    assert!(err.to_string().contains("not an address listed"), "{err}");
+    assert!(matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock));
 }
 
 #[test]
@@ -1058,6 +1315,7 @@ async fn no_error_display_contains_a_token_or_value() {
 async fn malformed_lease_ids_are_never_sent() {
     let client = VaultClient::new(&ServerSpec {
         address: "http://127.0.0.1:9".into(),
+        nodes: Vec::new(),
         namespace: None,
         ca_file: None,
         client_cert: None,
@@ -1065,6 +1323,7 @@ async fn malformed_lease_ids_are_never_sent() {
         allow_http: false,
         timeout: std::time::Duration::from_secs(1),
         retries: 0,
+        failover_wait: Duration::ZERO,
         limit: RequestLimit::default(),
     })
     .expect("client");
@@ -1217,7 +1476,7 @@ async fn no_path_piece_can_change_the_url() {
         "..\\..\\x",
     ] {
         let err = client
-            .jwt_login(mount, "login", None, &SecretString::from(JWT))
+            .jwt_login(mount, "login", None, &SecretString::from(JWT), None)
             .await
             .expect_err(mount)
             .to_string();

@@ -11,6 +11,7 @@ mod core;
 mod docker;
 mod executors;
 mod fleet;
+mod ha;
 mod harness;
 mod hostile;
 mod identity;

@@ -31,7 +31,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running OpenBao dev server, stopped (by PID) on drop.
 pub(crate) struct Bao {
-    child: Child,
+    /// `None` for a handle on a server started elsewhere ([`Bao::attach`]).
+    child: Option<Child>,
     addr: String,
     root_token: String,
     audit_log: PathBuf,
@@ -148,7 +149,7 @@ impl Bao {
             match wait_ready(&mut child, &http, &addr, &server_log) {
                 Ok(()) => {
                     return Bao {
-                        child,
+                        child: Some(child),
                         addr,
                         root_token,
                         audit_log,
@@ -200,6 +201,27 @@ impl Bao {
         (bao, listeners)
     }
 
+    /// A handle on a server someone else runs and stops (a node of a
+    /// [`super::cluster::Cluster`]): the API helpers, without an audit log of its own.
+    pub(crate) fn attach(addr: &str, root_token: &str) -> Bao {
+        let dir = tempfile::Builder::new()
+            .prefix("leasehold-bao-handle")
+            .tempdir()
+            .expect("temp dir");
+        Bao {
+            child: None,
+            addr: addr.to_owned(),
+            root_token: root_token.to_owned(),
+            audit_log: dir.path().join("audit.log"),
+            server_log: dir.path().join("server.log"),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+            dir,
+        }
+    }
+
     /// The server URL, `http://127.0.0.1:<port>` (what `VAULT_ADDR` would hold).
     pub(crate) fn addr(&self) -> &str {
         &self.addr
@@ -212,7 +234,10 @@ impl Bao {
 
     /// The server's PID.
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+        self.child
+            .as_ref()
+            .expect("a server this handle started")
+            .id()
     }
 
     /// The server's combined stdout/stderr so far (handy in assertion messages).
@@ -545,7 +570,10 @@ fn wait_ready(
 
 impl Drop for Bao {
     fn drop(&mut self) {
-        stop_child(&mut self.child, Signal::SIGTERM, Duration::from_secs(10));
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        stop_child(child, Signal::SIGTERM, Duration::from_secs(10));
         if std::thread::panicking() {
             eprintln!(
                 "--- OpenBao server log ({}) ---\n{}",

@@ -44,6 +44,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod bao;
+pub(crate) mod cluster;
 pub(crate) mod docker;
 pub(crate) mod fake_driver;
 pub(crate) mod front;

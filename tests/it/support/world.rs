@@ -91,8 +91,15 @@ impl World {
     /// Like [`World::write_config`], with another Vault address and extra `[vault]` keys.
     pub(crate) fn write_config_with_vault(&self, address: &str, vault_extra: &str, extra: &str) {
         let root = self.dir.path();
+        // Tests that stop a server want the failure now, not after riding out an election;
+        // the failover tests set their own wait.
+        let wait = if vault_extra.contains("failover_wait_seconds") {
+            ""
+        } else {
+            "failover_wait_seconds = 0\n"
+        };
         let text = format!(
-            "state_dir = \"{state}\"\nbuilds_dir = \"{builds}\"\ncache_dir = \"{cache}\"\n\n[vault]\naddress = \"{address}\"\nrole = \"{ROLE}\"\nretries = 1\ntimeout_seconds = 5\n{vault_extra}\n{extra}\n",
+            "state_dir = \"{state}\"\nbuilds_dir = \"{builds}\"\ncache_dir = \"{cache}\"\n\n[vault]\naddress = \"{address}\"\nrole = \"{ROLE}\"\nretries = 1\ntimeout_seconds = 5\n{wait}{vault_extra}\n{extra}\n",
             state = root.join("state").display(),
             builds = root.join("builds").display(),
             cache = root.join("cache").display(),

@@ -1,0 +1,305 @@
+//! `scripts/bench-rtt.sh`: a runner far from its Vault. prepare and cleanup over TLS through a
+//! loopback proxy that delays every chunk by 10 ms each way (20 ms round trip), for 10 KV
+//! secrets over 3 paths plus 5 leases (PKI certificates with `generate_lease`), against
+//! gitlab-runner's per-secret pattern (one JWT login and one request per secret, each a new TLS
+//! connection, emulated with curl) over the same link, in the same run. Prints a Markdown table.
+
+#[path = "../tests/it/support/mod.rs"]
+#[allow(dead_code, unused_imports, unreachable_pub, missing_docs, clippy::all)]
+mod support;
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use support::bao::Bao;
+use support::pki::Pki;
+use support::world::World;
+use support::{JobBuilder, leasehold_bin};
+
+const RUNS: usize = 5;
+/// Added to every chunk in each direction: 20 ms round trip.
+const ONE_WAY: Duration = Duration::from_millis(10);
+
+fn main() {
+    let pki = Pki::generate();
+    let (bao, listeners) = Bao::start_tls(&pki);
+    let world = World::start_on(
+        bao,
+        &[
+            r#"path "kv/data/*" { capabilities = ["read"] }"#,
+            r#"path "pki/issue/ci" { capabilities = ["update"] }"#,
+            r#"path "sys/leases/revoke/pki/issue/ci/*" { capabilities = ["update"] }"#,
+        ],
+        json!({}),
+    );
+    world.bao.enable_kv("kv", 2);
+    for p in 0..3 {
+        let fields: serde_json::Map<String, Value> = (0..4)
+            .map(|f| (format!("f{f}"), json!(format!("value-{p}-{f}"))))
+            .collect();
+        world
+            .bao
+            .kv_put("kv", 2, &format!("bench/p{p}"), Value::Object(fields));
+    }
+    world.bao.ok(
+        "POST",
+        "sys/mounts/pki",
+        Some(json!({"type": "pki", "config": {"max_lease_ttl": "24h"}})),
+    );
+    world.bao.ok(
+        "POST",
+        "pki/root/generate/internal",
+        Some(json!({"common_name": "bench CA", "ttl": "24h"})),
+    );
+    world.bao.ok("POST", "pki/roles/ci", Some(json!({"allowed_domains": ["ci.example.com"], "allow_subdomains": true, "generate_lease": true, "max_ttl": "1h", "key_type": "ec", "key_bits": 256})));
+
+    let upstream = listeners.tls.trim_start_matches("https://").to_owned();
+    let proxy = delay_proxy(upstream.clone());
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "| link | leasehold prepare | leasehold cleanup | runner pattern (curl, per secret) | ratio (runner / leasehold prepare) |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|");
+    for (name, addr) in [("loopback TLS", upstream), ("TLS + 20 ms RTT", proxy)] {
+        let url = format!("https://{addr}");
+        world.write_config_with_vault(&url, &format!("ca_file = \"{}\"\n", pki.ca().display()), "");
+        let job = world.job().secrets_yaml(&declarations());
+        let (mut prepare, mut cleanup) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            let attempt = Attempt::new(&world, &job);
+            prepare.push(attempt.stage(&world, &["prepare"]));
+            cleanup.push(attempt.stage(&world, &["cleanup"]));
+        }
+        let jwt = world.issuer.mint(json!({}));
+        let mut runner = Vec::new();
+        for _ in 0..RUNS {
+            let start = Instant::now();
+            for i in 0..10 {
+                let token = curl_login(&url, &pki, &jwt);
+                curl(
+                    &url,
+                    &pki,
+                    &token,
+                    "GET",
+                    &format!("kv/data/bench/p{}", i % 3),
+                    None,
+                );
+            }
+            for i in 0..5 {
+                let token = curl_login(&url, &pki, &jwt);
+                let body = json!({"common_name": format!("c{i}.ci.example.com"), "ttl": "10m"});
+                curl(&url, &pki, &token, "POST", "pki/issue/ci", Some(&body));
+            }
+            runner.push(start.elapsed());
+        }
+        let (prepare, cleanup, runner) = (median(prepare), median(cleanup), median(runner));
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} | {:.1}× |",
+            ms(prepare),
+            ms(cleanup),
+            ms(runner),
+            runner.as_secs_f64() / prepare.as_secs_f64()
+        );
+    }
+    print!("{md}");
+}
+
+/// 10 KV secrets over 3 paths and 5 certificates, each its own request and lease.
+fn declarations() -> String {
+    let mut yaml = String::new();
+    for i in 0..10 {
+        let _ = writeln!(
+            yaml,
+            "S{i}:\n  vault: bench/p{}/f{}@kv\n  file: false",
+            i % 3,
+            i / 3
+        );
+    }
+    for i in 0..5 {
+        let _ = writeln!(
+            yaml,
+            "C{i}:\n  vault:\n    engine: {{name: generic, path: pki}}\n    path: issue/ci\n    field: certificate\n    data: {{common_name: c{i}.ci.example.com}}\n    ttl: 10m"
+        );
+    }
+    yaml
+}
+
+/// A TCP proxy on loopback that holds every chunk for [`ONE_WAY`] before passing it on.
+fn delay_proxy(upstream: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(client) = conn else { continue };
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = server.set_nodelay(true);
+            let (c2, s2) = (
+                client.try_clone().expect("clone"),
+                server.try_clone().expect("clone"),
+            );
+            std::thread::spawn(move || pump(client, server));
+            std::thread::spawn(move || pump(s2, c2));
+        }
+    });
+    addr
+}
+
+/// Copies `from` to `to`, each chunk delayed by [`ONE_WAY`] from its arrival (a queue, so
+/// that chunks in flight do not add up their delays).
+fn pump(mut from: TcpStream, to: TcpStream) {
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+    let writer = std::thread::spawn(move || {
+        let mut to = to;
+        for (due, chunk) in rx {
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            if to.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
+    let mut buf = [0u8; 16384];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if tx
+                    .send((Instant::now() + ONE_WAY, buf[..n].to_vec()))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.join();
+}
+
+fn curl(
+    url: &str,
+    pki: &Pki,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Value {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--fail-with-body", "--cacert"])
+        .arg(pki.ca())
+        .args(["-X", method]);
+    if !token.is_empty() {
+        cmd.args(["-H", &format!("X-Vault-Token: {token}")]);
+    }
+    if let Some(body) = body {
+        cmd.args(["-d", &body.to_string()]);
+    }
+    let out = cmd.arg(format!("{url}/v1/{path}")).output().expect("curl");
+    assert!(
+        out.status.success(),
+        "curl {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn curl_login(url: &str, pki: &Pki, jwt: &str) -> String {
+    let body = json!({"jwt": jwt, "role": support::world::ROLE});
+    curl(url, pki, "", "POST", "auth/jwt/login", Some(&body))["auth"]["client_token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
+}
+
+/// The stage environment gitlab-runner would give leasehold for one job attempt.
+struct Attempt {
+    _dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Attempt {
+    fn new(world: &World, job: &JobBuilder) -> Attempt {
+        let dir = tempfile::tempdir().expect("tmp");
+        let response = dir.path().join("response.json");
+        std::fs::write(&response, job.payload(None).to_string()).expect("response.json");
+        let mut env = vec![
+            ("TMPDIR".to_owned(), dir.path().display().to_string()),
+            (
+                "JOB_RESPONSE_FILE".to_owned(),
+                response.display().to_string(),
+            ),
+            ("BUILD_FAILURE_EXIT_CODE".to_owned(), "1".to_owned()),
+            ("SYSTEM_FAILURE_EXIT_CODE".to_owned(), "2".to_owned()),
+            (
+                "BUILD_EXIT_CODE_FILE".to_owned(),
+                dir.path().join("build_exit_code").display().to_string(),
+            ),
+            ("CUSTOM_ENV_CI_JOB_ID".to_owned(), "1001".to_owned()),
+        ];
+        let out = stage_command(world, &env, &["config"])
+            .output()
+            .expect("config");
+        assert!(
+            out.status.success(),
+            "config failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let config: Value = serde_json::from_slice(&out.stdout).expect("config JSON");
+        for (k, v) in config["job_env"].as_object().expect("job_env") {
+            env.push((k.clone(), v.as_str().unwrap_or_default().to_owned()));
+        }
+        Attempt { _dir: dir, env }
+    }
+
+    /// Runs one stage; returns its wall time, panicking when it fails.
+    fn stage(&self, world: &World, args: &[&str]) -> Duration {
+        let start = Instant::now();
+        let out = stage_command(world, &self.env, args)
+            .stdout(Stdio::null())
+            .output()
+            .expect("stage");
+        let elapsed = start.elapsed();
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        elapsed
+    }
+}
+
+fn stage_command(world: &World, env: &[(String, String)], args: &[&str]) -> Command {
+    let mut cmd = Command::new(leasehold_bin());
+    cmd.arg("--config")
+        .arg(world.config_path())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
