@@ -357,27 +357,6 @@ fn wrapper(
     dir.write("wrapper.sh", wrapper.as_bytes(), 0o600)
 }
 
-/// Quotes bytes for bash as `$'…'`, which carries any byte except NUL unchanged.
-pub(crate) fn ansi_c_quote(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() + 3);
-    out.push_str("$'");
-    for &b in bytes {
-        match b {
-            b'\'' => out.push_str("\\'"),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\t' => out.push_str("\\t"),
-            b'\r' => out.push_str("\\r"),
-            0x20..=0x7e => out.push(char::from(b)),
-            _ => {
-                let _ = write!(out, "\\x{b:02x}");
-            }
-        }
-    }
-    out.push('\'');
-    out
-}
-
 fn wrapper_script(secrets: &[&StoredSecret], body: &[u8], stage: &BuildStage) -> String {
     let mut delimiter = String::from("LEASEHOLD_SCRIPT_");
     delimiter.push_str(&crate::random::random_hex::<8>());
@@ -407,7 +386,7 @@ fn wrapper_script(secrets: &[&StoredSecret], body: &[u8], stage: &BuildStage) ->
         );
     }
     for secret in secrets {
-        let value = ansi_c_quote(secret.value.expose_secret().as_bytes());
+        let value = crate::shell_quote::ansi_c_quote(secret.value.expose_secret().as_bytes());
         if secret.file {
             let _ = writeln!(
                 w,
@@ -701,7 +680,7 @@ mod tests {
     #[test]
     fn quoting_round_trips_every_byte() {
         let bytes: Vec<u8> = (1u8..=255).collect();
-        let script = format!("printf '%s' {}", ansi_c_quote(&bytes));
+        let script = format!("printf '%s' {}", crate::shell_quote::ansi_c_quote(&bytes));
         let out = std::process::Command::new("bash")
             .arg("-c")
             .arg(&script)

@@ -53,6 +53,7 @@ pub(crate) mod protocol;
 pub(crate) mod random;
 pub(crate) mod resolution;
 pub(crate) mod secret_plan;
+pub(crate) mod shell_quote;
 pub(crate) mod stages;
 pub mod state;
 pub(crate) mod supervision;

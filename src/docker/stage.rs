@@ -104,7 +104,7 @@ pub(crate) fn stage_file(
                 detail: format!("{:?} is not a shell variable name", secret.name),
             });
         }
-        let value = ansi_c_quote(secret.value.expose_secret().as_bytes());
+        let value = crate::shell_quote::ansi_c_quote(secret.value.expose_secret().as_bytes());
         if secret.file {
             let path = format!("{dir}/{}", secret.name);
             let _ = writeln!(
@@ -131,28 +131,6 @@ fn is_variable_name(name: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// Quotes bytes for bash as `$'…'`, which carries any byte except NUL unchanged (the same rule
-/// as script delivery's wrapper in `inject`, which this layer cannot import).
-fn ansi_c_quote(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() + 3);
-    out.push_str("$'");
-    for &b in bytes {
-        match b {
-            b'\'' => out.push_str("\\'"),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\t' => out.push_str("\\t"),
-            b'\r' => out.push_str("\\r"),
-            0x20..=0x7e => out.push(char::from(b)),
-            _ => {
-                let _ = write!(out, "\\x{b:02x}");
-            }
-        }
-    }
-    out.push('\'');
-    out
 }
 
 /// The output of a running stage.

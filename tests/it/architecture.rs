@@ -34,6 +34,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("vault", 1),
     ("api_path", 0),
     ("events", 0),
+    ("shell_quote", 0),
     ("private_fs", 0),
     ("exit", 0),
     ("patterns", 0),
