@@ -206,48 +206,96 @@ pub(super) fn add_forms(patterns: &mut Collected, value: &[u8], min: usize) -> b
     short_line
 }
 
-/// The four percent-encodings, in one pass: RFC 3986 with upper- and lower-case hex, form
-/// encoding (space as `+`, Python's `quote_plus`), and Python's `urllib.parse.quote()` default
-/// (`/` left alone). All of them leave RFC 3986's unreserved bytes alone.
-fn percent_forms(value: &[u8]) -> [Vec<u8>; 4] {
+/// The percent-encodings that differ from the value and from each other: RFC 3986 with upper-
+/// and lower-case hex, form encoding (space as `+`, Python's `quote_plus`), and Python's
+/// `urllib.parse.quote()` default (`/` left alone). All of them leave RFC 3986's unreserved
+/// bytes alone; runs of those are copied whole.
+fn percent_forms(value: &[u8]) -> Vec<Vec<u8>> {
     const UPPER: &[u8; 16] = b"0123456789ABCDEF";
     const LOWER: &[u8; 16] = b"0123456789abcdef";
-    let unreserved =
-        |b: u8| matches!(b, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~');
-    let escaped = value.iter().filter(|&&b| !unreserved(b)).count();
-    let mut out: [Vec<u8>; 4] =
-        std::array::from_fn(|_| Vec::with_capacity(value.len() + 2 * escaped));
-    let [upper, lower, form, quote] = &mut out;
-    for &b in value {
-        if unreserved(b) {
-            for o in [&mut *upper, &mut *lower, &mut *form, &mut *quote] {
-                o.push(b);
-            }
-            continue;
+    let reserved =
+        |b: u8| !matches!(b, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~');
+    let escaped = value.iter().filter(|&&b| reserved(b)).count();
+    if escaped == 0 {
+        return Vec::new();
+    }
+    let has = |f: fn(u8) -> bool| value.iter().any(|&b| reserved(b) && f(b));
+    // Variants 0..4: upper, lower, form, quote; each only if it differs from upper.
+    let variants: Vec<usize> = [
+        true,
+        has(|b| b >> 4 >= 10 || b & 0xf >= 10),
+        has(|b| b == b' '),
+        has(|b| b == b'/'),
+    ]
+    .iter()
+    .enumerate()
+    .filter_map(|(v, &wanted)| wanted.then_some(v))
+    .collect();
+    let mut out: Vec<Vec<u8>> = variants
+        .iter()
+        .map(|_| Vec::with_capacity(value.len() + 2 * escaped))
+        .collect();
+    let mut i = 0;
+    while i < value.len() {
+        let run = value[i..]
+            .iter()
+            .position(|&b| reserved(b))
+            .unwrap_or(value.len() - i);
+        for o in &mut out {
+            o.extend_from_slice(&value[i..i + run]);
         }
+        i += run;
+        let Some(&b) = value.get(i) else { break };
         let (hi, lo) = (usize::from(b >> 4), usize::from(b & 0xf));
-        let up = [b'%', UPPER[hi], UPPER[lo]];
-        upper.extend_from_slice(&up);
-        lower.extend_from_slice(&[b'%', LOWER[hi], LOWER[lo]]);
-        match b {
-            b' ' => form.push(b'+'),
-            _ => form.extend_from_slice(&up),
+        for (o, &variant) in out.iter_mut().zip(&variants) {
+            match (variant, b) {
+                (1, _) => o.extend_from_slice(&[b'%', LOWER[hi], LOWER[lo]]),
+                (2, b' ') => o.push(b'+'),
+                (3, b'/') => o.push(b'/'),
+                _ => o.extend_from_slice(&[b'%', UPPER[hi], UPPER[lo]]),
+            }
         }
-        match b {
-            b'/' => quote.push(b'/'),
-            _ => quote.extend_from_slice(&up),
-        }
+        i += 1;
     }
     out
 }
 
-/// The inside of a JSON string as `serde_json` writes it, and the same with `/` as `\/` (PHP's
-/// `json_encode`, some Java serialisers), in one pass.
-fn json_forms(value: &[u8]) -> [Vec<u8>; 2] {
+/// The inside of a JSON string as `serde_json` writes it (`\"`, `\\`, `\n`, `\r`, `\t`, `\b`,
+/// `\f`, `\u00xx` for other control bytes), and the same with `/` as `\/` (PHP's `json_encode`,
+/// some Java serialisers), each only if it differs from the value and from the other.
+fn json_forms(value: &[u8]) -> Vec<Vec<u8>> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut plain = Vec::with_capacity(value.len() + value.len() / 8);
-    let mut slashed = Vec::with_capacity(value.len() + value.len() / 8);
-    for &b in value {
+    let special = |b: u8| b < 0x20 || b == b'"' || b == b'\\' || b == b'/';
+    let plain = value.iter().any(|&b| special(b) && b != b'/');
+    let slashed = value.contains(&b'/');
+    // (escape `/`?) for each form wanted.
+    let variants: Vec<bool> = [(plain, false), (slashed, true)]
+        .iter()
+        .filter_map(|&(wanted, slash)| wanted.then_some(slash))
+        .collect();
+    let mut out: Vec<Vec<u8>> = variants
+        .iter()
+        .map(|_| Vec::with_capacity(value.len() + value.len() / 8))
+        .collect();
+    let mut i = 0;
+    while i < value.len() {
+        let run = value[i..]
+            .iter()
+            .position(|&b| special(b))
+            .unwrap_or(value.len() - i);
+        for o in &mut out {
+            o.extend_from_slice(&value[i..i + run]);
+        }
+        i += run;
+        let Some(&b) = value.get(i) else { break };
+        let u = [
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[usize::from(b >> 4)],
+            HEX[usize::from(b & 0xf)],
+        ];
         let esc: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -256,34 +304,15 @@ fn json_forms(value: &[u8]) -> [Vec<u8>; 2] {
             b'\t' => b"\\t",
             0x08 => b"\\b",
             0x0c => b"\\f",
-            b'/' => {
-                plain.push(b'/');
-                slashed.extend_from_slice(b"\\/");
-                continue;
-            }
-            0x00..=0x1f => {
-                let u = [
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 0xf)],
-                ];
-                plain.extend_from_slice(&u);
-                slashed.extend_from_slice(&u);
-                continue;
-            }
-            _ => {
-                plain.push(b);
-                slashed.push(b);
-                continue;
-            }
+            b'/' => b"/",
+            _ => &u,
         };
-        plain.extend_from_slice(esc);
-        slashed.extend_from_slice(esc);
+        for (o, &slash) in out.iter_mut().zip(&variants) {
+            o.extend_from_slice(if slash && b == b'/' { b"\\/" } else { esc });
+        }
+        i += 1;
     }
-    [plain, slashed]
+    out
 }
 
 #[cfg(test)]
@@ -306,5 +335,70 @@ mod tests {
         assert_eq!(f.forms[0].store, f.forms[2].store);
         assert_eq!(f.forms[1].store, f.forms[2].store);
         assert_eq!(f.store.iter().filter(|s| !s.is_empty()).count(), 2);
+    }
+
+    /// Byte-at-a-time reference encoders, as simple as possible.
+    fn reference_forms(value: &[u8]) -> std::collections::BTreeSet<Vec<u8>> {
+        let mut out = std::collections::BTreeSet::from([value.to_vec()]);
+        for (upper, plus, slash) in [
+            (true, false, false),
+            (false, false, false),
+            (true, true, false),
+            (true, false, true),
+        ] {
+            let mut o = Vec::new();
+            for &b in value {
+                match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        o.push(b)
+                    }
+                    b' ' if plus => o.push(b'+'),
+                    b'/' if slash => o.push(b'/'),
+                    _ if upper => o.extend_from_slice(format!("%{b:02X}").as_bytes()),
+                    _ => o.extend_from_slice(format!("%{b:02x}").as_bytes()),
+                }
+            }
+            out.insert(o);
+        }
+        for slash in [false, true] {
+            let mut o = Vec::new();
+            for &b in value {
+                match b {
+                    b'"' => o.extend_from_slice(b"\\\""),
+                    b'\\' => o.extend_from_slice(b"\\\\"),
+                    b'\n' => o.extend_from_slice(b"\\n"),
+                    b'\r' => o.extend_from_slice(b"\\r"),
+                    b'\t' => o.extend_from_slice(b"\\t"),
+                    0x08 => o.extend_from_slice(b"\\b"),
+                    0x0c => o.extend_from_slice(b"\\f"),
+                    b'/' if slash => o.extend_from_slice(b"\\/"),
+                    0..0x20 => o.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+                    _ => o.push(b),
+                }
+            }
+            out.insert(o);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Only forms that differ are produced, and together they are exactly the reference ones.
+        #[test]
+        fn percent_and_json_forms_match_the_reference(
+            value in proptest::collection::vec(proptest::prop_oneof![
+                proptest::sample::select(b" /\"\\\n\r\t\x08\x0c\x01\x1fAz09-._~%+=\xc3\xa9".to_vec()),
+                proptest::num::u8::ANY,
+            ], 0..40),
+        ) {
+            let mut got = std::collections::BTreeSet::from([value.clone()]);
+            // Each family produces only forms that differ from the value and from each other.
+            for family in [percent_forms(&value), json_forms(&value)] {
+                let distinct: std::collections::BTreeSet<&Vec<u8>> = family.iter().collect();
+                proptest::prop_assert_eq!(distinct.len(), family.len());
+                proptest::prop_assert!(!distinct.contains(&value));
+                got.extend(family);
+            }
+            proptest::prop_assert_eq!(got, reference_forms(&value));
+        }
     }
 }
