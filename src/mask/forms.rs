@@ -6,49 +6,66 @@
 //! matcher builds on: the prefix relations between forms are visible in one pass.
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use zeroize::{Zeroize, Zeroizing};
+
+/// Where a form's bytes are: `len` bytes from `start` in owned string `store`.
+#[derive(Clone, Copy)]
+struct Span {
+    store: u32,
+    start: usize,
+    len: usize,
+}
 
 /// Distinct forms, sorted ascending, each at least the minimum length. Wiped when dropped.
 #[derive(Default)]
 pub(super) struct Forms {
-    /// Owned bytes; an entry emptied by prefix sharing stays as an empty `Vec`.
+    /// Owned bytes; one no form points into any more is emptied.
     store: Vec<Vec<u8>>,
-    /// `(store index, length)` of each form, in sorted order.
-    forms: Vec<(u32, usize)>,
+    /// The forms, in sorted order.
+    forms: Vec<Span>,
 }
 
 impl Forms {
-    /// Sorts, drops empty strings and duplicates, and shares prefixes (wiping what it drops).
-    pub(super) fn new(mut raw: Vec<Vec<u8>>) -> Forms {
-        raw.retain(|p| !p.is_empty());
-        raw.sort_unstable();
-        raw.dedup_by(|later, earlier| {
-            let dup = later == earlier;
-            if dup {
-                later.zeroize();
+    /// Sorts, drops duplicates, and shares prefixes (wiping what no form needs any more).
+    fn new(mut c: Collected) -> Forms {
+        let store = std::mem::take(&mut c.store);
+        let mut forms = std::mem::take(&mut c.forms);
+        let bytes = |s: &Span| &store[s.store as usize][s.start..s.start + s.len];
+        forms.sort_unstable_by(|a, b| bytes(a).cmp(bytes(b)));
+        forms.dedup_by(|later, earlier| bytes(later) == bytes(earlier));
+        // Walking down, a form that is a prefix of its successor points into the successor's
+        // bytes, which by then are those of the longest string of the chain.
+        for i in (0..forms.len().saturating_sub(1)).rev() {
+            if bytes(&forms[i + 1]).starts_with(bytes(&forms[i])) {
+                forms[i] = Span {
+                    len: forms[i].len,
+                    ..forms[i + 1]
+                };
             }
-            dup
-        });
-        let n = raw.len();
-        let mut forms = vec![(0u32, 0usize); n];
-        // Walking down, a form that is a prefix of its successor points at the successor's
-        // storage, which by then is the longest string of the chain.
-        for i in (0..n).rev() {
-            let store = if i + 1 < n && raw[i + 1].starts_with(&raw[i]) {
-                forms[i + 1].0
-            } else {
-                index(i)
-            };
-            forms[i] = (store, raw[i].len());
         }
-        for (i, bytes) in raw.iter_mut().enumerate() {
-            if forms[i].0 != index(i) {
+        let mut used = vec![false; store.len()];
+        for f in &forms {
+            used[f.store as usize] = true;
+        }
+        let mut store = store;
+        for (bytes, used) in store.iter_mut().zip(used) {
+            if !used {
                 bytes.zeroize();
                 *bytes = Vec::new();
             }
         }
-        Forms { store: raw, forms }
+        Forms { store, forms }
+    }
+
+    /// The forms of exactly these strings (no derived forms), empty ones dropped.
+    #[cfg(test)]
+    pub(super) fn of(strings: Vec<Vec<u8>>) -> Forms {
+        let mut c = Collected::default();
+        for s in strings {
+            c.add(s, 1);
+        }
+        c.into_forms()
     }
 
     pub(super) fn len(&self) -> usize {
@@ -57,15 +74,15 @@ impl Forms {
 
     /// Form `i` (in sorted order).
     pub(super) fn get(&self, i: usize) -> &[u8] {
-        let (store, len) = self.forms[i];
-        &self.store[store as usize][..len]
+        let f = self.forms[i];
+        &self.store[f.store as usize][f.start..f.start + f.len]
     }
 
     /// Heap bytes held.
     pub(super) fn memory_usage(&self) -> usize {
         self.store.iter().map(Vec::capacity).sum::<usize>()
             + self.store.capacity() * std::mem::size_of::<Vec<u8>>()
-            + self.forms.capacity() * std::mem::size_of::<(u32, usize)>()
+            + self.forms.capacity() * std::mem::size_of::<Span>()
     }
 }
 
@@ -77,32 +94,47 @@ impl Drop for Forms {
     }
 }
 
-/// A form index as stored; more than `u32::MAX` forms would need more memory than any host has.
-fn index(i: usize) -> u32 {
-    u32::try_from(i).unwrap_or(u32::MAX)
+/// Form bytes being collected, wiped when dropped. A form that is part of another one (a line
+/// of the value, base64 without its padding) points into that one's bytes instead of copying.
+#[derive(Default)]
+pub(super) struct Collected {
+    store: Vec<Vec<u8>>,
+    forms: Vec<Span>,
 }
 
-/// Form bytes being collected, wiped when dropped.
-#[derive(Default)]
-pub(super) struct Collected(pub(super) Vec<Vec<u8>>);
-
 impl Collected {
-    fn add(&mut self, mut p: Vec<u8>, min: usize) {
-        if p.len() >= min {
-            self.0.push(p);
-        } else {
+    /// Adds an owned form if it is long enough; returns where it is stored.
+    fn add(&mut self, mut p: Vec<u8>, min: usize) -> Option<u32> {
+        if p.len() < min {
             p.zeroize();
+            return None;
+        }
+        // More than `u32::MAX` forms would need more memory than any host has.
+        let store = u32::try_from(self.store.len()).ok()?;
+        self.forms.push(Span {
+            store,
+            start: 0,
+            len: p.len(),
+        });
+        self.store.push(p);
+        Some(store)
+    }
+
+    /// Adds the form `len` bytes from `start` in stored form `store`, if it is long enough.
+    fn add_part(&mut self, store: u32, start: usize, len: usize, min: usize) {
+        if len >= min && len > 0 {
+            self.forms.push(Span { store, start, len });
         }
     }
 
-    pub(super) fn into_forms(mut self) -> Forms {
-        Forms::new(std::mem::take(&mut self.0))
+    pub(super) fn into_forms(self) -> Forms {
+        Forms::new(self)
     }
 }
 
 impl Drop for Collected {
     fn drop(&mut self) {
-        for p in &mut self.0 {
+        for p in &mut self.store {
             p.zeroize();
         }
     }
@@ -116,28 +148,52 @@ fn is_pem_armor(line: &[u8]) -> bool {
 
 /// Registers `value` and its derived forms; returns whether some non-empty line was too short.
 pub(super) fn add_forms(patterns: &mut Collected, value: &[u8], min: usize) -> bool {
-    patterns.add(value.to_vec(), min);
+    let raw = patterns.add(value.to_vec(), min);
 
     let mut short_line = false;
-    if value.contains(&b'\n') {
+    if let Some(raw) = raw
+        && value.contains(&b'\n')
+    {
+        let mut start = 0;
         for line in value.split(|&b| b == b'\n') {
+            let next = start + line.len() + 1;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() || is_pem_armor(line) {
-                continue;
+            if !line.is_empty() && !is_pem_armor(line) {
+                if line.len() < min {
+                    short_line = true;
+                }
+                patterns.add_part(raw, start, line.len(), min);
             }
-            if line.len() < min {
-                short_line = true;
-            }
-            patterns.add(line.to_vec(), min);
+            start = next;
         }
     }
 
-    let mut with_newline = Zeroizing::new(Vec::with_capacity(value.len() + 1));
-    with_newline.extend_from_slice(value);
-    with_newline.push(b'\n');
-    for input in [value, with_newline.as_slice()] {
-        for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
-            patterns.add(engine.encode(input).into_bytes(), min);
+    // Base64 of the value and of the value followed by `\n` share all but their last group:
+    // encode once. Each comes padded and unpadded (a prefix), in the standard and the URL-safe
+    // alphabet (the same bytes with `+/` as `-_`).
+    let whole = value.len() / 3 * 3;
+    let padded = Zeroizing::new(STANDARD.encode(value).into_bytes());
+    let mut tail = Zeroizing::new(value[whole..].to_vec());
+    tail.push(b'\n');
+    let mut with_newline = Vec::with_capacity(padded.len() + 4);
+    with_newline.extend_from_slice(&padded[..whole / 3 * 4]);
+    with_newline.extend_from_slice(STANDARD.encode(&tail[..]).as_bytes());
+    for standard in [padded.to_vec(), with_newline] {
+        let unpadded = standard.len() - standard.iter().rev().take_while(|&&b| b == b'=').count();
+        let url_safe = standard.iter().any(|&b| b == b'+' || b == b'/').then(|| {
+            standard
+                .iter()
+                .map(|&b| match b {
+                    b'+' => b'-',
+                    b'/' => b'_',
+                    b => b,
+                })
+                .collect::<Vec<u8>>()
+        });
+        for encoded in std::iter::once(standard).chain(url_safe) {
+            if let Some(at) = patterns.add(encoded, min) {
+                patterns.add_part(at, 0, unpadded, min);
+            }
         }
     }
 
@@ -150,48 +206,96 @@ pub(super) fn add_forms(patterns: &mut Collected, value: &[u8], min: usize) -> b
     short_line
 }
 
-/// The four percent-encodings, in one pass: RFC 3986 with upper- and lower-case hex, form
-/// encoding (space as `+`, Python's `quote_plus`), and Python's `urllib.parse.quote()` default
-/// (`/` left alone). All of them leave RFC 3986's unreserved bytes alone.
-fn percent_forms(value: &[u8]) -> [Vec<u8>; 4] {
+/// The percent-encodings that differ from the value and from each other: RFC 3986 with upper-
+/// and lower-case hex, form encoding (space as `+`, Python's `quote_plus`), and Python's
+/// `urllib.parse.quote()` default (`/` left alone). All of them leave RFC 3986's unreserved
+/// bytes alone; runs of those are copied whole.
+fn percent_forms(value: &[u8]) -> Vec<Vec<u8>> {
     const UPPER: &[u8; 16] = b"0123456789ABCDEF";
     const LOWER: &[u8; 16] = b"0123456789abcdef";
-    let unreserved =
-        |b: u8| matches!(b, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~');
-    let escaped = value.iter().filter(|&&b| !unreserved(b)).count();
-    let mut out: [Vec<u8>; 4] =
-        std::array::from_fn(|_| Vec::with_capacity(value.len() + 2 * escaped));
-    let [upper, lower, form, quote] = &mut out;
-    for &b in value {
-        if unreserved(b) {
-            for o in [&mut *upper, &mut *lower, &mut *form, &mut *quote] {
-                o.push(b);
-            }
-            continue;
+    let reserved =
+        |b: u8| !matches!(b, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~');
+    let escaped = value.iter().filter(|&&b| reserved(b)).count();
+    if escaped == 0 {
+        return Vec::new();
+    }
+    let has = |f: fn(u8) -> bool| value.iter().any(|&b| reserved(b) && f(b));
+    // Variants 0..4: upper, lower, form, quote; each only if it differs from upper.
+    let variants: Vec<usize> = [
+        true,
+        has(|b| b >> 4 >= 10 || b & 0xf >= 10),
+        has(|b| b == b' '),
+        has(|b| b == b'/'),
+    ]
+    .iter()
+    .enumerate()
+    .filter_map(|(v, &wanted)| wanted.then_some(v))
+    .collect();
+    let mut out: Vec<Vec<u8>> = variants
+        .iter()
+        .map(|_| Vec::with_capacity(value.len() + 2 * escaped))
+        .collect();
+    let mut i = 0;
+    while i < value.len() {
+        let run = value[i..]
+            .iter()
+            .position(|&b| reserved(b))
+            .unwrap_or(value.len() - i);
+        for o in &mut out {
+            o.extend_from_slice(&value[i..i + run]);
         }
+        i += run;
+        let Some(&b) = value.get(i) else { break };
         let (hi, lo) = (usize::from(b >> 4), usize::from(b & 0xf));
-        let up = [b'%', UPPER[hi], UPPER[lo]];
-        upper.extend_from_slice(&up);
-        lower.extend_from_slice(&[b'%', LOWER[hi], LOWER[lo]]);
-        match b {
-            b' ' => form.push(b'+'),
-            _ => form.extend_from_slice(&up),
+        for (o, &variant) in out.iter_mut().zip(&variants) {
+            match (variant, b) {
+                (1, _) => o.extend_from_slice(&[b'%', LOWER[hi], LOWER[lo]]),
+                (2, b' ') => o.push(b'+'),
+                (3, b'/') => o.push(b'/'),
+                _ => o.extend_from_slice(&[b'%', UPPER[hi], UPPER[lo]]),
+            }
         }
-        match b {
-            b'/' => quote.push(b'/'),
-            _ => quote.extend_from_slice(&up),
-        }
+        i += 1;
     }
     out
 }
 
-/// The inside of a JSON string as `serde_json` writes it, and the same with `/` as `\/` (PHP's
-/// `json_encode`, some Java serialisers), in one pass.
-fn json_forms(value: &[u8]) -> [Vec<u8>; 2] {
+/// The inside of a JSON string as `serde_json` writes it (`\"`, `\\`, `\n`, `\r`, `\t`, `\b`,
+/// `\f`, `\u00xx` for other control bytes), and the same with `/` as `\/` (PHP's `json_encode`,
+/// some Java serialisers), each only if it differs from the value and from the other.
+fn json_forms(value: &[u8]) -> Vec<Vec<u8>> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut plain = Vec::with_capacity(value.len() + value.len() / 8);
-    let mut slashed = Vec::with_capacity(value.len() + value.len() / 8);
-    for &b in value {
+    let special = |b: u8| b < 0x20 || b == b'"' || b == b'\\' || b == b'/';
+    let plain = value.iter().any(|&b| special(b) && b != b'/');
+    let slashed = value.contains(&b'/');
+    // (escape `/`?) for each form wanted.
+    let variants: Vec<bool> = [(plain, false), (slashed, true)]
+        .iter()
+        .filter_map(|&(wanted, slash)| wanted.then_some(slash))
+        .collect();
+    let mut out: Vec<Vec<u8>> = variants
+        .iter()
+        .map(|_| Vec::with_capacity(value.len() + value.len() / 8))
+        .collect();
+    let mut i = 0;
+    while i < value.len() {
+        let run = value[i..]
+            .iter()
+            .position(|&b| special(b))
+            .unwrap_or(value.len() - i);
+        for o in &mut out {
+            o.extend_from_slice(&value[i..i + run]);
+        }
+        i += run;
+        let Some(&b) = value.get(i) else { break };
+        let u = [
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[usize::from(b >> 4)],
+            HEX[usize::from(b & 0xf)],
+        ];
         let esc: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -200,34 +304,15 @@ fn json_forms(value: &[u8]) -> [Vec<u8>; 2] {
             b'\t' => b"\\t",
             0x08 => b"\\b",
             0x0c => b"\\f",
-            b'/' => {
-                plain.push(b'/');
-                slashed.extend_from_slice(b"\\/");
-                continue;
-            }
-            0x00..=0x1f => {
-                let u = [
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(b >> 4)],
-                    HEX[usize::from(b & 0xf)],
-                ];
-                plain.extend_from_slice(&u);
-                slashed.extend_from_slice(&u);
-                continue;
-            }
-            _ => {
-                plain.push(b);
-                slashed.push(b);
-                continue;
-            }
+            b'/' => b"/",
+            _ => &u,
         };
-        plain.extend_from_slice(esc);
-        slashed.extend_from_slice(esc);
+        for (o, &slash) in out.iter_mut().zip(&variants) {
+            o.extend_from_slice(if slash && b == b'/' { b"\\/" } else { esc });
+        }
+        i += 1;
     }
-    [plain, slashed]
+    out
 }
 
 #[cfg(test)]
@@ -236,7 +321,7 @@ mod tests {
 
     #[test]
     fn sorted_distinct_and_prefixes_share_storage() {
-        let f = Forms::new(vec![
+        let f = Forms::of(vec![
             b"abcdef".to_vec(),
             b"abc".to_vec(),
             b"".to_vec(),
@@ -246,9 +331,74 @@ mod tests {
         ]);
         let all: Vec<&[u8]> = (0..f.len()).map(|i| f.get(i)).collect();
         assert_eq!(all, [&b"ab"[..], b"abc", b"abcdef", b"abd"]);
-        // "ab" and "abc" live inside "abcdef".
-        assert_eq!(f.forms[0].0, f.forms[2].0);
-        assert_eq!(f.forms[1].0, f.forms[2].0);
-        assert!(f.store[0].is_empty() && f.store[1].is_empty());
+        // "ab" and "abc" live inside "abcdef"; the duplicate "abc" and the empty string are gone.
+        assert_eq!(f.forms[0].store, f.forms[2].store);
+        assert_eq!(f.forms[1].store, f.forms[2].store);
+        assert_eq!(f.store.iter().filter(|s| !s.is_empty()).count(), 2);
+    }
+
+    /// Byte-at-a-time reference encoders, as simple as possible.
+    fn reference_forms(value: &[u8]) -> std::collections::BTreeSet<Vec<u8>> {
+        let mut out = std::collections::BTreeSet::from([value.to_vec()]);
+        for (upper, plus, slash) in [
+            (true, false, false),
+            (false, false, false),
+            (true, true, false),
+            (true, false, true),
+        ] {
+            let mut o = Vec::new();
+            for &b in value {
+                match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        o.push(b)
+                    }
+                    b' ' if plus => o.push(b'+'),
+                    b'/' if slash => o.push(b'/'),
+                    _ if upper => o.extend_from_slice(format!("%{b:02X}").as_bytes()),
+                    _ => o.extend_from_slice(format!("%{b:02x}").as_bytes()),
+                }
+            }
+            out.insert(o);
+        }
+        for slash in [false, true] {
+            let mut o = Vec::new();
+            for &b in value {
+                match b {
+                    b'"' => o.extend_from_slice(b"\\\""),
+                    b'\\' => o.extend_from_slice(b"\\\\"),
+                    b'\n' => o.extend_from_slice(b"\\n"),
+                    b'\r' => o.extend_from_slice(b"\\r"),
+                    b'\t' => o.extend_from_slice(b"\\t"),
+                    0x08 => o.extend_from_slice(b"\\b"),
+                    0x0c => o.extend_from_slice(b"\\f"),
+                    b'/' if slash => o.extend_from_slice(b"\\/"),
+                    0..0x20 => o.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+                    _ => o.push(b),
+                }
+            }
+            out.insert(o);
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Only forms that differ are produced, and together they are exactly the reference ones.
+        #[test]
+        fn percent_and_json_forms_match_the_reference(
+            value in proptest::collection::vec(proptest::prop_oneof![
+                proptest::sample::select(b" /\"\\\n\r\t\x08\x0c\x01\x1fAz09-._~%+=\xc3\xa9".to_vec()),
+                proptest::num::u8::ANY,
+            ], 0..40),
+        ) {
+            let mut got = std::collections::BTreeSet::from([value.clone()]);
+            // Each family produces only forms that differ from the value and from each other.
+            for family in [percent_forms(&value), json_forms(&value)] {
+                let distinct: std::collections::BTreeSet<&Vec<u8>> = family.iter().collect();
+                proptest::prop_assert_eq!(distinct.len(), family.len());
+                proptest::prop_assert!(!distinct.contains(&value));
+                got.extend(family);
+            }
+            proptest::prop_assert_eq!(got, reference_forms(&value));
+        }
     }
 }

@@ -757,7 +757,7 @@ mod tests {
 
     fn raw_set_tuned(patterns: &[&[u8]], mask: &str, tuning: Tuning) -> MaskSet {
         let (set, err) = MaskSet::from_forms(
-            Forms::new(patterns.iter().map(|p| p.to_vec()).collect()),
+            Forms::of(patterns.iter().map(|p| p.to_vec()).collect()),
             mask.as_bytes(),
             tuning,
         );

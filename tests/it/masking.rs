@@ -956,3 +956,83 @@ fn every_sub_stage_of_a_job_with_secrets_is_masked() {
     );
     assert_no_leak(&outcome.raw_log, &secrets, "the raw job log");
 }
+
+/// Issue 11.3: large and periodic values cost the masker time and memory linear in their size.
+/// A 1 MiB CA-bundle-like file secret (16 000 lines, each a form of its own) and a 128 KiB env
+/// secret that repeats 7 bytes (its anchor recurs every 7 bytes) made every stage build a
+/// gigabyte-sized automaton for seconds to minutes (prepare ran past its timeout). Through the
+/// real binary, every stage now finishes in a few seconds even unoptimised, and whole printed
+/// forms are masked: the bundle by `cat`, one line of it by `sed`, its base64, and the periodic
+/// value alone, inside other text, and twice in a row.
+#[test]
+fn large_and_periodic_secrets_are_masked_quickly() {
+    let setup = Setup::start();
+    let mut bundle = String::with_capacity((1 << 20) + 2048);
+    while bundle.len() < 1 << 20 {
+        bundle.push_str("-----BEGIN CERTIFICATE-----\n");
+        let mut der = vec![0u8; 900];
+        aws_lc_rs::rand::fill(&mut der).expect("random");
+        let b64 = STANDARD.encode(&der);
+        for line in b64.as_bytes().chunks(64) {
+            bundle.push_str(std::str::from_utf8(line).expect("base64 is ascii"));
+            bundle.push('\n');
+        }
+        bundle.push_str("-----END CERTIFICATE-----\n");
+    }
+    // The largest value an environment variable can carry (execve's 128 KiB per string,
+    // including `PERIODIC=` and the NUL).
+    let periodic: String = format!("s3{}t-", random_hex(1))
+        .chars()
+        .cycle()
+        .take((128 << 10) - 64)
+        .collect();
+    setup.put_secrets(json!({"bundle": bundle, "periodic": periodic}));
+    let secrets = [("BUNDLE", bundle.as_str()), ("PERIODIC", periodic.as_str())];
+
+    let job = setup
+        .job()
+        .secrets_yaml(&format!(
+            "{}{}",
+            declare("BUNDLE", "bundle", true, ""),
+            declare("PERIODIC", "periodic", false, "")
+        ))
+        .script([
+            "cat \"$BUNDLE\"; echo",
+            "sed -n 2p \"$BUNDLE\"",
+            "base64 -w0 < \"$BUNDLE\"; echo",
+            "printf '%s\\n' \"$PERIODIC\"",
+            "echo \"x${PERIODIC}y\"",
+            "echo \"${PERIODIC}${PERIODIC}\"",
+        ]);
+    let outcome = setup.runner().run_job(&job, RunOptions::new());
+    assert!(
+        outcome.is_success(),
+        "job failed: {:?} (log {} bytes)",
+        outcome.result,
+        outcome.raw_log.len()
+    );
+    for stage in &outcome.stages {
+        assert!(
+            stage.duration < Duration::from_secs(20),
+            "stage {} took {:?}",
+            stage.name,
+            stage.duration
+        );
+    }
+
+    // A leak of either value would make the log at least 128 KiB long; checking that first
+    // keeps the form-by-form search below cheap.
+    assert!(
+        outcome.raw_log.len() < 64 << 10,
+        "the raw job log is {} bytes long",
+        outcome.raw_log.len()
+    );
+    let build = command_output(&outcome.stage("build_script").output);
+    let expected = "[MASKED]\n[MASKED]\n[MASKED]\n[MASKED]\nx[MASKED]y\n[MASKED][MASKED]\n";
+    assert!(
+        build == expected,
+        "build_script output differs:\n--- got (redacted)\n{}\n--- expected\n{expected}",
+        redact(&build, &secrets)
+    );
+    assert_no_leak(&outcome.raw_log, &secrets, "the raw job log");
+}
