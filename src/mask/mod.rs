@@ -1384,7 +1384,6 @@ mod tests {
         let start = std::time::Instant::now();
         let out = stream_chunks(&s, &input.chunks(4096).collect::<Vec<_>>());
         let masked = start.elapsed();
-        eprintln!("built in {built:?}, masked in {masked:?}");
         let mut expected = b"value: [MASKED]\nhalf: ".to_vec();
         expected.extend_from_slice(&value[..value.len() / 2]);
         expected.extend_from_slice(b"\nend\n");
