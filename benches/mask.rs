@@ -285,7 +285,7 @@ fn table(size: usize) {
         "{:>7} {:>8} {:>9} {:>9} {:>7} {:>9} {:>11} {:>9} {:>9} {:>11}",
         "secrets",
         "patterns",
-        "automaton",
+        "memory",
         "build",
         "masked",
         "copy GB/s",

@@ -117,7 +117,7 @@ enum State {
     /// Nothing to mask: bytes pass through.
     Empty,
     Ready(Box<Matcher>),
-    /// The automaton could not be built; fail closed by emitting nothing.
+    /// The searcher could not be built; fail closed by emitting nothing.
     Failed,
 }
 
@@ -171,8 +171,9 @@ pub struct MaskReport {
     /// Names of multi-line secrets with at least one non-empty line shorter than the minimum
     /// length: that line is masked only where it appears as part of the whole value.
     pub short_lines: Vec<String>,
-    /// Set when the automaton could not be built (far beyond any realistic number of secrets).
-    /// The masker then fails closed: it emits nothing at all.
+    /// Set when the searcher could not be built (only the aho-corasick fallback for CPUs without
+    /// SIMD can fail, far beyond any realistic set). The masker then fails closed: it emits
+    /// nothing at all.
     pub build_error: Option<String>,
 }
 
@@ -1383,7 +1384,6 @@ mod tests {
         let start = std::time::Instant::now();
         let out = stream_chunks(&s, &input.chunks(4096).collect::<Vec<_>>());
         let masked = start.elapsed();
-        eprintln!("built in {built:?}, masked in {masked:?}");
         let mut expected = b"value: [MASKED]\nhalf: ".to_vec();
         expected.extend_from_slice(&value[..value.len() / 2]);
         expected.extend_from_slice(b"\nend\n");
