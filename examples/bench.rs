@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use support::attempt::{Attempt, median, stage_command};
 use support::world::World;
-use support::{JobBuilder, leasehold_bin};
 
 const RUNS: usize = 5;
 
@@ -115,82 +115,6 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     print!("{md}");
-}
-
-/// The stage environment gitlab-runner would give leasehold for one job attempt.
-struct Attempt {
-    _dir: tempfile::TempDir,
-    env: Vec<(String, String)>,
-}
-
-impl Attempt {
-    fn new(world: &World, job: &JobBuilder) -> Attempt {
-        let dir = tempfile::tempdir().expect("tmp");
-        let response = dir.path().join("response.json");
-        std::fs::write(&response, job.payload(None).to_string()).expect("response.json");
-        let mut env = vec![
-            ("TMPDIR".to_owned(), dir.path().display().to_string()),
-            (
-                "JOB_RESPONSE_FILE".to_owned(),
-                response.display().to_string(),
-            ),
-            ("BUILD_FAILURE_EXIT_CODE".to_owned(), "1".to_owned()),
-            ("SYSTEM_FAILURE_EXIT_CODE".to_owned(), "2".to_owned()),
-            (
-                "BUILD_EXIT_CODE_FILE".to_owned(),
-                dir.path().join("build_exit_code").display().to_string(),
-            ),
-            ("CUSTOM_ENV_CI_JOB_ID".to_owned(), "1001".to_owned()),
-        ];
-        let out = stage_command(world, &env, &["config"])
-            .output()
-            .expect("config");
-        assert!(
-            out.status.success(),
-            "config failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let config: Value = serde_json::from_slice(&out.stdout).expect("config JSON");
-        for (k, v) in config["job_env"].as_object().expect("job_env") {
-            env.push((k.clone(), v.as_str().unwrap_or_default().to_owned()));
-        }
-        Attempt { _dir: dir, env }
-    }
-
-    /// Runs one stage; returns its wall time, panicking when it fails unexpectedly.
-    fn stage(&self, world: &World, args: &[&str]) -> Duration {
-        let start = Instant::now();
-        let out = stage_command(world, &self.env, args)
-            .stdout(Stdio::null())
-            .output()
-            .expect("stage");
-        let elapsed = start.elapsed();
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        elapsed
-    }
-}
-
-fn stage_command(world: &World, env: &[(String, String)], args: &[&str]) -> Command {
-    let mut cmd = Command::new(leasehold_bin());
-    cmd.arg("--config")
-        .arg(world.config_path())
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
 }
 
 fn percentile(samples: &[Duration], p: f64) -> Duration {

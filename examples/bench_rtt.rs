@@ -11,15 +11,15 @@ mod support;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use support::attempt::{Attempt, median};
 use support::bao::Bao;
 use support::pki::Pki;
 use support::world::World;
-use support::{JobBuilder, leasehold_bin};
 
 const RUNS: usize = 5;
 /// Added to every chunk in each direction: 20 ms round trip.
@@ -222,82 +222,6 @@ fn curl_login(url: &str, pki: &Pki, jwt: &str) -> String {
         .as_str()
         .expect("token")
         .to_owned()
-}
-
-/// The stage environment gitlab-runner would give leasehold for one job attempt.
-struct Attempt {
-    _dir: tempfile::TempDir,
-    env: Vec<(String, String)>,
-}
-
-impl Attempt {
-    fn new(world: &World, job: &JobBuilder) -> Attempt {
-        let dir = tempfile::tempdir().expect("tmp");
-        let response = dir.path().join("response.json");
-        std::fs::write(&response, job.payload(None).to_string()).expect("response.json");
-        let mut env = vec![
-            ("TMPDIR".to_owned(), dir.path().display().to_string()),
-            (
-                "JOB_RESPONSE_FILE".to_owned(),
-                response.display().to_string(),
-            ),
-            ("BUILD_FAILURE_EXIT_CODE".to_owned(), "1".to_owned()),
-            ("SYSTEM_FAILURE_EXIT_CODE".to_owned(), "2".to_owned()),
-            (
-                "BUILD_EXIT_CODE_FILE".to_owned(),
-                dir.path().join("build_exit_code").display().to_string(),
-            ),
-            ("CUSTOM_ENV_CI_JOB_ID".to_owned(), "1001".to_owned()),
-        ];
-        let out = stage_command(world, &env, &["config"])
-            .output()
-            .expect("config");
-        assert!(
-            out.status.success(),
-            "config failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let config: Value = serde_json::from_slice(&out.stdout).expect("config JSON");
-        for (k, v) in config["job_env"].as_object().expect("job_env") {
-            env.push((k.clone(), v.as_str().unwrap_or_default().to_owned()));
-        }
-        Attempt { _dir: dir, env }
-    }
-
-    /// Runs one stage; returns its wall time, panicking when it fails.
-    fn stage(&self, world: &World, args: &[&str]) -> Duration {
-        let start = Instant::now();
-        let out = stage_command(world, &self.env, args)
-            .stdout(Stdio::null())
-            .output()
-            .expect("stage");
-        let elapsed = start.elapsed();
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        elapsed
-    }
-}
-
-fn stage_command(world: &World, env: &[(String, String)], args: &[&str]) -> Command {
-    let mut cmd = Command::new(leasehold_bin());
-    cmd.arg("--config")
-        .arg(world.config_path())
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
 }
 
 fn ms(d: Duration) -> String {

@@ -43,6 +43,7 @@
 // Each test module uses a different part of this library.
 #![allow(dead_code)]
 
+pub(crate) mod attempt;
 pub(crate) mod bao;
 pub(crate) mod cluster;
 pub(crate) mod docker;

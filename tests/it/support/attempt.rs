@@ -1,0 +1,88 @@
+//! One job attempt driven stage by stage the way gitlab-runner starts each stage (a fresh
+//! process with the runner's environment), without the emulator in between: what the
+//! benchmarks time.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::world::World;
+use super::{JobBuilder, leasehold_bin};
+
+/// The stage environment gitlab-runner would give leasehold for one job attempt.
+pub(crate) struct Attempt {
+    _dir: tempfile::TempDir,
+    pub(crate) env: Vec<(String, String)>,
+}
+
+impl Attempt {
+    pub(crate) fn new(world: &World, job: &JobBuilder) -> Attempt {
+        let dir = tempfile::tempdir().expect("tmp");
+        let response = dir.path().join("response.json");
+        std::fs::write(&response, job.payload(None).to_string()).expect("response.json");
+        let mut env = vec![
+            ("TMPDIR".to_owned(), dir.path().display().to_string()),
+            (
+                "JOB_RESPONSE_FILE".to_owned(),
+                response.display().to_string(),
+            ),
+            ("BUILD_FAILURE_EXIT_CODE".to_owned(), "1".to_owned()),
+            ("SYSTEM_FAILURE_EXIT_CODE".to_owned(), "2".to_owned()),
+            (
+                "BUILD_EXIT_CODE_FILE".to_owned(),
+                dir.path().join("build_exit_code").display().to_string(),
+            ),
+            ("CUSTOM_ENV_CI_JOB_ID".to_owned(), "1001".to_owned()),
+        ];
+        let out = stage_command(world, &env, &["config"])
+            .output()
+            .expect("config");
+        assert!(
+            out.status.success(),
+            "config failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let config: Value = serde_json::from_slice(&out.stdout).expect("config JSON");
+        for (k, v) in config["job_env"].as_object().expect("job_env") {
+            env.push((k.clone(), v.as_str().unwrap_or_default().to_owned()));
+        }
+        Attempt { _dir: dir, env }
+    }
+
+    /// Runs one stage; returns its wall time, panicking when it fails.
+    pub(crate) fn stage(&self, world: &World, args: &[&str]) -> Duration {
+        let start = Instant::now();
+        let out = stage_command(world, &self.env, args)
+            .stdout(Stdio::null())
+            .output()
+            .expect("stage");
+        let elapsed = start.elapsed();
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        elapsed
+    }
+}
+
+pub(crate) fn stage_command(world: &World, env: &[(String, String)], args: &[&str]) -> Command {
+    let mut cmd = Command::new(leasehold_bin());
+    cmd.arg("--config")
+        .arg(world.config_path())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// The median of the samples.
+pub(crate) fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
