@@ -7,6 +7,14 @@ use serde_json::Value;
 use crate::support::world::World;
 use crate::support::{RunOptions, leasehold_bin};
 
+/// A world whose role reads `kv/*`, with `data` at `kv/<path>` (KV v2).
+fn kv_world(path: &str, data: Value) -> World {
+    let world = World::start(&[r#"path "kv/*" { capabilities = ["read"] }"#]);
+    world.bao.enable_kv("kv", 2);
+    world.bao.kv_put("kv", 2, path, data);
+    world
+}
+
 /// `config`'s JSON for the world's executor config.
 fn config_json(world: &World) -> Value {
     let output = Command::new(leasehold_bin())
@@ -83,14 +91,7 @@ fn concurrent_jobs_of_one_project_get_their_own_build_directories() {
 /// it with a line in its own log, and the variable is simply missing).
 #[test]
 fn the_job_log_names_natively_resolved_secrets_and_flags_the_ones_that_arrived_empty() {
-    let world = World::start(&[r#"path "kv/*" { capabilities = ["read"] }"#]);
-    world.bao.enable_kv("kv", 2);
-    world.bao.kv_put(
-        "kv",
-        2,
-        "app/api",
-        serde_json::json!({"key": "native-value-1"}),
-    );
+    let world = kv_world("app/api", serde_json::json!({"key": "native-value-1"}));
     let job = world.job().native_secrets(serde_json::json!({
         "NATIVE_KEY": {"vault": {
             "server": {"url": world.bao.addr(), "auth": {"name": "jwt", "path": "jwt", "data": {"jwt": "$VAULT_ID_TOKEN", "role": crate::support::world::ROLE}}},
@@ -117,14 +118,7 @@ fn the_job_log_names_natively_resolved_secrets_and_flags_the_ones_that_arrived_e
 /// request leasehold made for a job (login, read, revocation) to that job.
 #[test]
 fn every_request_of_a_job_carries_its_job_id_into_the_audit_log() {
-    let world = World::start(&[r#"path "kv/*" { capabilities = ["read"] }"#]);
-    world.bao.enable_kv("kv", 2);
-    world.bao.kv_put(
-        "kv",
-        2,
-        "app/db",
-        serde_json::json!({"password": "audited-1"}),
-    );
+    let world = kv_world("app/db", serde_json::json!({"password": "audited-1"}));
     for header in ["X-Correlation-ID", "X-Leasehold-Job"] {
         world.bao.ok(
             "POST",
@@ -182,14 +176,7 @@ fn every_request_of_a_job_carries_its_job_id_into_the_audit_log() {
 /// (the claims are checked by the role's CEL program) and everything else works as before.
 #[test]
 fn jobs_log_in_through_an_openbao_cel_role_with_the_cel_login_path() {
-    let world = World::start(&[r#"path "kv/*" { capabilities = ["read"] }"#]);
-    world.bao.enable_kv("kv", 2);
-    world.bao.kv_put(
-        "kv",
-        2,
-        "app/db",
-        serde_json::json!({"password": "cel-read-1"}),
-    );
+    let world = kv_world("app/db", serde_json::json!({"password": "cel-read-1"}));
     world.bao.ok(
         "POST",
         "auth/jwt/cel/role/ci",
