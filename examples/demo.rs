@@ -4,17 +4,132 @@
 //! It reuses the integration tests' fixtures (`tests/it/support`), so the demo exercises the
 //! same gitlab-runner emulator the test suite does. Everything it starts is stopped, and every
 //! temp dir removed, when it ends.
+//!
+//! `demo --installed` runs the same job the way a host with the package runs it: leasehold is
+//! invoked exactly as `gitlab-runner-config.toml` shows (`leasehold config|prepare|run|cleanup`,
+//! no `--config`), so it reads the installed `/etc/leasehold/config.toml`, keeps its state in that
+//! config's `state_dir` (`/run/leasehold`) and runs the job as that config's `[executor] user`.
+//! The one edit an admin makes, pointing `[vault] address` at their server, the demo makes
+//! itself (at its throwaway OpenBao); it creates the JWT role the config names. Needs root, and
+//! the job user's account (the packaged config: `gitlab-runner`). scripts/package-test.sh runs it.
 
 #[path = "../tests/it/support/mod.rs"]
 #[allow(dead_code, unused_imports, unreachable_pub, missing_docs, clippy::all)]
 mod support;
 
+use std::path::{Path, PathBuf};
+
 use serde_json::json;
 
-use support::RunOptions;
 use support::world::{World, accessor_in};
+use support::{RunOptions, Runner};
+
+/// The config an installed leasehold reads when gitlab-runner passes no `--config`.
+const INSTALLED_CONFIG: &str = "/etc/leasehold/config.toml";
+
+/// What the job needs to know of the config leasehold reads.
+struct Target {
+    /// The config file.
+    config: PathBuf,
+    /// Its `state_dir`.
+    state_dir: PathBuf,
+    /// Its `[vault] auth_mount` and `role`.
+    auth_mount: String,
+    role: String,
+    /// Its `[executor] user`, when jobs run as another user.
+    job_user: Option<String>,
+}
+
+impl Target {
+    /// The installed config, read as leasehold reads it; `address` replaces its `[vault] address`.
+    fn installed(address: &str) -> Result<Target, String> {
+        let config = PathBuf::from(INSTALLED_CONFIG);
+        let text = std::fs::read_to_string(&config).map_err(|e| {
+            format!("cannot read {INSTALLED_CONFIG} ({e}): is the package installed?")
+        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| format!("{INSTALLED_CONFIG} is not TOML: {e}"))?;
+        let string = |section: Option<&str>, key: &str| {
+            let value = match section {
+                Some(name) => table.get(name).and_then(|t| t.get(key)),
+                None => table.get(key),
+            };
+            value.and_then(toml::Value::as_str).map(str::to_owned)
+        };
+        let state_dir = string(None, "state_dir")
+            .ok_or_else(|| format!("{INSTALLED_CONFIG} has no state_dir"))?;
+        let edited = with_vault_address(&text, address)
+            .ok_or_else(|| format!("{INSTALLED_CONFIG} has no `address = ` line in [vault]"))?;
+        std::fs::write(&config, edited)
+            .map_err(|e| format!("cannot write {INSTALLED_CONFIG}: {e}"))?;
+        Ok(Target {
+            config,
+            state_dir: state_dir.into(),
+            auth_mount: string(Some("vault"), "auth_mount").unwrap_or_else(|| "jwt".into()),
+            role: string(Some("vault"), "role")
+                .ok_or_else(|| format!("{INSTALLED_CONFIG} has no [vault] role"))?,
+            job_user: string(Some("executor"), "user"),
+        })
+    }
+
+    /// The fixture's own config (state in its temp dir, jobs as the invoking user).
+    fn private(world: &World) -> Target {
+        Target {
+            config: world.config_path(),
+            state_dir: world.state_dir(),
+            auth_mount: "jwt".into(),
+            role: support::world::ROLE.into(),
+            job_user: None,
+        }
+    }
+}
+
+/// `text` with the `address = …` line of its `[vault]` table set to `address`: the admin's one
+/// edit, made as a line edit so every other line (and comment) stays as installed.
+fn with_vault_address(text: &str, address: &str) -> Option<String> {
+    let mut table = String::new();
+    let mut replaced = false;
+    let mut out = String::with_capacity(text.len() + address.len());
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            table = trimmed.trim_end().to_owned();
+        }
+        let is_address = table == "[vault]"
+            && trimmed
+                .strip_prefix("address")
+                .is_some_and(|rest| rest.trim_start().starts_with('='));
+        if is_address && !replaced {
+            out.push_str(&format!(
+                "address = \"{address}\"  # demo --installed: its throwaway OpenBao\n"
+            ));
+            replaced = true;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    replaced.then_some(out)
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    found.sort();
+    found
+}
 
 fn main() {
+    let installed = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("--installed") => true,
+        Some(other) => {
+            eprintln!("demo: unknown argument {other:?} (the only one is --installed)");
+            std::process::exit(2);
+        }
+    };
     println!("== Starting a throwaway OpenBao dev server and a local ID-token issuer");
     let world = World::start(&[
         r#"path "secret/data/ci/app" { capabilities = ["read"] }"#,
@@ -27,6 +142,37 @@ fn main() {
         world.bao.addr(),
         world.issuer.url()
     );
+    let target = if installed {
+        match Target::installed(world.bao.addr()) {
+            Ok(target) => target,
+            Err(message) => {
+                eprintln!("demo: {message}");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        Target::private(&world)
+    };
+    if target.auth_mount != "jwt" {
+        world.bao.enable_jwt(
+            &target.auth_mount,
+            &world.issuer.jwks_url(),
+            &world.issuer.url(),
+        );
+    }
+    if (target.auth_mount.as_str(), target.role.as_str()) != ("jwt", support::world::ROLE) {
+        // The role the config names, as the fixture's own: same policy, audience and TTL.
+        world.bao.jwt_role(
+            &target.auth_mount,
+            &target.role,
+            json!({
+                "bound_audiences": [support::issuer::DEFAULT_AUD],
+                "user_claim": "user_login",
+                "policies": ["ci"],
+                "token_ttl": "10m",
+            }),
+        );
+    }
     world.bao.kv_put(
         "secret",
         2,
@@ -49,14 +195,28 @@ fn main() {
         Some(json!({"allowed_domains": ["ci.example.com"], "allow_subdomains": true, "generate_lease": true, "max_ttl": "1h"})),
     );
     println!(
-        "   JWT auth trusts the issuer's JWKS; role \"ci\" reads secret/ci/app, issues pki/issue/ci and may revoke those leases"
+        "   JWT auth at {} trusts the issuer's JWKS; role \"{}\" reads secret/ci/app, issues pki/issue/ci and may revoke those leases",
+        target.auth_mount, target.role
     );
-    println!("   leasehold config: {}", world.config_path().display());
+    if installed {
+        println!(
+            "   leasehold config: {} (installed; [vault] address now {}), state in {}",
+            target.config.display(),
+            world.bao.addr(),
+            target.state_dir.display()
+        );
+    } else {
+        println!("   leasehold config: {}", target.config.display());
+    }
     println!(
         "   leasehold binary: {} (LEASEHOLD_BIN overrides it)",
         support::leasehold_bin().display()
     );
+    if let Some(user) = &target.job_user {
+        println!("   the job runs as {user} ([executor] user)");
+    }
     println!();
+    let states_before = entries(&target.state_dir);
 
     let secrets = "DB_PASSWORD:
   vault: ci/app/db_password@secret
@@ -89,11 +249,18 @@ TLS_KEY:
             "echo \"TLS_CERT is a file: $TLS_CERT ($(stat -c %a \"$TLS_CERT\"))\"",
             "head -n 1 \"$TLS_CERT\"",
             "echo \"$DB_PASSWORD\" | base64 -w0; echo",
+            "echo \"the job runs as $(id -un)\"",
         ])
         .after_script(["echo \"after_script still has API_USER=$API_USER\""]);
 
     println!("== The job: deploy (LEASEHOLD_SECRETS: 4 secrets from 2 requests)");
-    let outcome = world.runner().run_job(&job, RunOptions::new());
+    let runner = if installed {
+        // As gitlab-runner-config.toml has it: no --config, so leasehold reads the installed one.
+        Runner::with_driver(support::leasehold_bin())
+    } else {
+        world.runner()
+    };
+    let outcome = runner.run_job(&job, RunOptions::new());
     println!("== Job log (what GitLab would show; leasehold masked the values itself)");
     println!("{}", outcome.raw_log.trim_end());
     println!();
@@ -127,13 +294,20 @@ TLS_KEY:
     check(
         &mut ok,
         "no job state is left",
-        world.leftover_states().is_empty(),
+        entries(&target.state_dir) == states_before,
     );
     check(
         &mut ok,
         "one login, one read per path",
-        world.bao.count_logins("jwt") == 1,
+        world.bao.count_logins(&target.auth_mount) == 1,
     );
+    if let Some(user) = &target.job_user {
+        check(
+            &mut ok,
+            &format!("the job ran as {user}"),
+            outcome.raw_log.contains(&format!("the job runs as {user}")),
+        );
+    }
     drop(outcome);
     drop(world);
     println!("== Stopped OpenBao and the issuer; removed every temp dir");

@@ -5,8 +5,10 @@
 #
 # Needs root: it installs the .deb with dpkg, runs a sample job through the installed
 # /usr/bin/leasehold (scripts/demo.sh's job, on a throwaway OpenBao), reinstalls it over
-# itself and upgrades it to a higher revision with a locally edited conffile, removes and purges
-# it, checking after each step. Then it inspects the .rpm with Debian's `rpm` (files, modes,
+# itself once gitlab-runner's account exists, runs the sample job again the way a fleet host
+# runs it (the installed binary, /etc/leasehold/config.toml and /run/leasehold, the job as
+# gitlab-runner), upgrades it to a higher revision with a locally edited conffile, removes and
+# purges it, checking after each step. Then it inspects the .rpm with Debian's `rpm` (files, modes,
 # config flags, scriptlets, requirements). The package is purged on exit whatever happens, so
 # a failure does not leave it installed on a developer's machine.
 #
@@ -132,15 +134,17 @@ cargo build --quiet --locked --example demo
 log "built $deb, $deb2, $rpm_file"
 
 work="$(mktemp -d)"
-added_group=""
+added_user=""
 cleanup() {
     local rc=$?
     if known_to_dpkg; then
         log "purging $pkg"
         dpkg --purge "$pkg" >/dev/null 2>&1 || log "warning: dpkg --purge $pkg failed"
     fi
-    if [ -n "$added_group" ]; then
-        groupdel "$added_group" || log "warning: groupdel $added_group failed"
+    if [ -n "$added_user" ]; then
+        userdel --remove "$added_user" >/dev/null 2>&1 || log "warning: userdel $added_user failed"
+        ! getent group "$added_user" >/dev/null 2>&1 || groupdel "$added_user" ||
+            log "warning: groupdel $added_user failed"
     fi
     rm -rf "$work"
     exit "$rc"
@@ -267,14 +271,17 @@ for line in "job succeeded" "the password never reached the job log" "the job's 
 done
 
 # ---------------------------------------------------------------------------------------------
-section "Reinstall over itself, with a locally edited config"
-if [ "$config_group" = root ]; then
-    # As when gitlab-runner is installed after leasehold: the next configure picks its group up.
-    log "adding a temporary gitlab-runner group (removed at exit)"
-    groupadd --system gitlab-runner
-    added_group=gitlab-runner
-    config_group=gitlab-runner
+section "Reinstall over itself, once gitlab-runner is installed, with a locally edited config"
+if ! getent passwd gitlab-runner >/dev/null 2>&1; then
+    # As when gitlab-runner is installed after leasehold: its package creates this account
+    # (a home, bash), and the next configure hands it the config's group and the builds dirs.
+    log "adding a temporary gitlab-runner account, as gitlab-runner's package does (removed at exit)"
+    group_opt=(--user-group)
+    ! getent group gitlab-runner >/dev/null 2>&1 || group_opt=(--gid gitlab-runner)
+    useradd --comment "GitLab Runner" --create-home --shell /bin/bash "${group_opt[@]}" gitlab-runner
+    added_user=gitlab-runner
 fi
+config_group=gitlab-runner
 edit="# package-test.sh local edit $$"
 sed -i 's/^retries = 3$/retries = 5/' /etc/leasehold/config.toml
 printf '%s\n' "$edit" >>/etc/leasehold/config.toml
@@ -288,6 +295,43 @@ dpkg -i --force-confold "$deb" >"$work/dpkg.log" 2>&1 || {
 check_installed "$version-1"
 check "the edited config survived the reinstall" test "$(sha256sum /etc/leasehold/config.toml)" = "$edited_sum"
 check "job state in /run/leasehold survived the reinstall" test -e "$marker"
+for dir in /var/lib/leasehold/builds /var/lib/leasehold/cache; do
+    check "$dir belongs to gitlab-runner, the job user" \
+        test "$(stat -c %U "$dir" 2>/dev/null)" = gitlab-runner
+done
+
+# ---------------------------------------------------------------------------------------------
+section "A sample job as a fleet host runs it: the installed binary, config and state dir"
+# demo --installed invokes `leasehold <stage>` without --config (gitlab-runner-config.toml's
+# way), creates the JWT role the installed config names, and makes the admin's one edit itself:
+# [vault] address, pointed at its throwaway OpenBao.
+config_before="$work/config-before-demo.toml"
+cp /etc/leasehold/config.toml "$config_before"
+if LEASEHOLD_BIN=/usr/bin/leasehold target/debug/examples/demo --installed >"$work/demo-installed.log" 2>&1; then
+    ok "the demo job ran end to end on the installed config (config, prepare, run, cleanup)"
+else
+    not_ok "the demo job ran end to end on the installed config (config, prepare, run, cleanup)"
+    sed 's/^/        /' "$work/demo-installed.log"
+fi
+demo_log="$(cat "$work/demo-installed.log")"
+check "the demo used /usr/bin/leasehold" contains "$demo_log" "leasehold binary: /usr/bin/leasehold "
+check "the demo used /etc/leasehold/config.toml and /run/leasehold" \
+    contains "$demo_log" "leasehold config: /etc/leasehold/config.toml (installed; "
+check "the demo's edit changed only the [vault] address line" \
+    test "$(diff "$config_before" /etc/leasehold/config.toml | grep -c '^[<>]')" = 2
+check "the demo's edit left the config's mode and group alone" \
+    test "$(stat -c '%a %U %G' /etc/leasehold/config.toml)" = "640 root $config_group"
+for line in "job succeeded" "the password never reached the job log" "the job's Vault token is revoked" \
+    "no PKI lease is left" "no job state is left" "one login, one read per path" "the job ran as gitlab-runner"; do
+    check "demo --installed: $line" contains "$demo_log" "[ok] $line"
+done
+check "/run/leasehold holds only the marker again" test "$(ls -A /run/leasehold)" = "$(basename "$marker")"
+check "/run/leasehold-files is empty again" test -z "$(ls -A /run/leasehold-files)"
+check "the job's project dir is in /var/lib/leasehold/builds and belongs to gitlab-runner" bash -c \
+    'test -n "$(find /var/lib/leasehold/builds -mindepth 1 -print -quit)" &&
+     test -z "$(find /var/lib/leasehold/builds -mindepth 1 ! -user gitlab-runner -print -quit)"'
+# The address edit is part of the admin's local changes from here on.
+edited_sum="$(sha256sum /etc/leasehold/config.toml)"
 
 # ---------------------------------------------------------------------------------------------
 section "Upgrade to $(basename "$deb2")"
