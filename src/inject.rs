@@ -95,10 +95,9 @@ impl StageDir {
         crate::private_fs::check_owner(root)?;
         crate::private_fs::set_dir_mode_and_owner(root, 0o711, None)?;
         let name = format!(
-            "{}-{}-{}",
+            "{}-{}",
             job.id().as_str(),
-            sanitize(&stage.as_str()),
-            crate::random::random_hex::<8>()
+            crate::random::unguessable_name(&stage.as_str())
         );
         let path = root.join(name);
         std::fs::DirBuilder::new()
@@ -160,18 +159,6 @@ pub(crate) fn remove_user_stage_dirs(
         removed += 1;
     }
     Ok(removed)
-}
-
-fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// Everything one stage's child receives, decided once: the script it runs, the secrets in its

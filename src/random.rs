@@ -28,6 +28,23 @@ pub(crate) fn random_hex<const N: usize>() -> String {
     hex(&bytes)
 }
 
+/// `label` made safe for a file name (anything but ASCII letters, digits and `_` becomes `_`),
+/// then `-` and 16 random hex digits: the name of a stage's private directory, readable in a
+/// listing and never guessable by a job that knows the stage.
+pub(crate) fn unguessable_name(label: &str) -> String {
+    let safe: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{safe}-{}", random_hex::<8>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +55,10 @@ mod tests {
         let a = random_hex::<8>();
         assert_eq!(a.len(), 16);
         assert_ne!(a, random_hex::<8>());
+        let name = unguessable_name("step_a/../b c");
+        let (label, random) = name.rsplit_once('-').expect("a dash");
+        assert_eq!(label, "step_a____b_c");
+        assert_eq!(random.len(), 16);
+        assert_ne!(name, unguessable_name("step_a/../b c"));
     }
 }

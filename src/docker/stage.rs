@@ -62,18 +62,8 @@ pub(crate) struct StageDir {
 impl StageDir {
     /// A fresh, unguessable directory name for `stage`.
     pub(crate) fn new(stage: &str) -> Self {
-        let safe: String = stage
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
         StageDir {
-            name: format!("{safe}-{}", crate::random::random_hex::<8>()),
+            name: crate::random::unguessable_name(stage),
         }
     }
 

@@ -234,17 +234,7 @@ impl JobDir {
             }
         }
         self.checked(&files)?;
-        let safe_stage: String = stage
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let dir = files.join(format!("{safe_stage}-{}", random_hex::<6>()));
+        let dir = files.join(crate::random::unguessable_name(stage));
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
