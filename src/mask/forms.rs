@@ -280,12 +280,13 @@ fn percent_forms(value: &[u8]) -> Vec<Vec<u8>> {
         |b: u8| !matches!(b, b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~');
     let escaped = value.iter().filter(|&&b| reserved(b)).count();
     let has = |f: fn(u8) -> bool| value.iter().any(|&b| reserved(b) && f(b));
-    // Upper-case RFC 3986, then each variant only if it differs from it.
+    // Upper-case RFC 3986, then each variant only if it differs from it. Keeping `/` differs
+    // from the value itself only when something else is escaped (`a/b` stays `a/b`).
     let variants = [
         escaped > 0,
         has(|b| b >> 4 >= 10 || b & 0xf >= 10),
         has(|b| b == b' '),
-        has(|b| b == b'/'),
+        has(|b| b == b'/') && has(|b| b != b'/'),
     ];
     (0..4)
         .filter(|&v| variants[v])
