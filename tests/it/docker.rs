@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::docker::{
+use crate::leasehold_bin;
+use crate::world;
+use leasehold_test_kit::docker::{
     self, BUSYBOX_IMAGE, JOB_IMAGE, containers_of, docker_ok, executor_config, git_repo,
 };
-use crate::support::world::World;
-use crate::support::{Cancel, JobOutcome, JobResult, RunOptions, leasehold_bin, random_hex, scan};
+use leasehold_test_kit::world::World;
+use leasehold_test_kit::{Cancel, JobOutcome, JobResult, RunOptions, random_hex, scan};
 
 const POLICY: &str = r#"path "kv/data/app/*" { capabilities = ["read"] }"#;
 
@@ -40,7 +42,7 @@ struct Lab {
 
 impl Lab {
     fn start(docker_extra: &str) -> Lab {
-        let world = World::start(&[POLICY]);
+        let world = world().policy(&[POLICY]).start();
         let secret = format!("env-secret-{}", random_hex(16));
         let file_token = format!("file-secret-{}", random_hex(16));
         let file_secret =
@@ -73,7 +75,7 @@ impl Lab {
     }
 
     /// The job: image, repo, secrets, hashes to compare with.
-    fn job(&self) -> crate::support::JobBuilder {
+    fn job(&self) -> leasehold_test_kit::JobBuilder {
         self.world
             .job()
             .image(JOB_IMAGE)

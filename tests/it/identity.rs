@@ -5,9 +5,11 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::support::issuer::DEFAULT_AUD;
-use crate::support::world::World;
-use crate::support::{JobBuilder, JobResult, free_port, leasehold_bin, random_hex, sha16};
+use crate::leasehold_bin;
+use crate::world;
+use leasehold_test_kit::issuer::DEFAULT_AUD;
+use leasehold_test_kit::world::World;
+use leasehold_test_kit::{JobBuilder, JobResult, free_port, random_hex, sha16};
 
 const KV_POLICY: &str = r#"path "kv/data/app/*" { capabilities = ["read"] }
 path "kv/data/envs/365-dev" { capabilities = ["read"] }"#;
@@ -18,7 +20,7 @@ const DECLARATION: &str = "DB_PASS:\n  vault: app/db/password@kv\n  file: false\
 /// secrets at `kv/app/db` and `kv/envs/365-{dev,prod}`. `gitlab_extra` goes into `[gitlab]`,
 /// `tables` after it.
 fn gitlab_world(gitlab_extra: &str, tables: &str) -> World {
-    let world = World::start(&[KV_POLICY]);
+    let world = world().policy(&[KV_POLICY]).start();
     world.bao.enable_kv("kv", 2);
     world.bao.kv_put(
         "kv",
