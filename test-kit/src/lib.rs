@@ -160,13 +160,19 @@ pub fn tail_of_file(path: &Path, max: usize) -> String {
     String::from_utf8_lossy(&text[start..]).into_owned()
 }
 
-/// The first 16 hex digits of a SHA-256 digest: compares secret values without showing them.
-pub fn sha16(bytes: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    digest
+/// The SHA-256 digest as lowercase hex: what job scripts compare secret values with
+/// (`sha256sum`), so that neither side prints them.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
         .as_ref()
         .iter()
-        .take(8)
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The first 16 hex digits of a SHA-256 digest: compares secret values without showing them.
+pub fn sha16(bytes: &[u8]) -> String {
+    let mut hex = sha256_hex(bytes);
+    hex.truncate(16);
+    hex
 }

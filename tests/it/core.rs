@@ -764,14 +764,7 @@ path "sys/leases/revoke/*" { capabilities = ["update"] }"#,
         body["data"]["ttl"].as_u64().expect("ttl")
     };
     assert!(ttl(&world.bao) <= 27, "the token aged");
-    let out = std::process::Command::new(leasehold_bin())
-        .args([
-            "--config".as_ref(),
-            world.config_path().as_os_str(),
-            "reap".as_ref(),
-        ])
-        .output()
-        .expect("reap");
+    let out = world.command().arg("reap").output().expect("reap");
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("0 job states examined"),

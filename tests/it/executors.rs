@@ -26,7 +26,7 @@ use leasehold_test_kit::sshd::{Sshd, TestUser, ensure_group, ensure_user};
 use leasehold_test_kit::world::{POLICY, accessors_in, entries};
 use leasehold_test_kit::{
     Cancel, JobBuilder, JobOutcome, JobResult, RunOptions, Runner, World, random_hex, scan,
-    wait_for,
+    sha256_hex, wait_for,
 };
 
 /// Two secrets from one KV v2 path: `SECRET` in the environment, `SECRET_FILE` as a file.
@@ -41,14 +41,6 @@ const CHECK_SECRETS: [&str; 5] = [
     r#"echo "secret-file-mode=$(stat -c %a "$SECRET_FILE") secret-dir-mode=$(stat -c %a "$(dirname "$SECRET_FILE")")""#,
     r#"echo "echoed: $SECRET""#,
 ];
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// A world (its temp dir 0755, so that other local users can reach what a test puts there)
 /// whose KV holds the job's secrets, with a role for the default job.

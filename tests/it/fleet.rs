@@ -1,10 +1,8 @@
 //! Issue 12: running leasehold on a fleet: concurrent jobs on one host.
 
-use std::process::Command;
-
 use serde_json::Value;
 
-use crate::{leasehold_bin, world};
+use crate::world;
 use leasehold_test_kit::RunOptions;
 use leasehold_test_kit::world::World;
 
@@ -20,9 +18,8 @@ fn kv_world(path: &str, data: Value) -> World {
 
 /// `config`'s JSON for the world's executor config.
 fn config_json(world: &World) -> Value {
-    let output = Command::new(leasehold_bin())
-        .arg("--config")
-        .arg(world.config_path())
+    let output = world
+        .command()
         .arg("config")
         .output()
         .expect("leasehold config");
@@ -317,12 +314,7 @@ fn a_job_in_an_openbao_namespace_is_served_and_its_token_reaped_in_that_namespac
     assert!(alive_in_ns1(&accessors[0]), "the job's token lives in ns1");
     // Past the job's timeout (3 s) and the grace (0): over, for the reaper.
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let reap = Command::new(leasehold_bin())
-        .arg("--config")
-        .arg(world.config_path())
-        .arg("reap")
-        .output()
-        .expect("reap");
+    let reap = world.command().arg("reap").output().expect("reap");
     let stdout = String::from_utf8_lossy(&reap.stdout);
     assert!(
         stdout.contains("1 reaped"),

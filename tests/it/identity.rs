@@ -1,11 +1,8 @@
 //! Issue 4: local ID-token verification, admin bindings, fleet policy, `plan` and `check`,
 //! against a real OpenBao and a local GitLab-like issuer.
 
-use std::process::Command;
-
 use serde_json::json;
 
-use crate::leasehold_bin;
 use crate::world;
 use leasehold_test_kit::issuer::DEFAULT_AUD;
 use leasehold_test_kit::world::World;
@@ -442,9 +439,8 @@ fn plan_explains_a_saved_job_payload() {
     let path = world.dir.path().join("response.json");
     std::fs::write(&path, job.payload(None).to_string()).expect("write payload");
     let before = world.bao.audited_requests();
-    let output = Command::new(leasehold_bin())
-        .arg("--config")
-        .arg(world.config_path())
+    let output = world
+        .command()
         .args(["plan", "--job"])
         .arg(&path)
         .output()
@@ -478,9 +474,8 @@ fn plan_explains_a_saved_job_payload() {
 }
 
 fn check(world: &World) -> (bool, String) {
-    let output = Command::new(leasehold_bin())
-        .arg("--config")
-        .arg(world.config_path())
+    let output = world
+        .command()
         .arg("check")
         .env("VAULT_TOKEN", world.bao.root_token())
         .output()
@@ -569,9 +564,8 @@ fn output_to_a_full_device_is_an_error_not_a_panic() {
             .write(true)
             .open("/dev/full")
             .expect("open /dev/full");
-        let output = Command::new(leasehold_bin())
-            .arg("--config")
-            .arg(world.config_path())
+        let output = world
+            .command()
             .args(&args)
             .env("VAULT_TOKEN", world.bao.root_token())
             .env("SYSTEM_FAILURE_EXIT_CODE", "77")

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::world;
-use leasehold_test_kit::{JobOutcome, JobResult, RunOptions, World, random_hex};
+use leasehold_test_kit::{JobOutcome, JobResult, RunOptions, World, random_hex, sha256_hex};
 
 const POLICY: &str = r#"path "kv/data/app/*" { capabilities = ["read"] }"#;
 
@@ -47,14 +47,6 @@ fn tls_keys(ca_file: Option<&Path>, client: Option<(&Path, &Path)>) -> String {
         );
     }
     keys
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 impl TlsWorld {
