@@ -12,6 +12,7 @@
 //!
 //! | module | what it gives a test |
 //! |---|---|
+//! | [`world`] | [`World`], the one fixture of an end-to-end test: OpenBao with JWT auth trusting an [`Issuer`], the role and policy, leasehold's config and dirs in a temp dir, the binary; [`WorldBuilder`] adds policy rules, role fields, https listeners, a PostgreSQL, a cluster node, config tables |
 //! | [`bao`] | [`Bao`]: a real OpenBao dev server with a file audit device, plus API helpers (KV, policies, JWT auth, database engine, leases, tokens, audit counts) |
 //! | [`issuer`] | [`Issuer`]: a GitLab-like OIDC issuer on loopback (JWKS at `/oauth/discovery/keys` and `/-/jwks`) that mints RS256 ID tokens with GitLab's claims |
 //! | [`postgres`] | [`Postgres`]: a throw-away PostgreSQL cluster run as the `postgres` OS user, with `psql` helpers |
@@ -22,21 +23,28 @@
 //! | [`scan`] | leak scanners over files, `/proc/*/cmdline` and `/proc/*/environ` |
 //! | [`sshd`] | [`sshd::Sshd`]: a real OpenSSH server on loopback letting one local user in with a test key; [`sshd::ensure_user`] creates local accounts |
 //! | [`pki`] | [`pki::Pki`]: a test CA with server and client certificates (and an unrelated CA), made with the `openssl` CLI; [`Bao::start_tls`] serves https with them |
+//! | [`cluster`] | [`cluster::Cluster`]: a real 3-node OpenBao raft cluster on loopback, for the failover tests |
+//! | [`docker`] | the private dockerd `scripts/test.sh` starts, its images, and the `docker` CLI against it |
+//! | [`attempt`] | [`attempt::Attempt`]: one job's stages started directly, the way gitlab-runner starts them, for the benchmarks |
 //!
-//! A typical leasehold end-to-end test:
+//! A typical leasehold end-to-end test (`world()` is `tests/it/main.rs`'s
+//! `World::builder(leasehold_bin())`):
 //!
 //! ```ignore
-//! let issuer = Issuer::start();
-//! let bao = Bao::start();
-//! bao.enable_jwt("jwt", &issuer.jwks_url(), &issuer.url());
-//! bao.jwt_role("jwt", "ci", json!({"bound_audiences": [issuer::DEFAULT_AUD], "user_claim": "sub",
-//!                                 "role_type": "jwt", "policies": ["ci"]}));
-//! let job = JobBuilder::new().id_token("VAULT_ID_TOKEN", &issuer.mint(json!({}))).script(["env"]);
-//! let outcome = Runner::new(leasehold_bin(), &config_path).run_job(&job, RunOptions::default());
-//! assert!(outcome.result.is_success(), "{}", outcome.log);
+//! let world = world().policy(&[r#"path "kv/data/app/*" { capabilities = ["read"] }"#]).start();
+//! world.bao.enable_kv("kv", 2);
+//! world.bao.kv_put("kv", 2, "app/db", json!({"password": planted}));
+//! let job = world.job().secrets_yaml("DB_PASS:\n  vault: app/db/password@kv\n").script(["env"]);
+//! let outcome = world.run(&job);
+//! assert!(outcome.is_success(), "{}", outcome.log);
+//! world.assert_revoked_and_clean(&outcome);
 //! ```
 //!
-//! Running: `scripts/test.sh` installs PostgreSQL and OpenBao when missing and runs everything;
+//! The parts work alone too: `Runner::new(bin, config).run_job(&job, RunOptions::new())` drives
+//! any custom-executor driver (the harness tests drive `tests/fixtures/fake-driver.sh`).
+//!
+//! Running: `scripts/test.sh` installs PostgreSQL and OpenBao when missing and runs everything
+//! (`cargo nextest run --workspace`: the integration tests and this crate's own unit tests);
 //! afterwards `cargo test --test it [filter]` or `cargo nextest run -E 'binary(it)'` work too.
 //! Binaries come from the environment `scripts/test.sh` sets: `LEASEHOLD_TEST_BAO` (the `bao`
 //! binary; else `bao`/`vault` on PATH, else the tools venv of `scripts/lib/tools.sh`) and

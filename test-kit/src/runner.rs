@@ -13,7 +13,7 @@
 //!   the temp dir is removed.
 //! - **argv**: `exec [args…]`; `run_exec [run_args…] <script> <stage>`.
 //! - **cwd = TMPDIR = the attempt's temp dir**; every stage script in a fresh `script*/script`
-//!   (0700) generated like the runner's bash shell (§5, see [`super::shell`]).
+//!   (0700) generated like the runner's bash shell (§5, see `shell.rs`).
 //! - **Environment** (§2): the test process's environment (or only `PATH` with
 //!   [`RunOptions::env_clear`]) plus [`RunOptions::extra_env`], then `TMPDIR`,
 //!   `BUILD_FAILURE_EXIT_CODE=1`, `SYSTEM_FAILURE_EXIT_CODE=2`, `BUILD_EXIT_CODE_FILE`,

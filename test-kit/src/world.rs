@@ -401,8 +401,8 @@ pub fn accessor_in(cleanup_output: &str) -> Option<String> {
     accessors_in(cleanup_output).into_iter().next()
 }
 
-/// The token accessors cleanup names in the runner's log ("revoked token <a> (…)", or "could
-/// not revoke token <a> (…)"). The public job log does not show them (docs/security.md).
+/// The token accessors cleanup names in the runner's log ("revoked token `<a>` (…)", or "could
+/// not revoke token `<a>` (…)"). The public job log does not show them (docs/security.md).
 pub fn accessors_in(cleanup_output: &str) -> Vec<String> {
     cleanup_output
         .match_indices("revoked token ")
