@@ -11,18 +11,16 @@
 //!   -field` per secret;
 //! - plain `bash` for stage start-up, `cat` for output throughput.
 
-#[path = "../tests/it/support/mod.rs"]
-#[allow(dead_code, unused_imports, unreachable_pub, missing_docs, clippy::all)]
-mod support;
-
 use std::fmt::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use support::attempt::{Attempt, median, stage_command};
-use support::world::World;
+use leasehold_test_kit::attempt::{Attempt, median, stage_command};
+use leasehold_test_kit::bao::bao_binary;
+use leasehold_test_kit::world::ROLE;
+use leasehold_test_kit::{World, random_hex};
 
 const RUNS: usize = 5;
 
@@ -43,7 +41,7 @@ fn main() {
             .map(|f| {
                 (
                     format!("f{f}"),
-                    json!(format!("value-{p}-{f}-{}", support::random_hex(8))),
+                    json!(format!("value-{p}-{f}-{}", random_hex(8))),
                 )
             })
             .collect();
@@ -63,7 +61,7 @@ fn main() {
     );
     world.bao.ok("POST", "pki/roles/ci", Some(json!({"allowed_domains": ["ci.example.com"], "allow_subdomains": true, "generate_lease": true, "max_ttl": "1h", "key_type": "ec", "key_bits": 256})));
 
-    let bao_version = Command::new(support::bao::bao_binary())
+    let bao_version = Command::new(bao_binary())
         .arg("version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
@@ -156,7 +154,7 @@ fn curl(args: &[&str]) -> Value {
 }
 
 fn curl_login(world: &World, jwt: &str) -> String {
-    let body = json!({"jwt": jwt, "role": support::world::ROLE}).to_string();
+    let body = json!({"jwt": jwt, "role": ROLE}).to_string();
     let reply = curl(&[
         "-X",
         "POST",
@@ -179,7 +177,7 @@ fn curl_read(world: &World, token: &str, path: &str) {
 }
 
 fn bao_cli(world: &World, token: Option<&str>, args: &[&str]) -> String {
-    let mut cmd = Command::new(support::bao::bao_binary());
+    let mut cmd = Command::new(bao_binary());
     cmd.args(args)
         .env("BAO_ADDR", world.bao.addr())
         .env("VAULT_ADDR", world.bao.addr())
@@ -255,7 +253,7 @@ fn prepare_section(world: &World, md: &mut String) {
                         "write",
                         "-field=token",
                         "auth/jwt/login",
-                        &format!("role={}", support::world::ROLE),
+                        &format!("role={}", ROLE),
                         &format!("jwt={jwt}"),
                     ],
                 );

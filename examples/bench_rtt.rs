@@ -4,10 +4,6 @@
 //! gitlab-runner's per-secret pattern (one JWT login and one request per secret, each a new TLS
 //! connection, emulated with curl) over the same link, in the same run. Prints a Markdown table.
 
-#[path = "../tests/it/support/mod.rs"]
-#[allow(dead_code, unused_imports, unreachable_pub, missing_docs, clippy::all)]
-mod support;
-
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -16,27 +12,25 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use support::attempt::{Attempt, median};
-use support::bao::Bao;
-use support::pki::Pki;
-use support::world::World;
+use leasehold_test_kit::World;
+use leasehold_test_kit::attempt::{Attempt, median};
+use leasehold_test_kit::pki::Pki;
+use leasehold_test_kit::world::ROLE;
 
 const RUNS: usize = 5;
 /// Added to every chunk in each direction: 20 ms round trip.
 const ONE_WAY: Duration = Duration::from_millis(10);
 
 fn main() {
-    let pki = Pki::generate();
-    let (bao, listeners) = Bao::start_tls(&pki);
-    let world = World::start_on(
-        bao,
-        &[
+    let world = World::builder(leasehold_test_kit::leasehold_bin())
+        .policy(&[
             r#"path "kv/data/*" { capabilities = ["read"] }"#,
             r#"path "pki/issue/ci" { capabilities = ["update"] }"#,
             r#"path "sys/leases/revoke/pki/issue/ci/*" { capabilities = ["update"] }"#,
-        ],
-        json!({}),
-    );
+        ])
+        .tls()
+        .start();
+    let (listeners, pki) = (&world.tls().listeners, &world.tls().pki);
     world.bao.enable_kv("kv", 2);
     for p in 0..3 {
         let fields: serde_json::Map<String, Value> = (0..4)
@@ -81,10 +75,10 @@ fn main() {
         for _ in 0..RUNS {
             let start = Instant::now();
             for i in 0..10 {
-                let token = curl_login(&url, &pki, &jwt);
+                let token = curl_login(&url, pki, &jwt);
                 curl(
                     &url,
-                    &pki,
+                    pki,
                     &token,
                     "GET",
                     &format!("kv/data/bench/p{}", i % 3),
@@ -92,9 +86,9 @@ fn main() {
                 );
             }
             for i in 0..5 {
-                let token = curl_login(&url, &pki, &jwt);
+                let token = curl_login(&url, pki, &jwt);
                 let body = json!({"common_name": format!("c{i}.ci.example.com"), "ttl": "10m"});
-                curl(&url, &pki, &token, "POST", "pki/issue/ci", Some(&body));
+                curl(&url, pki, &token, "POST", "pki/issue/ci", Some(&body));
             }
             runner.push(start.elapsed());
         }
@@ -217,7 +211,7 @@ fn curl(
 }
 
 fn curl_login(url: &str, pki: &Pki, jwt: &str) -> String {
-    let body = json!({"jwt": jwt, "role": support::world::ROLE});
+    let body = json!({"jwt": jwt, "role": ROLE});
     curl(url, pki, "", "POST", "auth/jwt/login", Some(&body))["auth"]["client_token"]
         .as_str()
         .expect("token")

@@ -1,9 +1,9 @@
 //! `scripts/demo.sh`: one sample job through all four stages, the way gitlab-runner runs it,
 //! against a throwaway OpenBao dev server and a local GitLab-like ID-token issuer.
 //!
-//! It reuses the integration tests' fixtures (`tests/it/support`), so the demo exercises the
-//! same gitlab-runner emulator the test suite does. Everything it starts is stopped, and every
-//! temp dir removed, when it ends.
+//! It reuses the integration tests' fixtures (the `leasehold-test-kit` crate), so the demo
+//! exercises the same gitlab-runner emulator the test suite does. Everything it starts is
+//! stopped, and every temp dir removed, when it ends.
 //!
 //! `demo --installed` runs the same job the way a host with the package runs it: leasehold is
 //! invoked exactly as `gitlab-runner-config.toml` shows (`leasehold config|prepare|run|cleanup`,
@@ -13,12 +13,9 @@
 //! itself (at its throwaway OpenBao); it creates the JWT role the config names. Needs root, and
 //! the job user's account (the packaged config: `gitlab-runner`). scripts/package-test.sh runs it.
 
-#[path = "../tests/it/support/mod.rs"]
-#[allow(dead_code, unused_imports, unreachable_pub, missing_docs, clippy::all)]
-mod support;
-
 use std::path::{Path, PathBuf};
 
+use leasehold_test_kit as support;
 use serde_json::json;
 
 use support::world::{World, accessor_in};

@@ -8,8 +8,8 @@
 # unless bao/vault is on PATH; starts a private dockerd for the docker-executor tests (no bridge, no
 # iptables; scripts/lib/docker.sh) with locally built images, stopped again on exit; exports
 # LEASEHOLD_TEST_BAO, LEASEHOLD_TEST_PG_BIN, LEASEHOLD_TEST_DOCKER_HOST and LEASEHOLD_TEST_DOCKER_DIR
-# for the integration tests; then runs `cargo nextest run --profile ci` (or `cargo test` when nextest
-# is not installed).
+# for the integration tests; then runs `cargo nextest run --profile ci --workspace` (or `cargo test
+# --workspace` when nextest is not installed): leasehold's tests and the test kit's (test-kit/).
 # Works as root on a fresh Debian 12 whose only network is the package registries.
 set -euo pipefail
 
@@ -20,8 +20,8 @@ source scripts/lib/tools.sh
 source scripts/lib/docker.sh
 
 # postgresql: dynamic database credentials; openssh-server: /usr/sbin/sshd (and ssh, ssh-keygen)
-# for the SSH-driver tests (tests/it/support/sshd.rs starts its own sshd; none is started here);
-# openssl: the CLI that makes the TLS tests' certificates (tests/it/support/pki.rs);
+# for the SSH-driver tests (test-kit/src/sshd.rs starts its own sshd; none is started here);
+# openssl: the CLI that makes the TLS tests' certificates (test-kit/src/pki.rs);
 # jq and python3: the masking tests print secrets URL-encoded and JSON-escaped with them.
 leasehold_ensure_apt postgresql openssh-server openssl jq
 command -v python3 >/dev/null 2>&1 || leasehold_ensure_apt python3
@@ -54,8 +54,8 @@ echo "test.sh: postgres: $LEASEHOLD_TEST_PG_BIN ($("$LEASEHOLD_TEST_PG_BIN/postg
 echo "test.sh: docker: $LEASEHOLD_TEST_DOCKER_HOST ($(DOCKER_HOST="$LEASEHOLD_TEST_DOCKER_HOST" docker version --format '{{.Server.Version}}' 2>/dev/null))" >&2
 
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --profile ci "$@"
+    cargo nextest run --profile ci --workspace "$@"
 else
     echo "test.sh: cargo-nextest not found, using cargo test" >&2
-    cargo test "$@"
+    cargo test --workspace "$@"
 fi

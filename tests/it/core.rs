@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::world::{World, accessor_in};
-use crate::support::{Cancel, JobOutcome, JobResult, RunOptions, leasehold_bin, scan, sha16};
+use crate::leasehold_bin;
+use crate::world;
+use leasehold_test_kit::world::{World, accessor_in};
+use leasehold_test_kit::{Cancel, JobOutcome, JobResult, RunOptions, scan, sha16};
 
 const KV_POLICY: &str = r#"path "kv/data/app/*" { capabilities = ["read"] }
 path "kv1/*" { capabilities = ["read"] }"#;
@@ -23,7 +25,7 @@ struct Planted {
 
 impl Planted {
     fn new() -> Planted {
-        let r = crate::support::random_hex;
+        let r = leasehold_test_kit::random_hex;
         Planted {
             db_pass: format!("pw-{}-planted", r(12)),
             db_user: format!("user-{}-planted", r(12)),
@@ -39,7 +41,7 @@ impl Planted {
 
 /// A world with KV v2 (`kv/app/db`, `kv/app/api`) and KV v1 (`kv1/legacy`) secrets.
 fn kv_world(planted: &Planted) -> World {
-    let world = World::start(&[KV_POLICY]);
+    let world = world().policy(&[KV_POLICY]).start();
     world.bao.enable_kv("kv", 2);
     world.bao.enable_kv("kv1", 1);
     world.bao.kv_put(
@@ -341,7 +343,7 @@ fn the_token_is_revoked_after_success_failure_and_cancel() {
 }
 
 /// Runs a job expected to fail at prepare; returns the job log and result.
-fn failing_prepare(world: &World, job: crate::support::JobBuilder) -> (String, JobResult) {
+fn failing_prepare(world: &World, job: leasehold_test_kit::JobBuilder) -> (String, JobResult) {
     let outcome = world.run(&job);
     assert!(
         world.leftover_states().is_empty(),
@@ -354,10 +356,10 @@ fn failing_prepare(world: &World, job: crate::support::JobBuilder) -> (String, J
 #[test]
 fn each_failure_has_its_own_message_and_exit_code() {
     let planted = Planted::new();
-    let world = World::start_with_role(
-        &[KV_POLICY],
-        json!({"bound_claims": {"ref_protected": "true"}}),
-    );
+    let world = world()
+        .policy(&[KV_POLICY])
+        .role(json!({"bound_claims": {"ref_protected": "true"}}))
+        .start();
     world.bao.enable_kv("kv", 2);
     world.bao.kv_put(
         "kv",
@@ -429,7 +431,7 @@ fn each_failure_has_its_own_message_and_exit_code() {
         ),
         (
             "no id token",
-            crate::support::JobBuilder::new().secrets_yaml(yaml),
+            leasehold_test_kit::JobBuilder::new().secrets_yaml(yaml),
             "the job has no ID token in $VAULT_ID_TOKEN; add to the job:  id_tokens:",
         ),
         (
@@ -490,8 +492,8 @@ fn each_failure_has_its_own_message_and_exit_code() {
 
 #[test]
 fn an_unreachable_vault_is_a_system_failure_retried_by_the_runner() {
-    let world = World::start(&[KV_POLICY]);
-    let closed = format!("http://127.0.0.1:{}", crate::support::free_port());
+    let world = world().policy(&[KV_POLICY]).start();
+    let closed = format!("http://127.0.0.1:{}", leasehold_test_kit::free_port());
     world.write_config_with_vault(&closed, "", "");
     let job = world
         .job()
@@ -603,7 +605,7 @@ fn gitlab_native_secrets_are_mentioned_not_resolved_again() {
         .job()
         .secrets_yaml(DB_PASS_ENV)
         .native_secrets(json!({"NATIVE_KEY": {"vault": {
-            "server": {"url": world.bao.addr(), "auth": {"name": "jwt", "path": "jwt", "data": {"jwt": "$VAULT_ID_TOKEN", "role": crate::support::world::ROLE}}},
+            "server": {"url": world.bao.addr(), "auth": {"name": "jwt", "path": "jwt", "data": {"jwt": "$VAULT_ID_TOKEN", "role": leasehold_test_kit::world::ROLE}}},
             "engine": {"name": "kv-v2", "path": "kv"}, "path": "app/api", "field": "key"}, "file": false}}));
     let outcome = world.run(&job);
     assert!(
@@ -733,7 +735,7 @@ fn a_hung_inner_cleanup_never_stands_between_the_job_and_revocation() {
 
 #[test]
 fn reap_keeps_a_periodic_reaper_token_alive_even_with_nothing_to_reap() {
-    let world = World::start(&[KV_POLICY]);
+    let world = world().policy(&[KV_POLICY]).start();
     world.bao.write_policy(
         "leasehold-reaper",
         r#"path "auth/token/revoke-accessor" { capabilities = ["update"] }
@@ -757,19 +759,12 @@ path "sys/leases/revoke/*" { capabilities = ["update"] }"#,
         token_file.display()
     ));
     std::thread::sleep(Duration::from_secs(3));
-    let ttl = |bao: &crate::support::Bao| {
+    let ttl = |bao: &leasehold_test_kit::Bao| {
         let (_, body) = bao.api_as(Some(&token), "GET", "auth/token/lookup-self", None);
         body["data"]["ttl"].as_u64().expect("ttl")
     };
     assert!(ttl(&world.bao) <= 27, "the token aged");
-    let out = std::process::Command::new(leasehold_bin())
-        .args([
-            "--config".as_ref(),
-            world.config_path().as_os_str(),
-            "reap".as_ref(),
-        ])
-        .output()
-        .expect("reap");
+    let out = world.command().arg("reap").output().expect("reap");
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("0 job states examined"),
@@ -785,7 +780,7 @@ fn the_vault_token_and_the_id_token_appear_nowhere_they_should_not() {
     let planted = Planted::new();
     let world = kv_world(&planted);
     let id_token = world.issuer.mint(json!({}));
-    let job = crate::support::JobBuilder::new()
+    let job = leasehold_test_kit::JobBuilder::new()
         .id_token("VAULT_ID_TOKEN", &id_token)
         .secrets_yaml("DB_PASS:\n  vault: app/db/password@kv\n  file: false\n")
         .script(["sleep 1.5"]);

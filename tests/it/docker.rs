@@ -10,24 +10,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::docker::{
+use crate::world;
+use leasehold_test_kit::docker::{
     self, BUSYBOX_IMAGE, JOB_IMAGE, containers_of, docker_ok, executor_config, git_repo,
 };
-use crate::support::world::World;
-use crate::support::{Cancel, JobOutcome, JobResult, RunOptions, leasehold_bin, random_hex, scan};
+use leasehold_test_kit::world::World;
+use leasehold_test_kit::{Cancel, JobOutcome, JobResult, RunOptions, random_hex, scan, sha256_hex};
 
 const POLICY: &str = r#"path "kv/data/app/*" { capabilities = ["read"] }"#;
 
 /// `SECRET` in the environment, `SECRET_FILE` as a file.
 const SECRETS_YAML: &str = "SECRET:\n  vault: app/ci/password@kv\n  file: false\nSECRET_FILE:\n  vault: app/ci/tls_key@kv\n";
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// A world whose KV holds the two planted values, with the docker executor configured.
 struct Lab {
@@ -40,7 +33,7 @@ struct Lab {
 
 impl Lab {
     fn start(docker_extra: &str) -> Lab {
-        let world = World::start(&[POLICY]);
+        let world = world().policy(&[POLICY]).start();
         let secret = format!("env-secret-{}", random_hex(16));
         let file_token = format!("file-secret-{}", random_hex(16));
         let file_secret =
@@ -73,7 +66,7 @@ impl Lab {
     }
 
     /// The job: image, repo, secrets, hashes to compare with.
-    fn job(&self) -> crate::support::JobBuilder {
+    fn job(&self) -> leasehold_test_kit::JobBuilder {
         self.world
             .job()
             .image(JOB_IMAGE)
@@ -523,14 +516,7 @@ path "sys/leases/revoke/*" { capabilities = ["update"] }"#,
         .expect("accessor journaled")
         .to_owned();
     std::thread::sleep(Duration::from_secs(2));
-    let out = std::process::Command::new(leasehold_bin())
-        .args([
-            "--config".as_ref(),
-            lab.world.config_path().as_os_str(),
-            "reap".as_ref(),
-        ])
-        .output()
-        .expect("reap");
+    let out = lab.world.command().arg("reap").output().expect("reap");
     let stdout = String::from_utf8_lossy(&out.stdout);
     // Exit 1: reap names every job whose credentials it had to take back.
     assert_eq!(

@@ -19,13 +19,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::fake_driver::DriverLog;
-use crate::support::issuer::bound_role;
-use crate::support::sshd::{Sshd, TestUser, ensure_group, ensure_user};
-use crate::support::world::accessors_in;
-use crate::support::{
-    Bao, Cancel, Issuer, JobBuilder, JobOutcome, JobResult, RunOptions, Runner, fixture,
-    leasehold_bin, random_hex, scan, wait_for,
+use crate::{fixture, leasehold_bin, world};
+use leasehold_test_kit::fake_driver::DriverLog;
+use leasehold_test_kit::issuer::bound_role;
+use leasehold_test_kit::sshd::{Sshd, TestUser, ensure_group, ensure_user};
+use leasehold_test_kit::world::{POLICY, accessors_in, entries};
+use leasehold_test_kit::{
+    Cancel, JobBuilder, JobOutcome, JobResult, RunOptions, Runner, World, random_hex, scan,
+    sha256_hex, wait_for,
 };
 
 /// Two secrets from one KV v2 path: `SECRET` in the environment, `SECRET_FILE` as a file.
@@ -41,92 +42,55 @@ const CHECK_SECRETS: [&str; 5] = [
     r#"echo "echoed: $SECRET""#,
 ];
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// An issuer, an OpenBao with the job's secrets and a role for the default job, and a temp dir
-/// (0755, so that other local users can reach what a test puts there) for state and configs.
-struct World {
-    issuer: Issuer,
-    bao: Bao,
+/// A world (its temp dir 0755, so that other local users can reach what a test puts there)
+/// whose KV holds the job's secrets, with a role for the default job.
+struct Lab {
+    world: World,
     /// `SECRET`'s value.
     secret: String,
     /// `SECRET_FILE`'s content (three lines).
     file_secret: String,
     /// The random middle line of the file secret, what leak scans look for.
     file_token: String,
-    dir: tempfile::TempDir,
 }
 
-impl World {
-    fn new() -> World {
-        let issuer = Issuer::start();
-        let bao = Bao::start();
+impl Lab {
+    fn new() -> Lab {
+        let world = world()
+            .policy(&[r#"path "kv/data/app/*" { capabilities = ["read"] }"#])
+            .role(bound_role(&[POLICY]))
+            .vault_defaults()
+            .no_dirs()
+            .dir_mode(0o755)
+            .dir_prefix("leasehold-executors")
+            .start();
         let secret = format!("env-secret-{}", random_hex(16));
         let file_token = format!("file-secret-{}", random_hex(16));
         let file_secret =
             format!("-----BEGIN TEST KEY-----\n{file_token}\n-----END TEST KEY-----\n");
-        bao.enable_kv("kv", 2);
-        bao.kv_put(
+        world.bao.enable_kv("kv", 2);
+        world.bao.kv_put(
             "kv",
             2,
             "app/ci",
             json!({"password": secret, "tls_key": file_secret}),
         );
-        bao.kv_put("kv", 2, "other/ci", json!({"password": "not-for-this-job"}));
-        bao.write_policy(
-            "ci-app",
-            r#"path "kv/data/app/*" { capabilities = ["read"] }"#,
-        );
-        bao.enable_jwt("jwt", &issuer.jwks_url(), &issuer.url());
-        bao.jwt_role("jwt", "ci", bound_role(&["ci-app"]));
-        let dir = tempfile::Builder::new()
-            .prefix("leasehold-executors")
-            .tempdir()
-            .expect("temp dir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod temp dir");
-        World {
-            issuer,
-            bao,
+        world
+            .bao
+            .kv_put("kv", 2, "other/ci", json!({"password": "not-for-this-job"}));
+        Lab {
+            world,
             secret,
             file_secret,
             file_token,
-            dir,
         }
-    }
-
-    fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    /// Writes the executor config: this server, state and build dirs in the world's dir, then
-    /// `tables` (TOML tables such as `[executor]`).
-    fn config(&self, tables: &str) -> PathBuf {
-        let path = self.dir.path().join("config.toml");
-        let text = format!(
-            "state_dir = {state:?}\nbuilds_dir = {builds:?}\ncache_dir = {cache:?}\n\n\
-             [vault]\naddress = {addr:?}\nrole = \"ci\"\n\n{tables}",
-            state = self.state_dir(),
-            builds = self.dir.path().join("builds"),
-            cache = self.dir.path().join("cache"),
-            addr = self.bao.addr(),
-            tables = crate::support::allowing_root(tables),
-        );
-        std::fs::write(&path, text).expect("write config");
-        path
     }
 
     /// The default job with the two secrets declared and their expected hashes as plain
     /// variables.
     fn job(&self) -> JobBuilder {
-        JobBuilder::new()
-            .id_token("VAULT_ID_TOKEN", &self.issuer.mint(json!({})))
+        self.world
+            .job()
             .secrets_yaml(SECRETS_YAML)
             .variable(
                 "EXPECTED_SECRET_SHA256",
@@ -165,20 +129,6 @@ impl World {
         found
     }
 
-    /// Every token accessor the server knows.
-    fn token_accessors(&self) -> Vec<String> {
-        let (status, body) = self.bao.api("LIST", "auth/token/accessors", None);
-        assert_eq!(status, 200, "{body}");
-        let mut keys: Vec<String> = body["data"]["keys"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|k| k.as_str().map(str::to_owned))
-            .collect();
-        keys.sort();
-        keys
-    }
-
     /// Asserts that every Vault token the job's log names is gone, and returns how many.
     fn assert_tokens_revoked(&self, outcome: &JobOutcome) -> usize {
         let accessors = accessors_in(&outcome.cleanup_output);
@@ -189,7 +139,7 @@ impl World {
         );
         for accessor in &accessors {
             assert!(
-                self.bao.lookup_token_by_accessor(accessor).is_none(),
+                self.world.bao.lookup_token_by_accessor(accessor).is_none(),
                 "token {accessor} is still valid after cleanup\n{}",
                 self.show(outcome)
             );
@@ -199,9 +149,7 @@ impl World {
 
     /// Asserts that no job state is left below the state dir.
     fn assert_state_removed(&self, outcome: &JobOutcome) {
-        let left: Vec<PathBuf> = std::fs::read_dir(self.state_dir())
-            .map(|entries| entries.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
+        let left = self.world.leftover_states();
         assert!(
             left.is_empty(),
             "job state left behind: {left:?}\n{}",
@@ -359,9 +307,11 @@ fn ssh_driver_gets_secrets_through_a_wrapper_script_and_leaves_nothing_behind() 
     let sshd = Sshd::start("lh-ssh-job");
     assert_ssh_login(&sshd);
     let remote = sshd.user().clone();
-    let w = World::new();
+    let w = Lab::new();
     // after_script gets no secrets, so that it runs while nothing should be left anywhere.
-    let config = w.config(&ssh_driver_tables("script", Some(&["build_script"])));
+    let config = w
+        .world
+        .write_config(&ssh_driver_tables("script", Some(&["build_script"])));
     let mut script = CHECK_SECRETS.to_vec();
     script.push(r#"echo "remote-user=$(id -un)""#);
     let job = w.job().script(script).after_script([
@@ -374,7 +324,7 @@ fn ssh_driver_gets_secrets_through_a_wrapper_script_and_leaves_nothing_behind() 
     let between = Rc::new(RefCell::new(None::<Vec<PathBuf>>));
     let seen = between.clone();
     let (state_dir, home, secret, token) = (
-        w.state_dir(),
+        w.world.state_dir(),
         remote.home.clone(),
         w.secret.clone(),
         w.file_token.clone(),
@@ -485,7 +435,7 @@ fn ssh_driver_gets_secrets_through_a_wrapper_script_and_leaves_nothing_behind() 
     assert!(!job_dir.exists(), "the remote job dir survived cleanup");
     w.assert_tokens_revoked(&outcome);
     w.assert_state_removed(&outcome);
-    let mut roots: Vec<&Path> = vec![w.dir.path(), &remote.home];
+    let mut roots: Vec<&Path> = vec![w.world.dir.path(), &remote.home];
     roots.extend(outcome.temp_dirs.iter().map(PathBuf::as_path));
     assert!(w.leaks(&roots).is_empty(), "{:?}", w.leaks(&roots));
     assert!(secret_dirs_under(&remote.home).is_empty());
@@ -497,8 +447,8 @@ fn cancelling_an_ssh_job_ends_the_remote_processes_then_cleanup_runs_and_revokes
     let sshd = Sshd::start("lh-ssh-cancel");
     assert_ssh_login(&sshd);
     let remote = sshd.user().clone();
-    let w = World::new();
-    let config = w.config(&ssh_driver_tables("script", None));
+    let w = Lab::new();
+    let config = w.world.write_config(&ssh_driver_tables("script", None));
     let mut script = CHECK_SECRETS.to_vec();
     script.extend([
         r#"sleep 30 & echo "remote-sleep-pid=$!"; wait $!"#,
@@ -592,7 +542,7 @@ fn cancelling_an_ssh_job_ends_the_remote_processes_then_cleanup_runs_and_revokes
     assert!(!remote_job_dir(&outcome, &remote).exists());
     w.assert_tokens_revoked(&outcome);
     w.assert_state_removed(&outcome);
-    assert!(w.leaks(&[w.dir.path(), &remote.home]).is_empty());
+    assert!(w.leaks(&[w.world.dir.path(), &remote.home]).is_empty());
     assert!(secret_dirs_in_tmp(remote.uid).is_empty());
 }
 
@@ -612,8 +562,8 @@ fn fake_driver_tables(inject: &str) -> String {
 
 #[test]
 fn local_driver_gets_secrets_in_its_environment_and_its_exit_codes_pass_through() {
-    let w = World::new();
-    let config = w.config(&fake_driver_tables("env"));
+    let w = Lab::new();
+    let config = w.world.write_config(&fake_driver_tables("env"));
     let runner = Runner::new(leasehold_bin(), &config);
     let driver = fixture("fake-driver.sh").display().to_string();
 
@@ -639,7 +589,7 @@ fn local_driver_gets_secrets_in_its_environment_and_its_exit_codes_pass_through(
         assert!(build.contains(expected), "no {expected} in:\n{build}");
     }
     let file_path = PathBuf::from(value_after(&build, "secret-file-path=").expect("path"));
-    assert!(file_path.starts_with(w.state_dir()), "{file_path:?}");
+    assert!(file_path.starts_with(w.world.state_dir()), "{file_path:?}");
     assert!(!file_path.exists(), "the file secret outlived its stage");
     assert!(printed(&outcome.stage("after_script").output).contains("after-secret=ok"));
     assert!(
@@ -748,11 +698,11 @@ fn local_driver_gets_secrets_in_its_environment_and_its_exit_codes_pass_through(
 
 #[test]
 fn cancelling_a_local_driver_job_ends_its_processes_then_cleanup_runs_and_revokes() {
-    let w = World::new();
-    let config = w.config(&fake_driver_tables("env"));
+    let w = Lab::new();
+    let config = w.world.write_config(&fake_driver_tables("env"));
     // Outside the world's dir: the driver records its CUSTOM_ENV_ variables, the secrets too.
     let log = DriverLog::new();
-    let pid_file = w.dir.path().join("sleep.pid");
+    let pid_file = w.world.dir.path().join("sleep.pid");
     let job = w
         .job()
         .variable("SLEEP_PID_FILE", &pid_file.display().to_string())
@@ -824,22 +774,22 @@ fn cancelling_a_local_driver_job_ends_its_processes_then_cleanup_runs_and_revoke
     );
     w.assert_tokens_revoked(&outcome);
     w.assert_state_removed(&outcome);
-    assert!(w.leaks(&[w.dir.path()]).is_empty());
+    assert!(w.leaks(&[w.world.dir.path()]).is_empty());
 }
 
 #[test]
 fn cleanup_runs_the_inner_cleanup_and_revokes_when_prepare_fails() {
-    let w = World::new();
-    let config = w.config(&fake_driver_tables("env"));
+    let w = Lab::new();
+    let config = w.world.write_config(&fake_driver_tables("env"));
     let runner = Runner::new(leasehold_bin(), &config);
-    let before = w.token_accessors();
+    let before = w.world.bao.token_accessors();
 
     // A secret the role may not read: leasehold's prepare fails before the driver's prepare
     // (no environment is started for a job whose secrets fail); cleanup still calls the
     // driver's cleanup, and no token of the job survives.
-    let log = DriverLog::in_dir(w.dir.path());
+    let log = DriverLog::in_dir(w.world.dir.path());
     let job = JobBuilder::new()
-        .id_token("VAULT_ID_TOKEN", &w.issuer.mint(json!({})))
+        .id_token("VAULT_ID_TOKEN", &w.world.issuer.mint(json!({})))
         .secrets_yaml(
             "SECRET:\n  vault: app/ci/password@kv\n  file: false\nFORBIDDEN:\n  vault: other/ci/password@kv\n  file: false\n",
         );
@@ -860,14 +810,18 @@ fn cleanup_runs_the_inner_cleanup_and_revokes_when_prepare_fails() {
         ["config_exec", "prepare_exec", "cleanup_exec"]
     );
     assert_eq!(log.commands(), ["config", "cleanup"]);
-    assert_eq!(w.bao.count_logins("jwt"), 1);
-    assert_eq!(w.token_accessors(), before, "a token of the job survived");
+    assert_eq!(w.world.bao.count_logins("jwt"), 1);
+    assert_eq!(
+        w.world.bao.token_accessors(),
+        before,
+        "a token of the job survived"
+    );
     w.assert_state_removed(&outcome);
 
     // The driver's own prepare fails with a system failure: gitlab-runner retries the whole
     // preparation three times, and every attempt's cleanup calls the driver's cleanup, then
     // revokes that attempt's token.
-    let log = DriverLog::in_dir(w.dir.path());
+    let log = DriverLog::in_dir(w.world.dir.path());
     let outcome = runner.run_job(&w.job(), log.options().env("FAKE_DRIVER_FAIL_PREPARE", "2"));
     assert!(
         matches!(&outcome.result, JobResult::SystemFailure { reason } if reason == "exit status 2"),
@@ -882,7 +836,7 @@ fn cleanup_runs_the_inner_cleanup_and_revokes_when_prepare_fails() {
         "{}",
         w.show(&outcome)
     );
-    assert_eq!(w.bao.count_logins("jwt"), 1 + 3);
+    assert_eq!(w.world.bao.count_logins("jwt"), 1 + 3);
     assert_eq!(w.assert_tokens_revoked(&outcome), 3);
     for cleanup in outcome.stages_named("cleanup_exec") {
         let order = positions(
@@ -895,7 +849,11 @@ fn cleanup_runs_the_inner_cleanup_and_revokes_when_prepare_fails() {
             w.redact(&cleanup.output)
         );
     }
-    assert_eq!(w.token_accessors(), before, "a token of the job survived");
+    assert_eq!(
+        w.world.bao.token_accessors(),
+        before,
+        "a token of the job survived"
+    );
     w.assert_state_removed(&outcome);
 }
 
@@ -903,37 +861,21 @@ fn cleanup_runs_the_inner_cleanup_and_revokes_when_prepare_fails() {
 
 /// The admin's part of `[executor] user`: build and cache dirs the job user can write, and the
 /// config; returns the config and `files_dir`.
-fn job_user_config(w: &World, user: &TestUser) -> (PathBuf, PathBuf) {
-    for dir in ["builds", "cache"] {
-        let path = w.dir.path().join(dir);
-        std::fs::create_dir(&path).expect("mkdir");
-        nix::unistd::chown(
-            &path,
-            Some(nix::unistd::Uid::from_raw(user.uid)),
-            Some(nix::unistd::Gid::from_raw(user.gid)),
-        )
-        .expect("chown");
-    }
-    let files_dir = w.dir.path().join("files");
-    let config = w.config(&format!(
+fn job_user_config(w: &Lab, user: &TestUser) -> (PathBuf, PathBuf) {
+    w.world.hand_build_dirs_to(user.uid, user.gid);
+    let files_dir = w.world.path("files");
+    let config = w.world.write_config(&format!(
         "[executor]\nuser = {:?}\nfiles_dir = {files_dir:?}\n",
         user.name
     ));
     (config, files_dir)
 }
 
-/// The entries of `dir` (none when it does not exist).
-fn entries(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default()
-}
-
 #[test]
 fn shell_executor_runs_the_job_as_the_configured_user() {
     let user = ensure_user("lh-job", &["lh-job-extra"]);
     let extra_gid = ensure_group("lh-job-extra");
-    let w = World::new();
+    let w = Lab::new();
     let (config, files_dir) = job_user_config(&w, &user);
     let mut script = CHECK_SECRETS.to_vec();
     script.extend([
@@ -945,7 +887,7 @@ fn shell_executor_runs_the_job_as_the_configured_user() {
     ]);
     let job = w
         .job()
-        .variable("STATE_DIR_PATH", &w.state_dir().display().to_string())
+        .variable("STATE_DIR_PATH", &w.world.state_dir().display().to_string())
         .script(script);
     let outcome = Runner::new(leasehold_bin(), &config).run_job(&job, RunOptions::new());
     assert_eq!(outcome.result, JobResult::Success, "{}", w.show(&outcome));
@@ -1014,13 +956,13 @@ fn shell_executor_runs_the_job_as_the_configured_user() {
     );
     w.assert_tokens_revoked(&outcome);
     w.assert_state_removed(&outcome);
-    assert!(w.leaks(&[w.dir.path()]).is_empty());
+    assert!(w.leaks(&[w.world.dir.path()]).is_empty());
 }
 
 #[test]
 fn cleanup_removes_the_stage_dirs_of_a_job_user_stage_that_was_killed() {
     let user = ensure_user("lh-job", &["lh-job-extra"]);
-    let w = World::new();
+    let w = Lab::new();
     let (config, files_dir) = job_user_config(&w, &user);
     // The script ignores SIGTERM, so the runner's SIGKILL ends the stage, leasehold included:
     // its stage dir (script copy, file secret) is not removed when the stage ends.
@@ -1064,7 +1006,7 @@ fn cleanup_removes_the_stage_dirs_of_a_job_user_stage_that_was_killed() {
     );
     w.assert_tokens_revoked(&outcome);
     w.assert_state_removed(&outcome);
-    assert!(w.leaks(&[w.dir.path()]).is_empty());
+    assert!(w.leaks(&[w.world.dir.path()]).is_empty());
 }
 
 // --- job-chosen names and the driver's environment --------------------------------------------
@@ -1085,18 +1027,18 @@ struct Steering {
 }
 
 impl Steering {
-    fn plant(w: &World) -> Steering {
-        let victim = w.dir.path().join("victim");
+    fn plant(w: &Lab) -> Steering {
+        let victim = w.world.dir.path().join("victim");
         let victim_content = format!("victim-{}\n", random_hex(8));
         std::fs::write(&victim, &victim_content).expect("victim");
-        let bash_env_marker = w.dir.path().join("bash-env-ran");
-        let bash_env = w.dir.path().join("bash-env.sh");
+        let bash_env_marker = w.world.dir.path().join("bash-env-ran");
+        let bash_env = w.world.dir.path().join("bash-env.sh");
         std::fs::write(
             &bash_env,
             format!("echo sourced >> {}\n", bash_env_marker.display()),
         )
         .expect("BASH_ENV script");
-        let ps4_marker = w.dir.path().join("ps4-ran");
+        let ps4_marker = w.world.dir.path().join("ps4-ran");
         let steering = Steering {
             ps4: format!("$(echo pwned >> {})+ ", ps4_marker.display()),
             ld_audit: format!("/nonexistent/leasehold-audit-{}.so", random_hex(8)),
@@ -1106,7 +1048,7 @@ impl Steering {
             bash_env_marker,
             ps4_marker,
         };
-        w.bao.kv_put(
+        w.world.bao.kv_put(
             "kv",
             2,
             "app/steer",
@@ -1140,7 +1082,7 @@ impl Steering {
     }
 
     /// Asserts that nothing the job chose acted on the host.
-    fn assert_untouched(&self, w: &World, outcome: &JobOutcome) {
+    fn assert_untouched(&self, w: &Lab, outcome: &JobOutcome) {
         // Compared, not printed: a driver writing there may have written anything.
         let now = std::fs::read_to_string(&self.victim).expect("victim");
         assert!(
@@ -1199,9 +1141,9 @@ fn driver_environments(dir: &Path) -> Vec<(String, Vec<(String, String)>)> {
 
 /// A job declaring `secrets` (name, KV field of `app/steer`) as environment secrets, whose
 /// build_script prints `<name>=ok` for each one whose value it sees, then `exit_code`.
-fn steering_job(w: &World, secrets: &[(&str, &str, String)], exit_code: i32) -> JobBuilder {
+fn steering_job(w: &Lab, secrets: &[(&str, &str, String)], exit_code: i32) -> JobBuilder {
     let mut yaml = String::new();
-    let mut job = JobBuilder::new().id_token("VAULT_ID_TOKEN", &w.issuer.mint(json!({})));
+    let mut job = JobBuilder::new().id_token("VAULT_ID_TOKEN", &w.world.issuer.mint(json!({})));
     let mut script = Vec::new();
     for (name, field, value) in secrets {
         yaml.push_str(&format!(
@@ -1226,9 +1168,9 @@ fn fake_driver_default_tables() -> String {
 
 #[test]
 fn a_secret_may_not_take_a_name_the_runner_leasehold_or_bash_act_on() {
-    let w = World::new();
+    let w = Lab::new();
     let steering = Steering::plant(&w);
-    let custom = w.config(&fake_driver_tables("env"));
+    let custom = w.world.write_config(&fake_driver_tables("env"));
     let custom_runner = Runner::new(leasehold_bin(), &custom);
     for (name, field) in [
         ("BUILD_EXIT_CODE_FILE", "victim"),
@@ -1261,7 +1203,7 @@ fn a_secret_may_not_take_a_name_the_runner_leasehold_or_bash_act_on() {
     }
 
     // The same names are refused whatever the executor: the built-in shell too.
-    let shell = w.config("");
+    let shell = w.world.write_config("");
     let outcome = Runner::new(leasehold_bin(), &shell).run_job(
         &steering_job(&w, &[("BUILD_EXIT_CODE_FILE", "victim", String::new())], 3),
         RunOptions::new(),
@@ -1282,9 +1224,9 @@ fn a_secret_may_not_take_a_name_the_runner_leasehold_or_bash_act_on() {
 
 #[test]
 fn with_inject_env_a_driver_gets_job_chosen_names_only_as_custom_env() {
-    let w = World::new();
+    let w = Lab::new();
     let steering = Steering::plant(&w);
-    let config = w.config(&fake_driver_tables("env"));
+    let config = w.world.write_config(&fake_driver_tables("env"));
     let log = DriverLog::new();
     let dumps = tempfile::tempdir().expect("dump dir");
     let secrets = steering.allowed();
@@ -1375,9 +1317,9 @@ fn with_inject_env_a_driver_gets_job_chosen_names_only_as_custom_env() {
 
 #[test]
 fn a_custom_driver_gets_secrets_through_the_script_by_default() {
-    let w = World::new();
+    let w = Lab::new();
     let steering = Steering::plant(&w);
-    let config = w.config(&fake_driver_default_tables());
+    let config = w.world.write_config(&fake_driver_default_tables());
     let log = DriverLog::new();
     let dumps = tempfile::tempdir().expect("dump dir");
     let secrets = steering.allowed();

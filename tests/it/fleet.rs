@@ -1,15 +1,16 @@
 //! Issue 12: running leasehold on a fleet: concurrent jobs on one host.
 
-use std::process::Command;
-
 use serde_json::Value;
 
-use crate::support::world::World;
-use crate::support::{RunOptions, leasehold_bin};
+use crate::world;
+use leasehold_test_kit::RunOptions;
+use leasehold_test_kit::world::World;
 
 /// A world whose role reads `kv/*`, with `data` at `kv/<path>` (KV v2).
 fn kv_world(path: &str, data: Value) -> World {
-    let world = World::start(&[r#"path "kv/*" { capabilities = ["read"] }"#]);
+    let world = world()
+        .policy(&[r#"path "kv/*" { capabilities = ["read"] }"#])
+        .start();
     world.bao.enable_kv("kv", 2);
     world.bao.kv_put("kv", 2, path, data);
     world
@@ -17,9 +18,8 @@ fn kv_world(path: &str, data: Value) -> World {
 
 /// `config`'s JSON for the world's executor config.
 fn config_json(world: &World) -> Value {
-    let output = Command::new(leasehold_bin())
-        .arg("--config")
-        .arg(world.config_path())
+    let output = world
+        .command()
         .arg("config")
         .output()
         .expect("leasehold config");
@@ -29,7 +29,9 @@ fn config_json(world: &World) -> Value {
 
 #[test]
 fn the_shell_executor_reports_a_shared_builds_dir_unless_the_admin_says_otherwise() {
-    let world = World::start(&[r#"path "kv/*" { capabilities = ["read"] }"#]);
+    let world = world()
+        .policy(&[r#"path "kv/*" { capabilities = ["read"] }"#])
+        .start();
     assert_eq!(config_json(&world)["builds_dir_is_shared"], true);
     let text = std::fs::read_to_string(world.config_path()).expect("config");
     std::fs::write(
@@ -44,7 +46,9 @@ fn the_shell_executor_reports_a_shared_builds_dir_unless_the_admin_says_otherwis
 /// job's files vanish or change under the other.
 #[test]
 fn concurrent_jobs_of_one_project_get_their_own_build_directories() {
-    let world = World::start(&[r#"path "kv/*" { capabilities = ["read"] }"#]);
+    let world = world()
+        .policy(&[r#"path "kv/*" { capabilities = ["read"] }"#])
+        .start();
     let outcomes: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..2)
             .map(|slot| {
@@ -94,7 +98,7 @@ fn the_job_log_names_natively_resolved_secrets_and_flags_the_ones_that_arrived_e
     let world = kv_world("app/api", serde_json::json!({"key": "native-value-1"}));
     let job = world.job().native_secrets(serde_json::json!({
         "NATIVE_KEY": {"vault": {
-            "server": {"url": world.bao.addr(), "auth": {"name": "jwt", "path": "jwt", "data": {"jwt": "$VAULT_ID_TOKEN", "role": crate::support::world::ROLE}}},
+            "server": {"url": world.bao.addr(), "auth": {"name": "jwt", "path": "jwt", "data": {"jwt": "$VAULT_ID_TOKEN", "role": leasehold_test_kit::world::ROLE}}},
             "engine": {"name": "kv-v2", "path": "kv"}, "path": "app/api", "field": "key"}, "file": false},
         "AWS_KEY": {"aws_secrets_manager": {"secret_id": "app/key", "server": {"region": "eu-west-1"}}, "file": false},
     }));
@@ -181,7 +185,7 @@ fn jobs_log_in_through_an_openbao_cel_role_with_the_cel_login_path() {
         "POST",
         "auth/jwt/cel/role/ci",
         Some(serde_json::json!({
-            "bound_audiences": [crate::support::issuer::DEFAULT_AUD],
+            "bound_audiences": [leasehold_test_kit::issuer::DEFAULT_AUD],
             "cel_program": {
                 "expression": "claims.project_path == 'grp/app' ? pb.Auth{display_name: 'cel-' + claims.project_path, policies: ['ci']} : 'project not allowed'"
             }
@@ -215,7 +219,9 @@ fn jobs_log_in_through_an_openbao_cel_role_with_the_cel_login_path() {
 /// token in the token's own namespace, which is the only place OpenBao accepts it.
 #[test]
 fn a_job_in_an_openbao_namespace_is_served_and_its_token_reaped_in_that_namespace() {
-    let world = World::start(&[r#"path "kv/*" { capabilities = ["read"] }"#]);
+    let world = world()
+        .policy(&[r#"path "kv/*" { capabilities = ["read"] }"#])
+        .start();
     let bao = &world.bao;
     bao.ok("POST", "sys/namespaces/ns1", None);
     bao.ok(
@@ -235,9 +241,9 @@ fn a_job_in_an_openbao_namespace_is_served_and_its_token_reaped_in_that_namespac
     );
     bao.ok(
         "POST",
-        &format!("ns1/auth/jwt/role/{}", crate::support::world::ROLE),
+        &format!("ns1/auth/jwt/role/{}", leasehold_test_kit::world::ROLE),
         Some(serde_json::json!({"role_type": "jwt", "user_claim": "user_login",
-            "bound_audiences": [crate::support::issuer::DEFAULT_AUD], "policies": ["ci-ns"], "token_ttl": "10m"})),
+            "bound_audiences": [leasehold_test_kit::issuer::DEFAULT_AUD], "policies": ["ci-ns"], "token_ttl": "10m"})),
     );
     bao.ok(
         "POST",
@@ -308,12 +314,7 @@ fn a_job_in_an_openbao_namespace_is_served_and_its_token_reaped_in_that_namespac
     assert!(alive_in_ns1(&accessors[0]), "the job's token lives in ns1");
     // Past the job's timeout (3 s) and the grace (0): over, for the reaper.
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let reap = Command::new(leasehold_bin())
-        .arg("--config")
-        .arg(world.config_path())
-        .arg("reap")
-        .output()
-        .expect("reap");
+    let reap = world.command().arg("reap").output().expect("reap");
     let stdout = String::from_utf8_lossy(&reap.stdout);
     assert!(
         stdout.contains("1 reaped"),

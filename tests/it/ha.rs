@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::cluster::Cluster;
-use crate::support::front::OtherApp;
-use crate::support::world::{World, accessors_in};
-use crate::support::{JobResult, RunOptions, wait_for};
+use crate::world;
+use leasehold_test_kit::cluster::Cluster;
+use leasehold_test_kit::front::OtherApp;
+use leasehold_test_kit::world::accessors_in;
+use leasehold_test_kit::{JobResult, RunOptions, wait_for};
 
 const POLICY: &[&str] = &[
     r#"path "kv/data/*" { capabilities = ["read"] }"#,
@@ -54,7 +55,7 @@ fn recoveries(log: &str) -> Vec<u64> {
 fn jobs_ride_out_the_active_node_being_killed() {
     let mut cluster = Cluster::start();
     let first = cluster.leader();
-    let mut world = World::start_on(cluster.bao(first), POLICY, json!({}));
+    let mut world = world().on(cluster.bao(first)).policy(POLICY).start();
     world.bao.enable_kv("kv", 2);
     world
         .bao
@@ -261,7 +262,7 @@ fn redirecting_node(target: String) -> String {
 /// is refused with one line, and the target's listener receives nothing at all.
 #[test]
 fn a_redirect_to_an_unlisted_address_is_refused_and_the_target_receives_nothing() {
-    let world = World::start(POLICY);
+    let world = world().policy(POLICY).start();
     let elsewhere = OtherApp::start();
     let node = redirecting_node(elsewhere.addr().to_owned());
     world.write_config_with_vault(world.bao.addr(), &format!("nodes = [\"{node}\"]\n"), "");

@@ -1,4 +1,4 @@
-//! Self-tests of the fixtures in [`crate::support`]: each one would fail if its fixture did not
+//! Self-tests of the fixtures in [`leasehold_test_kit`]: each one would fail if its fixture did not
 //! really work (server not started, token not accepted, emulator out of protocol order, …).
 
 use std::path::{Path, PathBuf};
@@ -6,26 +6,26 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::fake_driver::DriverLog;
-use crate::support::issuer::{DEFAULT_AUD, bound_role};
-use crate::support::{
-    Bao, Cancel, Issuer, JobBuilder, JobResult, Postgres, Runner, fixture, leasehold_bin, scan,
+use crate::{fixture, leasehold_bin, world};
+use leasehold_test_kit::fake_driver::DriverLog;
+use leasehold_test_kit::issuer::{DEFAULT_AUD, bound_role};
+use leasehold_test_kit::world::POLICY;
+use leasehold_test_kit::{
+    Bao, Cancel, Issuer, JobBuilder, JobResult, Postgres, Runner, World, scan,
 };
 
-/// An issuer, and an OpenBao with `password` at `kv/app/db`, a policy `app-read` for
-/// `kv/data/app/*`, and the JWT role `ci` bound to the issuer's default token.
-fn kv_behind_jwt(password: &str) -> (Issuer, Bao) {
-    let issuer = Issuer::start();
-    let bao = Bao::start();
-    bao.enable_kv("kv", 2);
-    bao.kv_put("kv", 2, "app/db", json!({ "password": password }));
-    bao.write_policy(
-        "app-read",
-        r#"path "kv/data/app/*" { capabilities = ["read"] }"#,
-    );
-    bao.enable_jwt("jwt", &issuer.jwks_url(), &issuer.url());
-    bao.jwt_role("jwt", "ci", bound_role(&["app-read"]));
-    (issuer, bao)
+/// A world whose OpenBao has `password` at `kv/app/db`, its policy reading `kv/data/app/*`,
+/// and the JWT role `ci` bound to the issuer's default token.
+fn kv_behind_jwt(password: &str) -> World {
+    let world = world()
+        .policy(&[r#"path "kv/data/app/*" { capabilities = ["read"] }"#])
+        .role(bound_role(&[POLICY]))
+        .start();
+    world.bao.enable_kv("kv", 2);
+    world
+        .bao
+        .kv_put("kv", 2, "app/db", json!({ "password": password }));
+    world
 }
 
 #[test]
@@ -43,7 +43,8 @@ fn leasehold_binary_is_built() {
 
 #[test]
 fn bao_accepts_issuer_tokens_and_audits_logins() {
-    let (issuer, bao) = kv_behind_jwt("hunter2-kv");
+    let world = kv_behind_jwt("hunter2-kv");
+    let (issuer, bao) = (&world.issuer, &world.bao);
 
     // A good token logs in and its Vault token reads the KV v2 secret.
     let (status, body) = bao.jwt_login("jwt", "ci", &issuer.mint(json!({})));
@@ -119,7 +120,7 @@ fn bao_accepts_issuer_tokens_and_audits_logins() {
     bao.jwt_role(
         "jwt",
         "no-aud",
-        json!({"bound_claims": {"project_path": "grp/app"}, "policies": ["app-read"]}),
+        json!({"bound_claims": {"project_path": "grp/app"}, "policies": [POLICY]}),
     );
     let (status, body) = bao.jwt_login("jwt", "no-aud", &issuer.mint(json!({})));
     assert_eq!(
@@ -734,7 +735,8 @@ fn kill_without_cleanup_leaves_the_job_where_it_crashed() {
 
 #[test]
 fn native_secrets_are_resolved_before_any_exec() {
-    let (issuer, bao) = kv_behind_jwt("native-kv-secret");
+    let world = kv_behind_jwt("native-kv-secret");
+    let (issuer, bao) = (&world.issuer, &world.bao);
     let secret = |field: &str, file: bool| {
         json!({"vault": {"server": {"url": bao.addr(), "auth": {"name": "jwt", "path": "jwt",
                          "data": {"jwt": "$VAULT_ID_TOKEN", "role": "ci"}}},
@@ -801,7 +803,7 @@ fn wait_exec(pid: u32, program: &str) {
 #[test]
 fn scanners_find_needles_in_files_and_processes() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let needle = format!("needle-{}", crate::support::random_hex(8));
+    let needle = format!("needle-{}", leasehold_test_kit::random_hex(8));
     std::fs::create_dir_all(dir.path().join("a/b")).expect("test invariant");
     std::fs::write(dir.path().join("a/b/hit.txt"), format!("x{needle}y")).expect("test invariant");
     std::fs::write(dir.path().join("a/miss.txt"), "nothing").expect("test invariant");
@@ -822,7 +824,7 @@ fn scanners_find_needles_in_files_and_processes() {
     // Arguments are NUL-separated in /proc/<pid>/cmdline.
     let seconds = format!(
         "30.{}",
-        u64::from_str_radix(&crate::support::random_hex(4), 16).expect("test invariant")
+        u64::from_str_radix(&leasehold_test_kit::random_hex(4), 16).expect("test invariant")
     );
     let mut by_cmdline = std::process::Command::new("sleep")
         .arg(&seconds)

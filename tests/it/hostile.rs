@@ -3,16 +3,17 @@
 
 use serde_json::json;
 
-use crate::support::JobResult;
-use crate::support::world::World;
+use crate::world;
+use leasehold_test_kit::JobResult;
+use leasehold_test_kit::world::World;
 
 const KV_POLICY: &str = r#"path "kv/data/app/*" { capabilities = ["read"] }"#;
 
 /// A world with `kv/app/odd`: a value with a NUL byte, one of 200 KiB, and a normal one.
 fn odd_values_world() -> (World, String) {
-    let world = World::start(&[KV_POLICY]);
+    let world = world().policy(&[KV_POLICY]).start();
     world.bao.enable_kv("kv", 2);
-    let normal = format!("ok-{}", crate::support::random_hex(12));
+    let normal = format!("ok-{}", leasehold_test_kit::random_hex(12));
     world.bao.kv_put(
         "kv",
         2,

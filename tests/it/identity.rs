@@ -1,13 +1,12 @@
 //! Issue 4: local ID-token verification, admin bindings, fleet policy, `plan` and `check`,
 //! against a real OpenBao and a local GitLab-like issuer.
 
-use std::process::Command;
-
 use serde_json::json;
 
-use crate::support::issuer::DEFAULT_AUD;
-use crate::support::world::World;
-use crate::support::{JobBuilder, JobResult, free_port, leasehold_bin, random_hex, sha16};
+use crate::world;
+use leasehold_test_kit::issuer::DEFAULT_AUD;
+use leasehold_test_kit::world::World;
+use leasehold_test_kit::{JobBuilder, JobResult, free_port, random_hex, sha16};
 
 const KV_POLICY: &str = r#"path "kv/data/app/*" { capabilities = ["read"] }
 path "kv/data/envs/365-dev" { capabilities = ["read"] }"#;
@@ -18,7 +17,7 @@ const DECLARATION: &str = "DB_PASS:\n  vault: app/db/password@kv\n  file: false\
 /// secrets at `kv/app/db` and `kv/envs/365-{dev,prod}`. `gitlab_extra` goes into `[gitlab]`,
 /// `tables` after it.
 fn gitlab_world(gitlab_extra: &str, tables: &str) -> World {
-    let world = World::start(&[KV_POLICY]);
+    let world = world().policy(&[KV_POLICY]).start();
     world.bao.enable_kv("kv", 2);
     world.bao.kv_put(
         "kv",
@@ -440,9 +439,8 @@ fn plan_explains_a_saved_job_payload() {
     let path = world.dir.path().join("response.json");
     std::fs::write(&path, job.payload(None).to_string()).expect("write payload");
     let before = world.bao.audited_requests();
-    let output = Command::new(leasehold_bin())
-        .arg("--config")
-        .arg(world.config_path())
+    let output = world
+        .command()
         .args(["plan", "--job"])
         .arg(&path)
         .output()
@@ -476,9 +474,8 @@ fn plan_explains_a_saved_job_payload() {
 }
 
 fn check(world: &World) -> (bool, String) {
-    let output = Command::new(leasehold_bin())
-        .arg("--config")
-        .arg(world.config_path())
+    let output = world
+        .command()
         .arg("check")
         .env("VAULT_TOKEN", world.bao.root_token())
         .output()
@@ -567,9 +564,8 @@ fn output_to_a_full_device_is_an_error_not_a_panic() {
             .write(true)
             .open("/dev/full")
             .expect("open /dev/full");
-        let output = Command::new(leasehold_bin())
-            .arg("--config")
-            .arg(world.config_path())
+        let output = world
+            .command()
             .args(&args)
             .env("VAULT_TOKEN", world.bao.root_token())
             .env("SYSTEM_FAILURE_EXIT_CODE", "77")

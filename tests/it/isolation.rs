@@ -23,11 +23,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::sshd::ensure_user;
-use crate::support::world::World;
-use crate::support::{
-    JobBuilder, JobOutcome, JobResult, RunOptions, Runner, leasehold_bin, wait_for,
-};
+use crate::{leasehold_bin, world};
+use leasehold_test_kit::sshd::ensure_user;
+use leasehold_test_kit::world::World;
+use leasehold_test_kit::{JobBuilder, JobOutcome, JobResult, RunOptions, Runner, wait_for};
 
 /// The runner's short token in the emulator: project dirs are `builds/<token>/0/<path>`.
 const SHORT_TOKEN: &str = "t3stRunr";
@@ -49,15 +48,16 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
-        let world = World::start(&[r#"path "secret/data/ci/app" { capabilities = ["read"] }"#]);
-        let secret = format!("isolation-secret-{}", crate::support::random_hex(12));
+        // Job users must be able to reach builds_dir and files_dir below the temp root.
+        let world = world()
+            .policy(&[r#"path "secret/data/ci/app" { capabilities = ["read"] }"#])
+            .dir_mode(0o755)
+            .start();
+        let secret = format!("isolation-secret-{}", leasehold_test_kit::random_hex(12));
         world
             .bao
             .kv_put("secret", 2, "ci/app", json!({ "password": secret }));
-        // Job users must be able to reach builds_dir and files_dir below the temp root.
-        std::fs::set_permissions(world.dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod root");
-        let shared = world.dir.path().join("shared");
+        let shared = world.path("shared");
         std::fs::create_dir(&shared).expect("mkdir shared");
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777))
             .expect("chmod shared");
@@ -68,32 +68,11 @@ impl Lab {
         }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.world.dir.path().join(name)
-    }
-
-    /// Writes `text` as the config.
-    fn config(&self, text: &str) -> PathBuf {
-        std::fs::write(self.world.config_path(), text).expect("write config");
-        self.world.config_path()
-    }
-
-    /// The test's base config (no `[executor]` yet): state, builds and cache in the temp root.
-    fn base(&self) -> String {
-        format!(
-            "state_dir = {:?}\nbuilds_dir = {:?}\ncache_dir = {:?}\n\n[vault]\naddress = {:?}\nrole = \"ci\"\nretries = 1\ntimeout_seconds = 5\n\n",
-            self.world.state_dir(),
-            self.path("builds"),
-            self.path("cache"),
-            self.world.bao.addr(),
-        )
-    }
-
     fn pool_config(&self, range: &str) -> PathBuf {
-        self.config(&format!(
+        self.world.write_config_text(&format!(
             "{}[executor]\nuser_pool = \"{range}\"\nfiles_dir = {:?}\n",
-            self.base(),
-            self.path("files")
+            self.world.base_config(),
+            self.world.path("files")
         ))
     }
 
@@ -204,7 +183,7 @@ fn printed<'a>(outcome: &'a JobOutcome, key: &str) -> Option<&'a str> {
 
 /// The live processes whose real uid is `uid`.
 fn processes_of(uid: u32) -> Vec<u32> {
-    crate::support::scan::pids()
+    leasehold_test_kit::scan::pids()
         .into_iter()
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
@@ -243,11 +222,11 @@ fn packaged_config(lab: &Lab, user: &str) -> String {
     .expect("the packaged config");
     let replace = [
         ("state_dir = ", format!("{:?}", lab.world.state_dir())),
-        ("builds_dir = ", format!("{:?}", lab.path("builds"))),
-        ("cache_dir = ", format!("{:?}", lab.path("cache"))),
+        ("builds_dir = ", format!("{:?}", lab.world.path("builds"))),
+        ("cache_dir = ", format!("{:?}", lab.world.path("cache"))),
         ("address = ", format!("{:?}", lab.world.bao.addr())),
         ("role = ", "\"ci\"".to_owned()),
-        ("files_dir = ", format!("{:?}", lab.path("files"))),
+        ("files_dir = ", format!("{:?}", lab.world.path("files"))),
         ("user = ", format!("{user:?}")),
     ];
     let mut seen = Vec::new();
@@ -282,16 +261,10 @@ fn packaged_config(lab: &Lab, user: &str) -> String {
 fn under_the_packaged_config_a_concurrent_job_finds_no_state_key_or_token_of_another() {
     let user = ensure_user("lh-job", &[]);
     let lab = Lab::new();
-    for dir in ["builds", "cache"] {
-        std::fs::create_dir_all(lab.path(dir)).expect("mkdir");
-        nix::unistd::chown(
-            &lab.path(dir),
-            Some(nix::unistd::Uid::from_raw(user.uid)),
-            Some(nix::unistd::Gid::from_raw(user.gid)),
-        )
-        .expect("chown");
-    }
-    let config = lab.config(&packaged_config(&lab, &user.name));
+    lab.world.hand_build_dirs_to(user.uid, user.gid);
+    let config = lab
+        .world
+        .write_config_text(&packaged_config(&lab, &user.name));
     let (a, b, found, harvest) = lab.attack(&config, lab.job_a(7001, "grp/alpha", &[]));
     assert!(a.is_success(), "A: {:?}\n{}", a.result, a.raw_log);
     assert!(b.is_success(), "B: {:?}\n{}", b.result, b.raw_log);
@@ -366,13 +339,16 @@ fn with_the_user_pool_a_concurrent_job_reads_nothing_of_another_and_nothing_outl
     let project = PathBuf::from(&found.project_dir);
     assert_eq!(
         project,
-        lab.path("builds").join(SHORT_TOKEN).join("0/grp/alpha")
+        lab.world
+            .path("builds")
+            .join(SHORT_TOKEN)
+            .join("0/grp/alpha")
     );
     // After cleanup: A's project dir, its .tmp and every HOME are gone, its background process
     // is dead, every uid is free again, its token revoked.
     assert!(!project.exists(), "A's project dir is left");
     assert!(!PathBuf::from(format!("{}.tmp", found.project_dir)).exists());
-    let files: Vec<_> = std::fs::read_dir(lab.path("files"))
+    let files: Vec<_> = std::fs::read_dir(lab.world.path("files"))
         .expect("files_dir")
         .flatten()
         .map(|e| e.path())
@@ -400,7 +376,7 @@ fn with_the_user_pool_a_concurrent_job_reads_nothing_of_another_and_nothing_outl
 fn as_root_without_a_job_user_the_job_is_refused_before_any_vault_login() {
     let lab = Lab::new();
     // The quick start's config: only [vault].
-    let config = lab.config(&lab.base());
+    let config = lab.world.write_config_text(&lab.world.base_config());
     let job = lab
         .world
         .job()
@@ -430,7 +406,10 @@ fn as_root_without_a_job_user_the_job_is_refused_before_any_vault_login() {
         "{run:?}"
     );
     // With the opt-in, it runs as root.
-    let config = lab.config(&format!("{}[executor]\nallow_root = true\n", lab.base()));
+    let config = lab.world.write_config_text(&format!(
+        "{}[executor]\nallow_root = true\n",
+        lab.world.base_config()
+    ));
     let outcome = Runner::new(leasehold_bin(), &config).run_job(&job, RunOptions::new());
     assert!(outcome.is_success(), "{}", outcome.raw_log);
     assert!(
@@ -534,9 +513,9 @@ fn concurrent_prepares_never_share_a_pool_uid_and_a_full_pool_is_a_system_failur
 fn a_project_dir_outside_builds_dir_is_refused_and_nothing_outside_is_touched() {
     let lab = Lab::new();
     let config = lab.pool_config("61020-61021");
-    let slot = lab.path("builds").join(SHORT_TOKEN).join("0");
+    let slot = lab.world.path("builds").join(SHORT_TOKEN).join("0");
     std::fs::create_dir_all(&slot).expect("mkdir slot");
-    let victim = lab.path("victim");
+    let victim = lab.world.path("victim");
     std::fs::create_dir(&victim).expect("victim");
     std::fs::write(victim.join("keep"), "untouched").expect("write");
     let victim_state = |v: &Path| {
@@ -620,13 +599,13 @@ fn a_project_dir_outside_builds_dir_is_refused_and_nothing_outside_is_touched() 
 #[test]
 fn the_uid_of_a_crashed_job_comes_back_through_reap_or_a_later_prepare_with_nothing_of_it_left() {
     let lab = Lab::new();
-    let token_file = lab.path("reaper-token");
+    let token_file = lab.world.path("reaper-token");
     std::fs::write(&token_file, lab.world.bao.root_token()).expect("token file");
     // One uid only; a job is over one second after its (1 s) timeout.
-    let config = lab.config(&format!(
+    let config = lab.world.write_config_text(&format!(
         "{}[executor]\nuser_pool = \"61030-61030\"\nfiles_dir = {:?}\n\n[leases]\nreap_grace_seconds = 0\n\n[reaper]\ntoken_file = {token_file:?}\n",
-        lab.base(),
-        lab.path("files")
+        lab.world.base_config(),
+        lab.world.path("files")
     ));
     let crash = |id: i64, project: &str| {
         let job = lab
@@ -648,7 +627,12 @@ fn the_uid_of_a_crashed_job_comes_back_through_reap_or_a_later_prepare_with_noth
                 .kill_without_cleanup("build_script", Duration::from_millis(1500)),
         );
         assert_eq!(outcome.result, JobResult::Crashed, "{}", outcome.raw_log);
-        let project = lab.path("builds").join(SHORT_TOKEN).join("0").join(project);
+        let project = lab
+            .world
+            .path("builds")
+            .join(SHORT_TOKEN)
+            .join("0")
+            .join(project);
         assert!(project.join("leftover.txt").exists(), "{}", outcome.raw_log);
         assert_eq!(processes_of(61030).len(), 1, "the background process runs");
         assert_eq!(seats(&lab), ["61030"]);

@@ -25,11 +25,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::issuer::{DEFAULT_AUD, bound_role};
-use crate::support::postgres::pg_bin_dir;
-use crate::support::{
-    Bao, Cancel, Issuer, JobBuilder, JobOutcome, JobResult, Postgres, RunOptions, Runner,
-    leasehold_bin, wait_for,
+use crate::{leasehold_bin, world};
+use leasehold_test_kit::issuer::{DEFAULT_AUD, bound_role};
+use leasehold_test_kit::postgres::pg_bin_dir;
+use leasehold_test_kit::world::POLICY;
+use leasehold_test_kit::{
+    Bao, Cancel, JobBuilder, JobOutcome, JobResult, RunOptions, World, wait_for,
 };
 
 /// How long revocation that Vault finishes asynchronously (leases of a revoked token) may take.
@@ -38,190 +39,105 @@ const REVOKE_GRACE: Duration = Duration::from_secs(10);
 /// `(leases, PostgreSQL login roles)` counted while a stage ran.
 type Sample = Rc<Cell<Option<(usize, usize)>>>;
 
-/// A JWT auth role, a database engine on a real PostgreSQL, and a leasehold config for them.
-struct Lab {
-    // Declared in drop order: OpenBao (whose database plugin holds connections) before PostgreSQL.
-    // Shared with the emulator's while-the-stage-runs callbacks (on the test's own thread).
-    bao: Rc<Bao>,
-    pg: Rc<Postgres>,
-    issuer: Issuer,
-    config: PathBuf,
-    dir: tempfile::TempDir,
+/// A world with a database engine on a real PostgreSQL: the database roles
+/// `(name, default_ttl, max_ttl)`, a policy that may read exactly their credentials and issue
+/// `pki/issue/ci-web`, the JWT role bound to the default job, and `extra_config` in the config.
+/// Shared (`Rc`) with the emulator's while-the-stage-runs callbacks, on the test's own thread.
+fn lab(roles: &[(&str, &str, &str)], extra_config: &str) -> Rc<World> {
+    let mut policy = vec![String::from(
+        "path \"pki/issue/ci-web\" { capabilities = [\"update\"] }",
+    )];
+    for (name, _, _) in roles {
+        policy.push(format!(
+            "path \"database/creds/{name}\" {{ capabilities = [\"read\"] }}"
+        ));
+    }
+    let world = world()
+        .postgres()
+        .policy(&policy)
+        .role(bound_role(&[POLICY]))
+        .config(extra_config)
+        .vault_defaults()
+        .no_dirs()
+        .dir_prefix("leasehold-leases")
+        .start();
+    for (i, (name, ttl, max)) in roles.iter().enumerate() {
+        if i == 0 {
+            world
+                .bao
+                .enable_database_postgres(world.pg(), name, ttl, max);
+        } else {
+            world.bao.database_role(name, ttl, max);
+        }
+    }
+    Rc::new(world)
 }
 
-impl Lab {
-    /// Starts the servers, creates the database roles `(name, default_ttl, max_ttl)`, a policy
-    /// `ci` that may read exactly their credentials and issue `pki/issue/ci-web`, the JWT role `ci`,
-    /// and a leasehold config with `extra_config` appended.
-    fn start(roles: &[(&str, &str, &str)], extra_config: &str) -> Lab {
-        let issuer = Issuer::start();
-        let bao = Bao::start();
-        let pg = Postgres::start();
-        bao.enable_jwt("jwt", &issuer.jwks_url(), &issuer.url());
-        let mut policy =
-            String::from("path \"pki/issue/ci-web\" { capabilities = [\"update\"] }\n");
-        for (i, (name, ttl, max)) in roles.iter().enumerate() {
-            if i == 0 {
-                bao.enable_database_postgres(&pg, name, ttl, max);
-            } else {
-                bao.database_role(name, ttl, max);
-            }
-            policy.push_str(&format!(
-                "path \"database/creds/{name}\" {{ capabilities = [\"read\"] }}\n"
-            ));
-        }
-        bao.write_policy("ci", &policy);
-        bao.jwt_role("jwt", "ci", bound_role(&["ci"]));
+/// A script line that logs into PostgreSQL with `$DB_USER` / `$DB_PASS` and prints
+/// `login-ok-<marker>` only when that worked (the text is computed by the server, so the
+/// echoed command line never contains it).
+fn login_line(lab: &World, marker: &str) -> String {
+    format!(
+        "PGPASSWORD=\"$DB_PASS\" PGCONNECT_TIMEOUT=5 {} -X -h 127.0.0.1 -p {} -U \"$DB_USER\" -d postgres -tAc \"select 'login-' || 'ok-{marker}'\"",
+        pg_bin_dir().join("psql").display(),
+        lab.pg().port()
+    )
+}
 
-        let dir = tempfile::Builder::new()
-            .prefix("leasehold-leases")
-            .tempdir()
-            .expect("temp dir");
-        let config = dir.path().join("config.toml");
-        let text = format!(
-            "state_dir = \"{0}/state\"\nbuilds_dir = \"{0}/builds\"\ncache_dir = \"{0}/cache\"\n\n\
-             [vault]\naddress = \"{1}\"\nrole = \"ci\"\n\n{2}",
-            dir.path().display(),
-            bao.addr(),
-            crate::support::allowing_root(extra_config)
-        );
-        std::fs::write(&config, text).expect("write config");
-        Lab {
-            bao: Rc::new(bao),
-            pg: Rc::new(pg),
-            issuer,
-            config,
-            dir,
-        }
-    }
+/// PostgreSQL login roles other than the superuser (counted: their names are credentials).
+fn login_role_count(lab: &World) -> usize {
+    lab.pg().login_roles().len()
+}
 
-    fn runner(&self) -> Runner {
-        Runner::new(leasehold_bin(), &self.config)
-    }
+/// Runs `job` with `opts`, counting one second into build_script the leases under `prefix`
+/// and the PostgreSQL login roles, so that a test knows its "all gone" checks can see them.
+fn run_sampled(
+    lab: &Rc<World>,
+    job: &JobBuilder,
+    opts: RunOptions,
+    prefix: &str,
+) -> (JobOutcome, Sample) {
+    let slot = Rc::new(Cell::new(None));
+    let (world, prefix, out) = (lab.clone(), prefix.to_owned(), slot.clone());
+    let opts = opts.while_stage_runs("build_script", Duration::from_secs(1), move |_| {
+        out.set(Some((
+            world.bao.list_leases(&prefix).len(),
+            world.pg().login_roles().len(),
+        )));
+    });
+    (lab.runner().run_job(job, opts), slot)
+}
 
-    /// A job with a fresh ID token for the `ci` role.
-    fn job(&self) -> JobBuilder {
-        JobBuilder::new().id_token("VAULT_ID_TOKEN", &self.issuer.mint(json!({})))
-    }
-
-    fn run(&self, job: &JobBuilder, opts: RunOptions) -> JobOutcome {
-        self.runner().run_job(job, opts)
-    }
-
-    /// A script line that logs into PostgreSQL with `$DB_USER` / `$DB_PASS` and prints
-    /// `login-ok-<marker>` only when that worked (the text is computed by the server, so the
-    /// echoed command line never contains it).
-    fn login_line(&self, marker: &str) -> String {
-        format!(
-            "PGPASSWORD=\"$DB_PASS\" PGCONNECT_TIMEOUT=5 {} -X -h 127.0.0.1 -p {} -U \"$DB_USER\" -d postgres -tAc \"select 'login-' || 'ok-{marker}'\"",
-            pg_bin_dir().join("psql").display(),
-            self.pg.port()
-        )
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Job state directories left under `state_dir`.
-    fn states(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(self.path("state"))
-            .map(|entries| entries.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default()
-    }
-
-    /// Accessors of every token that exists.
-    fn token_accessors(&self) -> BTreeSet<String> {
-        let body = self.bao.ok("LIST", "auth/token/accessors", None);
-        body["data"]["keys"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|k| k.as_str().map(str::to_owned))
-            .collect()
-    }
-
-    /// PostgreSQL login roles other than the superuser (counted: their names are credentials).
-    fn login_role_count(&self) -> usize {
-        self.pg.login_roles().len()
-    }
-
-    /// Number of audited requests so far (see [`Lab::requests_since`]).
-    fn audit_mark(&self) -> usize {
-        self.bao.audited_requests().len()
-    }
-
-    /// `(operation, path)` of every audited request after `mark` that was not made by the test
-    /// itself with the root token.
-    fn requests_since(&self, mark: usize) -> Vec<(String, String)> {
-        self.bao
-            .audit_records()
-            .into_iter()
-            .filter(|r| r["type"] == "request")
-            .skip(mark)
-            .filter(|r| r["auth"]["display_name"] != "root")
-            .map(|r| {
-                let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-                (s(&r["request"]["operation"]), s(&r["request"]["path"]))
-            })
-            .collect()
-    }
-
-    /// Runs `job` with `opts`, counting one second into build_script the leases under `prefix`
-    /// and the PostgreSQL login roles, so that a test knows its "all gone" checks can see them.
-    fn run_sampled(
-        &self,
-        job: &JobBuilder,
-        opts: RunOptions,
-        prefix: &str,
-    ) -> (JobOutcome, Sample) {
-        let slot = Rc::new(Cell::new(None));
-        let (bao, pg, prefix, out) = (
-            self.bao.clone(),
-            self.pg.clone(),
-            prefix.to_owned(),
-            slot.clone(),
-        );
-        let opts = opts.while_stage_runs("build_script", Duration::from_secs(1), move |_| {
-            out.set(Some((
-                bao.list_leases(&prefix).len(),
-                pg.login_roles().len(),
-            )));
-        });
-        (self.run(job, opts), slot)
-    }
-
-    /// Asserts that the job's credentials are gone: no lease under `prefix` nor under the JWT
-    /// login, no PostgreSQL login role, exactly the tokens of `tokens_before`, no job state.
-    /// Returns how long after the call the last of them disappeared (Vault revokes the leases of
-    /// a revoked token asynchronously).
-    fn assert_all_revoked(&self, prefix: &str, tokens_before: &BTreeSet<String>) -> Duration {
-        let started = Instant::now();
-        wait_for(&format!("no lease under {prefix}"), REVOKE_GRACE, || {
-            self.bao.list_leases(prefix).is_empty().then_some(())
-        });
-        wait_for("no PostgreSQL login role", REVOKE_GRACE, || {
-            (self.login_role_count() == 0).then_some(())
-        });
-        wait_for("no job token lease", REVOKE_GRACE, || {
-            self.bao
-                .list_leases("auth/jwt/login")
-                .is_empty()
-                .then_some(())
-        });
-        let elapsed = started.elapsed();
-        assert_eq!(
-            &self.token_accessors(),
-            tokens_before,
-            "a job token is still alive"
-        );
-        assert!(
-            self.states().is_empty(),
-            "job state left behind: {:?}",
-            self.states()
-        );
-        elapsed
-    }
+/// Asserts that the job's credentials are gone: no lease under `prefix` nor under the JWT
+/// login, no PostgreSQL login role, exactly the tokens of `tokens_before`, no job state.
+/// Returns how long after the call the last of them disappeared (Vault revokes the leases of
+/// a revoked token asynchronously).
+fn assert_all_revoked(lab: &World, prefix: &str, tokens_before: &BTreeSet<String>) -> Duration {
+    let started = Instant::now();
+    wait_for(&format!("no lease under {prefix}"), REVOKE_GRACE, || {
+        lab.bao.list_leases(prefix).is_empty().then_some(())
+    });
+    wait_for("no PostgreSQL login role", REVOKE_GRACE, || {
+        (login_role_count(lab) == 0).then_some(())
+    });
+    wait_for("no job token lease", REVOKE_GRACE, || {
+        lab.bao
+            .list_leases("auth/jwt/login")
+            .is_empty()
+            .then_some(())
+    });
+    let elapsed = started.elapsed();
+    assert_eq!(
+        &lab.bao.token_accessors(),
+        tokens_before,
+        "a job token is still alive"
+    );
+    assert!(
+        lab.leftover_states().is_empty(),
+        "job state left behind: {:?}",
+        lab.leftover_states()
+    );
+    elapsed
 }
 
 /// `DB_USER` and `DB_PASS` from one `database/creds/<role>` path, in the environment.
@@ -250,13 +166,13 @@ fn reap(config: &Path) -> Output {
 
 #[test]
 fn one_lease_for_user_and_password_logs_in_and_is_revoked_at_cleanup() {
-    let lab = Lab::start(&[("app", "5m", "1h")], "");
-    let tokens_before = lab.token_accessors();
+    let lab = lab(&[("app", "5m", "1h")], "");
+    let tokens_before = lab.bao.token_accessors();
     let job = lab
         .job()
         .secrets_yaml(&db_pair_yaml("app"))
-        .script([lab.login_line("1"), "sleep 2".into()]);
-    let (outcome, during) = lab.run_sampled(&job, RunOptions::new(), "database");
+        .script([login_line(&lab, "1"), "sleep 2".into()]);
+    let (outcome, during) = run_sampled(&lab, &job, RunOptions::new(), "database");
 
     assert!(outcome.is_success(), "{}", outcome.log);
     assert_eq!(
@@ -284,20 +200,20 @@ fn one_lease_for_user_and_password_logs_in_and_is_revoked_at_cleanup() {
         "{}",
         outcome.cleanup_output
     );
-    let waited = lab.assert_all_revoked("database", &tokens_before);
+    let waited = assert_all_revoked(&lab, "database", &tokens_before);
     eprintln!("success: everything revoked {waited:?} after cleanup returned");
 }
 
 #[test]
 fn failing_script_still_revokes() {
-    let lab = Lab::start(&[("app", "5m", "1h")], "");
-    let tokens_before = lab.token_accessors();
+    let lab = lab(&[("app", "5m", "1h")], "");
+    let tokens_before = lab.bao.token_accessors();
     let job = lab.job().secrets_yaml(&db_pair_yaml("app")).script([
-        lab.login_line("1"),
+        login_line(&lab, "1"),
         "sleep 2".into(),
         "exit 3".into(),
     ]);
-    let (outcome, during) = lab.run_sampled(&job, RunOptions::new(), "database");
+    let (outcome, during) = run_sampled(&lab, &job, RunOptions::new(), "database");
 
     assert_eq!(
         outcome.result,
@@ -322,21 +238,22 @@ fn failing_script_still_revokes() {
         "{}",
         outcome.cleanup_output
     );
-    let waited = lab.assert_all_revoked("database", &tokens_before);
+    let waited = assert_all_revoked(&lab, "database", &tokens_before);
     eprintln!("failing script: everything revoked {waited:?} after cleanup returned");
 }
 
 #[test]
 fn sigterm_mid_script_still_revokes() {
-    let lab = Lab::start(&[("app", "5m", "1h")], "");
-    let tokens_before = lab.token_accessors();
+    let lab = lab(&[("app", "5m", "1h")], "");
+    let tokens_before = lab.bao.token_accessors();
     let job = lab.job().secrets_yaml(&db_pair_yaml("app")).script([
-        lab.login_line("1"),
+        login_line(&lab, "1"),
         "sleep 60".into(),
         "echo not-reached".into(),
     ]);
     let started = Instant::now();
-    let (outcome, during) = lab.run_sampled(
+    let (outcome, during) = run_sampled(
+        &lab,
         &job,
         RunOptions::new().cancel(Cancel::abort("build_script", Duration::from_secs(3))),
         "database",
@@ -364,7 +281,7 @@ fn sigterm_mid_script_still_revokes() {
         "{}",
         outcome.cleanup_output
     );
-    let waited = lab.assert_all_revoked("database", &tokens_before);
+    let waited = assert_all_revoked(&lab, "database", &tokens_before);
     eprintln!("SIGTERM: everything revoked {waited:?} after cleanup returned");
 }
 
@@ -375,7 +292,7 @@ fn crashed_job_is_reaped_and_a_running_job_is_left_alone() {
     let token_dir = tempfile::tempdir().expect("temp dir");
     let token_file = token_dir.path().join("reaper-token");
     let events = token_dir.path().join("events.jsonl");
-    let lab = Lab::start(
+    let lab = lab(
         &[("app", "5m", "1h")],
         &format!(
             "[leases]\nreap_grace_seconds = 0\n\n[reaper]\ntoken_file = \"{}\"\n\n[events]\nfile = \"{}\"\n",
@@ -395,7 +312,7 @@ fn crashed_job_is_reaped_and_a_running_job_is_left_alone() {
     );
     let reaper_token = created["auth"]["client_token"].as_str().expect("token");
     std::fs::write(&token_file, format!("{reaper_token}\n")).expect("token file");
-    let tokens_before = lab.token_accessors();
+    let tokens_before = lab.bao.token_accessors();
 
     // Job A: its timeout is 1 s as far as leasehold knows (the emulator enforces 60 s), and its
     // run stage is SIGKILLed with no cleanup, like a crashed runner host.
@@ -404,8 +321,8 @@ fn crashed_job_is_reaped_and_a_running_job_is_left_alone() {
         .id(3001)
         .timeout(1)
         .secrets_yaml(&db_pair_yaml("app"))
-        .script([lab.login_line("a"), "sleep 60".into()]);
-    let outcome_a = lab.run(
+        .script([login_line(&lab, "a"), "sleep 60".into()]);
+    let outcome_a = lab.runner().run_job(
         &job_a,
         RunOptions::new()
             .job_timeout(Duration::from_secs(60))
@@ -421,7 +338,7 @@ fn crashed_job_is_reaped_and_a_running_job_is_left_alone() {
         "{}",
         outcome_a.log
     );
-    let states = lab.states();
+    let states = lab.leftover_states();
     assert_eq!(states.len(), 1, "{states:?}");
     let journal: Value =
         serde_json::from_slice(&std::fs::read(states[0].join("journal.json")).expect("journal"))
@@ -439,7 +356,7 @@ fn crashed_job_is_reaped_and_a_running_job_is_left_alone() {
         lab.bao.list_leases("database/creds/app"),
         vec![lease_a.clone()]
     );
-    assert_eq!(lab.login_role_count(), 1);
+    assert_eq!(login_role_count(&lab), 1);
     // Over once its 1 s timeout (plus 0 s grace) has passed.
     let over_at = journal["created_at"].as_u64().expect("created_at") + 2;
     wait_for("job A's timeout to pass", Duration::from_secs(10), || {
@@ -448,15 +365,19 @@ fn crashed_job_is_reaped_and_a_running_job_is_left_alone() {
 
     // Job B runs (1 h timeout) while the reaper runs; the reaper takes A and leaves B alone.
     let reaped: Arc<Mutex<Option<(Output, usize)>>> = Arc::default();
-    let (pg_port, pg_password) = (lab.pg.port(), lab.pg.password().to_owned());
-    let config = lab.config.clone();
+    let (pg_port, pg_password) = (lab.pg().port(), lab.pg().password().to_owned());
+    let config = lab.config_path();
     let job_b = lab
         .job()
         .id(3002)
         .secrets_yaml(&db_pair_yaml("app"))
-        .script([lab.login_line("b1"), "sleep 4".into(), lab.login_line("b2")]);
+        .script([
+            login_line(&lab, "b1"),
+            "sleep 4".into(),
+            login_line(&lab, "b2"),
+        ]);
     let slot = reaped.clone();
-    let outcome_b = lab.run(
+    let outcome_b = lab.runner().run_job(
         &job_b,
         RunOptions::new().while_stage_runs("build_script", Duration::from_secs(1), move |_| {
             let out = reap(&config);
@@ -505,7 +426,7 @@ fn crashed_job_is_reaped_and_a_running_job_is_left_alone() {
         "{}",
         outcome_b.cleanup_output
     );
-    lab.assert_all_revoked("database", &tokens_before);
+    assert_all_revoked(&lab, "database", &tokens_before);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&events)
         .expect("event file")
         .lines()
@@ -533,7 +454,7 @@ fn crashed_job_is_reaped_and_a_running_job_is_left_alone() {
     );
 
     // Nothing left for a second run.
-    let again = reap(&lab.config);
+    let again = reap(&lab.config_path());
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success(), "{stdout}");
     assert!(stdout.contains("0 job states examined"), "{stdout}");
@@ -566,7 +487,7 @@ fn superuser_count_login_roles(port: u16, password: &str) -> usize {
 fn ten_second_lease_stays_valid_through_a_forty_second_job() {
     // Increments of at most 15 s: the lease is renewed several times during the job. The job's
     // Vault token lives 12 s: if it expired, Vault would revoke the lease with it.
-    let lab = Lab::start(
+    let lab = lab(
         &[("short", "10s", "1h")],
         "[leases]\nmax_increment_seconds = 15\n",
     );
@@ -581,7 +502,7 @@ fn ten_second_lease_stays_valid_through_a_forty_second_job() {
             "token_max_ttl": "1h",
         }),
     );
-    let tokens_before = lab.token_accessors();
+    let tokens_before = lab.bao.token_accessors();
     let counter = lab.path("starts");
     let job = lab
         .job()
@@ -591,13 +512,13 @@ fn ten_second_lease_stays_valid_through_a_forty_second_job() {
         .secrets_yaml(&db_pair_yaml("short"))
         .script([
             "echo started >> \"$COUNTER\"".into(),
-            lab.login_line("early"),
+            login_line(&lab, "early"),
             "sleep 34".into(),
-            lab.login_line("late"),
+            login_line(&lab, "late"),
             "sleep 5".into(),
         ]);
     let started = Instant::now();
-    let outcome = lab.run(&job, RunOptions::new());
+    let outcome = lab.runner().run_job(&job, RunOptions::new());
     let took = started.elapsed();
 
     assert!(outcome.is_success(), "{}", outcome.log);
@@ -634,7 +555,7 @@ fn ten_second_lease_stays_valid_through_a_forty_second_job() {
     );
     assert!(renewals >= 3, "only {renewals} lease renewals");
     assert!(token_renewals >= 3, "only {token_renewals} token renewals");
-    lab.assert_all_revoked("database", &tokens_before);
+    assert_all_revoked(&lab, "database", &tokens_before);
 }
 
 // --- concurrency --------------------------------------------------------------------------------
@@ -642,8 +563,8 @@ fn ten_second_lease_stays_valid_through_a_forty_second_job() {
 #[test]
 fn twenty_concurrent_jobs_get_their_own_credentials_and_leave_nothing() {
     const JOBS: usize = 20;
-    let lab = Lab::start(&[("app", "5m", "1h")], "");
-    let tokens_before = lab.token_accessors();
+    let lab = lab(&[("app", "5m", "1h")], "");
+    let tokens_before = lab.bao.token_accessors();
     let runner = lab.runner();
     let jobs: Vec<(JobBuilder, PathBuf)> = (0..JOBS)
         .map(|i| {
@@ -654,7 +575,7 @@ fn twenty_concurrent_jobs_get_their_own_credentials_and_leave_nothing() {
                 .variable("OUT", &out.display().to_string())
                 .secrets_yaml(&db_pair_yaml("app"))
                 .script([
-                    lab.login_line(&format!("{i}")),
+                    login_line(&lab, &format!("{i}")),
                     // A digest, so that the test compares users without seeing them.
                     "printf %s \"$DB_USER\" | sha256sum | cut -d' ' -f1 > \"$OUT\"".into(),
                 ]);
@@ -710,8 +631,8 @@ fn twenty_concurrent_jobs_get_their_own_credentials_and_leave_nothing() {
 
     let leases_left = lab.bao.list_leases("database/creds/app").len();
     let tokens_left = lab.bao.list_leases("auth/jwt/login").len();
-    let roles_left = lab.login_role_count();
-    let waited = lab.assert_all_revoked("database", &tokens_before);
+    let roles_left = login_role_count(&lab);
+    let waited = assert_all_revoked(&lab, "database", &tokens_before);
     eprintln!(
         "{JOBS} concurrent jobs in {took:?}: right after the last cleanup {leases_left} database leases, \
          {tokens_left} token leases and {roles_left} PostgreSQL roles were left; 0 of each after {waited:?}"
@@ -722,10 +643,10 @@ fn twenty_concurrent_jobs_get_their_own_credentials_and_leave_nothing() {
 
 #[test]
 fn pki_certificate_issued_through_data_arrives_as_a_file_and_is_revoked() {
-    let lab = Lab::start(&[("app", "5m", "1h")], "");
+    let lab = lab(&[("app", "5m", "1h")], "");
     let bao = &lab.bao;
     bao.enable_pki("1h");
-    let tokens_before = lab.token_accessors();
+    let tokens_before = lab.bao.token_accessors();
     let yaml = "\
 TLS_CERT:
   vault:
@@ -752,7 +673,7 @@ TLS_KEY:
         "echo \"cert-$((40 + 2))-ok\"",
         "sleep 2",
     ]);
-    let (outcome, during) = lab.run_sampled(&job, RunOptions::new(), "pki/issue/ci-web");
+    let (outcome, during) = run_sampled(&lab, &job, RunOptions::new(), "pki/issue/ci-web");
 
     assert!(outcome.is_success(), "{}", outcome.log);
     assert_eq!(
@@ -776,7 +697,7 @@ TLS_KEY:
         "{}",
         outcome.cleanup_output
     );
-    lab.assert_all_revoked("pki/issue/ci-web", &tokens_before);
+    assert_all_revoked(&lab, "pki/issue/ci-web", &tokens_before);
     // Revoking the lease revoked the certificate.
     let revoked = bao.ok("LIST", "pki/certs/revoked", None);
     assert_eq!(
@@ -790,15 +711,15 @@ TLS_KEY:
 
 #[test]
 fn prepare_failing_halfway_revokes_what_it_obtained() {
-    let lab = Lab::start(&[("app", "5m", "1h")], "");
-    let tokens_before = lab.token_accessors();
+    let lab = lab(&[("app", "5m", "1h")], "");
+    let tokens_before = lab.bao.token_accessors();
     let yaml = format!(
         "{}FORBIDDEN:\n  vault: {{engine: {{name: generic, path: database}}, path: creds/admin, field: password}}\n  file: false\n",
         db_pair_yaml("app")
     );
     let job = lab.job().secrets_yaml(&yaml).script(["echo never"]);
-    let mark = lab.audit_mark();
-    let outcome = lab.run(&job, RunOptions::new());
+    let mark = lab.bao.audited_requests().len();
+    let outcome = lab.runner().run_job(&job, RunOptions::new());
 
     assert_eq!(
         outcome.result,
@@ -816,7 +737,7 @@ fn prepare_failing_halfway_revokes_what_it_obtained() {
     assert_eq!(outcome.run_stage_names(), Vec::<&str>::new());
     // The database credential was obtained (a lease and a role existed), and given back by
     // prepare itself: its token is revoked, and cleanup found nothing left to revoke.
-    let requests = lab.requests_since(mark);
+    let requests = lab.bao.requests_since(mark);
     let paths: Vec<&str> = requests.iter().map(|(_, p)| p.as_str()).collect();
     assert_eq!(
         paths.iter().filter(|p| **p == "database/creds/app").count(),
@@ -850,7 +771,7 @@ fn prepare_failing_halfway_revokes_what_it_obtained() {
         "{}",
         outcome.cleanup_output
     );
-    lab.assert_all_revoked("database", &tokens_before);
+    assert_all_revoked(&lab, "database", &tokens_before);
     let (status, _) = lab.bao.api(
         "PUT",
         "sys/leases/lookup",
@@ -861,7 +782,7 @@ fn prepare_failing_halfway_revokes_what_it_obtained() {
 
 #[test]
 fn prepare_canceled_halfway_revokes_what_it_obtained() {
-    let lab = Lab::start(&[("app", "5m", "1h")], "");
+    let lab = lab(&[("app", "5m", "1h")], "");
     // Issuing `slow` credentials takes 3 s: the cancel lands after the login and after the
     // `app` credentials exist, while the `slow` request is still in flight. `slow` has its own
     // connection: the plugin serializes credential creation per connection.
@@ -872,10 +793,10 @@ fn prepare_canceled_halfway_revokes_what_it_obtained() {
             "plugin_name": "postgresql-database-plugin",
             "connection_url": format!(
                 "postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable",
-                lab.pg.port()
+                lab.pg().port()
             ),
-            "username": lab.pg.superuser(),
-            "password": lab.pg.password(),
+            "username": lab.pg().superuser(),
+            "password": lab.pg().password(),
             "allowed_roles": "slow",
         })),
     );
@@ -897,13 +818,13 @@ fn prepare_canceled_halfway_revokes_what_it_obtained() {
         "path \"database/creds/app\" { capabilities = [\"read\"] }\n\
          path \"database/creds/slow\" { capabilities = [\"read\"] }\n",
     );
-    let tokens_before = lab.token_accessors();
+    let tokens_before = lab.bao.token_accessors();
     let yaml = format!(
         "{}SLOW_USER:\n  vault: {{engine: {{name: generic, path: database}}, path: creds/slow, field: username}}\n  file: false\n",
         db_pair_yaml("app")
     );
     let job = lab.job().secrets_yaml(&yaml).script(["echo never"]);
-    let outcome = lab.run(
+    let outcome = lab.runner().run_job(
         &job,
         RunOptions::new().cancel(Cancel::abort("prepare_exec", Duration::from_millis(1500))),
     );
@@ -941,7 +862,7 @@ fn prepare_canceled_halfway_revokes_what_it_obtained() {
         "cleanup could not revoke what the canceled prepare obtained:\n{}",
         outcome.cleanup_output
     );
-    lab.assert_all_revoked("database", &tokens_before);
+    assert_all_revoked(&lab, "database", &tokens_before);
     let (status, _) = lab.bao.api(
         "PUT",
         "sys/leases/lookup",
@@ -961,7 +882,7 @@ fn cleanup_of_five_leases_is_timed() {
         ("r4", "5m", "1h"),
         ("r5", "5m", "1h"),
     ];
-    let lab = Lab::start(&roles, "");
+    let lab = lab(&roles, "");
     // A second role whose tokens may also revoke leases one by one (sys/leases/revoke).
     lab.bao.write_policy(
         "revoke-leases",
@@ -976,15 +897,15 @@ fn cleanup_of_five_leases_is_timed() {
             )
         })
         .collect();
-    let tokens_before = lab.token_accessors();
+    let tokens_before = lab.bao.token_accessors();
     for role in ["ci", "ci-revoke"] {
-        let mark = lab.audit_mark();
+        let mark = lab.bao.audited_requests().len();
         let job = lab
             .job()
             .variable("VAULT_AUTH_ROLE", role)
             .secrets_yaml(&yaml)
             .script(["echo five"]);
-        let outcome = lab.run(&job, RunOptions::new());
+        let outcome = lab.runner().run_job(&job, RunOptions::new());
         assert!(outcome.is_success(), "{}", outcome.log);
         let cleanup = outcome.stage("cleanup_exec");
         assert_eq!(cleanup.exit_code, 0, "{}", outcome.cleanup_output);
@@ -993,13 +914,13 @@ fn cleanup_of_five_leases_is_timed() {
             "{}",
             outcome.cleanup_output
         );
-        let requests = lab.requests_since(mark);
+        let requests = lab.bao.requests_since(mark);
         let lease_revokes = requests
             .iter()
             .filter(|(_, p)| p.starts_with("sys/leases/revoke/"))
             .count();
         assert_eq!(lease_revokes, 5, "{requests:?}");
-        let waited = lab.assert_all_revoked("database", &tokens_before);
+        let waited = assert_all_revoked(&lab, "database", &tokens_before);
         eprintln!(
             "cleanup_exec with 5 leases (role {role}, sys/leases/revoke {}): {:?}; everything gone {waited:?} later",
             if role == "ci" {
@@ -1014,7 +935,7 @@ fn cleanup_of_five_leases_is_timed() {
 
 #[test]
 fn vault_requests_per_job_against_the_per_field_resolver() {
-    let lab = Lab::start(&[("app", "5m", "1h")], "");
+    let lab = lab(&[("app", "5m", "1h")], "");
     lab.bao.enable_kv("kv", 2);
     lab.bao.kv_put(
         "kv",
@@ -1048,23 +969,23 @@ fn vault_requests_per_job_against_the_per_field_resolver() {
     let pair_check = |label: &str| {
         format!(
             "if {} >/dev/null 2>&1; then echo \"{label}-pair-$((1))-logs-in\"; else echo \"{label}-pair-$((0))-refused\"; fi",
-            lab.login_line("x")
+            login_line(&lab, "x")
         )
     };
 
-    let mark = lab.audit_mark();
+    let mark = lab.bao.audited_requests().len();
     let job = lab
         .job()
         .secrets_yaml(&leasehold_yaml)
         .script([pair_check("leasehold")]);
-    let outcome = lab.run(&job, RunOptions::new());
+    let outcome = lab.runner().run_job(&job, RunOptions::new());
     assert!(outcome.is_success(), "{}", outcome.log);
     assert!(
         outcome.log.contains("leasehold-pair-1-logs-in"),
         "{}",
         outcome.log
     );
-    let ours = lab.requests_since(mark);
+    let ours = lab.bao.requests_since(mark);
     wait_for("leasehold's lease revoked", REVOKE_GRACE, || {
         lab.bao
             .list_leases("database/creds/app")
@@ -1072,19 +993,19 @@ fn vault_requests_per_job_against_the_per_field_resolver() {
             .then_some(())
     });
 
-    let mark = lab.audit_mark();
+    let mark = lab.bao.audited_requests().len();
     let job = lab
         .job()
         .native_secrets(native)
         .script([pair_check("native")]);
-    let outcome = lab.run(&job, RunOptions::new());
+    let outcome = lab.runner().run_job(&job, RunOptions::new());
     assert!(outcome.is_success(), "{}", outcome.log);
     assert!(
         outcome.log.contains("native-pair-0-refused"),
         "the per-field resolver's user and password came from one lease?\n{}",
         outcome.log
     );
-    let theirs = lab.requests_since(mark);
+    let theirs = lab.bao.requests_since(mark);
     let native_leases_left = lab.bao.list_leases("database/creds/app").len();
 
     let count = |requests: &[(String, String)], what: &dyn Fn(&str) -> bool| {
@@ -1121,14 +1042,14 @@ fn vault_requests_per_job_against_the_per_field_resolver() {
 }
 
 fn random_value() -> String {
-    format!("tok-{}", crate::support::random_hex(16))
+    format!("tok-{}", leasehold_test_kit::random_hex(16))
 }
 
 /// Issue 12.3: a lease that expired on its own before cleanup is reported as expired, not as
 /// revoked.
 #[test]
 fn cleanup_reports_a_lease_that_expired_before_it_as_expired_not_revoked() {
-    let lab = Lab::start(&[("app", "5m", "1h")], "");
+    let lab = lab(&[("app", "5m", "1h")], "");
     let bao = &lab.bao;
     bao.enable_pki("2s");
     let yaml = "\

@@ -1,10 +1,13 @@
 //! leasehold's integration tests: one test binary (`cargo test --test it`, or
-//! `cargo nextest run`), with the shared fixtures in [`support`] and one module per area.
+//! `cargo nextest run`), one module per area, with the fixtures of the `leasehold-test-kit`
+//! crate (`test-kit/`): [`World`] and the gitlab-runner emulator.
 //!
 //! The tests start real servers (OpenBao, PostgreSQL); `scripts/test.sh` installs them and sets
 //! `LEASEHOLD_TEST_BAO` / `LEASEHOLD_TEST_PG_BIN`.
 
-mod support;
+use std::path::{Path, PathBuf};
+
+use leasehold_test_kit::{World, WorldBuilder};
 
 mod architecture;
 mod core;
@@ -21,3 +24,22 @@ mod masking;
 mod paths;
 mod tls;
 mod tokens;
+
+/// The leasehold binary under test: the one cargo built for this test binary, unless
+/// `LEASEHOLD_BIN` names another (a packaged `/usr/bin/leasehold`, say).
+pub(crate) fn leasehold_bin() -> PathBuf {
+    leasehold_test_kit::leasehold_bin_or(env!("CARGO_BIN_EXE_leasehold"))
+}
+
+/// A [`World`] (the kit's one fixture) driving [`leasehold_bin`].
+pub(crate) fn world() -> WorldBuilder {
+    World::builder(leasehold_bin())
+}
+
+/// `tests/fixtures/<name>` in the source tree.
+pub(crate) fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
+        .join(name)
+}

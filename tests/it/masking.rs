@@ -18,89 +18,37 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
-use crate::support::issuer::bound_role;
-use crate::support::runner::Exec;
-use crate::support::{
-    Bao, Issuer, JobBuilder, JobOutcome, RunOptions, Runner, leasehold_bin, random_hex, scan,
-    wait_for,
-};
+use crate::{leasehold_bin, world};
+use leasehold_test_kit::issuer::bound_role;
+use leasehold_test_kit::runner::Exec;
+use leasehold_test_kit::world::POLICY;
+use leasehold_test_kit::{JobOutcome, RunOptions, Runner, World, random_hex, scan, wait_for};
 
-/// The JWT role, KV mount and KV path every test uses.
-const ROLE: &str = "ci";
+/// The KV mount and KV path every test uses.
 const KV_MOUNT: &str = "kv";
 const KV_PATH: &str = "ci/app";
 
 /// The prefix gitlab-runner's bash writer puts before each echoed user command.
 const COMMAND_ECHO: &str = "\x1b[32;1m$ ";
 
-/// OpenBao with JWT auth trusting a local issuer, a KV v2 mount readable by the role, and a
-/// private directory for leasehold's config, state, builds and cache.
-struct Setup {
-    bao: Bao,
-    issuer: Issuer,
-    dir: tempfile::TempDir,
+/// A world with a KV v2 mount readable by the role (bound to the default job), whose state
+/// dir is left for leasehold to create (0700, owned by whoever runs it).
+fn setup() -> World {
+    let setup = world()
+        .policy(&[format!(
+            r#"path "{KV_MOUNT}/data/ci/*" {{ capabilities = ["read"] }}"#
+        )])
+        .role(bound_role(&[POLICY]))
+        .no_dirs()
+        .dir_prefix("leasehold-masking")
+        .start();
+    setup.bao.enable_kv(KV_MOUNT, 2);
+    setup
 }
 
-impl Setup {
-    fn start() -> Setup {
-        let issuer = Issuer::start();
-        let bao = Bao::start();
-        bao.enable_kv(KV_MOUNT, 2);
-        bao.write_policy(
-            "ci",
-            &format!(r#"path "{KV_MOUNT}/data/ci/*" {{ capabilities = ["read"] }}"#),
-        );
-        bao.enable_jwt("jwt", &issuer.jwks_url(), &issuer.url());
-        bao.jwt_role("jwt", ROLE, bound_role(&["ci"]));
-        let dir = tempfile::Builder::new()
-            .prefix("leasehold-masking")
-            .tempdir()
-            .expect("temp dir");
-        let setup = Setup { bao, issuer, dir };
-        setup.write_config("");
-        setup
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.path("config.toml")
-    }
-
-    /// `state_dir` is left for leasehold to create (0700, owned by whoever runs it).
-    fn state_dir(&self) -> PathBuf {
-        self.path("state")
-    }
-
-    /// The base config plus `extra` TOML tables.
-    fn write_config(&self, extra: &str) {
-        let text = format!(
-            "state_dir = \"{}\"\nbuilds_dir = \"{}\"\ncache_dir = \"{}\"\n\n[vault]\naddress = \"{}\"\nrole = \"{ROLE}\"\nretries = 1\ntimeout_seconds = 5\n\n{extra}\n",
-            self.state_dir().display(),
-            self.path("builds").display(),
-            self.path("cache").display(),
-            self.bao.addr(),
-            extra = crate::support::allowing_root(extra),
-        );
-        std::fs::write(self.config_path(), text).expect("write config");
-        std::fs::set_permissions(self.config_path(), std::fs::Permissions::from_mode(0o644))
-            .expect("chmod config");
-    }
-
-    /// Stores the secret fields leasehold reads at `kv/ci/app`.
-    fn put_secrets(&self, fields: Value) {
-        self.bao.kv_put(KV_MOUNT, 2, KV_PATH, fields);
-    }
-
-    fn job(&self) -> JobBuilder {
-        JobBuilder::new().id_token("VAULT_ID_TOKEN", &self.issuer.mint(json!({})))
-    }
-
-    fn runner(&self) -> Runner {
-        Runner::new(leasehold_bin(), self.config_path())
-    }
+/// Stores the secret fields leasehold reads at `kv/ci/app`.
+fn put_secrets(setup: &World, fields: Value) {
+    setup.bao.kv_put(KV_MOUNT, 2, KV_PATH, fields);
 }
 
 /// A `LEASEHOLD_SECRETS` entry for field `field` of `kv/ci/app`; `extra` is more YAML keys.
@@ -367,10 +315,10 @@ fn chown(path: &Path, uid: u32, gid: u32) {
 /// expected text, and no form of either secret is anywhere in the raw job log.
 #[test]
 fn every_printed_form_of_a_secret_is_masked() {
-    let setup = Setup::start();
+    let setup = setup();
     let pw = password();
     let key = pem();
-    setup.put_secrets(json!({"password": pw, "tls_key": key}));
+    put_secrets(&setup, json!({"password": pw, "tls_key": key}));
     let secrets = [("DB_PASSWORD", pw.as_str()), ("TLS_KEY", key.as_str())];
 
     let py = |code: &str| format!("python3 -c '{code}'");
@@ -445,9 +393,9 @@ fn every_printed_form_of_a_secret_is_masked() {
 /// possible secret prefix, no trailing newline — comes out byte for byte.
 #[test]
 fn order_and_non_secret_bytes_survive_masking() {
-    let setup = Setup::start();
+    let setup = setup();
     let token = password();
-    setup.put_secrets(json!({"token": token}));
+    put_secrets(&setup, json!({"token": token}));
     let secrets = [("TOKEN", token.as_str())];
 
     let mut block = String::from("tab\there\r\ncarriage\rreturn\nnul:\0:end\n");
@@ -516,21 +464,18 @@ fn order_and_non_secret_bytes_survive_masking() {
 fn a_job_user_cannot_read_leaseholds_state() {
     let user = "lh-mask-job";
     let (uid, gid) = ensure_user(user);
-    let setup = Setup::start();
+    let setup = setup();
     // The job user must traverse the temp dir, and get_sources (run as the user) creates the
     // project dir in builds_dir.
     std::fs::set_permissions(setup.dir.path(), std::fs::Permissions::from_mode(0o711))
         .expect("chmod");
-    for sub in ["builds", "cache"] {
-        std::fs::create_dir(setup.path(sub)).expect("mkdir");
-        chown(&setup.path(sub), uid, gid);
-    }
+    setup.hand_build_dirs_to(uid, gid);
     setup.write_config(&format!(
         "[executor]\nuser = \"{user}\"\nfiles_dir = \"{}\"\n",
         setup.path("files").display()
     ));
     let cert = format!("cert-{}/+=\"\n", random_hex(12));
-    setup.put_secrets(json!({"cert": cert}));
+    put_secrets(&setup, json!({"cert": cert}));
     let secrets = [("CERT", cert.as_str())];
 
     // The job learns the path of its own state dir from the test (it could not list it).
@@ -622,12 +567,12 @@ fn leasehold_is_not_dumpable_and_dumps_no_core() {
     allow_core_dumps_in_test_process();
     let user = "lh-mask-svc";
     let (uid, gid) = ensure_user(user);
-    let setup = Setup::start();
+    let setup = setup();
     std::fs::set_permissions(setup.dir.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod");
     chown(setup.dir.path(), uid, gid);
     let token = password();
-    setup.put_secrets(json!({"token": token}));
+    put_secrets(&setup, json!({"token": token}));
     let secrets = [("TOKEN", token.as_str())];
 
     // The runner emulator's temp dirs are root's: hand them to the user before each stage.
@@ -741,10 +686,10 @@ fn leasehold_is_not_dumpable_and_dumps_no_core() {
 #[test]
 fn secrets_are_only_in_the_environment_of_the_jobs_processes() {
     allow_core_dumps_in_test_process();
-    let setup = Setup::start();
+    let setup = setup();
     let token = password();
     let cert = format!("file-secret-{}", random_hex(12));
-    setup.put_secrets(json!({"token": token, "cert": cert}));
+    put_secrets(&setup, json!({"token": token, "cert": cert}));
     let secrets = [("TOKEN", token.as_str()), ("CERT", cert.as_str())];
 
     #[derive(Debug, Default)]
@@ -830,11 +775,11 @@ fn secrets_are_only_in_the_environment_of_the_jobs_processes() {
 /// by name and without the value; longer secrets of the same job are still masked.
 #[test]
 fn short_values_are_not_masked_and_named_once() {
-    let setup = Setup::start();
+    let setup = setup();
     setup.write_config("[mask]\nmin_length = 10\n");
     let pin = format!("P{}", &random_hex(4)[..7]); // 8 bytes: under 10
     let long = format!("long-enough-{}", random_hex(6));
-    setup.put_secrets(json!({"pin": pin, "long": long}));
+    put_secrets(&setup, json!({"pin": pin, "long": long}));
     let job = setup
         .job()
         .secrets_yaml(&format!(
@@ -885,10 +830,10 @@ fn short_values_are_not_masked_and_named_once() {
 /// build_script's environment and puts it into after_script's.
 #[test]
 fn per_secret_stages_override_the_default() {
-    let setup = Setup::start();
+    let setup = setup();
     let early = password();
     let late = format!("late-{}", random_hex(10));
-    setup.put_secrets(json!({"early": early, "late": late}));
+    put_secrets(&setup, json!({"early": early, "late": late}));
     let secrets = [("EARLY", early.as_str()), ("LATE", late.as_str())];
     let probe = |stage: &str| {
         format!(
@@ -923,9 +868,9 @@ fn per_secret_stages_override_the_default() {
 /// although neither has the secret in its environment.
 #[test]
 fn every_sub_stage_of_a_job_with_secrets_is_masked() {
-    let setup = Setup::start();
+    let setup = setup();
     let token = password();
-    setup.put_secrets(json!({"token": token}));
+    put_secrets(&setup, json!({"token": token}));
     let secrets = [("TOKEN", token.as_str())];
     let has_token = "if printenv TOKEN >/dev/null; then echo has-token; else echo no-token; fi";
     let job = setup
@@ -966,7 +911,7 @@ fn every_sub_stage_of_a_job_with_secrets_is_masked() {
 /// value alone, inside other text, and twice in a row.
 #[test]
 fn large_and_periodic_secrets_are_masked_quickly() {
-    let setup = Setup::start();
+    let setup = setup();
     let mut bundle = String::with_capacity((1 << 20) + 2048);
     while bundle.len() < 1 << 20 {
         bundle.push_str("-----BEGIN CERTIFICATE-----\n");
@@ -986,7 +931,7 @@ fn large_and_periodic_secrets_are_masked_quickly() {
         .cycle()
         .take((128 << 10) - 64)
         .collect();
-    setup.put_secrets(json!({"bundle": bundle, "periodic": periodic}));
+    put_secrets(&setup, json!({"bundle": bundle, "periodic": periodic}));
     let secrets = [("BUNDLE", bundle.as_str()), ("PERIODIC", periodic.as_str())];
 
     let job = setup

@@ -4,9 +4,10 @@
 
 use serde_json::json;
 
-use crate::support::front::{Front, OtherApp};
-use crate::support::world::World;
-use crate::support::{JobResult, random_hex};
+use crate::world;
+use leasehold_test_kit::front::{Front, OtherApp};
+use leasehold_test_kit::world::World;
+use leasehold_test_kit::{JobResult, random_hex};
 
 /// The role may read both the allowed mount and the victim's: only leasehold's policy stands
 /// between the job and `victim/`, which is what the attacks must not get past.
@@ -17,8 +18,12 @@ path "sys/*" { capabilities = ["read", "list"] }"#;
 
 const BUILD: JobResult = JobResult::BuildFailure { exit_code: 1 };
 
-fn world(planted: &str) -> World {
-    let world = World::start(&[POLICY]);
+/// A world with a secret of the victim's (`planted`) beside the mount the policy allows.
+fn planted_world(planted: &str) -> World {
+    let world = world()
+        .policy(&[POLICY])
+        .config("[policy]\nallowed_mounts = [\"kv-ci\"]\n")
+        .start();
     world.bao.enable_kv("kv-ci", 2);
     world.bao.enable_kv("victim", 2);
     world
@@ -27,7 +32,6 @@ fn world(planted: &str) -> World {
     world
         .bao
         .kv_put("victim", 2, "ci/app", json!({"password": planted}));
-    world.write_config("[policy]\nallowed_mounts = [\"kv-ci\"]\n");
     world
 }
 
@@ -39,7 +43,7 @@ fn requests_since(world: &World, mark: usize) -> Vec<(String, String)> {
 #[test]
 fn a_path_cannot_climb_out_of_an_allowed_mount() {
     let planted = format!("victim-{}-planted", random_hex(12));
-    let world = world(&planted);
+    let world = planted_world(&planted);
     let cases = [
         (
             "backslashes",
@@ -116,7 +120,7 @@ fn a_path_cannot_climb_out_of_an_allowed_mount() {
 #[test]
 fn variable_expansion_cannot_splice_in_a_way_out() {
     let planted = format!("victim-{}-planted", random_hex(12));
-    let world = world(&planted);
+    let world = planted_world(&planted);
     for (what, value) in [
         ("backslashes", "x\\..\\..\\..\\victim\\data\\ci\\app"),
         ("dots", "x/../../../victim/data/ci/app"),
@@ -147,7 +151,7 @@ fn variable_expansion_cannot_splice_in_a_way_out() {
 
 #[test]
 fn vault_auth_path_cannot_send_the_id_token_to_another_application() {
-    let world = World::start(&[POLICY]);
+    let world = world().policy(&[POLICY]).start();
     world.bao.enable_kv("kv-ci", 2);
     world
         .bao
@@ -202,7 +206,7 @@ fn vault_auth_path_cannot_send_the_id_token_to_another_application() {
 
 #[test]
 fn auth_mounts_are_restricted_by_the_policy() {
-    let world = World::start(&[POLICY]);
+    let world = world().policy(&[POLICY]).start();
     world.bao.enable_kv("kv-ci", 2);
     world
         .bao
@@ -213,8 +217,8 @@ fn auth_mounts_are_restricted_by_the_policy() {
         .enable_jwt("jwt2", &world.issuer.jwks_url(), &world.issuer.url());
     world.bao.jwt_role(
         "jwt2",
-        crate::support::world::ROLE,
-        json!({"bound_audiences": [crate::support::issuer::DEFAULT_AUD], "user_claim": "user_login",
+        leasehold_test_kit::world::ROLE,
+        json!({"bound_audiences": [leasehold_test_kit::issuer::DEFAULT_AUD], "user_claim": "user_login",
                "policies": ["ci"], "token_ttl": "10m"}),
     );
     let job = world
@@ -244,7 +248,7 @@ fn auth_mounts_are_restricted_by_the_policy() {
 
 #[test]
 fn a_bad_namespace_is_the_jobs_fault_and_sends_nothing() {
-    let world = World::start(&[POLICY]);
+    let world = world().policy(&[POLICY]).start();
     world.bao.enable_kv("kv-ci", 2);
     let yaml = "X:\n  vault: app/password@kv-ci\n";
     for (namespace, message) in [
@@ -280,7 +284,7 @@ fn a_bad_namespace_is_the_jobs_fault_and_sends_nothing() {
 
 #[test]
 fn terminal_escapes_from_vault_never_reach_the_job_log() {
-    let world = World::start(&[POLICY]);
+    let world = world().policy(&[POLICY]).start();
     world.bao.enable_kv("kv-ci", 2);
     // A field name is text from Vault that the job log quotes when a field is missing.
     world.bao.kv_put(
@@ -306,7 +310,7 @@ fn terminal_escapes_from_vault_never_reach_the_job_log() {
 /// Issue 11.5: a job declaring many distinct paths does not open a socket per path at once.
 #[test]
 fn requests_to_one_server_are_capped() {
-    let world = World::start(&[POLICY]);
+    let world = world().policy(&[POLICY]).start();
     world.bao.enable_kv("kv-ci", 2);
     let paths = 120;
     let mut yaml = String::new();

@@ -9,10 +9,8 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::support::bao::TlsListeners;
-use crate::support::pki::Pki;
-use crate::support::world::World;
-use crate::support::{Bao, JobOutcome, JobResult, RunOptions, random_hex};
+use crate::world;
+use leasehold_test_kit::{JobOutcome, JobResult, RunOptions, World, random_hex, sha256_hex};
 
 const POLICY: &str = r#"path "kv/data/app/*" { capabilities = ["read"] }"#;
 
@@ -21,28 +19,18 @@ const SECRETS_YAML: &str = "DB_PASS:\n  vault: app/db/password@kv\n  file: false
 /// A TLS-serving world with one planted KV v2 secret at `kv/app/db` (field `password`).
 struct TlsWorld {
     world: World,
-    listeners: TlsListeners,
     /// The planted value: never printed.
     secret: String,
-    // Last, so the certificate files outlive the server.
-    pki: Pki,
 }
 
 fn tls_world() -> TlsWorld {
-    let pki = Pki::generate();
-    let (bao, listeners) = Bao::start_tls(&pki);
-    let world = World::start_on(bao, &[POLICY], json!({}));
+    let world = world().tls().policy(&[POLICY]).start();
     world.bao.enable_kv("kv", 2);
     let secret = format!("tls-{}-planted", random_hex(12));
     world
         .bao
         .kv_put("kv", 2, "app/db", json!({ "password": secret }));
-    TlsWorld {
-        world,
-        listeners,
-        secret,
-        pki,
-    }
+    TlsWorld { world, secret }
 }
 
 /// `[vault]` keys naming files (TOML basic strings; the temp paths need no escaping).
@@ -59,14 +47,6 @@ fn tls_keys(ca_file: Option<&Path>, client: Option<(&Path, &Path)>) -> String {
         );
     }
     keys
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 impl TlsWorld {
@@ -164,8 +144,11 @@ impl TlsWorld {
 #[test]
 fn ca_file_alone_reaches_a_tls_listener_end_to_end() {
     let t = tls_world();
-    t.world
-        .write_config_with_vault(&t.listeners.tls, &tls_keys(Some(&t.pki.ca()), None), "");
+    t.world.write_config_with_vault(
+        &t.world.tls().listeners.tls,
+        &tls_keys(Some(&t.world.tls().pki.ca()), None),
+        "",
+    );
     let outcome = t.run();
     t.assert_resolved_and_revoked(&outcome);
 }
@@ -173,10 +156,13 @@ fn ca_file_alone_reaches_a_tls_listener_end_to_end() {
 #[test]
 fn ca_file_and_client_certificate_reach_an_mtls_listener_end_to_end() {
     let t = tls_world();
-    let client = (t.pki.client_cert(), t.pki.client_key());
+    let client = (
+        t.world.tls().pki.client_cert(),
+        t.world.tls().pki.client_key(),
+    );
     t.world.write_config_with_vault(
-        &t.listeners.mtls,
-        &tls_keys(Some(&t.pki.ca()), Some((&client.0, &client.1))),
+        &t.world.tls().listeners.mtls,
+        &tls_keys(Some(&t.world.tls().pki.ca()), Some((&client.0, &client.1))),
         "",
     );
     let outcome = t.run();
@@ -186,12 +172,18 @@ fn ca_file_and_client_certificate_reach_an_mtls_listener_end_to_end() {
 #[test]
 fn an_mtls_listener_without_client_cert_is_a_system_failure_naming_the_server() {
     let t = tls_world();
-    t.world
-        .write_config_with_vault(&t.listeners.mtls, &tls_keys(Some(&t.pki.ca()), None), "");
+    t.world.write_config_with_vault(
+        &t.world.tls().listeners.mtls,
+        &tls_keys(Some(&t.world.tls().pki.ca()), None),
+        "",
+    );
     let outcome = t.run();
     let line = t.assert_system_failure(&outcome);
     assert!(
-        line.contains(&format!("Vault at {} is unreachable", t.listeners.mtls)),
+        line.contains(&format!(
+            "Vault at {} is unreachable",
+            t.world.tls().listeners.mtls
+        )),
         "{line}"
     );
     // The server's alert reaches the request, or is lost and the connection just closes
@@ -211,16 +203,25 @@ fn an_mtls_listener_without_client_cert_is_a_system_failure_naming_the_server() 
 #[test]
 fn an_unrelated_ca_file_is_a_system_failure_naming_the_certificate_problem() {
     let t = tls_world();
-    let client = (t.pki.client_cert(), t.pki.client_key());
+    let client = (
+        t.world.tls().pki.client_cert(),
+        t.world.tls().pki.client_key(),
+    );
     t.world.write_config_with_vault(
-        &t.listeners.tls,
-        &tls_keys(Some(&t.pki.other_ca()), Some((&client.0, &client.1))),
+        &t.world.tls().listeners.tls,
+        &tls_keys(
+            Some(&t.world.tls().pki.other_ca()),
+            Some((&client.0, &client.1)),
+        ),
         "",
     );
     let outcome = t.run();
     let line = t.assert_system_failure(&outcome);
     assert!(
-        line.contains(&format!("Vault at {} is unreachable", t.listeners.tls)),
+        line.contains(&format!(
+            "Vault at {} is unreachable",
+            t.world.tls().listeners.tls
+        )),
         "{line}"
     );
     assert!(line.contains("certificate"), "{line}");
@@ -230,9 +231,12 @@ fn an_unrelated_ca_file_is_a_system_failure_naming_the_certificate_problem() {
 #[test]
 fn a_missing_ca_file_fails_prepare_naming_the_file_and_the_fix() {
     let t = tls_world();
-    let missing = t.pki.dir().join("no-such-ca.pem");
-    t.world
-        .write_config_with_vault(&t.listeners.tls, &tls_keys(Some(&missing), None), "");
+    let missing = t.world.tls().pki.dir().join("no-such-ca.pem");
+    t.world.write_config_with_vault(
+        &t.world.tls().listeners.tls,
+        &tls_keys(Some(&missing), None),
+        "",
+    );
     let outcome = t.run();
     // The config loads: config_exec succeeds, the file is read when prepare builds the client.
     assert_eq!(
@@ -243,7 +247,10 @@ fn a_missing_ca_file_fails_prepare_naming_the_file_and_the_fix() {
     );
     let line = t.assert_system_failure(&outcome);
     assert!(
-        line.contains(&format!("configuring the client for {}", t.listeners.tls)),
+        line.contains(&format!(
+            "configuring the client for {}",
+            t.world.tls().listeners.tls
+        )),
         "{line}"
     );
     assert!(
@@ -259,16 +266,22 @@ fn a_missing_ca_file_fails_prepare_naming_the_file_and_the_fix() {
 #[test]
 fn an_mtls_listener_refusing_the_client_cert_is_a_system_failure_naming_the_server() {
     let t = tls_world();
-    let client = (t.pki.other_client_cert(), t.pki.other_client_key());
+    let client = (
+        t.world.tls().pki.other_client_cert(),
+        t.world.tls().pki.other_client_key(),
+    );
     t.world.write_config_with_vault(
-        &t.listeners.mtls,
-        &tls_keys(Some(&t.pki.ca()), Some((&client.0, &client.1))),
+        &t.world.tls().listeners.mtls,
+        &tls_keys(Some(&t.world.tls().pki.ca()), Some((&client.0, &client.1))),
         "",
     );
     let outcome = t.run();
     let line = t.assert_system_failure(&outcome);
     assert!(
-        line.contains(&format!("Vault at {} is unreachable", t.listeners.mtls)),
+        line.contains(&format!(
+            "Vault at {} is unreachable",
+            t.world.tls().listeners.mtls
+        )),
         "{line}"
     );
     // The server's alert reaches the request, or is lost and the connection just closes

@@ -15,7 +15,6 @@
 //! The tests find the job's token by its accessor in the plain journal (the state dir) while the
 //! job runs, and by the accessor cleanup names afterwards.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -24,9 +23,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::core::{assert_nowhere, recording_shell, stage_records};
-use crate::support::bao::bao_binary;
-use crate::support::world::World;
-use crate::support::{Cancel, JobBuilder, JobResult, RunOptions, scan, sha16, wait_for};
+use crate::world;
+use leasehold_test_kit::bao::bao_binary;
+use leasehold_test_kit::world::World;
+use leasehold_test_kit::{Cancel, JobBuilder, JobResult, RunOptions, scan, sha16, wait_for};
 
 /// How long revocation Vault finishes in the background (a revoked token's leases) may take.
 const REVOKE_GRACE: Duration = Duration::from_secs(10);
@@ -41,10 +41,10 @@ const TOKEN_YAML: &str =
 /// A world whose role `ci` has the policies `ci` (token creation), `app-rw` (KV v2 `kv/app/*`)
 /// and `pki-issue` (`pki/issue/ci-web`, certificates with leases); the mounts exist.
 fn token_world() -> Rc<World> {
-    let world = World::start_with_role(
-        &[CI_POLICY],
-        json!({"policies": ["ci", "app-rw", "pki-issue"]}),
-    );
+    let world = world()
+        .policy(&[CI_POLICY])
+        .role(json!({"policies": ["ci", "app-rw", "pki-issue"]}))
+        .start();
     let bao = &world.bao;
     bao.write_policy(
         "app-rw",
@@ -129,17 +129,6 @@ fn policies_of(world: &World, accessor: &str) -> Vec<String> {
         .collect();
     policies.sort();
     policies
-}
-
-/// Accessors of every token that exists.
-fn token_accessors(world: &World) -> BTreeSet<String> {
-    let body = world.bao.ok("LIST", "auth/token/accessors", None);
-    body["data"]["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|k| k.as_str().map(str::to_owned))
-        .collect()
 }
 
 /// What a job's callback saw while build_script ran.
@@ -328,7 +317,7 @@ fn the_token_has_exactly_the_policies_asked_for_and_the_admin_decides_which() {
 
     // A policy the login token does not have: Vault refuses, the login is given back.
     world.write_config("");
-    let tokens_before = token_accessors(&world);
+    let tokens_before = world.bao.token_accessors();
     let outcome = world.run(
         &world
             .job()
@@ -346,7 +335,7 @@ fn the_token_has_exactly_the_policies_asked_for_and_the_admin_decides_which() {
         outcome.raw_log
     );
     assert_eq!(
-        token_accessors(&world),
+        world.bao.token_accessors(),
         tokens_before,
         "the login token was revoked"
     );
@@ -368,7 +357,7 @@ fn the_token_has_exactly_the_policies_asked_for_and_the_admin_decides_which() {
         outcome.raw_log
     );
     assert_eq!(
-        token_accessors(&world),
+        world.bao.token_accessors(),
         tokens_before,
         "the login token was revoked"
     );
@@ -667,7 +656,7 @@ fn the_reaper_revokes_and_names_the_token_of_a_crashed_job() {
         "the job's token is alive before the reaper runs"
     );
 
-    let out = std::process::Command::new(crate::support::leasehold_bin())
+    let out = std::process::Command::new(leasehold_test_kit::leasehold_bin())
         .arg("--config")
         .arg(world.config_path())
         .arg("reap")
@@ -703,22 +692,6 @@ fn the_reaper_revokes_and_names_the_token_of_a_crashed_job() {
     assert!(world.leftover_states().is_empty());
 }
 
-/// `(operation, path)` of every audited request after `mark` not made by the test (root).
-fn requests_since(world: &World, mark: usize) -> Vec<(String, String)> {
-    world
-        .bao
-        .audit_records()
-        .into_iter()
-        .filter(|r| r["type"] == "request")
-        .skip(mark)
-        .filter(|r| r["auth"]["display_name"] != "root")
-        .map(|r| {
-            let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-            (s(&r["request"]["operation"]), s(&r["request"]["path"]))
-        })
-        .collect()
-}
-
 #[test]
 fn requests_and_survivors_against_a_hand_written_login() {
     let world = token_world();
@@ -745,15 +718,19 @@ fn requests_and_survivors_against_a_hand_written_login() {
     ];
     let mut rows = Vec::new();
     for (label, job) in patterns {
-        let tokens_before = token_accessors(&world);
+        let tokens_before = world.bao.token_accessors();
         let leases_before = world.bao.list_leases("pki/issue/ci-web").len();
         let mark = world.bao.audited_requests().len();
         let outcome = world.run(&job);
-        let requests = requests_since(&world, mark);
+        let requests = world.bao.requests_since(mark);
         assert!(outcome.is_success(), "{label}: {}", outcome.raw_log);
         assert!(outcome.raw_log.contains("cert-42-issued"), "{label}");
         std::thread::sleep(Duration::from_secs(1));
-        let tokens = token_accessors(&world).difference(&tokens_before).count();
+        let tokens = world
+            .bao
+            .token_accessors()
+            .difference(&tokens_before)
+            .count();
         let leases = world.bao.list_leases("pki/issue/ci-web").len() - leases_before;
         rows.push((label, requests, tokens, leases));
     }

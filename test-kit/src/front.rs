@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A listener that accepts anything and records it; answers `HTTP/1.1 200` with `{}`.
-pub(crate) struct OtherApp {
+pub struct OtherApp {
     addr: String,
     state: Arc<OtherState>,
     stop: Arc<AtomicBool>,
@@ -39,7 +39,7 @@ struct OtherState {
 
 impl OtherApp {
     /// Listens on a free loopback port.
-    pub(crate) fn start() -> OtherApp {
+    pub fn start() -> OtherApp {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind other app");
         let addr = listener.local_addr().expect("addr").to_string();
         let state = Arc::new(OtherState::default());
@@ -72,17 +72,17 @@ impl OtherApp {
     }
 
     /// `127.0.0.1:<port>`.
-    pub(crate) fn addr(&self) -> &str {
+    pub fn addr(&self) -> &str {
         &self.addr
     }
 
     /// Connections accepted so far.
-    pub(crate) fn connections(&self) -> usize {
+    pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
     }
 
     /// Every byte received so far.
-    pub(crate) fn received(&self) -> Vec<u8> {
+    pub fn received(&self) -> Vec<u8> {
         self.state.received.lock().expect("received").clone()
     }
 }
@@ -95,7 +95,7 @@ impl Drop for OtherApp {
 }
 
 /// The front door; see the module docs.
-pub(crate) struct Front {
+pub struct Front {
     addr: String,
     state: Arc<FrontState>,
     stop: Arc<AtomicBool>,
@@ -114,7 +114,7 @@ struct FrontState {
 impl Front {
     /// Serves on a free loopback port; `bao` is `http://127.0.0.1:<port>` (as [`super::Bao::addr`]),
     /// `other` a `host:port`.
-    pub(crate) fn start(bao: &str, other: &str) -> Front {
+    pub fn start(bao: &str, other: &str) -> Front {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind front");
         let addr = listener.local_addr().expect("addr").to_string();
         let bao = bao.trim_start_matches("http://").to_owned();
@@ -144,29 +144,29 @@ impl Front {
     }
 
     /// `http://127.0.0.1:<port>`, the address to configure as the Vault server.
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Every request target seen, raw, in order of arrival.
-    pub(crate) fn targets(&self) -> Vec<String> {
+    pub fn targets(&self) -> Vec<String> {
         self.state.targets.lock().expect("targets").clone()
     }
 
     /// Connections accepted so far.
-    pub(crate) fn connections(&self) -> usize {
+    pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
     }
 
     /// The most connections that were open at one time.
-    pub(crate) fn max_open(&self) -> usize {
+    pub fn max_open(&self) -> usize {
         self.state.max_open.load(Ordering::SeqCst)
     }
 
     /// The most requests that were in flight at one time: read in full from the client and
     /// not yet answered. (A client that waits for one answer before it sends the next request
     /// never counts twice here, while a closing connection may still count as open.)
-    pub(crate) fn max_in_flight(&self) -> usize {
+    pub fn max_in_flight(&self) -> usize {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }
 }

@@ -27,7 +27,7 @@ use super::{free_port, random_hex, tail_of_file};
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running PostgreSQL server, stopped by PID (fast shutdown) on drop; its dir is removed.
-pub(crate) struct Postgres {
+pub struct Postgres {
     child: Child,
     bin: PathBuf,
     port: u16,
@@ -35,11 +35,11 @@ pub(crate) struct Postgres {
     socket_dir: PathBuf,
     log: PathBuf,
     // Last, so the files outlive the process.
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 /// PostgreSQL's `bin` dir: `LEASEHOLD_TEST_PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`.
-pub(crate) fn pg_bin_dir() -> PathBuf {
+pub fn pg_bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("LEASEHOLD_TEST_PG_BIN").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
@@ -82,7 +82,7 @@ fn as_postgres(program: &Path) -> Command {
 
 impl Postgres {
     /// Creates and starts a cluster, waiting until it accepts connections.
-    pub(crate) fn start() -> Postgres {
+    pub fn start() -> Postgres {
         let bin = pg_bin_dir();
         let (uid, gid) = postgres_user();
         let dir = tempfile::Builder::new()
@@ -160,7 +160,7 @@ impl Postgres {
                         password,
                         socket_dir,
                         log,
-                        dir,
+                        _dir: dir,
                     };
                 }
                 Err(e) => {
@@ -177,37 +177,37 @@ impl Postgres {
     }
 
     /// The TCP port on 127.0.0.1.
-    pub(crate) fn port(&self) -> u16 {
+    pub fn port(&self) -> u16 {
         self.port
     }
 
     /// The superuser's name (`postgres`).
-    pub(crate) fn superuser(&self) -> &str {
+    pub fn superuser(&self) -> &str {
         "postgres"
     }
 
     /// The superuser's password.
-    pub(crate) fn password(&self) -> &str {
+    pub fn password(&self) -> &str {
         &self.password
     }
 
     /// The server's PID.
-    pub(crate) fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// The unix socket directory.
-    pub(crate) fn socket_dir(&self) -> &Path {
+    pub fn socket_dir(&self) -> &Path {
         &self.socket_dir
     }
 
     /// The server log so far.
-    pub(crate) fn server_log(&self) -> String {
+    pub fn server_log(&self) -> String {
         tail_of_file(&self.log, usize::MAX)
     }
 
     /// A `postgresql://` URL for `user`/`password` on this server's `postgres` database.
-    pub(crate) fn url_for(&self, user: &str, password: &str) -> String {
+    pub fn url_for(&self, user: &str, password: &str) -> String {
         format!(
             "postgresql://{user}:{password}@127.0.0.1:{}/postgres?sslmode=disable",
             self.port
@@ -216,19 +216,19 @@ impl Postgres {
 
     /// Runs `sql` as the superuser; panics on error. Returns psql's unaligned, tuples-only output
     /// without the final newline (rows on lines, columns separated by `|`).
-    pub(crate) fn psql(&self, sql: &str) -> String {
+    pub fn psql(&self, sql: &str) -> String {
         self.psql_as("postgres", &self.password, sql)
             .unwrap_or_else(|e| panic!("psql failed for {sql:?}: {e}"))
     }
 
     /// Runs `sql` as `user` with `password` over TCP (so it really checks the password).
     /// Returns the output, or psql's error text.
-    pub(crate) fn psql_as(&self, user: &str, password: &str, sql: &str) -> Result<String, String> {
+    pub fn psql_as(&self, user: &str, password: &str, sql: &str) -> Result<String, String> {
         psql(&self.bin, self.port, user, password, sql)
     }
 
     /// Whether a role of that name exists (`pg_roles`).
-    pub(crate) fn role_exists(&self, role: &str) -> bool {
+    pub fn role_exists(&self, role: &str) -> bool {
         let escaped = role.replace('\'', "''");
         self.psql(&format!(
             "SELECT count(*) FROM pg_roles WHERE rolname = '{escaped}'"
@@ -236,7 +236,7 @@ impl Postgres {
     }
 
     /// Names of the login roles other than `postgres`.
-    pub(crate) fn login_roles(&self) -> Vec<String> {
+    pub fn login_roles(&self) -> Vec<String> {
         self.psql(
             "SELECT rolname FROM pg_roles WHERE rolcanlogin AND rolname <> 'postgres' ORDER BY 1",
         )

@@ -14,6 +14,7 @@
 //! assert_eq!(bao.count_requests("read", |p| p == "kv/data/app/db"), 1);
 //! ```
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,7 +31,7 @@ use super::{free_port, random_hex, tail_of_file};
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running OpenBao dev server, stopped (by PID) on drop.
-pub(crate) struct Bao {
+pub struct Bao {
     /// `None` for a handle on a server started elsewhere ([`Bao::attach`]).
     child: Option<Child>,
     addr: String,
@@ -39,20 +40,20 @@ pub(crate) struct Bao {
     server_log: PathBuf,
     http: reqwest::blocking::Client,
     // Last, so the files outlive the process.
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 /// The https addresses of a [`Bao::start_tls`] server.
-pub(crate) struct TlsListeners {
+pub struct TlsListeners {
     /// `https://127.0.0.1:<port>`, requiring a client certificate signed by the fixture's CA.
-    pub(crate) mtls: String,
+    pub mtls: String,
     /// `https://127.0.0.1:<port>`, server certificate only.
-    pub(crate) tls: String,
+    pub tls: String,
 }
 
 /// The `bao` binary: `LEASEHOLD_TEST_BAO`, else `bao` or `vault` on PATH, else the one
 /// `scripts/test.sh` installed into its tools venv.
-pub(crate) fn bao_binary() -> PathBuf {
+pub fn bao_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("LEASEHOLD_TEST_BAO").filter(|p| !p.is_empty()) {
         return PathBuf::from(path);
     }
@@ -92,13 +93,13 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 
 impl Bao {
     /// Starts a dev server and waits until it is initialized and unsealed.
-    pub(crate) fn start() -> Bao {
+    pub fn start() -> Bao {
         Bao::start_with_extra_hcl("")
     }
 
     /// Like [`Bao::start`], with `extra_hcl` appended to the server's config file (after the audit
     /// device), e.g. more `listener` blocks. Ports named in `extra_hcl` are not retried when taken.
-    pub(crate) fn start_with_extra_hcl(extra_hcl: &str) -> Bao {
+    pub fn start_with_extra_hcl(extra_hcl: &str) -> Bao {
         let dir = tempfile::Builder::new()
             .prefix("leasehold-bao")
             .tempdir()
@@ -155,7 +156,7 @@ impl Bao {
                         audit_log,
                         server_log,
                         http,
-                        dir,
+                        _dir: dir,
                     };
                 }
                 Err(e) => {
@@ -174,7 +175,7 @@ impl Bao {
     /// Like [`Bao::start`], plus two https listeners with `pki`'s server certificate: one that
     /// requires a client certificate signed by `pki`'s CA (mutual TLS) and one that does not.
     /// The plain-http dev listener stays (the API helpers use it).
-    pub(crate) fn start_tls(pki: &Pki) -> (Bao, TlsListeners) {
+    pub fn start_tls(pki: &Pki) -> (Bao, TlsListeners) {
         let mtls = format!("127.0.0.1:{}", free_port());
         let tls = format!("127.0.0.1:{}", free_port());
         // Each listener also opens a cluster listener, by default on its port + 1: pin those to
@@ -203,7 +204,7 @@ impl Bao {
 
     /// A handle on a server someone else runs and stops (a node of a
     /// [`super::cluster::Cluster`]): the API helpers, without an audit log of its own.
-    pub(crate) fn attach(addr: &str, root_token: &str) -> Bao {
+    pub fn attach(addr: &str, root_token: &str) -> Bao {
         let dir = tempfile::Builder::new()
             .prefix("leasehold-bao-handle")
             .tempdir()
@@ -218,22 +219,22 @@ impl Bao {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("http client"),
-            dir,
+            _dir: dir,
         }
     }
 
     /// The server URL, `http://127.0.0.1:<port>` (what `VAULT_ADDR` would hold).
-    pub(crate) fn addr(&self) -> &str {
+    pub fn addr(&self) -> &str {
         &self.addr
     }
 
     /// The root token.
-    pub(crate) fn root_token(&self) -> &str {
+    pub fn root_token(&self) -> &str {
         &self.root_token
     }
 
     /// The server's PID.
-    pub(crate) fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child
             .as_ref()
             .expect("a server this handle started")
@@ -241,23 +242,23 @@ impl Bao {
     }
 
     /// The server's combined stdout/stderr so far (handy in assertion messages).
-    pub(crate) fn server_log(&self) -> String {
+    pub fn server_log(&self) -> String {
         tail_of_file(&self.server_log, usize::MAX)
     }
 
     /// The audit log file.
-    pub(crate) fn audit_log_path(&self) -> &Path {
+    pub fn audit_log_path(&self) -> &Path {
         &self.audit_log
     }
 
     /// Calls `/v1/<path>` with the root token. `method` is any HTTP method or `LIST`. Returns the
     /// status and the JSON body (`Value::Null` when the body is empty or not JSON).
-    pub(crate) fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         self.api_as(Some(&self.root_token), method, path, body)
     }
 
     /// Like [`Bao::api`], with another token (or none).
-    pub(crate) fn api_as(
+    pub fn api_as(
         &self,
         token: Option<&str>,
         method: &str,
@@ -280,7 +281,7 @@ impl Bao {
     }
 
     /// Like [`Bao::api`], but panics unless the status is 2xx; returns the body.
-    pub(crate) fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+    pub fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let (status, resp) = self.api(method, path, body);
         assert!(
             (200..300).contains(&status),
@@ -290,7 +291,7 @@ impl Bao {
     }
 
     /// Mounts a KV engine (`version` 1 or 2) at `mount`.
-    pub(crate) fn enable_kv(&self, mount: &str, version: u8) {
+    pub fn enable_kv(&self, mount: &str, version: u8) {
         self.ok(
             "POST",
             &format!("sys/mounts/{mount}"),
@@ -301,7 +302,7 @@ impl Bao {
     /// Writes `data` (a JSON object) at `path` of a KV mount.
     /// A KV v2 mount just enabled upgrades itself in the background and refuses writes until
     /// it is done ("Upgrading from non-versioned to versioned data"); such a write is retried.
-    pub(crate) fn kv_put(&self, mount: &str, version: u8, path: &str, data: Value) {
+    pub fn kv_put(&self, mount: &str, version: u8, path: &str, data: Value) {
         let (api_path, body) = match version {
             1 => (format!("{mount}/{path}"), data),
             _ => (format!("{mount}/data/{path}"), json!({ "data": data })),
@@ -324,7 +325,7 @@ impl Bao {
     }
 
     /// Writes an ACL policy.
-    pub(crate) fn write_policy(&self, name: &str, hcl: &str) {
+    pub fn write_policy(&self, name: &str, hcl: &str) {
         self.ok(
             "PUT",
             &format!("sys/policies/acl/{name}"),
@@ -334,7 +335,7 @@ impl Bao {
 
     /// Mounts PKI at `pki/` with a root CA and the role `ci-web` (certificates for
     /// `*.ci.example.com`, with leases), its `max_ttl` as given.
-    pub(crate) fn enable_pki(&self, max_ttl: &str) {
+    pub fn enable_pki(&self, max_ttl: &str) {
         self.ok(
             "POST",
             "sys/mounts/pki",
@@ -357,7 +358,7 @@ impl Bao {
 
     /// Enables JWT auth at `mount` and points it at a JWKS URL (e.g. [`super::Issuer::jwks_url`]),
     /// with `bound_issuer` (e.g. [`super::Issuer::url`]).
-    pub(crate) fn enable_jwt(&self, mount: &str, jwks_url: &str, bound_issuer: &str) {
+    pub fn enable_jwt(&self, mount: &str, jwks_url: &str, bound_issuer: &str) {
         self.ok(
             "POST",
             &format!("sys/auth/{mount}"),
@@ -373,7 +374,7 @@ impl Bao {
     /// Writes a JWT role. Vault ≥ 1.17 and OpenBao refuse tokens that carry `aud` unless the role
     /// sets `bound_audiences`; GitLab ID tokens always carry `aud`. `role_type` defaults to
     /// `jwt` and `user_claim` to `sub` when absent.
-    pub(crate) fn jwt_role(&self, mount: &str, name: &str, role: Value) {
+    pub fn jwt_role(&self, mount: &str, name: &str, role: Value) {
         let mut role = role;
         let obj = role.as_object_mut().expect("role must be a JSON object");
         obj.entry("role_type").or_insert(json!("jwt"));
@@ -383,7 +384,7 @@ impl Bao {
 
     /// Logs in with a JWT (no token needed). Returns status and body; the client token is at
     /// `body["auth"]["client_token"]`.
-    pub(crate) fn jwt_login(&self, mount: &str, role: &str, jwt: &str) -> (u16, Value) {
+    pub fn jwt_login(&self, mount: &str, role: &str, jwt: &str) -> (u16, Value) {
         self.api_as(
             None,
             "POST",
@@ -394,7 +395,7 @@ impl Bao {
 
     /// Every record of the audit log, in order (each request gives a `request` and a `response`
     /// record; see [`Bao::count_requests`]).
-    pub(crate) fn audit_records(&self) -> Vec<Value> {
+    pub fn audit_records(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(&self.audit_log).unwrap_or_default();
         text.lines()
             .filter(|l| !l.trim().is_empty())
@@ -405,7 +406,7 @@ impl Bao {
     /// The `request` records of the audit log as `(operation, path)` pairs, in order
     /// (operations are `read`, `update`, `create`, `delete`, `list`, …; a login is `update` on
     /// `auth/<mount>/login`).
-    pub(crate) fn audited_requests(&self) -> Vec<(String, String)> {
+    pub fn audited_requests(&self) -> Vec<(String, String)> {
         self.audit_records()
             .into_iter()
             .filter(|r| r["type"] == "request")
@@ -420,9 +421,35 @@ impl Bao {
             .collect()
     }
 
+    /// `(operation, path)` of every audited request after the first `mark` ones (a length of
+    /// [`Bao::audited_requests`]) that the test itself did not make with the root token.
+    pub fn requests_since(&self, mark: usize) -> Vec<(String, String)> {
+        self.audit_records()
+            .into_iter()
+            .filter(|r| r["type"] == "request")
+            .skip(mark)
+            .filter(|r| r["auth"]["display_name"] != "root")
+            .map(|r| {
+                let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+                (s(&r["request"]["operation"]), s(&r["request"]["path"]))
+            })
+            .collect()
+    }
+
+    /// Accessors of every token that exists (`LIST auth/token/accessors`).
+    pub fn token_accessors(&self) -> BTreeSet<String> {
+        let body = self.ok("LIST", "auth/token/accessors", None);
+        body["data"]["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k.as_str().map(str::to_owned))
+            .collect()
+    }
+
     /// How many audited requests have operation `op` (`"*"` matches any) and a path for which
     /// `path` returns true. Audit paths have no `/v1/` prefix, e.g. `auth/jwt/login`.
-    pub(crate) fn count_requests(&self, op: &str, path: impl Fn(&str) -> bool) -> usize {
+    pub fn count_requests(&self, op: &str, path: impl Fn(&str) -> bool) -> usize {
         self.audited_requests()
             .iter()
             .filter(|(o, p)| (op == "*" || o == op) && path(p))
@@ -430,13 +457,13 @@ impl Bao {
     }
 
     /// JWT logins through `auth/<mount>/login`.
-    pub(crate) fn count_logins(&self, mount: &str) -> usize {
+    pub fn count_logins(&self, mount: &str) -> usize {
         let login = format!("auth/{mount}/login");
         self.count_requests("update", |p| p == login)
     }
 
     /// The token's data from `auth/token/lookup-accessor`, or `None` when it no longer exists.
-    pub(crate) fn lookup_token_by_accessor(&self, accessor: &str) -> Option<Value> {
+    pub fn lookup_token_by_accessor(&self, accessor: &str) -> Option<Value> {
         let (status, body) = self.api(
             "POST",
             "auth/token/lookup-accessor",
@@ -446,14 +473,14 @@ impl Bao {
     }
 
     /// Whether `token` is still valid (`auth/token/lookup-self` with it succeeds).
-    pub(crate) fn token_valid(&self, token: &str) -> bool {
+    pub fn token_valid(&self, token: &str) -> bool {
         let (status, _) = self.api_as(Some(token), "GET", "auth/token/lookup-self", None);
         status == 200
     }
 
     /// The lease ids under `prefix` (e.g. `database/creds/app`), recursively, via LIST
     /// `sys/leases/lookup/<prefix>`. Ids are returned in full (`<prefix>/<id>`).
-    pub(crate) fn list_leases(&self, prefix: &str) -> Vec<String> {
+    pub fn list_leases(&self, prefix: &str) -> Vec<String> {
         let prefix = prefix.trim_matches('/');
         let (status, body) = self.api("LIST", &format!("sys/leases/lookup/{prefix}"), None);
         if status != 200 {
@@ -484,7 +511,7 @@ impl Bao {
     /// and writes `database/roles/<role>` whose credentials can log in and read the `public`
     /// schema. TTLs are Vault durations (`"1h"`, `"30s"`). Read credentials at
     /// `database/creds/<role>`; each read creates a lease and a PostgreSQL role.
-    pub(crate) fn enable_database_postgres(
+    pub fn enable_database_postgres(
         &self,
         pg: &Postgres,
         role: &str,
@@ -519,7 +546,7 @@ impl Bao {
 
     /// Writes (or rewrites) a database role on connection `pg` (see
     /// [`Bao::enable_database_postgres`]).
-    pub(crate) fn database_role(&self, role: &str, default_ttl: &str, max_ttl: &str) {
+    pub fn database_role(&self, role: &str, default_ttl: &str, max_ttl: &str) {
         self.ok(
             "POST",
             &format!("database/roles/{role}"),

@@ -13,14 +13,14 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 /// busybox, with httpd for a service.
-pub(crate) const BUSYBOX_IMAGE: &str = "leasehold-test/busybox:1";
+pub const BUSYBOX_IMAGE: &str = "leasehold-test/busybox:1";
 /// busybox + bash: a job image.
-pub(crate) const JOB_IMAGE: &str = "leasehold-test/job:1";
+pub const JOB_IMAGE: &str = "leasehold-test/job:1";
 /// busybox + bash + git: the helper image.
-pub(crate) const HELPER_IMAGE: &str = "leasehold-test/helper:1";
+pub const HELPER_IMAGE: &str = "leasehold-test/helper:1";
 
 /// The engine's `unix://` address.
-pub(crate) fn host() -> String {
+pub fn host() -> String {
     std::env::var("LEASEHOLD_TEST_DOCKER_HOST")
         .ok()
         .filter(|h| !h.is_empty())
@@ -32,14 +32,14 @@ pub(crate) fn host() -> String {
 }
 
 /// The daemon's directory (data root, exec root, socket), when test.sh says where it is.
-pub(crate) fn daemon_dir() -> Option<PathBuf> {
+pub fn daemon_dir() -> Option<PathBuf> {
     std::env::var_os("LEASEHOLD_TEST_DOCKER_DIR")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
 }
 
 /// Runs the docker CLI against the test engine.
-pub(crate) fn docker<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+pub fn docker<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new("docker")
         .args(args)
         .env("DOCKER_HOST", host())
@@ -48,7 +48,7 @@ pub(crate) fn docker<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
 }
 
 /// Like [`docker`], failing the test on a non-zero exit; returns stdout.
-pub(crate) fn docker_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+pub fn docker_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
     let out = docker(args);
     assert!(
         out.status.success(),
@@ -62,7 +62,7 @@ pub(crate) fn docker_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
 }
 
 /// The names of the containers the leasehold installation with `state_dir` made (any state).
-pub(crate) fn containers_of(state_dir: &Path) -> Vec<String> {
+pub fn containers_of(state_dir: &Path) -> Vec<String> {
     let filter = format!("label=io.leasehold.state-dir={}", state_dir.display());
     docker_ok(&["ps", "-a", "--format", "{{.Names}}", "--filter", &filter])
         .lines()
@@ -72,7 +72,7 @@ pub(crate) fn containers_of(state_dir: &Path) -> Vec<String> {
 }
 
 /// `docker inspect` of a container, as JSON.
-pub(crate) fn inspect(name: &str) -> Value {
+pub fn inspect(name: &str) -> Value {
     let text = docker_ok(&["inspect", name]);
     let value: Value = serde_json::from_str(&text).expect("inspect JSON");
     value[0].clone()
@@ -80,7 +80,7 @@ pub(crate) fn inspect(name: &str) -> Value {
 
 /// The `[executor]` tables for the docker executor on the test engine, with `extra` lines
 /// added to `[executor.docker]`.
-pub(crate) fn executor_config(extra: &str) -> String {
+pub fn executor_config(extra: &str) -> String {
     format!(
         "[executor]\nkind = \"docker\"\n\n[executor.docker]\nhost = \"{}\"\nhelper_image = \"{HELPER_IMAGE}\"\npull_policy = \"never\"\nnetwork_mode = \"none\"\n{extra}\n",
         host()
@@ -88,7 +88,7 @@ pub(crate) fn executor_config(extra: &str) -> String {
 }
 
 /// A git repository with one commit (`README` holding `content`) at `dir`.
-pub(crate) fn git_repo(dir: &Path, content: &str) {
+pub fn git_repo(dir: &Path, content: &str) {
     std::fs::create_dir_all(dir).expect("mkdir repo");
     std::fs::write(dir.join("README"), content).expect("write README");
     for args in [

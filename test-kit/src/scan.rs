@@ -12,7 +12,7 @@ use memchr::memmem;
 
 /// Every regular file under `root` (recursively, symlinks not followed) whose bytes contain
 /// `needle`. Unreadable files and dirs are skipped. `root` may itself be a file.
-pub(crate) fn files_containing(root: &Path, needle: &str) -> Vec<PathBuf> {
+pub fn files_containing(root: &Path, needle: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     if needle.is_empty() {
         return found;
@@ -41,15 +41,15 @@ pub(crate) fn files_containing(root: &Path, needle: &str) -> Vec<PathBuf> {
 
 /// A process whose `/proc/<pid>/…` contained the needle.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ProcMatch {
+pub struct ProcMatch {
     /// The PID.
-    pub(crate) pid: u32,
+    pub pid: u32,
     /// Its command line, NULs shown as spaces (for messages).
-    pub(crate) cmdline: String,
+    pub cmdline: String,
 }
 
 /// Every PID in /proc right now.
-pub(crate) fn pids() -> Vec<u32> {
+pub fn pids() -> Vec<u32> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -88,19 +88,19 @@ fn scan_proc(file: &str, needle: &str, except: &[u32]) -> Vec<ProcMatch> {
 /// Processes (other than this test process) whose command line contains `needle`. The
 /// arguments are NUL-separated in `/proc/<pid>/cmdline`: a needle spanning two arguments must
 /// say `\0` where the space would be.
-pub(crate) fn cmdlines_containing(needle: &str) -> Vec<ProcMatch> {
+pub fn cmdlines_containing(needle: &str) -> Vec<ProcMatch> {
     scan_proc("cmdline", needle, &[])
 }
 
 /// Processes (other than this test process and `except_pids`) whose initial environment
 /// (`/proc/<pid>/environ`) contains `needle`. Processes we may not read (e.g. non-dumpable
 /// ones of another user) are skipped.
-pub(crate) fn environs_containing(needle: &str, except_pids: &[u32]) -> Vec<ProcMatch> {
+pub fn environs_containing(needle: &str, except_pids: &[u32]) -> Vec<ProcMatch> {
     scan_proc("environ", needle, except_pids)
 }
 
 /// The live (non-zombie) members of process group `pgid` (from `/proc/<pid>/stat`).
-pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
+pub fn group_members(pgid: u32) -> Vec<u32> {
     pids()
         .into_iter()
         .filter(|pid| {
@@ -118,7 +118,7 @@ pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
 
 /// Waits up to `timeout` for process group `pgid` to have no live member; returns the members
 /// still alive then (empty on success). Processes signalled together die asynchronously.
-pub(crate) fn wait_group_gone(pgid: u32, timeout: std::time::Duration) -> Vec<u32> {
+pub fn wait_group_gone(pgid: u32, timeout: std::time::Duration) -> Vec<u32> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let members = group_members(pgid);

@@ -35,19 +35,19 @@ use serde_json::{Map, Value, json};
 use super::random_hex;
 
 /// The default `aud` of minted tokens (bind it with `bound_audiences`).
-pub(crate) const DEFAULT_AUD: &str = "https://bao.leasehold.test";
+pub const DEFAULT_AUD: &str = "https://bao.leasehold.test";
 /// Default `project_path` (and `CI_PROJECT_PATH` of [`super::JobBuilder`]).
-pub(crate) const DEFAULT_PROJECT_PATH: &str = "grp/app";
+pub const DEFAULT_PROJECT_PATH: &str = "grp/app";
 /// Default `project_id` claim (a string, as GitLab sends it).
-pub(crate) const DEFAULT_PROJECT_ID: &str = "42";
+pub const DEFAULT_PROJECT_ID: &str = "42";
 /// Default `ref`.
-pub(crate) const DEFAULT_REF: &str = "main";
+pub const DEFAULT_REF: &str = "main";
 /// Default `job_id`.
-pub(crate) const DEFAULT_JOB_ID: &str = "1001";
+pub const DEFAULT_JOB_ID: &str = "1001";
 
 /// A JWT role (for [`super::Bao::jwt_role`]) that accepts the issuer's default token: bound to
 /// its audience, project and protected ref, with `policies` and a 10-minute token TTL.
-pub(crate) fn bound_role(policies: &[&str]) -> Value {
+pub fn bound_role(policies: &[&str]) -> Value {
     json!({
         "bound_audiences": [DEFAULT_AUD],
         "bound_claims": {"project_path": DEFAULT_PROJECT_PATH, "ref_protected": "true"},
@@ -132,7 +132,7 @@ struct State {
 }
 
 /// A local OIDC issuer; the server thread stops on drop.
-pub(crate) struct Issuer {
+pub struct Issuer {
     url: String,
     state: Arc<Mutex<Arc<State>>>,
     stop: Arc<AtomicBool>,
@@ -141,7 +141,7 @@ pub(crate) struct Issuer {
 
 impl Issuer {
     /// Generates a key and starts serving on a free loopback port.
-    pub(crate) fn start() -> Issuer {
+    pub fn start() -> Issuer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind issuer");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let state = Arc::new(Mutex::new(Arc::new(State {
@@ -184,53 +184,53 @@ impl Issuer {
     }
 
     /// `http://127.0.0.1:<port>`: the `iss` claim and the value to bind with `bound_issuer`.
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         self.url.clone()
     }
 
     /// The JWKS URL of GitLab ≥ 17: `<url>/oauth/discovery/keys`.
-    pub(crate) fn jwks_url(&self) -> String {
+    pub fn jwks_url(&self) -> String {
         format!("{}/oauth/discovery/keys", self.url)
     }
 
     /// The JWKS URL of GitLab < 17: `<url>/-/jwks`.
-    pub(crate) fn legacy_jwks_url(&self) -> String {
+    pub fn legacy_jwks_url(&self) -> String {
         format!("{}/-/jwks", self.url)
     }
 
     /// The OIDC discovery base URL (for `oidc_discovery_url`): same as [`Issuer::url`].
-    pub(crate) fn discovery_url(&self) -> String {
+    pub fn discovery_url(&self) -> String {
         self.url.clone()
     }
 
     /// The `kid` of the key now in use.
-    pub(crate) fn kid(&self) -> String {
+    pub fn kid(&self) -> String {
         self.current().key.kid.clone()
     }
 
     /// The JWKS document served now.
-    pub(crate) fn jwks(&self) -> Value {
+    pub fn jwks(&self) -> Value {
         json!({ "keys": [self.current().key.jwk()] })
     }
 
     /// How many times either JWKS path has been fetched (never reset, not even by
     /// [`Issuer::rotate_key`]).
-    pub(crate) fn jwks_fetches(&self) -> usize {
+    pub fn jwks_fetches(&self) -> usize {
         self.current().jwks_fetches.load(Ordering::SeqCst)
     }
 
     /// How many times the OIDC discovery document has been fetched.
-    pub(crate) fn discovery_fetches(&self) -> usize {
+    pub fn discovery_fetches(&self) -> usize {
         self.current().discovery_fetches.load(Ordering::SeqCst)
     }
 
     /// Every request path served so far (in order).
-    pub(crate) fn requests(&self) -> Vec<String> {
+    pub fn requests(&self) -> Vec<String> {
         self.current().requests.lock().expect("requests").clone()
     }
 
     /// While `false`, both JWKS paths answer 503 (simulates a GitLab outage).
-    pub(crate) fn set_jwks_available(&self, available: bool) {
+    pub fn set_jwks_available(&self, available: bool) {
         self.current()
             .jwks_available
             .store(available, Ordering::SeqCst);
@@ -238,7 +238,7 @@ impl Issuer {
 
     /// Replaces the signing key with a new one (new `kid`); from now on the JWKS serves the new
     /// key only, so tokens minted before fail verification. Returns the new `kid`.
-    pub(crate) fn rotate_key(&self) -> String {
+    pub fn rotate_key(&self) -> String {
         let mut guard = self.state.lock().expect("issuer state");
         let old = guard.clone();
         let next = State {
@@ -255,7 +255,7 @@ impl Issuer {
 
     /// The claims of a GitLab ID token for a job on `grp/app` at `main` (protected), issued now,
     /// valid for one hour, with `aud` = [`DEFAULT_AUD`].
-    pub(crate) fn default_claims(&self) -> Map<String, Value> {
+    pub fn default_claims(&self) -> Map<String, Value> {
         let now = now();
         let claims = json!({
             "iss": self.url,
@@ -299,12 +299,12 @@ impl Issuer {
 
     /// Mints a token: [`Issuer::default_claims`] with `overrides` (a JSON object) merged over
     /// them; a `null` override removes the claim.
-    pub(crate) fn mint(&self, overrides: Value) -> String {
+    pub fn mint(&self, overrides: Value) -> String {
         self.token().merge(overrides).mint()
     }
 
     /// Like [`Issuer::mint`], signed by the current key but with a `kid` the JWKS does not serve.
-    pub(crate) fn mint_with_unknown_kid(&self, overrides: Value) -> String {
+    pub fn mint_with_unknown_kid(&self, overrides: Value) -> String {
         self.token()
             .merge(overrides)
             .kid(&format!("unknown-{}", random_hex(4)))
@@ -312,12 +312,12 @@ impl Issuer {
     }
 
     /// Like [`Issuer::mint`], with the current `kid` but signed by another key.
-    pub(crate) fn mint_with_bad_signature(&self, overrides: Value) -> String {
+    pub fn mint_with_bad_signature(&self, overrides: Value) -> String {
         self.token().merge(overrides).bad_signature().mint()
     }
 
     /// A builder over the default claims.
-    pub(crate) fn token(&self) -> TokenBuilder<'_> {
+    pub fn token(&self) -> TokenBuilder<'_> {
         TokenBuilder {
             issuer: self,
             claims: self.default_claims(),
@@ -339,7 +339,7 @@ impl Drop for Issuer {
 }
 
 /// Builds one token; see [`Issuer::token`].
-pub(crate) struct TokenBuilder<'a> {
+pub struct TokenBuilder<'a> {
     issuer: &'a Issuer,
     claims: Map<String, Value>,
     kid: Option<String>,
@@ -348,19 +348,19 @@ pub(crate) struct TokenBuilder<'a> {
 
 impl TokenBuilder<'_> {
     /// Sets a claim.
-    pub(crate) fn claim(mut self, name: &str, value: impl Into<Value>) -> Self {
+    pub fn claim(mut self, name: &str, value: impl Into<Value>) -> Self {
         self.claims.insert(name.to_owned(), value.into());
         self
     }
 
     /// Removes a claim.
-    pub(crate) fn remove(mut self, name: &str) -> Self {
+    pub fn remove(mut self, name: &str) -> Self {
         self.claims.remove(name);
         self
     }
 
     /// Merges a JSON object of overrides (`null` removes).
-    pub(crate) fn merge(mut self, overrides: Value) -> Self {
+    pub fn merge(mut self, overrides: Value) -> Self {
         match overrides {
             Value::Null => {}
             Value::Object(map) => {
@@ -378,50 +378,52 @@ impl TokenBuilder<'_> {
     }
 
     /// Sets `aud` (a string or an array).
-    pub(crate) fn aud(self, aud: impl Into<Value>) -> Self {
+    pub fn aud(self, aud: impl Into<Value>) -> Self {
         self.claim("aud", aud)
     }
 
     /// Sets `sub`.
-    pub(crate) fn sub(self, sub: &str) -> Self {
+    // The JWT claim, not subtraction.
+    #[allow(clippy::should_implement_trait)]
+    pub fn sub(self, sub: &str) -> Self {
         self.claim("sub", sub)
     }
 
     /// `exp` = now + `secs` (negative: already expired).
-    pub(crate) fn exp_in(self, secs: i64) -> Self {
+    pub fn exp_in(self, secs: i64) -> Self {
         self.claim("exp", now() + secs)
     }
 
     /// `nbf` = now + `secs` (positive: not yet valid).
-    pub(crate) fn nbf_in(self, secs: i64) -> Self {
+    pub fn nbf_in(self, secs: i64) -> Self {
         self.claim("nbf", now() + secs)
     }
 
     /// `iat` = now + `secs`.
-    pub(crate) fn iat_in(self, secs: i64) -> Self {
+    pub fn iat_in(self, secs: i64) -> Self {
         self.claim("iat", now() + secs)
     }
 
     /// Uses this `kid` in the header instead of the current key's.
-    pub(crate) fn kid(mut self, kid: &str) -> Self {
+    pub fn kid(mut self, kid: &str) -> Self {
         self.kid = Some(kid.to_owned());
         self
     }
 
     /// Signs with a freshly generated key that the JWKS does not serve (the header keeps the
     /// current `kid` unless [`TokenBuilder::kid`] is set).
-    pub(crate) fn bad_signature(mut self) -> Self {
+    pub fn bad_signature(mut self) -> Self {
         self.bad_signature = true;
         self
     }
 
     /// The claims as they would be signed.
-    pub(crate) fn claims(&self) -> &Map<String, Value> {
+    pub fn claims(&self) -> &Map<String, Value> {
         &self.claims
     }
 
     /// Signs the token (RS256).
-    pub(crate) fn mint(self) -> String {
+    pub fn mint(self) -> String {
         let state = self.issuer.current();
         let kid = self.kid.unwrap_or_else(|| state.key.kid.clone());
         if self.bad_signature {

@@ -33,15 +33,15 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A local account, as the system databases describe it.
 #[derive(Clone, Debug)]
-pub(crate) struct TestUser {
+pub struct TestUser {
     /// Login name.
-    pub(crate) name: String,
+    pub name: String,
     /// User id.
-    pub(crate) uid: u32,
+    pub uid: u32,
     /// Primary group id.
-    pub(crate) gid: u32,
+    pub gid: u32,
     /// Home directory.
-    pub(crate) home: PathBuf,
+    pub home: PathBuf,
 }
 
 /// Runs an account-management command, retrying while another one holds the lock on
@@ -68,7 +68,7 @@ fn run_admin(program: &str, args: &[&str], ok_codes: &[i32]) {
 }
 
 /// Creates the group `name` when it does not exist; returns its gid.
-pub(crate) fn ensure_group(name: &str) -> u32 {
+pub fn ensure_group(name: &str) -> u32 {
     if Group::from_name(name).expect("look up group").is_none() {
         // 9: the group exists (created concurrently).
         run_admin("groupadd", &[name], &[9]);
@@ -84,7 +84,7 @@ pub(crate) fn ensure_group(name: &str) -> u32 {
 /// own) and makes it a member of every group in `extra_groups` (created when missing). Its
 /// password field is `*`: no password login, but not "locked" (`!`), which sshd without PAM
 /// would refuse even for a key. Accounts are left in place for later runs.
-pub(crate) fn ensure_user(name: &str, extra_groups: &[&str]) -> TestUser {
+pub fn ensure_user(name: &str, extra_groups: &[&str]) -> TestUser {
     for group in extra_groups {
         ensure_group(group);
     }
@@ -126,7 +126,7 @@ pub(crate) fn ensure_user(name: &str, extra_groups: &[&str]) -> TestUser {
 }
 
 /// A running sshd that lets one user in with one key, stopped (by PID) on drop.
-pub(crate) struct Sshd {
+pub struct Sshd {
     child: Child,
     port: u16,
     user: TestUser,
@@ -134,7 +134,7 @@ pub(crate) struct Sshd {
     known_hosts: PathBuf,
     log: PathBuf,
     // Last, so the files outlive the process.
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 fn keygen(path: &Path, comment: &str) {
@@ -149,7 +149,7 @@ fn keygen(path: &Path, comment: &str) {
 
 impl Sshd {
     /// Starts sshd for `user` (created when missing) and waits until it listens.
-    pub(crate) fn start(user: &str) -> Sshd {
+    pub fn start(user: &str) -> Sshd {
         assert!(
             Path::new(SSHD).is_file(),
             "no {SSHD}: run scripts/test.sh (it installs openssh-server)"
@@ -239,7 +239,7 @@ impl Sshd {
                         client_key,
                         known_hosts,
                         log,
-                        dir,
+                        _dir: dir,
                     };
                 }
                 Err(e) => {
@@ -256,32 +256,32 @@ impl Sshd {
     }
 
     /// The port sshd listens on (127.0.0.1).
-    pub(crate) fn port(&self) -> u16 {
+    pub fn port(&self) -> u16 {
         self.port
     }
 
     /// The account logins are allowed for.
-    pub(crate) fn user(&self) -> &TestUser {
+    pub fn user(&self) -> &TestUser {
         &self.user
     }
 
     /// The client's private key (0600, owned by the test's user).
-    pub(crate) fn client_key(&self) -> &Path {
+    pub fn client_key(&self) -> &Path {
         &self.client_key
     }
 
     /// A known_hosts file naming the server's host key.
-    pub(crate) fn known_hosts(&self) -> &Path {
+    pub fn known_hosts(&self) -> &Path {
         &self.known_hosts
     }
 
     /// sshd's log so far.
-    pub(crate) fn log(&self) -> String {
+    pub fn log(&self) -> String {
         tail_of_file(&self.log, 20_000)
     }
 
     /// The environment `tests/fixtures/ssh-driver` reads its target from.
-    pub(crate) fn driver_env(&self) -> Vec<(String, String)> {
+    pub fn driver_env(&self) -> Vec<(String, String)> {
         vec![
             ("SSH_DRIVER_HOST".into(), "127.0.0.1".into()),
             ("SSH_DRIVER_PORT".into(), self.port.to_string()),
@@ -298,7 +298,7 @@ impl Sshd {
     }
 
     /// Runs `command` on the server as the user (no stdin), like the driver does.
-    pub(crate) fn ssh(&self, command: &str) -> Output {
+    pub fn ssh(&self, command: &str) -> Output {
         Command::new("ssh")
             .args([
                 "-F",

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The certificates and keys, removed with the temp dir on drop.
-pub(crate) struct Pki {
+pub struct Pki {
     dir: tempfile::TempDir,
 }
 
@@ -25,7 +25,7 @@ const NEW_KEY: [&str; 5] = [
 
 impl Pki {
     /// Generates everything (about 0.1 s); panics with openssl's output when a step fails.
-    pub(crate) fn generate() -> Pki {
+    pub fn generate() -> Pki {
         let dir = tempfile::Builder::new()
             .prefix("leasehold-pki")
             .tempdir()
@@ -55,47 +55,47 @@ impl Pki {
     }
 
     /// The CA that signed the server and client certificates.
-    pub(crate) fn ca(&self) -> PathBuf {
+    pub fn ca(&self) -> PathBuf {
         self.path("ca.pem")
     }
 
     /// A CA that signed nothing here.
-    pub(crate) fn other_ca(&self) -> PathBuf {
+    pub fn other_ca(&self) -> PathBuf {
         self.path("other-ca.pem")
     }
 
     /// The server certificate (for 127.0.0.1 and localhost).
-    pub(crate) fn server_cert(&self) -> PathBuf {
+    pub fn server_cert(&self) -> PathBuf {
         self.path("server.pem")
     }
 
     /// The server certificate's key.
-    pub(crate) fn server_key(&self) -> PathBuf {
+    pub fn server_key(&self) -> PathBuf {
         self.path("server.key")
     }
 
     /// The client certificate (extendedKeyUsage clientAuth).
-    pub(crate) fn client_cert(&self) -> PathBuf {
+    pub fn client_cert(&self) -> PathBuf {
         self.path("client.pem")
     }
 
     /// The client certificate's key.
-    pub(crate) fn client_key(&self) -> PathBuf {
+    pub fn client_key(&self) -> PathBuf {
         self.path("client.key")
     }
 
     /// A client certificate signed by [`Pki::other_ca`], which servers here do not trust.
-    pub(crate) fn other_client_cert(&self) -> PathBuf {
+    pub fn other_client_cert(&self) -> PathBuf {
         self.path("other-client.pem")
     }
 
     /// [`Pki::other_client_cert`]'s key.
-    pub(crate) fn other_client_key(&self) -> PathBuf {
+    pub fn other_client_key(&self) -> PathBuf {
         self.path("other-client.key")
     }
 
     /// The temp dir holding everything.
-    pub(crate) fn dir(&self) -> &Path {
+    pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 

@@ -7,17 +7,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::JobBuilder;
 use super::world::World;
-use super::{JobBuilder, leasehold_bin};
 
 /// The stage environment gitlab-runner would give leasehold for one job attempt.
-pub(crate) struct Attempt {
+pub struct Attempt {
     _dir: tempfile::TempDir,
-    pub(crate) env: Vec<(String, String)>,
+    /// `JOB_RESPONSE_FILE` and the other variables gitlab-runner sets, plus the `job_env` that
+    /// leasehold's `config` stage returned.
+    pub env: Vec<(String, String)>,
 }
 
 impl Attempt {
-    pub(crate) fn new(world: &World, job: &JobBuilder) -> Attempt {
+    /// Writes `job`'s payload and runs the `config` stage for it.
+    pub fn new(world: &World, job: &JobBuilder) -> Attempt {
         let dir = tempfile::tempdir().expect("tmp");
         let response = dir.path().join("response.json");
         std::fs::write(&response, job.payload(None).to_string()).expect("response.json");
@@ -51,7 +54,7 @@ impl Attempt {
     }
 
     /// Runs one stage; returns its wall time, panicking when it fails.
-    pub(crate) fn stage(&self, world: &World, args: &[&str]) -> Duration {
+    pub fn stage(&self, world: &World, args: &[&str]) -> Duration {
         let start = Instant::now();
         let out = stage_command(world, &self.env, args)
             .stdout(Stdio::null())
@@ -67,8 +70,10 @@ impl Attempt {
     }
 }
 
-pub(crate) fn stage_command(world: &World, env: &[(String, String)], args: &[&str]) -> Command {
-    let mut cmd = Command::new(leasehold_bin());
+/// `leasehold --config <world's config> <args>` with exactly the environment `env`, the way
+/// gitlab-runner starts a stage.
+pub fn stage_command(world: &World, env: &[(String, String)], args: &[&str]) -> Command {
+    let mut cmd = Command::new(world.leasehold());
     cmd.arg("--config")
         .arg(world.config_path())
         .args(args)
@@ -82,7 +87,7 @@ pub(crate) fn stage_command(world: &World, env: &[(String, String)], args: &[&st
 }
 
 /// The median of the samples.
-pub(crate) fn median(mut samples: Vec<Duration>) -> Duration {
+pub fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
 }

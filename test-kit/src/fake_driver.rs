@@ -8,15 +8,21 @@ use serde_json::Value;
 use super::{RunOptions, random_hex};
 
 /// Where the fake driver logs, and its records.
-pub(crate) struct DriverLog {
+pub struct DriverLog {
     /// The log file (JSON lines).
-    pub(crate) path: PathBuf,
+    pub path: PathBuf,
     _dir: Option<tempfile::TempDir>,
+}
+
+impl Default for DriverLog {
+    fn default() -> DriverLog {
+        DriverLog::new()
+    }
 }
 
 impl DriverLog {
     /// A log in a temp dir of its own.
-    pub(crate) fn new() -> DriverLog {
+    pub fn new() -> DriverLog {
         let dir = tempfile::tempdir().expect("temp dir");
         DriverLog {
             path: dir.path().join("driver.jsonl"),
@@ -25,7 +31,7 @@ impl DriverLog {
     }
 
     /// A log file with a random name in `dir`.
-    pub(crate) fn in_dir(dir: &Path) -> DriverLog {
+    pub fn in_dir(dir: &Path) -> DriverLog {
         DriverLog {
             path: dir.join(format!("driver-{}.jsonl", random_hex(4))),
             _dir: None,
@@ -33,12 +39,12 @@ impl DriverLog {
     }
 
     /// Run options that point the fake driver at this log.
-    pub(crate) fn options(&self) -> RunOptions {
+    pub fn options(&self) -> RunOptions {
         RunOptions::new().env("FAKE_DRIVER_LOG", self.path.display().to_string())
     }
 
     /// Every record: invocations and events.
-    pub(crate) fn records(&self) -> Vec<Value> {
+    pub fn records(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.path)
             .unwrap_or_default()
             .lines()
@@ -47,7 +53,7 @@ impl DriverLog {
     }
 
     /// Invocation records (not events).
-    pub(crate) fn invocations(&self) -> Vec<Value> {
+    pub fn invocations(&self) -> Vec<Value> {
         self.records()
             .into_iter()
             .filter(|r| r.get("event").is_none())
@@ -55,7 +61,7 @@ impl DriverLog {
     }
 
     /// The stage argument (`cmd`) of each invocation, in order.
-    pub(crate) fn commands(&self) -> Vec<String> {
+    pub fn commands(&self) -> Vec<String> {
         self.invocations()
             .iter()
             .map(|r| r["cmd"].as_str().unwrap_or_default().to_owned())

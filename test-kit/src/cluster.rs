@@ -37,7 +37,7 @@ struct Node {
 }
 
 /// Three raft nodes; node 0 is the first leader.
-pub(crate) struct Cluster {
+pub struct Cluster {
     nodes: Vec<Node>,
     root_token: String,
     http: reqwest::blocking::Client,
@@ -48,7 +48,7 @@ pub(crate) struct Cluster {
 impl Cluster {
     /// Starts, initialises, unseals and joins three nodes; returns once node 0 is active and all
     /// three are voters.
-    pub(crate) fn start() -> Cluster {
+    pub fn start() -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("leasehold-raft")
             .tempdir()
@@ -228,17 +228,17 @@ impl Cluster {
     }
 
     /// The API addresses of the nodes, node 1 first.
-    pub(crate) fn addresses(&self) -> Vec<String> {
+    pub fn addresses(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.api.clone()).collect()
     }
 
     /// The root token.
-    pub(crate) fn root_token(&self) -> &str {
+    pub fn root_token(&self) -> &str {
         &self.root_token
     }
 
     /// The live node that says it is active, if any.
-    pub(crate) fn active(&self) -> Option<usize> {
+    pub fn active(&self) -> Option<usize> {
         (0..self.nodes.len()).find(|&i| {
             self.nodes[i].child.is_some()
                 && self
@@ -248,36 +248,36 @@ impl Cluster {
     }
 
     /// The active node (waits for one).
-    pub(crate) fn leader(&self) -> usize {
+    pub fn leader(&self) -> usize {
         wait_for("an active node", FORM_TIMEOUT, || self.active())
     }
 
     /// The API helpers of [`Bao`] on one node (standbys forward to the active node).
-    pub(crate) fn bao(&self, node: usize) -> Bao {
+    pub fn bao(&self, node: usize) -> Bao {
         Bao::attach(&self.nodes[node].api, &self.root_token)
     }
 
     /// A live node's PID.
-    pub(crate) fn pid(&self, node: usize) -> u32 {
+    pub fn pid(&self, node: usize) -> u32 {
         self.nodes[node].child.as_ref().expect("a live node").id()
     }
 
     /// SIGKILLs a node (no step-down, no goodbye to its peers).
-    pub(crate) fn kill(&mut self, node: usize) {
+    pub fn kill(&mut self, node: usize) {
         if let Some(mut child) = self.nodes[node].child.take() {
             stop_child(&mut child, Signal::SIGKILL, Duration::from_secs(5));
         }
     }
 
     /// Waits until a live node is active; returns it and how long that took.
-    pub(crate) fn wait_for_new_leader(&self, timeout: Duration) -> (usize, Duration) {
+    pub fn wait_for_new_leader(&self, timeout: Duration) -> (usize, Duration) {
         let started = Instant::now();
         let node = wait_for("a new active node", timeout, || self.active());
         (node, started.elapsed())
     }
 
     /// Every node's log tail, for assertion messages.
-    pub(crate) fn logs(&self) -> String {
+    pub fn logs(&self) -> String {
         self.nodes
             .iter()
             .enumerate()
@@ -287,7 +287,7 @@ impl Cluster {
     }
 
     /// The temp dir holding the nodes' configs, data and logs.
-    pub(crate) fn dir(&self) -> &std::path::Path {
+    pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
     }
 }

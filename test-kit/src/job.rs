@@ -22,28 +22,28 @@ use serde_json::{Value, json};
 use super::issuer::{DEFAULT_JOB_ID, DEFAULT_PROJECT_ID, DEFAULT_PROJECT_PATH, DEFAULT_REF};
 
 /// The variable leasehold reads its secret declarations from.
-pub(crate) const SECRETS_VARIABLE: &str = "LEASEHOLD_SECRETS";
+pub const SECRETS_VARIABLE: &str = "LEASEHOLD_SECRETS";
 
 /// One job variable, as in the payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Variable {
+pub struct Variable {
     /// Name.
-    pub(crate) key: String,
+    pub key: String,
     /// Value (for a file variable: the file's content).
-    pub(crate) value: String,
+    pub value: String,
     /// Visible in the UI.
-    pub(crate) public: bool,
+    pub public: bool,
     /// File-type variable.
-    pub(crate) file: bool,
+    pub file: bool,
     /// Masked in the job log.
-    pub(crate) masked: bool,
+    pub masked: bool,
     /// Not `$VAR`-expanded by the runner.
-    pub(crate) raw: bool,
+    pub raw: bool,
 }
 
 impl Variable {
     /// A plain, public variable.
-    pub(crate) fn public(key: &str, value: &str) -> Variable {
+    pub fn public(key: &str, value: &str) -> Variable {
         Variable {
             key: key.into(),
             value: value.into(),
@@ -55,7 +55,7 @@ impl Variable {
     }
 
     /// A private (project/group CI/CD) variable.
-    pub(crate) fn private(key: &str, value: &str) -> Variable {
+    pub fn private(key: &str, value: &str) -> Variable {
         Variable {
             public: false,
             ..Variable::public(key, value)
@@ -63,7 +63,7 @@ impl Variable {
     }
 
     /// The payload form.
-    pub(crate) fn to_json(&self) -> Value {
+    pub fn to_json(&self) -> Value {
         json!({"key": self.key, "value": self.value, "public": self.public, "file": self.file,
                "masked": self.masked, "raw": self.raw})
     }
@@ -71,59 +71,59 @@ impl Variable {
 
 /// Builds a job payload; see the module docs. Every setter consumes and returns the builder.
 #[derive(Clone, Debug)]
-pub(crate) struct JobBuilder {
+pub struct JobBuilder {
     /// `id` (`CI_JOB_ID`).
-    pub(crate) id: i64,
+    pub id: i64,
     /// The job token (`token`, `CI_JOB_TOKEN`).
-    pub(crate) token: String,
+    pub token: String,
     /// `job_info.name` (`CI_JOB_NAME`).
-    pub(crate) name: String,
+    pub name: String,
     /// `job_info.stage` (`CI_JOB_STAGE`).
-    pub(crate) stage: String,
+    pub stage: String,
     /// `job_info.project_id` (`CI_PROJECT_ID`).
-    pub(crate) project_id: i64,
+    pub project_id: i64,
     /// `job_info.project_full_path` (`CI_PROJECT_PATH`).
-    pub(crate) project_path: String,
+    pub project_path: String,
     /// `job_info.pipeline_id`.
-    pub(crate) pipeline_id: i64,
+    pub pipeline_id: i64,
     /// `git_info.ref` (`CI_COMMIT_REF_NAME`).
-    pub(crate) git_ref: String,
+    pub git_ref: String,
     /// `git_info.ref_type` (`branch` or `tag`).
-    pub(crate) ref_type: String,
+    pub ref_type: String,
     /// `git_info.sha`.
-    pub(crate) sha: String,
+    pub sha: String,
     /// `git_info.protected`.
-    pub(crate) protected: bool,
+    pub protected: bool,
     /// `runner_info.timeout` in seconds (`CI_JOB_TIMEOUT`).
-    pub(crate) timeout: u64,
+    pub timeout: u64,
     /// Variables after the predefined ones (later entries win).
-    pub(crate) variables: Vec<Variable>,
+    pub variables: Vec<Variable>,
     /// `script` lines.
-    pub(crate) script: Vec<String>,
+    pub script: Vec<String>,
     /// `after_script` lines (none: no after_script step).
-    pub(crate) after_script: Vec<String>,
+    pub after_script: Vec<String>,
     /// Extra steps after `script` (run as `step_<name>`).
-    pub(crate) extra_steps: Vec<(String, Vec<String>)>,
+    pub extra_steps: Vec<(String, Vec<String>)>,
     /// Cache `when` (`None`: no cache, so no cache stages).
-    pub(crate) cache: Option<String>,
+    pub cache: Option<String>,
     /// Artifacts `when` (`None`: no artifacts, so no upload stages).
-    pub(crate) artifacts: Option<String>,
+    pub artifacts: Option<String>,
     /// Whether a dependency has artifacts (so `download_artifacts` runs).
-    pub(crate) dependency_artifacts: bool,
+    pub dependency_artifacts: bool,
     /// GitLab's native `secrets:` block, as the API sends it (`$VAR` references and `token`
     /// keys included; the emulator expands and drops them as the runner does).
-    pub(crate) native_secrets: Option<Value>,
+    pub native_secrets: Option<Value>,
     /// `image:` (its name; `CI_JOB_IMAGE`).
-    pub(crate) image: Option<String>,
+    pub image: Option<String>,
     /// `services:` as the runner passes them in `CUSTOM_ENV_CI_JOB_SERVICES`
     /// (`{name, alias, entrypoint, command, variables}`).
-    pub(crate) services: Vec<Value>,
+    pub services: Vec<Value>,
     /// `git_info.repo_url` when set (else a URL on gitlab.example.com): get_sources then
     /// really clones it with git (a local path, for the docker tests' helper container).
-    pub(crate) repo_url: Option<String>,
+    pub repo_url: Option<String>,
     /// Test-only: lines the emulator appends to every non-user stage's script (get_sources,
     /// caches, artifacts, cleanup_file_variables), to observe what those stages receive.
-    pub(crate) probe: Vec<String>,
+    pub probe: Vec<String>,
 }
 
 impl Default for JobBuilder {
@@ -135,7 +135,7 @@ impl Default for JobBuilder {
 impl JobBuilder {
     /// A job `test` of pipeline 900 on `grp/app` (id 42), ref `main` (protected), timeout 1 h,
     /// `script: [echo hello]`, no after_script, cache or artifacts.
-    pub(crate) fn new() -> JobBuilder {
+    pub fn new() -> JobBuilder {
         JobBuilder {
             id: DEFAULT_JOB_ID.parse().expect("job id"),
             token: format!("glcbt-64_{}", super::random_hex(10)),
@@ -165,81 +165,81 @@ impl JobBuilder {
     }
 
     /// Sets [`JobBuilder::probe`].
-    pub(crate) fn probe<S: Into<String>>(mut self, lines: impl IntoIterator<Item = S>) -> Self {
+    pub fn probe<S: Into<String>>(mut self, lines: impl IntoIterator<Item = S>) -> Self {
         self.probe = lines.into_iter().map(Into::into).collect();
         self
     }
 
     /// Sets `image:`.
-    pub(crate) fn image(mut self, name: &str) -> Self {
+    pub fn image(mut self, name: &str) -> Self {
         self.image = Some(name.into());
         self
     }
 
     /// Adds a service (`{name, alias, entrypoint, command, variables}`).
-    pub(crate) fn service(mut self, service: Value) -> Self {
+    pub fn service(mut self, service: Value) -> Self {
         self.services.push(service);
         self
     }
 
     /// Makes get_sources clone `url` with git.
-    pub(crate) fn repo_url(mut self, url: &str) -> Self {
+    pub fn repo_url(mut self, url: &str) -> Self {
         self.repo_url = Some(url.into());
         self
     }
 
     /// Sets the job id.
-    pub(crate) fn id(mut self, id: i64) -> Self {
+    pub fn id(mut self, id: i64) -> Self {
         self.id = id;
         self
     }
 
     /// Sets the job name.
-    pub(crate) fn name(mut self, name: &str) -> Self {
+    pub fn name(mut self, name: &str) -> Self {
         self.name = name.into();
         self
     }
 
     /// Sets the project id and `namespace/project` path.
-    pub(crate) fn project(mut self, id: i64, path: &str) -> Self {
+    pub fn project(mut self, id: i64, path: &str) -> Self {
         self.project_id = id;
         self.project_path = path.into();
         self
     }
 
     /// Sets the ref (branch name) and whether it is protected.
-    pub(crate) fn git_ref(mut self, name: &str, protected: bool) -> Self {
+    pub fn git_ref(mut self, name: &str, protected: bool) -> Self {
         self.git_ref = name.into();
         self.protected = protected;
         self
     }
 
     /// Makes the ref a tag.
-    pub(crate) fn tag(mut self, name: &str, protected: bool) -> Self {
+    pub fn tag(mut self, name: &str, protected: bool) -> Self {
         self = self.git_ref(name, protected);
         self.ref_type = "tag".into();
         self
     }
 
     /// Sets the job timeout (seconds).
-    pub(crate) fn timeout(mut self, secs: u64) -> Self {
+    pub fn timeout(mut self, secs: u64) -> Self {
         self.timeout = secs;
         self
     }
 
     /// Appends a variable as given.
-    pub(crate) fn push_variable(mut self, variable: Variable) -> Self {
+    pub fn push_variable(mut self, variable: Variable) -> Self {
         self.variables.push(variable);
         self
     }
 
     /// Appends a private (CI/CD settings) variable.
-    pub(crate) fn variable(self, key: &str, value: &str) -> Self {
+    pub fn variable(self, key: &str, value: &str) -> Self {
         self.push_variable(Variable::private(key, value))
     }
 
     /// Appends a `raw` variable (never `$`-expanded).
-    pub(crate) fn raw_variable(self, key: &str, value: &str) -> Self {
+    pub fn raw_variable(self, key: &str, value: &str) -> Self {
         self.push_variable(Variable {
             raw: true,
             ..Variable::private(key, value)
@@ -247,7 +247,7 @@ impl JobBuilder {
     }
 
     /// Appends a masked variable.
-    pub(crate) fn masked_variable(self, key: &str, value: &str) -> Self {
+    pub fn masked_variable(self, key: &str, value: &str) -> Self {
         self.push_variable(Variable {
             masked: true,
             ..Variable::private(key, value)
@@ -255,7 +255,7 @@ impl JobBuilder {
     }
 
     /// Appends a file-type variable (`value` is the file's content).
-    pub(crate) fn file_variable(self, key: &str, value: &str) -> Self {
+    pub fn file_variable(self, key: &str, value: &str) -> Self {
         self.push_variable(Variable {
             file: true,
             ..Variable::private(key, value)
@@ -263,42 +263,35 @@ impl JobBuilder {
     }
 
     /// Adds an `id_tokens:` entry: GitLab sends it as a masked, non-public variable.
-    pub(crate) fn id_token(self, name: &str, jwt: &str) -> Self {
+    pub fn id_token(self, name: &str, jwt: &str) -> Self {
         self.masked_variable(name, jwt)
     }
 
     /// Sets `LEASEHOLD_SECRETS` (leasehold's secret declarations, YAML).
-    pub(crate) fn secrets_yaml(self, yaml: &str) -> Self {
+    pub fn secrets_yaml(self, yaml: &str) -> Self {
         self.variable(SECRETS_VARIABLE, yaml)
     }
 
     /// Sets GitLab's native `secrets:` block (what the API sends; see [`JobBuilder::native_secrets`]).
-    pub(crate) fn native_secrets(mut self, secrets: Value) -> Self {
+    pub fn native_secrets(mut self, secrets: Value) -> Self {
         self.native_secrets = Some(secrets);
         self
     }
 
     /// Sets the `script` lines.
-    pub(crate) fn script<S: Into<String>>(mut self, lines: impl IntoIterator<Item = S>) -> Self {
+    pub fn script<S: Into<String>>(mut self, lines: impl IntoIterator<Item = S>) -> Self {
         self.script = lines.into_iter().map(Into::into).collect();
         self
     }
 
     /// Sets the `after_script` lines (empty: no after_script stage).
-    pub(crate) fn after_script<S: Into<String>>(
-        mut self,
-        lines: impl IntoIterator<Item = S>,
-    ) -> Self {
+    pub fn after_script<S: Into<String>>(mut self, lines: impl IntoIterator<Item = S>) -> Self {
         self.after_script = lines.into_iter().map(Into::into).collect();
         self
     }
 
     /// Adds a step after `script` (run as `step_<lowercased name>`).
-    pub(crate) fn step<S: Into<String>>(
-        mut self,
-        name: &str,
-        lines: impl IntoIterator<Item = S>,
-    ) -> Self {
+    pub fn step<S: Into<String>>(mut self, name: &str, lines: impl IntoIterator<Item = S>) -> Self {
         self.extra_steps
             .push((name.into(), lines.into_iter().map(Into::into).collect()));
         self
@@ -306,33 +299,33 @@ impl JobBuilder {
 
     /// Gives the job a cache with `when: always`, so `restore_cache` and `archive_cache` /
     /// `archive_cache_on_failure` run. `false` removes it.
-    pub(crate) fn cache(mut self, enabled: bool) -> Self {
+    pub fn cache(mut self, enabled: bool) -> Self {
         self.cache = enabled.then(|| "always".into());
         self
     }
 
     /// Gives the job a cache with this `when` (`on_success`, `on_failure`, `always`).
-    pub(crate) fn cache_when(mut self, when: &str) -> Self {
+    pub fn cache_when(mut self, when: &str) -> Self {
         self.cache = Some(when.into());
         self
     }
 
     /// Gives the job artifacts with `when: always` and a dependency with artifacts, so
     /// `download_artifacts` and `upload_artifacts_on_success` / `_on_failure` run.
-    pub(crate) fn artifacts(mut self, enabled: bool) -> Self {
+    pub fn artifacts(mut self, enabled: bool) -> Self {
         self.artifacts = enabled.then(|| "always".into());
         self.dependency_artifacts = enabled;
         self
     }
 
     /// Gives the job artifacts with this `when` (no dependency artifacts).
-    pub(crate) fn artifacts_when(mut self, when: &str) -> Self {
+    pub fn artifacts_when(mut self, when: &str) -> Self {
         self.artifacts = Some(when.into());
         self
     }
 
     /// Whether a dependency has artifacts (`download_artifacts`).
-    pub(crate) fn dependency_artifacts(mut self, enabled: bool) -> Self {
+    pub fn dependency_artifacts(mut self, enabled: bool) -> Self {
         self.dependency_artifacts = enabled;
         self
     }
@@ -349,7 +342,7 @@ impl JobBuilder {
     }
 
     /// The predefined variables GitLab puts in the payload.
-    pub(crate) fn predefined_variables(&self) -> Vec<Variable> {
+    pub fn predefined_variables(&self) -> Vec<Variable> {
         let server = "https://gitlab.example.com";
         let project_url = format!("{server}/{}", self.project_path);
         let slug: String = self
@@ -419,20 +412,20 @@ impl JobBuilder {
     }
 
     /// Every payload variable: the predefined ones, then the builder's.
-    pub(crate) fn all_variables(&self) -> Vec<Variable> {
+    pub fn all_variables(&self) -> Vec<Variable> {
         let mut vars = self.predefined_variables();
         vars.extend(self.variables.iter().cloned());
         vars
     }
 
     /// The payload as the GitLab API sends it (native `secrets` unexpanded, with `token` keys).
-    pub(crate) fn api_payload(&self) -> Value {
+    pub fn api_payload(&self) -> Value {
         self.payload(self.native_secrets.clone())
     }
 
     /// `response.json` as gitlab-runner writes it, given the already-expanded `secrets` block
     /// (the runner emulator computes it; see [`super::runner`]).
-    pub(crate) fn payload(&self, secrets: Option<Value>) -> Value {
+    pub fn payload(&self, secrets: Option<Value>) -> Value {
         let step = |name: &str, lines: &[String], when: &str| {
             json!({"name": name, "script": lines, "timeout": self.timeout, "when": when,
                    "allow_failure": false})

@@ -13,7 +13,7 @@
 //!   the temp dir is removed.
 //! - **argv**: `exec [args…]`; `run_exec [run_args…] <script> <stage>`.
 //! - **cwd = TMPDIR = the attempt's temp dir**; every stage script in a fresh `script*/script`
-//!   (0700) generated like the runner's bash shell (§5, see [`super::shell`]).
+//!   (0700) generated like the runner's bash shell (§5, see `shell.rs`).
 //! - **Environment** (§2): the test process's environment (or only `PATH` with
 //!   [`RunOptions::env_clear`]) plus [`RunOptions::extra_env`], then `TMPDIR`,
 //!   `BUILD_FAILURE_EXIT_CODE=1`, `SYSTEM_FAILURE_EXIT_CODE=2`, `BUILD_EXIT_CODE_FILE`,
@@ -82,16 +82,16 @@ use super::shell::ScriptBody;
 
 /// One executable with its fixed arguments, like `run_exec` + `run_args`.
 #[derive(Clone, Debug)]
-pub(crate) struct Exec {
+pub struct Exec {
     /// The program.
-    pub(crate) program: PathBuf,
+    pub program: PathBuf,
     /// Arguments before the ones the runner appends.
-    pub(crate) args: Vec<String>,
+    pub args: Vec<String>,
 }
 
 impl Exec {
     /// An exec with its arguments.
-    pub(crate) fn new<S: Into<String>>(
+    pub fn new<S: Into<String>>(
         program: impl Into<PathBuf>,
         args: impl IntoIterator<Item = S>,
     ) -> Exec {
@@ -104,38 +104,38 @@ impl Exec {
 
 /// The emulated runner: `[runners.custom]` plus the `[[runners]]` settings that matter.
 #[derive(Clone, Debug)]
-pub(crate) struct Runner {
+pub struct Runner {
     /// `config_exec` + `config_args` (`None`: not run).
-    pub(crate) config_exec: Option<Exec>,
+    pub config_exec: Option<Exec>,
     /// `prepare_exec` + `prepare_args` (`None`: not run).
-    pub(crate) prepare_exec: Option<Exec>,
+    pub prepare_exec: Option<Exec>,
     /// `run_exec` + `run_args` (mandatory: `None` fails the job like the runner does).
-    pub(crate) run_exec: Option<Exec>,
+    pub run_exec: Option<Exec>,
     /// `cleanup_exec` + `cleanup_args` (`None`: not run).
-    pub(crate) cleanup_exec: Option<Exec>,
+    pub cleanup_exec: Option<Exec>,
     /// `[[runners]] builds_dir` (config_exec's `builds_dir` replaces it).
-    pub(crate) builds_dir: Option<String>,
+    pub builds_dir: Option<String>,
     /// `[[runners]] cache_dir` (config_exec's `cache_dir` replaces it).
-    pub(crate) cache_dir: Option<String>,
+    pub cache_dir: Option<String>,
     /// `[[runners]] environment` (`KEY=VALUE`), part of every job's variables.
-    pub(crate) environment: Vec<(String, String)>,
+    pub environment: Vec<(String, String)>,
     /// `CI_RUNNER_SHORT_TOKEN`.
-    pub(crate) short_token: String,
+    pub short_token: String,
     /// `[[runners]] url` (upload_artifacts stages are skipped when empty).
-    pub(crate) url: String,
+    pub url: String,
     /// Wait after SIGTERM before SIGKILL on timeout/abort (10 s here; the runner's default is 10 min).
-    pub(crate) graceful_kill_timeout: Duration,
+    pub graceful_kill_timeout: Duration,
     /// Wait after SIGKILL before giving up on a process (10 s, as the runner).
-    pub(crate) force_kill_timeout: Duration,
+    pub force_kill_timeout: Duration,
     /// Safety net: an exec running longer is treated like a job timeout (default 120 s).
-    pub(crate) stage_timeout: Duration,
+    pub stage_timeout: Duration,
     /// How long to wait for stdout/stderr EOF after an exec exits (default 5 s).
-    pub(crate) pipe_drain_timeout: Duration,
+    pub pipe_drain_timeout: Duration,
 }
 
 impl Runner {
     /// No execs configured (set them with the builder methods).
-    pub(crate) fn empty() -> Runner {
+    pub fn empty() -> Runner {
         Runner {
             config_exec: None,
             prepare_exec: None,
@@ -155,7 +155,7 @@ impl Runner {
 
     /// leasehold as gitlab-runner is configured to run it:
     /// `<bin> --config <config> config|prepare|run|cleanup`.
-    pub(crate) fn new(leasehold_bin: impl AsRef<Path>, config_path: impl AsRef<Path>) -> Runner {
+    pub fn new(leasehold_bin: impl AsRef<Path>, config_path: impl AsRef<Path>) -> Runner {
         let bin = leasehold_bin.as_ref();
         let cfg = config_path.as_ref().display().to_string();
         let exec = |stage: &str| {
@@ -174,7 +174,7 @@ impl Runner {
     }
 
     /// A driver taking the stage as its first argument: `<driver> config|prepare|run|cleanup`.
-    pub(crate) fn with_driver(driver: impl Into<PathBuf>) -> Runner {
+    pub fn with_driver(driver: impl Into<PathBuf>) -> Runner {
         let driver = driver.into();
         Runner {
             config_exec: Some(Exec::new(&driver, ["config"])),
@@ -186,60 +186,60 @@ impl Runner {
     }
 
     /// Sets `config_exec`/`config_args` (`None` to disable).
-    pub(crate) fn config_exec(mut self, exec: Option<Exec>) -> Self {
+    pub fn config_exec(mut self, exec: Option<Exec>) -> Self {
         self.config_exec = exec;
         self
     }
 
     /// Sets `prepare_exec`/`prepare_args` (`None` to disable).
-    pub(crate) fn prepare_exec(mut self, exec: Option<Exec>) -> Self {
+    pub fn prepare_exec(mut self, exec: Option<Exec>) -> Self {
         self.prepare_exec = exec;
         self
     }
 
     /// Sets `run_exec`/`run_args`.
-    pub(crate) fn run_exec(mut self, exec: Option<Exec>) -> Self {
+    pub fn run_exec(mut self, exec: Option<Exec>) -> Self {
         self.run_exec = exec;
         self
     }
 
     /// Sets `cleanup_exec`/`cleanup_args` (`None` to disable).
-    pub(crate) fn cleanup_exec(mut self, exec: Option<Exec>) -> Self {
+    pub fn cleanup_exec(mut self, exec: Option<Exec>) -> Self {
         self.cleanup_exec = exec;
         self
     }
 
     /// Sets `[[runners]] builds_dir` and `cache_dir`.
-    pub(crate) fn dirs(mut self, builds_dir: &str, cache_dir: &str) -> Self {
+    pub fn dirs(mut self, builds_dir: &str, cache_dir: &str) -> Self {
         self.builds_dir = Some(builds_dir.into());
         self.cache_dir = Some(cache_dir.into());
         self
     }
 
     /// Adds a `[[runners]] environment` entry.
-    pub(crate) fn environment(mut self, key: &str, value: &str) -> Self {
+    pub fn environment(mut self, key: &str, value: &str) -> Self {
         self.environment.push((key.into(), value.into()));
         self
     }
 
     /// Sets the graceful kill timeout for timeouts/aborts without their own.
-    pub(crate) fn graceful_kill_timeout(mut self, timeout: Duration) -> Self {
+    pub fn graceful_kill_timeout(mut self, timeout: Duration) -> Self {
         self.graceful_kill_timeout = timeout;
         self
     }
 
     /// Runs one job; see the module docs.
-    pub(crate) fn run_job(&self, job: &JobBuilder, opts: RunOptions) -> JobOutcome {
+    pub fn run_job(&self, job: &JobBuilder, opts: RunOptions) -> JobOutcome {
         JobRun::new(self, job, opts).run()
     }
 }
 
 /// A test callback called with the stage's process-group id while the stage runs.
-pub(crate) type StageCallback = Box<dyn FnMut(u32)>;
+pub type StageCallback = Box<dyn FnMut(u32)>;
 
 /// How a job is interrupted; see [`Cancel`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum CancelMode {
+pub enum CancelMode {
     /// The job context ends (GitLab "cancel" before user scripts, "abort", runner shutdown):
     /// the running exec is killed, every later run stage is skipped (even
     /// `cleanup_file_variables`), then `cleanup_exec` runs.
@@ -255,15 +255,15 @@ pub(crate) enum CancelMode {
 /// group, SIGKILL `graceful_kill_timeout` later if still alive. Stage names are run sub-stage
 /// names or `config_exec` / `prepare_exec`.
 #[derive(Clone, Debug)]
-pub(crate) struct Cancel {
+pub struct Cancel {
     /// The stage to interrupt (first time it runs).
-    pub(crate) during_stage: String,
+    pub during_stage: String,
     /// Delay after the stage process started.
-    pub(crate) after: Duration,
+    pub after: Duration,
     /// SIGTERM → SIGKILL delay.
-    pub(crate) graceful_kill_timeout: Duration,
+    pub graceful_kill_timeout: Duration,
     /// Abort (default) or UI cancel.
-    pub(crate) mode: CancelMode,
+    pub mode: CancelMode,
 }
 
 impl Default for Cancel {
@@ -274,7 +274,7 @@ impl Default for Cancel {
 
 impl Cancel {
     /// An abort (job context cancelled) during `stage`, with a 10 s graceful kill timeout.
-    pub(crate) fn abort(stage: &str, after: Duration) -> Cancel {
+    pub fn abort(stage: &str, after: Duration) -> Cancel {
         Cancel {
             during_stage: stage.into(),
             after,
@@ -284,7 +284,7 @@ impl Cancel {
     }
 
     /// A GitLab UI/API cancel during `stage`.
-    pub(crate) fn from_ui(stage: &str, after: Duration) -> Cancel {
+    pub fn from_ui(stage: &str, after: Duration) -> Cancel {
         Cancel {
             mode: CancelMode::Ui,
             ..Cancel::abort(stage, after)
@@ -292,7 +292,7 @@ impl Cancel {
     }
 
     /// Sets the SIGTERM → SIGKILL delay.
-    pub(crate) fn graceful_kill_timeout(mut self, timeout: Duration) -> Cancel {
+    pub fn graceful_kill_timeout(mut self, timeout: Duration) -> Cancel {
         self.graceful_kill_timeout = timeout;
         self
     }
@@ -300,55 +300,55 @@ impl Cancel {
 
 /// Per-job options of [`Runner::run_job`].
 #[derive(Default)]
-pub(crate) struct RunOptions {
+pub struct RunOptions {
     /// Cancel or abort the job during a stage.
-    pub(crate) cancel: Option<Cancel>,
+    pub cancel: Option<Cancel>,
     /// `(stage, after)`: SIGKILL the stage's group and stop there, with no cleanup and no temp
     /// dir removal (a crashed runner host). The result is [`JobResult::Crashed`]; the temp dir is
     /// removed when the [`JobOutcome`] is dropped.
-    pub(crate) kill_without_cleanup: Option<(String, Duration)>,
+    pub kill_without_cleanup: Option<(String, Duration)>,
     /// `(stage, delay, callback)`: called once, on the test thread, `delay` after the stage
     /// process started, if it is still running, with its process-group id.
-    pub(crate) while_stage_runs: Option<(String, Duration, StageCallback)>,
+    pub while_stage_runs: Option<(String, Duration, StageCallback)>,
     /// Added to the runner's own environment (before the runner-defined variables).
-    pub(crate) extra_env: Vec<(String, String)>,
+    pub extra_env: Vec<(String, String)>,
     /// Start every exec from an empty environment plus `PATH` instead of the test's environment.
-    pub(crate) env_clear: bool,
+    pub env_clear: bool,
     /// Pause between prepare attempts (default 0; gitlab-runner waits 3 s).
-    pub(crate) prepare_retry_pause: Duration,
+    pub prepare_retry_pause: Duration,
     /// Overrides the job timeout (`runner_info.timeout`) the emulator enforces.
-    pub(crate) job_timeout: Option<Duration>,
+    pub job_timeout: Option<Duration>,
     /// The job's slot among the concurrently running jobs of its project on this runner (the
     /// `<concurrent id>` of a shared builds dir; gitlab-runner's `ProjectUniqueDir`).
-    pub(crate) concurrent_id: usize,
+    pub concurrent_id: usize,
 }
 
 impl RunOptions {
     /// Default options.
-    pub(crate) fn new() -> RunOptions {
+    pub fn new() -> RunOptions {
         RunOptions::default()
     }
 
     /// Sets [`RunOptions::cancel`].
-    pub(crate) fn cancel(mut self, cancel: Cancel) -> Self {
+    pub fn cancel(mut self, cancel: Cancel) -> Self {
         self.cancel = Some(cancel);
         self
     }
 
     /// Sets [`RunOptions::concurrent_id`].
-    pub(crate) fn concurrent_id(mut self, id: usize) -> Self {
+    pub fn concurrent_id(mut self, id: usize) -> Self {
         self.concurrent_id = id;
         self
     }
 
     /// Sets [`RunOptions::kill_without_cleanup`].
-    pub(crate) fn kill_without_cleanup(mut self, stage: &str, after: Duration) -> Self {
+    pub fn kill_without_cleanup(mut self, stage: &str, after: Duration) -> Self {
         self.kill_without_cleanup = Some((stage.into(), after));
         self
     }
 
     /// Sets [`RunOptions::while_stage_runs`].
-    pub(crate) fn while_stage_runs(
+    pub fn while_stage_runs(
         mut self,
         stage: &str,
         delay: Duration,
@@ -359,19 +359,19 @@ impl RunOptions {
     }
 
     /// Adds a variable to the runner process's environment.
-    pub(crate) fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
         self.extra_env.push((key.into(), value.into()));
         self
     }
 
     /// Sets [`RunOptions::env_clear`].
-    pub(crate) fn env_clear(mut self) -> Self {
+    pub fn env_clear(mut self) -> Self {
         self.env_clear = true;
         self
     }
 
     /// Sets [`RunOptions::job_timeout`].
-    pub(crate) fn job_timeout(mut self, timeout: Duration) -> Self {
+    pub fn job_timeout(mut self, timeout: Duration) -> Self {
         self.job_timeout = Some(timeout);
         self
     }
@@ -379,7 +379,7 @@ impl RunOptions {
 
 /// How the job ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum JobResult {
+pub enum JobResult {
     /// `Job succeeded`.
     Success,
     /// `Job failed: exit code N` (script failure; no prepare retry).
@@ -407,74 +407,74 @@ pub(crate) enum JobResult {
 
 impl JobResult {
     /// Whether the job succeeded.
-    pub(crate) fn is_success(&self) -> bool {
+    pub fn is_success(&self) -> bool {
         *self == JobResult::Success
     }
 }
 
 /// One exec as it ran.
 #[derive(Clone, Debug)]
-pub(crate) struct StageRecord {
+pub struct StageRecord {
     /// `config_exec`, `prepare_exec`, `cleanup_exec`, or the run sub-stage name.
-    pub(crate) name: String,
+    pub name: String,
     /// The executor attempt (1–3) it belongs to.
-    pub(crate) attempt: u32,
+    pub attempt: u32,
     /// Full argv (program first).
-    pub(crate) argv: Vec<String>,
+    pub argv: Vec<String>,
     /// The exit code; -1 when killed by a signal (like Go) or abandoned.
-    pub(crate) exit_code: i32,
+    pub exit_code: i32,
     /// The signal that killed it, if any.
-    pub(crate) signal: Option<i32>,
+    pub signal: Option<i32>,
     /// For exit 1: the code read from `BUILD_EXIT_CODE_FILE`, when it held a number.
-    pub(crate) build_exit_code: Option<i32>,
+    pub build_exit_code: Option<i32>,
     /// stdout and stderr interleaved as they arrived (not masked).
-    pub(crate) output: String,
+    pub output: String,
     /// stdout only.
-    pub(crate) stdout: String,
+    pub stdout: String,
     /// stderr only.
-    pub(crate) stderr: String,
+    pub stderr: String,
     /// The stage script (run stages only).
-    pub(crate) script: Option<PathBuf>,
+    pub script: Option<PathBuf>,
     /// The process (and process-group) id.
-    pub(crate) pgid: u32,
+    pub pgid: u32,
     /// Wall time.
-    pub(crate) duration: Duration,
+    pub duration: Duration,
     /// Whether SIGTERM was sent to its group.
-    pub(crate) sent_sigterm: bool,
+    pub sent_sigterm: bool,
     /// Whether SIGKILL was sent to its group.
-    pub(crate) sent_sigkill: bool,
+    pub sent_sigkill: bool,
     /// stdout/stderr stayed open after the process exited (a grandchild kept them).
-    pub(crate) pipes_held_open: bool,
+    pub pipes_held_open: bool,
     /// The runner's classification of a failure, if it failed.
-    pub(crate) error: Option<String>,
+    pub error: Option<String>,
 }
 
 /// Everything a test can assert on after [`Runner::run_job`].
 #[derive(Debug)]
-pub(crate) struct JobOutcome {
+pub struct JobOutcome {
     /// The job log as GitLab shows it (masked variables replaced by `[MASKED]`).
-    pub(crate) log: String,
+    pub log: String,
     /// The job log before masking.
-    pub(crate) raw_log: String,
+    pub raw_log: String,
     /// stdout+stderr of every cleanup_exec (never part of the job log).
-    pub(crate) cleanup_output: String,
+    pub cleanup_output: String,
     /// Every exec in order.
-    pub(crate) stages: Vec<StageRecord>,
+    pub stages: Vec<StageRecord>,
     /// How the job ended.
-    pub(crate) result: JobResult,
+    pub result: JobResult,
     /// The last parsed config_exec output.
-    pub(crate) config_json: Option<Value>,
+    pub config_json: Option<Value>,
     /// Every attempt's temp dir (removed unless the job crashed).
-    pub(crate) temp_dirs: Vec<PathBuf>,
+    pub temp_dirs: Vec<PathBuf>,
     /// The last `response.json` written.
-    pub(crate) response_json: Value,
+    pub response_json: Value,
     /// Variables resolved from the native `secrets:` block.
-    pub(crate) native_secrets: Vec<Variable>,
+    pub native_secrets: Vec<Variable>,
 }
 
 impl JobOutcome {
     /// The last exec of that name; panics (listing what ran) when there is none.
-    pub(crate) fn stage(&self, name: &str) -> &StageRecord {
+    pub fn stage(&self, name: &str) -> &StageRecord {
         self.try_stage(name).unwrap_or_else(|| {
             panic!(
                 "stage {name} did not run; ran: {:?}\nlog:\n{}",
@@ -485,22 +485,22 @@ impl JobOutcome {
     }
 
     /// The last exec of that name.
-    pub(crate) fn try_stage(&self, name: &str) -> Option<&StageRecord> {
+    pub fn try_stage(&self, name: &str) -> Option<&StageRecord> {
         self.stages.iter().rev().find(|s| s.name == name)
     }
 
     /// Every exec of that name, in order.
-    pub(crate) fn stages_named(&self, name: &str) -> Vec<&StageRecord> {
+    pub fn stages_named(&self, name: &str) -> Vec<&StageRecord> {
         self.stages.iter().filter(|s| s.name == name).collect()
     }
 
     /// The names of every exec, in order.
-    pub(crate) fn stage_names(&self) -> Vec<&str> {
+    pub fn stage_names(&self) -> Vec<&str> {
         self.stages.iter().map(|s| s.name.as_str()).collect()
     }
 
     /// The names of the run_exec sub-stages, in order.
-    pub(crate) fn run_stage_names(&self) -> Vec<&str> {
+    pub fn run_stage_names(&self) -> Vec<&str> {
         self.stage_names()
             .into_iter()
             .filter(|n| !matches!(*n, "config_exec" | "prepare_exec" | "cleanup_exec"))
@@ -508,7 +508,7 @@ impl JobOutcome {
     }
 
     /// Whether the job succeeded.
-    pub(crate) fn is_success(&self) -> bool {
+    pub fn is_success(&self) -> bool {
         self.result.is_success()
     }
 }
