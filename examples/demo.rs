@@ -13,6 +13,7 @@
 //! itself (at its throwaway OpenBao); it creates the JWT role the config names. Needs root, and
 //! the job user's account (the packaged config: `gitlab-runner`). scripts/package-test.sh runs it.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use leasehold_test_kit as support;
@@ -38,8 +39,8 @@ struct Target {
 }
 
 impl Target {
-    /// The installed config, read as leasehold reads it; `address` replaces its `[vault] address`.
-    fn installed(address: &str) -> Result<Target, String> {
+    /// The installed config, read as leasehold reads it.
+    fn installed() -> Result<Target, String> {
         let config = PathBuf::from(INSTALLED_CONFIG);
         let text = std::fs::read_to_string(&config).map_err(|e| {
             format!("cannot read {INSTALLED_CONFIG} ({e}): is the package installed?")
@@ -54,20 +55,26 @@ impl Target {
             };
             value.and_then(toml::Value::as_str).map(str::to_owned)
         };
-        let state_dir = string(None, "state_dir")
-            .ok_or_else(|| format!("{INSTALLED_CONFIG} has no state_dir"))?;
-        let edited = with_vault_address(&text, address)
-            .ok_or_else(|| format!("{INSTALLED_CONFIG} has no `address = ` line in [vault]"))?;
-        std::fs::write(&config, edited)
-            .map_err(|e| format!("cannot write {INSTALLED_CONFIG}: {e}"))?;
         Ok(Target {
             config,
-            state_dir: state_dir.into(),
+            state_dir: string(None, "state_dir")
+                .ok_or_else(|| format!("{INSTALLED_CONFIG} has no state_dir"))?
+                .into(),
             auth_mount: string(Some("vault"), "auth_mount").unwrap_or_else(|| "jwt".into()),
             role: string(Some("vault"), "role")
                 .ok_or_else(|| format!("{INSTALLED_CONFIG} has no [vault] role"))?,
             job_user: string(Some("executor"), "user"),
         })
+    }
+
+    /// The admin's one edit to the installed config: `[vault] address`.
+    fn point_at(&self, address: &str) -> Result<(), String> {
+        let text = std::fs::read_to_string(&self.config)
+            .map_err(|e| format!("cannot read {INSTALLED_CONFIG}: {e}"))?;
+        let edited = with_vault_address(&text, address)
+            .ok_or_else(|| format!("{INSTALLED_CONFIG} has no `address = ` line in [vault]"))?;
+        std::fs::write(&self.config, edited)
+            .map_err(|e| format!("cannot write {INSTALLED_CONFIG}: {e}"))
     }
 
     /// The fixture's own config (state in its temp dir, jobs as the invoking user).
@@ -110,12 +117,14 @@ fn with_vault_address(text: &str, address: &str) -> Option<String> {
     replaced.then_some(out)
 }
 
-fn entries(dir: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    found.sort();
-    found
+/// The entries of a state dir, in any order.
+fn state_entries(dir: &Path) -> BTreeSet<PathBuf> {
+    support::world::entries(dir).into_iter().collect()
+}
+
+fn exit_with(message: &str) -> ! {
+    eprintln!("demo: {message}");
+    std::process::exit(1);
 }
 
 fn main() {
@@ -127,49 +136,33 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // The installed config names the role to create; the private one is the fixture's own.
+    let installed_target = installed.then(|| Target::installed().unwrap_or_else(|e| exit_with(&e)));
     println!("== Starting a throwaway OpenBao dev server and a local ID-token issuer");
-    let world = World::start(&[
+    let mut builder = World::builder(support::leasehold_bin()).policy(&[
         r#"path "secret/data/ci/app" { capabilities = ["read"] }"#,
         r#"path "pki/issue/ci" { capabilities = ["update"] }"#,
         // Lets cleanup revoke the certificate's lease itself, synchronously and confirmed.
         r#"path "sys/leases/revoke/pki/issue/ci/*" { capabilities = ["update"] }"#,
     ]);
+    if let Some(target) = &installed_target {
+        builder = builder.auth(&target.auth_mount, &target.role);
+    }
+    let world = builder.start();
     println!(
         "   OpenBao at {}, issuer at {}",
         world.bao.addr(),
         world.issuer.url()
     );
-    let target = if installed {
-        match Target::installed(world.bao.addr()) {
-            Ok(target) => target,
-            Err(message) => {
-                eprintln!("demo: {message}");
-                std::process::exit(1);
-            }
+    let target = match installed_target {
+        Some(target) => {
+            target
+                .point_at(world.bao.addr())
+                .unwrap_or_else(|e| exit_with(&e));
+            target
         }
-    } else {
-        Target::private(&world)
+        None => Target::private(&world),
     };
-    if target.auth_mount != "jwt" {
-        world.bao.enable_jwt(
-            &target.auth_mount,
-            &world.issuer.jwks_url(),
-            &world.issuer.url(),
-        );
-    }
-    if (target.auth_mount.as_str(), target.role.as_str()) != ("jwt", support::world::ROLE) {
-        // The role the config names, as the fixture's own: same policy, audience and TTL.
-        world.bao.jwt_role(
-            &target.auth_mount,
-            &target.role,
-            json!({
-                "bound_audiences": [support::issuer::DEFAULT_AUD],
-                "user_claim": "user_login",
-                "policies": ["ci"],
-                "token_ttl": "10m",
-            }),
-        );
-    }
     world.bao.kv_put(
         "secret",
         2,
@@ -213,7 +206,7 @@ fn main() {
         println!("   the job runs as {user} ([executor] user)");
     }
     println!();
-    let states_before = entries(&target.state_dir);
+    let states_before = state_entries(&target.state_dir);
 
     let secrets = "DB_PASSWORD:
   vault: ci/app/db_password@secret
@@ -291,7 +284,7 @@ TLS_KEY:
     check(
         &mut ok,
         "no job state is left",
-        entries(&target.state_dir) == states_before,
+        state_entries(&target.state_dir) == states_before,
     );
     check(
         &mut ok,

@@ -56,6 +56,8 @@ pub struct World {
     pub dir: tempfile::TempDir,
     leasehold: PathBuf,
     vault_defaults: bool,
+    auth_mount: String,
+    role_name: String,
 }
 
 /// What [`WorldBuilder::tls`] adds: the server's https addresses and the certificates.
@@ -79,9 +81,19 @@ pub struct WorldBuilder {
     make_dirs: bool,
     dir_mode: Option<u32>,
     dir_prefix: Option<String>,
+    auth_mount: String,
+    role_name: String,
 }
 
 impl WorldBuilder {
+    /// The JWT auth mount and the role's name (by default `jwt` and [`ROLE`]), for a config
+    /// that names others (the installed one names `gitlab-ci`).
+    pub fn auth(mut self, mount: &str, role: &str) -> Self {
+        self.auth_mount = mount.to_owned();
+        self.role_name = role.to_owned();
+        self
+    }
+
     /// The rules (HCL snippets) of the policy [`POLICY`]; none by default.
     pub fn policy(mut self, rules: &[impl AsRef<str>]) -> Self {
         self.policy_rules = rules.iter().map(|r| r.as_ref().to_owned()).collect();
@@ -166,7 +178,7 @@ impl WorldBuilder {
         };
         let pg = self.postgres.then(Postgres::start);
         bao.write_policy(POLICY, &self.policy_rules.join("\n"));
-        bao.enable_jwt("jwt", &issuer.jwks_url(), &issuer.url());
+        bao.enable_jwt(&self.auth_mount, &issuer.jwks_url(), &issuer.url());
         let mut role = json!({
             "bound_audiences": [DEFAULT_AUD],
             "user_claim": "user_login",
@@ -176,7 +188,7 @@ impl WorldBuilder {
         if let (Some(role), Some(extra)) = (role.as_object_mut(), self.role_extra.as_object()) {
             role.extend(extra.clone());
         }
-        bao.jwt_role("jwt", ROLE, role);
+        bao.jwt_role(&self.auth_mount, &self.role_name, role);
         let mut dir = tempfile::Builder::new();
         if let Some(prefix) = &self.dir_prefix {
             dir.prefix(prefix);
@@ -204,6 +216,8 @@ impl WorldBuilder {
             dir,
             leasehold: self.leasehold,
             vault_defaults: self.vault_defaults,
+            auth_mount: self.auth_mount,
+            role_name: self.role_name,
         };
         world.write_config(&self.config);
         world
@@ -226,6 +240,8 @@ impl World {
             make_dirs: true,
             dir_mode: None,
             dir_prefix: None,
+            auth_mount: "jwt".to_owned(),
+            role_name: ROLE.to_owned(),
         }
     }
 
@@ -287,7 +303,14 @@ impl World {
             }
         }
         format!(
-            "state_dir = \"{state}\"\nbuilds_dir = \"{builds}\"\ncache_dir = \"{cache}\"\n\n[vault]\naddress = \"{address}\"\nrole = \"{ROLE}\"\n{vault_keys}{vault_extra}\n",
+            "state_dir = \"{state}\"\nbuilds_dir = \"{builds}\"\ncache_dir = \"{cache}\"\n\n[vault]\naddress = \"{address}\"\n{mount}role = \"{role}\"\n{vault_keys}{vault_extra}\n",
+            // leasehold's default mount is the world's default; a test may set its own.
+            mount = if self.auth_mount == "jwt" {
+                String::new()
+            } else {
+                format!("auth_mount = \"{}\"\n", self.auth_mount)
+            },
+            role = self.role_name,
             state = self.state_dir().display(),
             builds = self.path("builds").display(),
             cache = self.path("cache").display(),
