@@ -336,16 +336,7 @@ impl Bao {
     /// Mounts PKI at `pki/` with a root CA and the role `ci-web` (certificates for
     /// `*.ci.example.com`, with leases), its `max_ttl` as given.
     pub fn enable_pki(&self, max_ttl: &str) {
-        self.ok(
-            "POST",
-            "sys/mounts/pki",
-            Some(json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}})),
-        );
-        self.ok(
-            "POST",
-            "pki/root/generate/internal",
-            Some(json!({"common_name": "leasehold test CA", "ttl": "87600h"})),
-        );
+        self.enable_pki_ca("leasehold test CA", "87600h");
         self.ok(
             "POST",
             "pki/roles/ci-web",
@@ -354,6 +345,41 @@ impl Bao {
                         "max_ttl": max_ttl, "generate_lease": true}),
             ),
         );
+    }
+
+    /// Mounts PKI at `pki/` (leases up to `ttl`) with a root CA named `common_name`, valid for
+    /// `ttl`; the caller adds the roles.
+    pub fn enable_pki_ca(&self, common_name: &str, ttl: &str) {
+        self.ok(
+            "POST",
+            "sys/mounts/pki",
+            Some(json!({"type": "pki", "config": {"max_lease_ttl": ttl}})),
+        );
+        self.ok(
+            "POST",
+            "pki/root/generate/internal",
+            Some(json!({"common_name": common_name, "ttl": ttl})),
+        );
+    }
+
+    /// Writes the reaper's policy `leasehold-reaper` (docs/leases.md, "The reaper's Vault
+    /// policy": revoke tokens by accessor, and leases) and returns a new orphan token with it; `fields` are set on the token too
+    /// (`ttl` or `period`, `display_name`, …).
+    pub fn reaper_token(&self, fields: Value) -> String {
+        self.write_policy(
+            "leasehold-reaper",
+            "path \"auth/token/revoke-accessor\" { capabilities = [\"update\"] }\n\
+             path \"sys/leases/revoke/*\" { capabilities = [\"update\"] }\n",
+        );
+        let mut body = json!({"policies": ["leasehold-reaper"]});
+        if let (Some(body), Some(fields)) = (body.as_object_mut(), fields.as_object()) {
+            body.extend(fields.clone());
+        }
+        let created = self.ok("POST", "auth/token/create-orphan", Some(body));
+        created["auth"]["client_token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
     }
 
     /// Enables JWT auth at `mount` and points it at a JWKS URL (e.g. [`super::Issuer::jwks_url`]),

@@ -99,6 +99,27 @@ pub fn environs_containing(needle: &str, except_pids: &[u32]) -> Vec<ProcMatch> 
     scan_proc("environ", needle, except_pids)
 }
 
+/// The initial environment of process `pid` (`/proc/<pid>/environ`) as `(name, value)` pairs
+/// in order; empty when it cannot be read. Entries that are not UTF-8 or have no `=` are left
+/// out.
+pub fn environ_of(pid: u32) -> Vec<(String, String)> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let (k, v) = std::str::from_utf8(kv).ok()?.split_once('=')?;
+            Some((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+/// The variable `name` of [`environ_of`]`(pid)`.
+pub fn environ_var(pid: u32, name: &str) -> Option<String> {
+    environ_of(pid)
+        .into_iter()
+        .find_map(|(k, v)| (k == name).then_some(v))
+}
+
 /// The live (non-zombie) members of process group `pgid` (from `/proc/<pid>/stat`).
 pub fn group_members(pgid: u32) -> Vec<u32> {
     pids()

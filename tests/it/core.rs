@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::leasehold_bin;
 use crate::world;
+use crate::{job_state_of, leasehold_bin};
 use leasehold_test_kit::world::{World, accessor_in};
 use leasehold_test_kit::{Cancel, JobOutcome, JobResult, RunOptions, scan, sha16};
 
@@ -550,17 +550,8 @@ fn cleanup_while_a_killed_run_stage_is_still_alive() {
         "build_script",
         Duration::from_millis(500),
         move |pgid| {
-            let environ =
-                std::fs::read(format!("/proc/{pgid}/environ")).expect("leasehold run environ");
-            let vars: Vec<(String, String)> = environ
-                .split(|b| *b == 0)
-                .filter_map(|kv| {
-                    std::str::from_utf8(kv)
-                        .ok()?
-                        .split_once('=')
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                })
-                .collect();
+            let vars = scan::environ_of(pgid);
+            assert!(!vars.is_empty(), "leasehold run environ");
             let output = std::process::Command::new(leasehold_bin())
                 .args(["--config".as_ref(), config.as_os_str(), "cleanup".as_ref()])
                 .env_clear()
@@ -736,22 +727,9 @@ fn a_hung_inner_cleanup_never_stands_between_the_job_and_revocation() {
 #[test]
 fn reap_keeps_a_periodic_reaper_token_alive_even_with_nothing_to_reap() {
     let world = world().policy(&[KV_POLICY]).start();
-    world.bao.write_policy(
-        "leasehold-reaper",
-        r#"path "auth/token/revoke-accessor" { capabilities = ["update"] }
-path "sys/leases/revoke/*" { capabilities = ["update"] }"#,
-    );
-    let created = world.bao.ok(
-        "POST",
-        "auth/token/create-orphan",
-        Some(
-            json!({"policies": ["leasehold-reaper"], "period": "30s", "no_default_policy": false}),
-        ),
-    );
-    let token = created["auth"]["client_token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let token = world
+        .bao
+        .reaper_token(json!({"period": "30s", "no_default_policy": false}));
     let token_file = world.dir.path().join("reaper-token");
     std::fs::write(&token_file, &token).expect("token file");
     world.write_config(&format!(
@@ -793,21 +771,7 @@ fn the_vault_token_and_the_id_token_appear_nowhere_they_should_not() {
     let opts = RunOptions::new()
         .env("LEASEHOLD_LOG", "debug")
         .while_stage_runs("build_script", Duration::from_millis(500), move |pgid| {
-            let environ = std::fs::read(format!("/proc/{pgid}/environ")).expect("environ");
-            let var = |name: &str| {
-                environ
-                    .split(|b| *b == 0)
-                    .filter_map(|kv| std::str::from_utf8(kv).ok())
-                    .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_owned))
-                    .expect(name)
-            };
-            let id = leasehold::state::StateId::parse(&var("LEASEHOLD_STATE_ID")).expect("id");
-            let key = leasehold::state::StateKey::from_hex(&secrecy::SecretString::from(var(
-                "LEASEHOLD_STATE_KEY",
-            )))
-            .expect("key");
-            let root = leasehold::state::StateDir::open(&state_dir).expect("state root");
-            let private = root.job(&id).unseal(&key).expect("decrypt").expect("state");
+            let private = job_state_of(pgid, &state_dir);
             let token = private.sessions[0].token.expose_secret().to_owned();
             let mut found = sink.lock().expect("lock");
             for hit in scan::cmdlines_containing(&token) {
@@ -816,9 +780,9 @@ fn the_vault_token_and_the_id_token_appear_nowhere_they_should_not() {
             for hit in scan::environs_containing(&token, &[]) {
                 found.1.push(format!("token in environ of {}", hit.pid));
             }
-            for hit in
-                scan::cmdlines_containing(&id_token_prefix(&var("CUSTOM_ENV_VAULT_ID_TOKEN")))
-            {
+            for hit in scan::cmdlines_containing(&id_token_prefix(
+                &scan::environ_var(pgid, "CUSTOM_ENV_VAULT_ID_TOKEN").expect("ID token"),
+            )) {
                 found.1.push(format!("ID token in argv of {}", hit.pid));
             }
             found.0 = Some(token);

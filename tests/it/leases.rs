@@ -300,17 +300,9 @@ fn crashed_job_is_reaped_and_a_running_job_is_left_alone() {
             events.display()
         ),
     );
-    lab.bao.write_policy(
-        "leasehold-reaper",
-        "path \"auth/token/revoke-accessor\" { capabilities = [\"update\"] }\n\
-         path \"sys/leases/revoke/*\" { capabilities = [\"update\"] }\n",
-    );
-    let created = lab.bao.ok(
-        "POST",
-        "auth/token/create-orphan",
-        Some(json!({"policies": ["leasehold-reaper"], "period": "24h", "display_name": "leasehold-reaper"})),
-    );
-    let reaper_token = created["auth"]["client_token"].as_str().expect("token");
+    let reaper_token = lab
+        .bao
+        .reaper_token(json!({"period": "24h", "display_name": "leasehold-reaper"}));
     std::fs::write(&token_file, format!("{reaper_token}\n")).expect("token file");
     let tokens_before = lab.bao.token_accessors();
 

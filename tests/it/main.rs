@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use leasehold_test_kit::{World, WorldBuilder};
+use leasehold_test_kit::{World, WorldBuilder, scan};
 
 mod architecture;
 mod core;
@@ -42,4 +42,21 @@ pub(crate) fn fixture(name: &str) -> PathBuf {
         .join("tests")
         .join("fixtures")
         .join(name)
+}
+
+/// The sealed state of the job one of whose stages is process `pid`, decrypted the way only root
+/// could: the stage process's environment holds the state id and key. For tests that look for
+/// the job's token where it must not be.
+pub(crate) fn job_state_of(pid: u32, state_dir: &Path) -> leasehold::state::Sealed {
+    let var = |name: &str| {
+        scan::environ_var(pid, name)
+            .unwrap_or_else(|| panic!("{name} is not in the environment of process {pid}"))
+    };
+    let id = leasehold::state::StateId::parse(&var("LEASEHOLD_STATE_ID")).expect("id");
+    let key = leasehold::state::StateKey::from_hex(&secrecy::SecretString::from(var(
+        "LEASEHOLD_STATE_KEY",
+    )))
+    .expect("key");
+    let root = leasehold::state::StateDir::open(state_dir).expect("state root");
+    root.job(&id).unseal(&key).expect("decrypt").expect("state")
 }

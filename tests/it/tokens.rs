@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::core::{assert_nowhere, recording_shell, stage_records};
-use crate::world;
+use crate::{job_state_of, world};
 use leasehold_test_kit::bao::bao_binary;
 use leasehold_test_kit::world::World;
 use leasehold_test_kit::{Cancel, JobBuilder, JobResult, RunOptions, scan, sha16, wait_for};
@@ -466,22 +466,7 @@ fn the_token_is_in_no_log_argv_file_or_stage_that_does_not_receive_it() {
 /// The job's token, decrypted from its state with the key in the stage process's environment.
 fn job_token_from_state(pgid: u32, state_dir: &Path) -> String {
     use secrecy::ExposeSecret;
-    let environ = std::fs::read(format!("/proc/{pgid}/environ")).expect("environ");
-    let var = |name: &str| {
-        environ
-            .split(|b| *b == 0)
-            .filter_map(|kv| std::str::from_utf8(kv).ok())
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_owned))
-            .expect(name)
-    };
-    let id = leasehold::state::StateId::parse(&var("LEASEHOLD_STATE_ID")).expect("id");
-    let key = leasehold::state::StateKey::from_hex(&secrecy::SecretString::from(var(
-        "LEASEHOLD_STATE_KEY",
-    )))
-    .expect("key");
-    let root = leasehold::state::StateDir::open(state_dir).expect("state root");
-    let private = root.job(&id).unseal(&key).expect("decrypt").expect("state");
-    private
+    job_state_of(pgid, state_dir)
         .sessions
         .iter()
         .find(|s| s.delivered_as.as_deref() == Some("VAULT_TOKEN"))
@@ -609,17 +594,7 @@ fn the_reaper_revokes_and_names_the_token_of_a_crashed_job() {
         "[reaper]\ntoken_file = \"{}\"\n",
         token_file.display()
     ));
-    world.bao.write_policy(
-        "leasehold-reaper",
-        "path \"auth/token/revoke-accessor\" { capabilities = [\"update\"] }\n\
-         path \"sys/leases/revoke/*\" { capabilities = [\"update\"] }\n",
-    );
-    let created = world.bao.ok(
-        "POST",
-        "auth/token/create-orphan",
-        Some(json!({"policies": ["leasehold-reaper"], "ttl": "1h"})),
-    );
-    let reaper_token = created["auth"]["client_token"].as_str().expect("token");
+    let reaper_token = world.bao.reaper_token(json!({"ttl": "1h"}));
     std::fs::write(&token_file, reaper_token).expect("token file");
 
     // The run stage is SIGKILLed with no cleanup once the job's certificate exists (the callback
@@ -656,9 +631,8 @@ fn the_reaper_revokes_and_names_the_token_of_a_crashed_job() {
         "the job's token is alive before the reaper runs"
     );
 
-    let out = std::process::Command::new(leasehold_test_kit::leasehold_bin())
-        .arg("--config")
-        .arg(world.config_path())
+    let out = world
+        .command()
         .arg("reap")
         .output()
         .expect("run leasehold reap");
