@@ -10,48 +10,32 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::executors::Planted;
 use crate::world;
 use leasehold_test_kit::docker::{
     self, BUSYBOX_IMAGE, JOB_IMAGE, containers_of, docker_ok, executor_config, git_repo,
 };
 use leasehold_test_kit::world::World;
-use leasehold_test_kit::{Cancel, JobOutcome, JobResult, RunOptions, random_hex, scan, sha256_hex};
+use leasehold_test_kit::{Cancel, JobOutcome, JobResult, RunOptions, random_hex, scan};
 
 const POLICY: &str = r#"path "kv/data/app/*" { capabilities = ["read"] }"#;
-
-/// `SECRET` in the environment, `SECRET_FILE` as a file.
-const SECRETS_YAML: &str = "SECRET:\n  vault: app/ci/password@kv\n  file: false\nSECRET_FILE:\n  vault: app/ci/tls_key@kv\n";
 
 /// A world whose KV holds the two planted values, with the docker executor configured.
 struct Lab {
     world: World,
-    secret: String,
-    file_token: String,
-    file_secret: String,
+    planted: Planted,
     repo: PathBuf,
 }
 
 impl Lab {
     fn start(docker_extra: &str) -> Lab {
         let world = world().policy(&[POLICY]).start();
-        let secret = format!("env-secret-{}", random_hex(16));
-        let file_token = format!("file-secret-{}", random_hex(16));
-        let file_secret =
-            format!("-----BEGIN TEST KEY-----\n{file_token}\n-----END TEST KEY-----\n");
-        world.bao.enable_kv("kv", 2);
-        world.bao.kv_put(
-            "kv",
-            2,
-            "app/ci",
-            json!({"password": secret, "tls_key": file_secret}),
-        );
+        let planted = Planted::put(&world.bao);
         let repo = world.dir.path().join("repo");
         git_repo(&repo, "cloned-in-the-helper\n");
         let lab = Lab {
             world,
-            secret,
-            file_token,
-            file_secret,
+            planted,
             repo,
         };
         lab.configure(docker_extra);
@@ -67,23 +51,16 @@ impl Lab {
 
     /// The job: image, repo, secrets, hashes to compare with.
     fn job(&self) -> leasehold_test_kit::JobBuilder {
-        self.world
-            .job()
-            .image(JOB_IMAGE)
-            .repo_url(&self.repo.display().to_string())
-            .secrets_yaml(SECRETS_YAML)
-            .variable(
-                "EXPECTED_SECRET_SHA256",
-                &sha256_hex(self.secret.as_bytes()),
-            )
-            .variable(
-                "EXPECTED_FILE_SHA256",
-                &sha256_hex(self.file_secret.as_bytes()),
-            )
+        self.planted.declared_in(
+            self.world
+                .job()
+                .image(JOB_IMAGE)
+                .repo_url(&self.repo.display().to_string()),
+        )
     }
 
     fn values(&self) -> [&str; 2] {
-        [&self.secret, &self.file_token]
+        [&self.planted.secret, &self.planted.file_token]
     }
 
     /// Fails naming the places (never the value) where a planted value is found under `root`.
@@ -139,8 +116,8 @@ fn docker_job_gets_its_secrets_in_its_container_only_in_the_user_stages() {
                 .map(|s| s.to_string())
                 .chain(["echo stage-dirs=$(ls /run/leasehold | wc -l)".into()]),
         );
-    let secret = lab.secret.clone();
-    let file_token = lab.file_token.clone();
+    let secret = lab.planted.secret.clone();
+    let file_token = lab.planted.file_token.clone();
     let state_dir = lab.world.state_dir();
     let mid_script = std::rc::Rc::new(std::cell::RefCell::new(None));
     let slot = mid_script.clone();
@@ -371,7 +348,7 @@ fn a_service_is_reachable_on_loopback_and_gets_no_secret() {
             "wget -q -O - http://web:8080/ | sed 's/^/by-alias: /'",
             "sleep 2",
         ]);
-    let values = [lab.secret.clone(), lab.file_token.clone()];
+    let values = [lab.planted.secret.clone(), lab.planted.file_token.clone()];
     let state_dir = lab.world.state_dir();
     let seen = std::rc::Rc::new(std::cell::RefCell::new(None));
     let slot = seen.clone();
@@ -474,20 +451,10 @@ fn sigterm_mid_script_stops_the_process_in_the_container_and_cleanup_removes_it(
 #[test]
 fn reap_removes_the_containers_of_a_crashed_job_and_revokes_its_token() {
     let lab = Lab::start("");
-    lab.world.bao.write_policy(
-        "leasehold-reaper",
-        r#"path "auth/token/revoke-accessor" { capabilities = ["update"] }
-path "sys/leases/revoke/*" { capabilities = ["update"] }"#,
-    );
-    let created = lab.world.bao.ok(
-        "POST",
-        "auth/token/create-orphan",
-        Some(json!({"policies": ["leasehold-reaper"], "period": "1h"})),
-    );
     let token_file = lab.world.dir.path().join("reaper-token");
     std::fs::write(
         &token_file,
-        created["auth"]["client_token"].as_str().expect("token"),
+        lab.world.bao.reaper_token(json!({"period": "1h"})),
     )
     .expect("token file");
     lab.world.write_config(&format!(
@@ -597,7 +564,7 @@ fn two_concurrent_jobs_cannot_read_each_others_secrets() {
         );
         assert!(!outcome.raw_log.contains(&other), "B's value in a job log");
         assert!(
-            !outcome.raw_log.contains(&lab.secret),
+            !outcome.raw_log.contains(&lab.planted.secret),
             "A's value in a job log"
         );
     }

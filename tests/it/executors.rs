@@ -19,18 +19,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{fixture, leasehold_bin, world};
+use crate::{fixture, world};
 use leasehold_test_kit::fake_driver::DriverLog;
 use leasehold_test_kit::issuer::bound_role;
 use leasehold_test_kit::sshd::{Sshd, TestUser, ensure_group, ensure_user};
 use leasehold_test_kit::world::{POLICY, accessors_in, entries};
 use leasehold_test_kit::{
-    Cancel, JobBuilder, JobOutcome, JobResult, RunOptions, Runner, World, random_hex, scan,
+    Bao, Cancel, JobBuilder, JobOutcome, JobResult, RunOptions, World, random_hex, scan,
     sha256_hex, wait_for,
 };
 
 /// Two secrets from one KV v2 path: `SECRET` in the environment, `SECRET_FILE` as a file.
-const SECRETS_YAML: &str = "SECRET:\n  vault: app/ci/password@kv\n  file: false\nSECRET_FILE:\n  vault: app/ci/tls_key@kv\n";
+pub(crate) const SECRETS_YAML: &str = "SECRET:\n  vault: app/ci/password@kv\n  file: false\nSECRET_FILE:\n  vault: app/ci/tls_key@kv\n";
 
 /// Job script lines that check both secrets by hash, describe the file secret, and echo the
 /// environment secret (which the job log must show masked).
@@ -42,16 +42,58 @@ const CHECK_SECRETS: [&str; 5] = [
     r#"echo "echoed: $SECRET""#,
 ];
 
+/// The values of [`SECRETS_YAML`], random per test, planted in KV v2 `kv/app/ci` (`password`
+/// and `tls_key`); the docker tests plant the same.
+pub(crate) struct Planted {
+    /// `SECRET`'s value.
+    pub(crate) secret: String,
+    /// `SECRET_FILE`'s content (three lines).
+    pub(crate) file_secret: String,
+    /// The random middle line of the file secret, what leak scans look for.
+    pub(crate) file_token: String,
+}
+
+impl Planted {
+    /// Enables KV v2 at `kv` and writes fresh values at `app/ci`.
+    pub(crate) fn put(bao: &Bao) -> Planted {
+        let secret = format!("env-secret-{}", random_hex(16));
+        let file_token = format!("file-secret-{}", random_hex(16));
+        let file_secret =
+            format!("-----BEGIN TEST KEY-----\n{file_token}\n-----END TEST KEY-----\n");
+        bao.enable_kv("kv", 2);
+        bao.kv_put(
+            "kv",
+            2,
+            "app/ci",
+            json!({"password": secret, "tls_key": file_secret}),
+        );
+        Planted {
+            secret,
+            file_secret,
+            file_token,
+        }
+    }
+
+    /// `job` with the two secrets declared and their expected hashes as plain variables
+    /// (`EXPECTED_SECRET_SHA256`, `EXPECTED_FILE_SHA256`), which job scripts compare with.
+    pub(crate) fn declared_in(&self, job: JobBuilder) -> JobBuilder {
+        job.secrets_yaml(SECRETS_YAML)
+            .variable(
+                "EXPECTED_SECRET_SHA256",
+                &sha256_hex(self.secret.as_bytes()),
+            )
+            .variable(
+                "EXPECTED_FILE_SHA256",
+                &sha256_hex(self.file_secret.as_bytes()),
+            )
+    }
+}
+
 /// A world (its temp dir 0755, so that other local users can reach what a test puts there)
 /// whose KV holds the job's secrets, with a role for the default job.
 struct Lab {
     world: World,
-    /// `SECRET`'s value.
-    secret: String,
-    /// `SECRET_FILE`'s content (three lines).
-    file_secret: String,
-    /// The random middle line of the file secret, what leak scans look for.
-    file_token: String,
+    planted: Planted,
 }
 
 impl Lab {
@@ -64,48 +106,23 @@ impl Lab {
             .dir_mode(0o755)
             .dir_prefix("leasehold-executors")
             .start();
-        let secret = format!("env-secret-{}", random_hex(16));
-        let file_token = format!("file-secret-{}", random_hex(16));
-        let file_secret =
-            format!("-----BEGIN TEST KEY-----\n{file_token}\n-----END TEST KEY-----\n");
-        world.bao.enable_kv("kv", 2);
-        world.bao.kv_put(
-            "kv",
-            2,
-            "app/ci",
-            json!({"password": secret, "tls_key": file_secret}),
-        );
+        let planted = Planted::put(&world.bao);
         world
             .bao
             .kv_put("kv", 2, "other/ci", json!({"password": "not-for-this-job"}));
-        Lab {
-            world,
-            secret,
-            file_secret,
-            file_token,
-        }
+        Lab { world, planted }
     }
 
     /// The default job with the two secrets declared and their expected hashes as plain
     /// variables.
     fn job(&self) -> JobBuilder {
-        self.world
-            .job()
-            .secrets_yaml(SECRETS_YAML)
-            .variable(
-                "EXPECTED_SECRET_SHA256",
-                &sha256_hex(self.secret.as_bytes()),
-            )
-            .variable(
-                "EXPECTED_FILE_SHA256",
-                &sha256_hex(self.file_secret.as_bytes()),
-            )
+        self.planted.declared_in(self.world.job())
     }
 
     /// `text` with the planted values replaced, safe to print.
     fn redact(&self, text: &str) -> String {
-        text.replace(&self.secret, "<SECRET>")
-            .replace(&self.file_token, "<FILE-SECRET>")
+        text.replace(&self.planted.secret, "<SECRET>")
+            .replace(&self.planted.file_token, "<FILE-SECRET>")
     }
 
     /// The job log and cleanup output, redacted, for assertion messages.
@@ -123,8 +140,8 @@ impl Lab {
     fn leaks(&self, roots: &[&Path]) -> Vec<PathBuf> {
         let mut found = Vec::new();
         for root in roots {
-            found.extend(scan::files_containing(root, &self.secret));
-            found.extend(scan::files_containing(root, &self.file_token));
+            found.extend(scan::files_containing(root, &self.planted.secret));
+            found.extend(scan::files_containing(root, &self.planted.file_token));
         }
         found
     }
@@ -309,8 +326,7 @@ fn ssh_driver_gets_secrets_through_a_wrapper_script_and_leaves_nothing_behind() 
     let remote = sshd.user().clone();
     let w = Lab::new();
     // after_script gets no secrets, so that it runs while nothing should be left anywhere.
-    let config = w
-        .world
+    w.world
         .write_config(&ssh_driver_tables("script", Some(&["build_script"])));
     let mut script = CHECK_SECRETS.to_vec();
     script.push(r#"echo "remote-user=$(id -un)""#);
@@ -326,8 +342,8 @@ fn ssh_driver_gets_secrets_through_a_wrapper_script_and_leaves_nothing_behind() 
     let (state_dir, home, secret, token) = (
         w.world.state_dir(),
         remote.home.clone(),
-        w.secret.clone(),
-        w.file_token.clone(),
+        w.planted.secret.clone(),
+        w.planted.file_token.clone(),
     );
     let opts = ssh_options(&sshd).while_stage_runs(
         "after_script",
@@ -347,7 +363,7 @@ fn ssh_driver_gets_secrets_through_a_wrapper_script_and_leaves_nothing_behind() 
         },
     );
     let started = Instant::now();
-    let outcome = Runner::new(leasehold_bin(), &config).run_job(&job, opts);
+    let outcome = w.world.runner().run_job(&job, opts);
     let remote = sshd.user();
     assert_eq!(
         outcome.result,
@@ -401,12 +417,16 @@ fn ssh_driver_gets_secrets_through_a_wrapper_script_and_leaves_nothing_behind() 
     );
     for stage in &outcome.stages {
         assert!(
-            !stage.output.contains(&w.secret) && !stage.output.contains(&w.file_token),
+            !stage.output.contains(&w.planted.secret)
+                && !stage.output.contains(&w.planted.file_token),
             "{} printed a value unmasked",
             stage.name
         );
     }
-    assert!(!outcome.raw_log.contains(&w.secret) && !outcome.raw_log.contains(&w.file_token));
+    assert!(
+        !outcome.raw_log.contains(&w.planted.secret)
+            && !outcome.raw_log.contains(&w.planted.file_token)
+    );
 
     // Nothing was left after build_script, on either side.
     assert!(
@@ -448,7 +468,7 @@ fn cancelling_an_ssh_job_ends_the_remote_processes_then_cleanup_runs_and_revokes
     assert_ssh_login(&sshd);
     let remote = sshd.user().clone();
     let w = Lab::new();
-    let config = w.world.write_config(&ssh_driver_tables("script", None));
+    w.world.write_config(&ssh_driver_tables("script", None));
     let mut script = CHECK_SECRETS.to_vec();
     script.extend([
         r#"sleep 30 & echo "remote-sleep-pid=$!"; wait $!"#,
@@ -464,8 +484,8 @@ fn cancelling_an_ssh_job_ends_the_remote_processes_then_cleanup_runs_and_revokes
     let (home, uid, secret, token) = (
         remote.home.clone(),
         remote.uid,
-        w.secret.clone(),
-        w.file_token.clone(),
+        w.planted.secret.clone(),
+        w.planted.file_token.clone(),
     );
     let opts = ssh_options(&sshd)
         .cancel(Cancel::abort("build_script", Duration::from_millis(1500)))
@@ -476,7 +496,7 @@ fn cancelling_an_ssh_job_ends_the_remote_processes_then_cleanup_runs_and_revokes
             *seen.borrow_mut() = Some((sleeping, secret_dirs_under(&home), argv));
         });
     let started = Instant::now();
-    let outcome = Runner::new(leasehold_bin(), &config).run_job(&job, opts);
+    let outcome = w.world.runner().run_job(&job, opts);
     assert_eq!(
         outcome.result,
         JobResult::Canceled,
@@ -563,8 +583,8 @@ fn fake_driver_tables(inject: &str) -> String {
 #[test]
 fn local_driver_gets_secrets_in_its_environment_and_its_exit_codes_pass_through() {
     let w = Lab::new();
-    let config = w.world.write_config(&fake_driver_tables("env"));
-    let runner = Runner::new(leasehold_bin(), &config);
+    w.world.write_config(&fake_driver_tables("env"));
+    let runner = w.world.runner();
     let driver = fixture("fake-driver.sh").display().to_string();
 
     // Outside the world's dir, whose leak scans must not find the values the driver records.
@@ -597,7 +617,10 @@ fn local_driver_gets_secrets_in_its_environment_and_its_exit_codes_pass_through(
         "{}",
         w.show(&outcome)
     );
-    assert!(!outcome.raw_log.contains(&w.secret) && !outcome.raw_log.contains(&w.file_token));
+    assert!(
+        !outcome.raw_log.contains(&w.planted.secret)
+            && !outcome.raw_log.contains(&w.planted.file_token)
+    );
 
     // The merged config.
     let config_json = outcome.config_json.as_ref().expect("config JSON");
@@ -650,11 +673,16 @@ fn local_driver_gets_secrets_in_its_environment_and_its_exit_codes_pass_through(
     for (call, stage) in calls.iter().zip(&execs) {
         let exposed = matches!(stage.name.as_str(), "build_script" | "after_script");
         let value = call["env"]["CUSTOM_ENV_SECRET"].as_str();
-        assert_eq!(value == Some(w.secret.as_str()), exposed, "{}", stage.name);
+        assert_eq!(
+            value == Some(w.planted.secret.as_str()),
+            exposed,
+            "{}",
+            stage.name
+        );
         assert_eq!(call["env"]["CUSTOM_ENV_SECRET_FILE"].is_string(), exposed);
         for (name, v) in call["env"].as_object().expect("env") {
             assert!(
-                name == "CUSTOM_ENV_SECRET" || v.as_str() != Some(w.secret.as_str()),
+                name == "CUSTOM_ENV_SECRET" || v.as_str() != Some(w.planted.secret.as_str()),
                 "{}: the secret in {name}",
                 stage.name
             );
@@ -699,7 +727,7 @@ fn local_driver_gets_secrets_in_its_environment_and_its_exit_codes_pass_through(
 #[test]
 fn cancelling_a_local_driver_job_ends_its_processes_then_cleanup_runs_and_revokes() {
     let w = Lab::new();
-    let config = w.world.write_config(&fake_driver_tables("env"));
+    w.world.write_config(&fake_driver_tables("env"));
     // Outside the world's dir: the driver records its CUSTOM_ENV_ variables, the secrets too.
     let log = DriverLog::new();
     let pid_file = w.world.dir.path().join("sleep.pid");
@@ -725,7 +753,7 @@ fn cancelling_a_local_driver_job_ends_its_processes_then_cleanup_runs_and_revoke
             });
         });
     let started = Instant::now();
-    let outcome = Runner::new(leasehold_bin(), &config).run_job(&job, opts);
+    let outcome = w.world.runner().run_job(&job, opts);
     assert_eq!(outcome.result, JobResult::Canceled, "{}", w.show(&outcome));
     assert!(started.elapsed() < Duration::from_secs(15));
 
@@ -780,8 +808,8 @@ fn cancelling_a_local_driver_job_ends_its_processes_then_cleanup_runs_and_revoke
 #[test]
 fn cleanup_runs_the_inner_cleanup_and_revokes_when_prepare_fails() {
     let w = Lab::new();
-    let config = w.world.write_config(&fake_driver_tables("env"));
-    let runner = Runner::new(leasehold_bin(), &config);
+    w.world.write_config(&fake_driver_tables("env"));
+    let runner = w.world.runner();
     let before = w.world.bao.token_accessors();
 
     // A secret the role may not read: leasehold's prepare fails before the driver's prepare
@@ -860,15 +888,15 @@ fn cleanup_runs_the_inner_cleanup_and_revokes_when_prepare_fails() {
 // --- the shell executor as another user ------------------------------------------------------
 
 /// The admin's part of `[executor] user`: build and cache dirs the job user can write, and the
-/// config; returns the config and `files_dir`.
-fn job_user_config(w: &Lab, user: &TestUser) -> (PathBuf, PathBuf) {
+/// config; returns `files_dir`.
+fn job_user_config(w: &Lab, user: &TestUser) -> PathBuf {
     w.world.hand_build_dirs_to(user.uid, user.gid);
     let files_dir = w.world.path("files");
-    let config = w.world.write_config(&format!(
+    w.world.write_config(&format!(
         "[executor]\nuser = {:?}\nfiles_dir = {files_dir:?}\n",
         user.name
     ));
-    (config, files_dir)
+    files_dir
 }
 
 #[test]
@@ -876,7 +904,7 @@ fn shell_executor_runs_the_job_as_the_configured_user() {
     let user = ensure_user("lh-job", &["lh-job-extra"]);
     let extra_gid = ensure_group("lh-job-extra");
     let w = Lab::new();
-    let (config, files_dir) = job_user_config(&w, &user);
+    let files_dir = job_user_config(&w, &user);
     let mut script = CHECK_SECRETS.to_vec();
     script.extend([
         r#"echo "ids uid=$(id -u) gid=$(id -g) groups=$(id -G | tr ' ' ,)""#,
@@ -889,7 +917,7 @@ fn shell_executor_runs_the_job_as_the_configured_user() {
         .job()
         .variable("STATE_DIR_PATH", &w.world.state_dir().display().to_string())
         .script(script);
-    let outcome = Runner::new(leasehold_bin(), &config).run_job(&job, RunOptions::new());
+    let outcome = w.world.runner().run_job(&job, RunOptions::new());
     assert_eq!(outcome.result, JobResult::Success, "{}", w.show(&outcome));
 
     let build = printed(&w.redact(&outcome.stage("build_script").output));
@@ -941,7 +969,7 @@ fn shell_executor_runs_the_job_as_the_configured_user() {
         "{}",
         w.show(&outcome)
     );
-    assert!(!outcome.raw_log.contains(&w.secret));
+    assert!(!outcome.raw_log.contains(&w.planted.secret));
 
     // Every stage directory is gone, and so is the job's state and token.
     let left = entries(&files_dir);
@@ -963,7 +991,7 @@ fn shell_executor_runs_the_job_as_the_configured_user() {
 fn cleanup_removes_the_stage_dirs_of_a_job_user_stage_that_was_killed() {
     let user = ensure_user("lh-job", &["lh-job-extra"]);
     let w = Lab::new();
-    let (config, files_dir) = job_user_config(&w, &user);
+    let files_dir = job_user_config(&w, &user);
     // The script ignores SIGTERM, so the runner's SIGKILL ends the stage, leasehold included:
     // its stage dir (script copy, file secret) is not removed when the stage ends.
     let job = w.job().script([
@@ -982,7 +1010,7 @@ fn cleanup_removes_the_stage_dirs_of_a_job_user_stage_that_was_killed() {
             wait_for_sleep_of(uid);
             *seen.borrow_mut() = entries(&probe_dir);
         });
-    let outcome = Runner::new(leasehold_bin(), &config).run_job(&job, opts);
+    let outcome = w.world.runner().run_job(&job, opts);
     assert_eq!(outcome.result, JobResult::Canceled, "{}", w.show(&outcome));
     let build = outcome.stage("build_script");
     assert!(build.sent_sigkill, "{build:?}");
@@ -1170,8 +1198,8 @@ fn fake_driver_default_tables() -> String {
 fn a_secret_may_not_take_a_name_the_runner_leasehold_or_bash_act_on() {
     let w = Lab::new();
     let steering = Steering::plant(&w);
-    let custom = w.world.write_config(&fake_driver_tables("env"));
-    let custom_runner = Runner::new(leasehold_bin(), &custom);
+    w.world.write_config(&fake_driver_tables("env"));
+    let custom_runner = w.world.runner();
     for (name, field) in [
         ("BUILD_EXIT_CODE_FILE", "victim"),
         ("JOB_RESPONSE_FILE", "response"),
@@ -1203,8 +1231,8 @@ fn a_secret_may_not_take_a_name_the_runner_leasehold_or_bash_act_on() {
     }
 
     // The same names are refused whatever the executor: the built-in shell too.
-    let shell = w.world.write_config("");
-    let outcome = Runner::new(leasehold_bin(), &shell).run_job(
+    w.world.write_config("");
+    let outcome = w.world.runner().run_job(
         &steering_job(&w, &[("BUILD_EXIT_CODE_FILE", "victim", String::new())], 3),
         RunOptions::new(),
     );
@@ -1226,7 +1254,7 @@ fn a_secret_may_not_take_a_name_the_runner_leasehold_or_bash_act_on() {
 fn with_inject_env_a_driver_gets_job_chosen_names_only_as_custom_env() {
     let w = Lab::new();
     let steering = Steering::plant(&w);
-    let config = w.world.write_config(&fake_driver_tables("env"));
+    w.world.write_config(&fake_driver_tables("env"));
     let log = DriverLog::new();
     let dumps = tempfile::tempdir().expect("dump dir");
     let secrets = steering.allowed();
@@ -1234,7 +1262,7 @@ fn with_inject_env_a_driver_gets_job_chosen_names_only_as_custom_env() {
     let opts = log
         .options()
         .env("FAKE_DRIVER_ENV_DUMP", dumps.path().display().to_string());
-    let outcome = Runner::new(leasehold_bin(), &config).run_job(&job, opts);
+    let outcome = w.world.runner().run_job(&job, opts);
     assert_eq!(outcome.result, JobResult::Success, "{}", w.show(&outcome));
     steering.assert_untouched(&w, &outcome);
 
@@ -1319,7 +1347,7 @@ fn with_inject_env_a_driver_gets_job_chosen_names_only_as_custom_env() {
 fn a_custom_driver_gets_secrets_through_the_script_by_default() {
     let w = Lab::new();
     let steering = Steering::plant(&w);
-    let config = w.world.write_config(&fake_driver_default_tables());
+    w.world.write_config(&fake_driver_default_tables());
     let log = DriverLog::new();
     let dumps = tempfile::tempdir().expect("dump dir");
     let secrets = steering.allowed();
@@ -1327,7 +1355,7 @@ fn a_custom_driver_gets_secrets_through_the_script_by_default() {
     let opts = log
         .options()
         .env("FAKE_DRIVER_ENV_DUMP", dumps.path().display().to_string());
-    let outcome = Runner::new(leasehold_bin(), &config).run_job(&job, opts);
+    let outcome = w.world.runner().run_job(&job, opts);
     assert_eq!(outcome.result, JobResult::Success, "{}", w.show(&outcome));
     steering.assert_untouched(&w, &outcome);
     let build = printed(&outcome.stage("build_script").output);

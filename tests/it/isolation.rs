@@ -23,10 +23,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::{leasehold_bin, world};
+use crate::{job_state_of, leasehold_bin, world};
 use leasehold_test_kit::sshd::ensure_user;
 use leasehold_test_kit::world::World;
-use leasehold_test_kit::{JobBuilder, JobOutcome, JobResult, RunOptions, Runner, wait_for};
+use leasehold_test_kit::{JobBuilder, JobOutcome, JobResult, RunOptions, scan, wait_for};
 
 /// The runner's short token in the emulator: project dirs are `builds/<token>/0/<path>`.
 const SHORT_TOKEN: &str = "t3stRunr";
@@ -119,10 +119,10 @@ impl Lab {
     /// Runs A in a thread (recovering its state key, token and project dir as root, the way
     /// only root can, while it waits), then B, then releases A. Returns A's outcome, B's
     /// outcome, what was recovered of A, and B's harvest.
-    fn attack(&self, config: &Path, a: JobBuilder) -> (JobOutcome, JobOutcome, Recovered, String) {
+    fn attack(&self, a: JobBuilder) -> (JobOutcome, JobOutcome, Recovered, String) {
         let recovered = Arc::new(Mutex::new(None::<Recovered>));
         let sink = Arc::clone(&recovered);
-        let (config_a, state_dir) = (config.to_owned(), self.world.state_dir());
+        let (runner_a, state_dir) = (self.world.runner(), self.world.state_dir());
         let a_thread = std::thread::spawn(move || {
             let opts = RunOptions::new().while_stage_runs(
                 "build_script",
@@ -131,14 +131,16 @@ impl Lab {
                     *sink.lock().expect("lock") = Some(recover(pgid, &state_dir));
                 },
             );
-            Runner::new(leasehold_bin(), &config_a).run_job(&a, opts)
+            runner_a.run_job(&a, opts)
         });
         let ready = self.shared.join("a-ready");
         let found = wait_for("job A to be ready", Duration::from_secs(60), || {
             let found = recovered.lock().expect("lock").clone()?;
             ready.exists().then_some(found)
         });
-        let b = Runner::new(leasehold_bin(), config)
+        let b = self
+            .world
+            .runner()
             .run_job(&self.job_b(&found.project_dir), RunOptions::new());
         std::fs::write(self.shared.join("release"), "").expect("release A");
         let a = a_thread.join().expect("job A's thread");
@@ -152,20 +154,12 @@ impl Lab {
 /// (`pgid`): its environment holds the state id, the key and the job's variables.
 fn recover(pgid: u32, state_dir: &Path) -> Recovered {
     use secrecy::ExposeSecret;
-    let environ = std::fs::read(format!("/proc/{pgid}/environ")).expect("environ");
     let var = |name: &str| {
-        environ
-            .split(|b| *b == 0)
-            .filter_map(|kv| std::str::from_utf8(kv).ok())
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")).map(str::to_owned))
+        scan::environ_var(pgid, name)
             .unwrap_or_else(|| panic!("{name} is not in A's leasehold environment"))
     };
-    let id = leasehold::state::StateId::parse(&var("LEASEHOLD_STATE_ID")).expect("id");
     let state_key = var("LEASEHOLD_STATE_KEY");
-    let key = leasehold::state::StateKey::from_hex(&secrecy::SecretString::from(state_key.clone()))
-        .expect("key");
-    let root = leasehold::state::StateDir::open(state_dir).expect("state root");
-    let sealed = root.job(&id).unseal(&key).expect("decrypt").expect("state");
+    let sealed = job_state_of(pgid, state_dir);
     Recovered {
         state_key,
         token: sealed.sessions[0].token.expose_secret().to_owned(),
@@ -262,10 +256,9 @@ fn under_the_packaged_config_a_concurrent_job_finds_no_state_key_or_token_of_ano
     let user = ensure_user("lh-job", &[]);
     let lab = Lab::new();
     lab.world.hand_build_dirs_to(user.uid, user.gid);
-    let config = lab
-        .world
+    lab.world
         .write_config_text(&packaged_config(&lab, &user.name));
-    let (a, b, found, harvest) = lab.attack(&config, lab.job_a(7001, "grp/alpha", &[]));
+    let (a, b, found, harvest) = lab.attack(lab.job_a(7001, "grp/alpha", &[]));
     assert!(a.is_success(), "A: {:?}\n{}", a.result, a.raw_log);
     assert!(b.is_success(), "B: {:?}\n{}", b.result, b.raw_log);
     assert!(harvest.len() > 1000, "B harvested {} bytes", harvest.len());
@@ -293,14 +286,14 @@ fn under_the_packaged_config_a_concurrent_job_finds_no_state_key_or_token_of_ano
 #[test]
 fn with_the_user_pool_a_concurrent_job_reads_nothing_of_another_and_nothing_outlives_a_job() {
     let lab = Lab::new();
-    let config = lab.pool_config("61000-61003");
+    lab.pool_config("61000-61003");
     // A also leaves a process behind that escapes its process group.
     let a = lab.job_a(
         7001,
         "grp/alpha",
         &["setsid sleep 300 < /dev/null > /dev/null 2>&1 &"],
     );
-    let (a, b, found, harvest) = lab.attack(&config, a);
+    let (a, b, found, harvest) = lab.attack(a);
     assert!(a.is_success(), "A: {:?}\n{}", a.result, a.raw_log);
     assert!(b.is_success(), "B: {:?}\n{}", b.result, b.raw_log);
     assert!(harvest.len() > 100, "B harvested {} bytes", harvest.len());
@@ -382,7 +375,7 @@ fn as_root_without_a_job_user_the_job_is_refused_before_any_vault_login() {
         .job()
         .secrets_yaml("A_SECRET:\n  vault: ci/app/password@secret\n  file: false\n")
         .script(["id -u"]);
-    let outcome = Runner::new(leasehold_bin(), &config).run_job(&job, RunOptions::new());
+    let outcome = lab.world.runner().run_job(&job, RunOptions::new());
     let refusal = "refusing to run the job as root: leasehold runs as root and [executor] names no job user, so every job could read every other job's secrets; set [executor] user (e.g. \"gitlab-runner\") or user_pool, or allow_root = true to accept that";
     assert!(
         matches!(outcome.result, JobResult::SystemFailure { .. }),
@@ -406,11 +399,11 @@ fn as_root_without_a_job_user_the_job_is_refused_before_any_vault_login() {
         "{run:?}"
     );
     // With the opt-in, it runs as root.
-    let config = lab.world.write_config_text(&format!(
+    lab.world.write_config_text(&format!(
         "{}[executor]\nallow_root = true\n",
         lab.world.base_config()
     ));
-    let outcome = Runner::new(leasehold_bin(), &config).run_job(&job, RunOptions::new());
+    let outcome = lab.world.runner().run_job(&job, RunOptions::new());
     assert!(outcome.is_success(), "{}", outcome.raw_log);
     assert!(
         outcome
@@ -426,7 +419,7 @@ fn as_root_without_a_job_user_the_job_is_refused_before_any_vault_login() {
 #[test]
 fn concurrent_prepares_never_share_a_pool_uid_and_a_full_pool_is_a_system_failure() {
     let lab = Lab::new();
-    let config = lab.pool_config("61010-61013");
+    lab.pool_config("61010-61013");
     let release = lab.shared.join("release");
     let holders: Vec<_> = (0..4)
         .map(|n| {
@@ -443,10 +436,8 @@ fn concurrent_prepares_never_share_a_pool_uid_and_a_full_pool_is_a_system_failur
                         release.display()
                     ),
                 ]);
-            let config = config.clone();
-            std::thread::spawn(move || {
-                Runner::new(leasehold_bin(), &config).run_job(&job, RunOptions::new())
-            })
+            let runner = lab.world.runner();
+            std::thread::spawn(move || runner.run_job(&job, RunOptions::new()))
         })
         .collect();
     let uid_files: Vec<PathBuf> = (0..4)
@@ -469,7 +460,7 @@ fn concurrent_prepares_never_share_a_pool_uid_and_a_full_pool_is_a_system_failur
         .id(7199)
         .project(7199, "grp/p9")
         .secrets_yaml("A_SECRET:\n  vault: ci/app/password@secret\n  file: false\n");
-    let full = Runner::new(leasehold_bin(), &config).run_job(&fifth, RunOptions::new());
+    let full = lab.world.runner().run_job(&fifth, RunOptions::new());
     std::fs::write(&release, "").expect("release");
     let outcomes: Vec<JobOutcome> = holders
         .into_iter()
@@ -505,14 +496,14 @@ fn concurrent_prepares_never_share_a_pool_uid_and_a_full_pool_is_a_system_failur
     assert_eq!(uids, [61010, 61011, 61012, 61013], "uids were shared");
     assert_eq!(seats(&lab), Vec::<String>::new());
     // Every uid is free again.
-    let again = Runner::new(leasehold_bin(), &config).run_job(&fifth, RunOptions::new());
+    let again = lab.world.runner().run_job(&fifth, RunOptions::new());
     assert!(again.is_success(), "{}", again.raw_log);
 }
 
 #[test]
 fn a_project_dir_outside_builds_dir_is_refused_and_nothing_outside_is_touched() {
     let lab = Lab::new();
-    let config = lab.pool_config("61020-61021");
+    lab.pool_config("61020-61021");
     let slot = lab.world.path("builds").join(SHORT_TOKEN).join("0");
     std::fs::create_dir_all(&slot).expect("mkdir slot");
     let victim = lab.world.path("victim");
@@ -530,9 +521,7 @@ fn a_project_dir_outside_builds_dir_is_refused_and_nothing_outside_is_touched() 
             .secrets_yaml("A_SECRET:\n  vault: ci/app/password@secret\n  file: false\n")
             .script(["id -u"])
     };
-    let run = |project: &str| {
-        Runner::new(leasehold_bin(), &config).run_job(&job(project), RunOptions::new())
-    };
+    let run = |project: &str| lab.world.runner().run_job(&job(project), RunOptions::new());
 
     // `..` out of builds_dir: the job's own input, a build failure.
     let outcome = run("grp/../../../../victim");
@@ -620,7 +609,7 @@ fn the_uid_of_a_crashed_job_comes_back_through_reap_or_a_later_prepare_with_noth
                 "setsid sleep 300 < /dev/null > /dev/null 2>&1 &",
                 "sleep 60",
             ]);
-        let outcome = Runner::new(leasehold_bin(), &config).run_job(
+        let outcome = lab.world.runner().run_job(
             &job,
             RunOptions::new()
                 .job_timeout(Duration::from_secs(60))
@@ -667,7 +656,7 @@ fn the_uid_of_a_crashed_job_comes_back_through_reap_or_a_later_prepare_with_noth
         .id(7403)
         .project(7403, "grp/next")
         .script(["id -u", "ls ~ | wc -l"]);
-    let outcome = Runner::new(leasehold_bin(), &config).run_job(&next, RunOptions::new());
+    let outcome = lab.world.runner().run_job(&next, RunOptions::new());
     assert!(outcome.is_success(), "{}", outcome.raw_log);
     assert!(
         outcome.raw_log.contains(
