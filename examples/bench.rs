@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use leasehold_test_kit::attempt::{Attempt, median, stage_command};
+use leasehold_test_kit::attempt::{
+    Attempt, BENCH_POLICY, median, plant_bench_secrets, stage_command,
+};
 use leasehold_test_kit::bao::bao_binary;
 use leasehold_test_kit::world::ROLE;
 use leasehold_test_kit::{World, random_hex};
@@ -30,36 +32,10 @@ fn main() {
     }
     let started = Instant::now();
     let mut md = String::new();
-    let world = World::start(&[
-        r#"path "kv/data/*" { capabilities = ["read"] }"#,
-        r#"path "pki/issue/ci" { capabilities = ["update"] }"#,
-        r#"path "sys/leases/revoke/pki/issue/ci/*" { capabilities = ["update"] }"#,
-    ]);
-    world.bao.enable_kv("kv", 2);
-    for p in 0..5 {
-        let fields: serde_json::Map<String, Value> = (0..10)
-            .map(|f| {
-                (
-                    format!("f{f}"),
-                    json!(format!("value-{p}-{f}-{}", random_hex(8))),
-                )
-            })
-            .collect();
-        world
-            .bao
-            .kv_put("kv", 2, &format!("bench/p{p}"), Value::Object(fields));
-    }
-    world.bao.ok(
-        "POST",
-        "sys/mounts/pki",
-        Some(json!({"type": "pki", "config": {"max_lease_ttl": "24h"}})),
-    );
-    world.bao.ok(
-        "POST",
-        "pki/root/generate/internal",
-        Some(json!({"common_name": "bench CA", "ttl": "24h"})),
-    );
-    world.bao.ok("POST", "pki/roles/ci", Some(json!({"allowed_domains": ["ci.example.com"], "allow_subdomains": true, "generate_lease": true, "max_ttl": "1h", "key_type": "ec", "key_bits": 256})));
+    let world = World::start(&BENCH_POLICY);
+    plant_bench_secrets(&world.bao, 5, 10, |p, f| {
+        format!("value-{p}-{f}-{}", random_hex(8))
+    });
 
     let bao_version = Command::new(bao_binary())
         .arg("version")

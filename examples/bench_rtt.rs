@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use leasehold_test_kit::World;
-use leasehold_test_kit::attempt::{Attempt, median};
+use leasehold_test_kit::attempt::{Attempt, BENCH_POLICY, median, plant_bench_secrets};
 use leasehold_test_kit::pki::Pki;
 use leasehold_test_kit::world::ROLE;
 
@@ -23,34 +23,11 @@ const ONE_WAY: Duration = Duration::from_millis(10);
 
 fn main() {
     let world = World::builder(leasehold_test_kit::leasehold_bin())
-        .policy(&[
-            r#"path "kv/data/*" { capabilities = ["read"] }"#,
-            r#"path "pki/issue/ci" { capabilities = ["update"] }"#,
-            r#"path "sys/leases/revoke/pki/issue/ci/*" { capabilities = ["update"] }"#,
-        ])
+        .policy(&BENCH_POLICY)
         .tls()
         .start();
     let (listeners, pki) = (&world.tls().listeners, &world.tls().pki);
-    world.bao.enable_kv("kv", 2);
-    for p in 0..3 {
-        let fields: serde_json::Map<String, Value> = (0..4)
-            .map(|f| (format!("f{f}"), json!(format!("value-{p}-{f}"))))
-            .collect();
-        world
-            .bao
-            .kv_put("kv", 2, &format!("bench/p{p}"), Value::Object(fields));
-    }
-    world.bao.ok(
-        "POST",
-        "sys/mounts/pki",
-        Some(json!({"type": "pki", "config": {"max_lease_ttl": "24h"}})),
-    );
-    world.bao.ok(
-        "POST",
-        "pki/root/generate/internal",
-        Some(json!({"common_name": "bench CA", "ttl": "24h"})),
-    );
-    world.bao.ok("POST", "pki/roles/ci", Some(json!({"allowed_domains": ["ci.example.com"], "allow_subdomains": true, "generate_lease": true, "max_ttl": "1h", "key_type": "ec", "key_bits": 256})));
+    plant_bench_secrets(&world.bao, 3, 4, |p, f| format!("value-{p}-{f}"));
 
     let upstream = listeners.tls.trim_start_matches("https://").to_owned();
     let proxy = delay_proxy(upstream.clone());

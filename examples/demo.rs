@@ -169,16 +169,7 @@ fn main() {
         "ci/app",
         json!({"db_password": "s3cr3t-demo-password", "api_user": "deploy-bot"}),
     );
-    world.bao.ok(
-        "POST",
-        "sys/mounts/pki",
-        Some(json!({"type": "pki", "config": {"max_lease_ttl": "24h"}})),
-    );
-    world.bao.ok(
-        "POST",
-        "pki/root/generate/internal",
-        Some(json!({"common_name": "demo CA", "ttl": "24h"})),
-    );
+    world.bao.enable_pki_ca("demo CA", "24h");
     world.bao.ok(
         "POST",
         "pki/roles/ci",

@@ -5,10 +5,42 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::JobBuilder;
 use super::world::World;
+use super::{Bao, JobBuilder};
+
+/// The policy rules of the benchmarks' worlds: read KV v2 `kv`, issue `pki/issue/ci`
+/// certificates and revoke their leases.
+pub const BENCH_POLICY: [&str; 3] = [
+    r#"path "kv/data/*" { capabilities = ["read"] }"#,
+    r#"path "pki/issue/ci" { capabilities = ["update"] }"#,
+    r#"path "sys/leases/revoke/pki/issue/ci/*" { capabilities = ["update"] }"#,
+];
+
+/// The benchmarks' secrets: KV v2 at `kv` with `paths` paths `bench/p<p>`, each with `fields`
+/// fields `f<f>` whose values are `value(p, f)`; and PKI at `pki` with the role `ci` (EC P-256
+/// certificates for `*.ci.example.com`, with leases, up to 1 h).
+pub fn plant_bench_secrets(
+    bao: &Bao,
+    paths: usize,
+    fields: usize,
+    value: impl Fn(usize, usize) -> String,
+) {
+    bao.enable_kv("kv", 2);
+    for p in 0..paths {
+        let data: serde_json::Map<String, Value> = (0..fields)
+            .map(|f| (format!("f{f}"), json!(value(p, f))))
+            .collect();
+        bao.kv_put("kv", 2, &format!("bench/p{p}"), Value::Object(data));
+    }
+    bao.enable_pki_ca("bench CA", "24h");
+    bao.ok(
+        "POST",
+        "pki/roles/ci",
+        Some(json!({"allowed_domains": ["ci.example.com"], "allow_subdomains": true, "generate_lease": true, "max_ttl": "1h", "key_type": "ec", "key_bits": 256})),
+    );
+}
 
 /// The stage environment gitlab-runner would give leasehold for one job attempt.
 pub struct Attempt {

@@ -24,11 +24,48 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// A listener on a free loopback port whose accept loop (a thread of its own) hands every
+/// connection to a handler until the listener is dropped.
+struct Acceptor {
+    addr: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl Acceptor {
+    /// Binds (`what` names the listener in a panic) and starts the loop.
+    fn start(what: &str, mut serve: impl FnMut(TcpStream) + Send + 'static) -> Acceptor {
+        let listener =
+            TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind {what}: {e}"));
+        let addr = listener.local_addr().expect("addr").to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    serve(conn);
+                }
+            });
+        }
+        Acceptor { addr, stop }
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the loop, which then sees the flag.
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
 /// A listener that accepts anything and records it; answers `HTTP/1.1 200` with `{}`.
 pub struct OtherApp {
-    addr: String,
+    acceptor: Acceptor,
     state: Arc<OtherState>,
-    stop: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -40,40 +77,31 @@ struct OtherState {
 impl OtherApp {
     /// Listens on a free loopback port.
     pub fn start() -> OtherApp {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind other app");
-        let addr = listener.local_addr().expect("addr").to_string();
         let state = Arc::new(OtherState::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        {
-            let (state, stop) = (state.clone(), stop.clone());
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(mut conn) = conn else { continue };
-                    state.connections.fetch_add(1, Ordering::SeqCst);
-                    let state = state.clone();
-                    std::thread::spawn(move || {
-                        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-                        let raw = read_raw(&mut conn)
-                            .map(|(_, _, raw)| raw)
-                            .unwrap_or_default();
-                        state.received.lock().expect("received").extend(raw);
-                        let _ = conn.write_all(
-                            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
-                        );
-                        let _ = conn.shutdown(Shutdown::Both);
-                    });
-                }
-            });
-        }
-        OtherApp { addr, state, stop }
+        let acceptor = {
+            let state = state.clone();
+            Acceptor::start("other app", move |mut conn| {
+                state.connections.fetch_add(1, Ordering::SeqCst);
+                let state = state.clone();
+                std::thread::spawn(move || {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                    let raw = read_raw(&mut conn)
+                        .map(|(_, _, raw)| raw)
+                        .unwrap_or_default();
+                    state.received.lock().expect("received").extend(raw);
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                    );
+                    let _ = conn.shutdown(Shutdown::Both);
+                });
+            })
+        };
+        OtherApp { acceptor, state }
     }
 
     /// `127.0.0.1:<port>`.
     pub fn addr(&self) -> &str {
-        &self.addr
+        &self.acceptor.addr
     }
 
     /// Connections accepted so far.
@@ -87,18 +115,10 @@ impl OtherApp {
     }
 }
 
-impl Drop for OtherApp {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(&self.addr);
-    }
-}
-
 /// The front door; see the module docs.
 pub struct Front {
-    addr: String,
+    acceptor: Acceptor,
     state: Arc<FrontState>,
-    stop: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -115,37 +135,28 @@ impl Front {
     /// Serves on a free loopback port; `bao` is `http://127.0.0.1:<port>` (as [`super::Bao::addr`]),
     /// `other` a `host:port`.
     pub fn start(bao: &str, other: &str) -> Front {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind front");
-        let addr = listener.local_addr().expect("addr").to_string();
         let bao = bao.trim_start_matches("http://").to_owned();
         let other = other.to_owned();
         let state = Arc::new(FrontState::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        {
-            let (state, stop) = (state.clone(), stop.clone());
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(conn) = conn else { continue };
-                    state.connections.fetch_add(1, Ordering::SeqCst);
-                    let open = state.open.fetch_add(1, Ordering::SeqCst) + 1;
-                    state.max_open.fetch_max(open, Ordering::SeqCst);
-                    let (state, bao, other) = (state.clone(), bao.clone(), other.clone());
-                    std::thread::spawn(move || {
-                        proxy_one(conn, &bao, &other, &state);
-                        state.open.fetch_sub(1, Ordering::SeqCst);
-                    });
-                }
-            });
-        }
-        Front { addr, state, stop }
+        let acceptor = {
+            let state = state.clone();
+            Acceptor::start("front", move |conn| {
+                state.connections.fetch_add(1, Ordering::SeqCst);
+                let open = state.open.fetch_add(1, Ordering::SeqCst) + 1;
+                state.max_open.fetch_max(open, Ordering::SeqCst);
+                let (state, bao, other) = (state.clone(), bao.clone(), other.clone());
+                std::thread::spawn(move || {
+                    proxy_one(conn, &bao, &other, &state);
+                    state.open.fetch_sub(1, Ordering::SeqCst);
+                });
+            })
+        };
+        Front { acceptor, state }
     }
 
     /// `http://127.0.0.1:<port>`, the address to configure as the Vault server.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.acceptor.addr)
     }
 
     /// Every request target seen, raw, in order of arrival.
@@ -168,13 +179,6 @@ impl Front {
     /// never counts twice here, while a closing connection may still count as open.)
     pub fn max_in_flight(&self) -> usize {
         self.state.max_in_flight.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Front {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(&self.addr);
     }
 }
 

@@ -1138,6 +1138,53 @@ impl Steering {
     }
 }
 
+/// A steering job declaring every allowed name ([`Steering::allowed`]), run through the fake
+/// driver under the config `tables`, with each driver invocation's environment dumped to
+/// `dumps`: what the tests of the driver's environment inspect.
+struct SteeringRun {
+    w: Lab,
+    steering: Steering,
+    secrets: Vec<(&'static str, &'static str, String)>,
+    log: DriverLog,
+    dumps: tempfile::TempDir,
+    outcome: JobOutcome,
+}
+
+fn steering_run(tables: &str) -> SteeringRun {
+    let w = Lab::new();
+    let steering = Steering::plant(&w);
+    w.world.write_config(tables);
+    let log = DriverLog::new();
+    let dumps = tempfile::tempdir().expect("dump dir");
+    let secrets = steering.allowed();
+    let job = steering_job(&w, &secrets, 0);
+    let opts = log
+        .options()
+        .env("FAKE_DRIVER_ENV_DUMP", dumps.path().display().to_string());
+    let outcome = w.world.runner().run_job(&job, opts);
+    SteeringRun {
+        w,
+        steering,
+        secrets,
+        log,
+        dumps,
+        outcome,
+    }
+}
+
+/// The job's script saw each secret that reaches a root job under its own name (it printed
+/// `<NAME>=ok`).
+#[track_caller]
+fn assert_script_saw_each(secrets: &[(&str, &str, String)], outcome: &JobOutcome) {
+    let build = printed(&outcome.stage("build_script").output);
+    for (name, _, _) in secrets
+        .iter()
+        .filter(|(name, _, _)| reaches_a_root_job(name))
+    {
+        assert!(build.contains(&format!("{name}=ok")), "{name}: {build}");
+    }
+}
+
 /// Whether a job running as root sees the environment variable `name`: bash does not import
 /// `PS4` from its environment when it runs as root (the tests do), whoever passes it.
 fn reaches_a_root_job(name: &str) -> bool {
@@ -1252,29 +1299,20 @@ fn a_secret_may_not_take_a_name_the_runner_leasehold_or_bash_act_on() {
 
 #[test]
 fn with_inject_env_a_driver_gets_job_chosen_names_only_as_custom_env() {
-    let w = Lab::new();
-    let steering = Steering::plant(&w);
-    w.world.write_config(&fake_driver_tables("env"));
-    let log = DriverLog::new();
-    let dumps = tempfile::tempdir().expect("dump dir");
-    let secrets = steering.allowed();
-    let job = steering_job(&w, &secrets, 0);
-    let opts = log
-        .options()
-        .env("FAKE_DRIVER_ENV_DUMP", dumps.path().display().to_string());
-    let outcome = w.world.runner().run_job(&job, opts);
+    let SteeringRun {
+        w,
+        steering,
+        secrets,
+        log,
+        dumps,
+        outcome,
+    } = steering_run(&fake_driver_tables("env"));
     assert_eq!(outcome.result, JobResult::Success, "{}", w.show(&outcome));
     steering.assert_untouched(&w, &outcome);
 
     // The job's script saw every secret under its own name: the driver passed CUSTOM_ENV_<NAME>
     // on to it.
-    let build = printed(&outcome.stage("build_script").output);
-    for (name, _, _) in secrets
-        .iter()
-        .filter(|(name, _, _)| reaches_a_root_job(name))
-    {
-        assert!(build.contains(&format!("{name}=ok")), "{name}: {build}");
-    }
+    assert_script_saw_each(&secrets, &outcome);
 
     // The driver's own environment: every run invocation's, apart from CUSTOM_ENV_*, is the
     // same as prepare_script's (which gets no secrets); no job-chosen name replaced or added a
@@ -1345,26 +1383,17 @@ fn with_inject_env_a_driver_gets_job_chosen_names_only_as_custom_env() {
 
 #[test]
 fn a_custom_driver_gets_secrets_through_the_script_by_default() {
-    let w = Lab::new();
-    let steering = Steering::plant(&w);
-    w.world.write_config(&fake_driver_default_tables());
-    let log = DriverLog::new();
-    let dumps = tempfile::tempdir().expect("dump dir");
-    let secrets = steering.allowed();
-    let job = steering_job(&w, &secrets, 0);
-    let opts = log
-        .options()
-        .env("FAKE_DRIVER_ENV_DUMP", dumps.path().display().to_string());
-    let outcome = w.world.runner().run_job(&job, opts);
+    let SteeringRun {
+        w,
+        steering,
+        secrets,
+        log,
+        dumps,
+        outcome,
+    } = steering_run(&fake_driver_default_tables());
     assert_eq!(outcome.result, JobResult::Success, "{}", w.show(&outcome));
     steering.assert_untouched(&w, &outcome);
-    let build = printed(&outcome.stage("build_script").output);
-    for (name, _, _) in secrets
-        .iter()
-        .filter(|(name, _, _)| reaches_a_root_job(name))
-    {
-        assert!(build.contains(&format!("{name}=ok")), "{name}: {build}");
-    }
+    assert_script_saw_each(&secrets, &outcome);
 
     // No value is in any environment the driver got, under any name: the driver was handed a
     // wrapper script (not the runner's) that exports them.

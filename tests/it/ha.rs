@@ -60,24 +60,7 @@ fn jobs_ride_out_the_active_node_being_killed() {
     world
         .bao
         .kv_put("kv", 2, "app/db", json!({"password": "raft-hunter2"}));
-    world.bao.ok(
-        "POST",
-        "sys/mounts/pki",
-        Some(json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}})),
-    );
-    world.bao.ok(
-        "POST",
-        "pki/root/generate/internal",
-        Some(json!({"common_name": "leasehold raft CA", "ttl": "87600h"})),
-    );
-    world.bao.ok(
-        "POST",
-        "pki/roles/ci-web",
-        Some(
-            json!({"allowed_domains": ["ci.example.com"], "allow_subdomains": true,
-                    "max_ttl": "1h", "generate_lease": true}),
-        ),
-    );
+    world.bao.enable_pki("1h");
     // Every node has the configuration before the first job (standbys serve some reads).
     for node in 0..3 {
         let bao = cluster.bao(node);

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use crate::{leasehold_bin, world};
 use leasehold_test_kit::issuer::bound_role;
 use leasehold_test_kit::runner::Exec;
+use leasehold_test_kit::sshd;
 use leasehold_test_kit::world::POLICY;
 use leasehold_test_kit::{JobOutcome, RunOptions, Runner, World, random_hex, scan, wait_for};
 
@@ -284,23 +285,10 @@ fn allow_core_dumps_in_test_process() {
     );
 }
 
-/// The uid and gid of local user `name`, creating it (no home, bash) when missing. Tolerates a
-/// concurrent `useradd` holding the passwd lock or creating the same user.
+/// The uid and gid of local user `name`, created when missing ([`sshd::ensure_user`]).
 fn ensure_user(name: &str) -> (u32, u32) {
-    for _ in 0..50 {
-        if let Ok(Some(user)) = nix::unistd::User::from_name(name) {
-            return (user.uid.as_raw(), user.gid.as_raw());
-        }
-        let _ = std::process::Command::new("useradd")
-            .args(["--no-create-home", "--shell", "/bin/bash", name])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-        if nix::unistd::User::from_name(name).ok().flatten().is_none() {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    panic!("cannot create the local user {name} (tests must run as root)");
+    let user = sshd::ensure_user(name, &[]);
+    (user.uid, user.gid)
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) {
