@@ -13,7 +13,7 @@
 //! | module | what it gives a test |
 //! |---|---|
 //! | [`world`] | [`World`], the one fixture of an end-to-end test: OpenBao with JWT auth trusting an [`Issuer`], the role and policy, leasehold's config and dirs in a temp dir, the binary; [`WorldBuilder`] adds policy rules, role fields, https listeners, a PostgreSQL, a cluster node, config tables |
-//! | [`bao`] | [`Bao`]: a real OpenBao dev server with a file audit device, plus API helpers (KV, policies, JWT auth, database engine, leases, tokens, audit counts) |
+//! | [`bao`] | [`Bao`]: a real OpenBao dev server with a file audit device, plus API helpers (KV, PKI, policies, JWT auth, database engine, leases, tokens, the reaper's token, audit counts) |
 //! | [`issuer`] | [`Issuer`]: a GitLab-like OIDC issuer on loopback (JWKS at `/oauth/discovery/keys` and `/-/jwks`) that mints RS256 ID tokens with GitLab's claims |
 //! | [`postgres`] | [`Postgres`]: a throw-away PostgreSQL cluster run as the `postgres` OS user, with `psql` helpers |
 //! | [`job`] | [`JobBuilder`]: a job payload (`response.json`) exactly as gitlab-runner writes it |
@@ -25,7 +25,7 @@
 //! | [`pki`] | [`pki::Pki`]: a test CA with server and client certificates (and an unrelated CA), made with the `openssl` CLI; [`Bao::start_tls`] serves https with them |
 //! | [`cluster`] | [`cluster::Cluster`]: a real 3-node OpenBao raft cluster on loopback, for the failover tests |
 //! | [`docker`] | the private dockerd `scripts/test.sh` starts, its images, and the `docker` CLI against it |
-//! | [`attempt`] | [`attempt::Attempt`]: one job's stages started directly, the way gitlab-runner starts them, for the benchmarks |
+//! | [`attempt`] | [`attempt::Attempt`]: one job's stages started directly, the way gitlab-runner starts them, for the benchmarks; their policy and secrets ([`attempt::plant_bench_secrets`]) |
 //!
 //! A typical leasehold end-to-end test (`world()` is `tests/it/main.rs`'s
 //! `World::builder(leasehold_bin())`):
