@@ -1191,7 +1191,7 @@ fn tls_files_are_checked_and_named() {
 
 #[test]
 fn backoff_doubles_caps_and_jitters() {
-    let backoff = client::Backoff {
+    let backoff = backoff::Backoff {
         base: Duration::from_millis(200),
         cap: Duration::from_secs(2),
     };
