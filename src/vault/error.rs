@@ -105,3 +105,18 @@ impl VaultError {
         }
     }
 }
+
+/// A setting (or something leasehold was asked to send) that cannot work; the text says the fix.
+pub(super) fn config(detail: impl Into<String>) -> VaultError {
+    VaultError::Config {
+        detail: detail.into(),
+    }
+}
+
+/// An answer from `path` that is not what the endpoint gives.
+pub(super) fn invalid(path: &str, detail: impl Into<String>) -> VaultError {
+    VaultError::InvalidResponse {
+        path: path.to_owned(),
+        detail: detail.into(),
+    }
+}

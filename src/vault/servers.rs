@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::client::{RequestLimit, ServerSpec};
+use super::limit::RequestLimit;
+use super::spec::ServerSpec;
 
 /// One trusted server, as configured (address without a trailing slash). The sealed job state
 /// keeps a copy, so that later stages reach the server of a login exactly as prepare did.
