@@ -15,10 +15,8 @@ use serde::Serialize;
 use super::envelope::SecretBuf;
 use super::error::{VaultError, config};
 
-/// Every state that still answers API requests (standby, sealed, uninitialized) returns 200, so
-/// the body, not the status, tells what the server is doing.
 pub(super) const HEALTH_PATH: &str = "sys/health";
-pub(super) const HEALTH_QUERY: &[(&str, &str)] = &[
+const HEALTH_QUERY: &[(&str, &str)] = &[
     ("standbyok", "true"),
     ("sealedcode", "200"),
     ("uninitcode", "200"),
@@ -54,6 +52,17 @@ impl<'a> Call<'a> {
             namespace: true,
             carried: None,
             not_after: None,
+        }
+    }
+
+    /// `sys/health`, asked so that every state that still answers API requests (standby,
+    /// sealed, uninitialized) returns 200: the body, not the status, tells what the server is
+    /// doing. It is cluster-wide, so it is asked without a namespace.
+    pub(super) fn health() -> Self {
+        Call {
+            namespace: false,
+            query: HEALTH_QUERY,
+            ..Call::new(Method::GET, HEALTH_PATH, None)
         }
     }
 

@@ -11,7 +11,7 @@ use serde::de::IgnoredAny;
 use super::audit::AuditTag;
 #[cfg(test)]
 use super::backoff::Backoff;
-use super::call::{Call, HEALTH_PATH, HEALTH_QUERY};
+use super::call::{Call, HEALTH_PATH};
 use super::envelope::{
     AuthInfo, Health, Kv2Data, LeaseInfo, RawHealth, RawResponse, SecretEnvelope,
 };
@@ -381,11 +381,7 @@ impl VaultClient {
 
     /// `sys/health`, asked so that sealed, standby and uninitialized servers all answer 200.
     pub(crate) async fn health(&self) -> Result<Health, VaultError> {
-        let call = Call {
-            namespace: false,
-            query: HEALTH_QUERY,
-            ..Call::new(Method::GET, HEALTH_PATH, None)
-        };
+        let call = Call::health();
         let (reply, node) = self.transport.send(&call).await?;
         let reply = classify(reply, &call, || self.transport.label(node))?;
         decode::<RawHealth>(&reply, HEALTH_PATH).map(Health::from)

@@ -12,15 +12,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use reqwest::Url;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Method, Url};
 use secrecy::ExposeSecret;
 
 use super::address::{Origin, RedirectRefused, check_address, without_userinfo};
 use super::attempt_error::{AttemptError, classify_reqwest, with_client_cert_hint};
 use super::audit::AuditTag;
 use super::backoff::{BACKOFF_BASE, BACKOFF_CAP, Backoff};
-use super::call::{Call, HEALTH_PATH, HEALTH_QUERY};
+use super::call::{Call, HEALTH_PATH};
 use super::envelope::{RawHealth, SecretBuf};
 use super::error::{VaultError, config, invalid};
 use super::fault::{Failure, Verdict, classify, verdict};
@@ -124,11 +124,7 @@ impl Transport {
     }
 
     async fn is_sealed(&self, node: usize) -> bool {
-        let call = Call {
-            namespace: false,
-            query: HEALTH_QUERY,
-            ..Call::new(Method::GET, HEALTH_PATH, None)
-        };
+        let call = Call::health();
         let Some(base) = self.bases.get(node) else {
             return false;
         };
