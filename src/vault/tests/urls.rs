@@ -10,17 +10,8 @@ use super::*;
 #[tokio::test]
 async fn malformed_lease_ids_are_never_sent() {
     let client = VaultClient::new(&ServerSpec {
-        address: "http://127.0.0.1:9".into(),
-        nodes: Vec::new(),
-        namespace: None,
-        ca_file: None,
-        client_cert: None,
-        client_key: None,
-        allow_http: false,
-        timeout: std::time::Duration::from_secs(1),
-        retries: 0,
-        failover_wait: Duration::ZERO,
-        limit: RequestLimit::default(),
+        timeout: Duration::from_secs(1),
+        ..spec("http://127.0.0.1:9", 0)
     })
     .expect("client");
     let t = secrecy::SecretString::from("t");
