@@ -79,7 +79,7 @@ fn init_tracing() {
         .try_init();
 }
 
-/// No core dumps, and no ptrace or /proc/<pid>/environ reads by other processes of the same
+/// No core dumps, and no ptrace or `/proc/<pid>/environ` reads by other processes of the same
 /// user: the secrets and the state key live in this process's memory and environment.
 pub(crate) fn harden_process() {
     let _ = nix::sys::prctl::set_dumpable(false);

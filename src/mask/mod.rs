@@ -43,11 +43,11 @@
 //! seconds and a gigabyte, in every stage. So no form is put into an automaton whole:
 //!
 //! - forms of at most [`ANCHOR_LEN`] bytes, and the first `ANCHOR_LEN` bytes (the *anchor*) of
-//!   every longer form, are the *elements*: sorted strings ([`elements`]) searched either by
+//!   every longer form, are the *elements*: sorted strings (`elements`) searched either by
 //!   aho-corasick's packed SIMD searcher (up to 64 elements, where it is fastest) or by a
 //!   skip-ahead scanner (more: an aho-corasick automaton then steps through every byte);
 //! - a long form is confirmed where its anchor is found by comparing polynomial hashes of the
-//!   output and of the form ([`long`]), so that confirming costs the same for a periodic value
+//!   output and of the form (`long`), so that confirming costs the same for a periodic value
 //!   as for any other.
 //!
 //! Building costs the forms' bytes (about 20 bytes per byte of a random value, 4 for a periodic
