@@ -327,6 +327,15 @@ for line in "job succeeded" "the password never reached the job log" "the job's 
 done
 check "/run/leasehold holds only the marker again" test "$(ls -A /run/leasehold)" = "$(basename "$marker")"
 check "/run/leasehold-files is empty again" test -z "$(ls -A /run/leasehold-files)"
+# The demo's KV values (examples/demo.rs) may be in no file leasehold or the job user can leave
+# behind: the config and state dirs, the builds and cache dirs, the job user's home.
+leak_dirs=(/etc/leasehold /run/leasehold /run/leasehold-files /var/lib/leasehold "$(getent passwd gitlab-runner | cut -d: -f6)")
+for value in s3cr3t-demo-password deploy-bot; do
+    check "no file under ${leak_dirs[*]} holds the demo's value $value" bash -c \
+        'for d in "${@:2}"; do [ -d "$d" ] || { echo "missing: $d"; exit 1; }; done
+         found="$(grep -rlF -- "$1" "${@:2}")"; [ -z "$found" ] || { echo "$found"; exit 1; }' \
+        _ "$value" "${leak_dirs[@]}"
+done
 check "the job's project dir is in /var/lib/leasehold/builds and belongs to gitlab-runner" bash -c \
     'test -n "$(find /var/lib/leasehold/builds -mindepth 1 -print -quit)" &&
      test -z "$(find /var/lib/leasehold/builds -mindepth 1 ! -user gitlab-runner -print -quit)"'
